@@ -1,0 +1,226 @@
+//! Semantic checks on a parsed [`Config`].
+//!
+//! TOML and serde catch syntax and types; this catches values that parse but would make the relay
+//! misbehave or refuse every client at runtime (reversed port ranges, zero lifetimes, no way to
+//! authenticate). Each error names the key to fix, since operators read it from `--check-config`.
+
+use super::{Config, ConfigError, RelayEndpoint};
+use std::net::Ipv6Addr;
+
+/// RFC 8489 limits REALM and SOFTWARE to fewer than 128 characters.
+const MAX_STUN_TEXT_CHARS: usize = 127;
+
+impl Config {
+    /// Checks every value; the first problem found is returned, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_realm()?;
+        self.validate_auth()?;
+        for (i, relay) in self.relays.iter().enumerate() {
+            validate_relay(i, relay)?;
+        }
+        self.validate_turn()?;
+        self.validate_call()
+    }
+
+    fn validate_realm(&self) -> Result<(), ConfigError> {
+        stun_text("realm", &self.realm)?;
+        if self.realm.is_empty() {
+            return Err(ConfigError::invalid("realm", "is empty"));
+        }
+        // RFC 8489's grammar makes REALM a quoted-string; quotes and backslashes would need
+        // escaping that client stacks do not agree on.
+        if self.realm.contains(['"', '\\']) {
+            return Err(ConfigError::invalid(
+                "realm",
+                "must not contain '\"' or '\\'",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if let Some(i) = auth.secrets.iter().position(String::is_empty) {
+            return Err(ConfigError::invalid(
+                format!("auth.secrets[{i}]"),
+                "is empty",
+            ));
+        }
+        if auth.credential_ttl_secs == 0 {
+            return Err(ConfigError::invalid(
+                "auth.credential_ttl_secs",
+                "must be greater than 0",
+            ));
+        }
+        auth.rest_separator_char()?;
+        let users = auth.static_users()?;
+        let rest_usable = self.turn.use_auth_secret && !auth.secrets.is_empty();
+        if !rest_usable && users.is_empty() {
+            // A relay that authenticates nobody is useless, and one that authenticates everybody
+            // is an open relay; there is deliberately no "no auth" mode.
+            let message = if self.turn.use_auth_secret {
+                "is true but auth.secrets is empty and no auth.users are set"
+            } else {
+                "is false and no auth.users are set: no client could authenticate"
+            };
+            return Err(ConfigError::invalid("turn.use_auth_secret", message));
+        }
+        Ok(())
+    }
+
+    fn validate_turn(&self) -> Result<(), ConfigError> {
+        let turn = &self.turn;
+        if turn.listening_port == 0 {
+            return Err(ConfigError::invalid("turn.listening_port", "must not be 0"));
+        }
+        if turn.min_port == 0 {
+            return Err(ConfigError::invalid("turn.min_port", "must not be 0"));
+        }
+        if turn.min_port > turn.max_port {
+            return Err(ConfigError::invalid(
+                "turn.min_port",
+                format!(
+                    "({}) must not be greater than turn.max_port ({})",
+                    turn.min_port, turn.max_port
+                ),
+            ));
+        }
+        for (key, value) in [
+            (
+                "turn.default_allocate_lifetime_secs",
+                turn.default_allocate_lifetime_secs,
+            ),
+            (
+                "turn.max_allocate_lifetime_secs",
+                turn.max_allocate_lifetime_secs,
+            ),
+            (
+                "turn.permission_lifetime_secs",
+                turn.permission_lifetime_secs,
+            ),
+            ("turn.channel_lifetime_secs", turn.channel_lifetime_secs),
+            ("turn.nonce_lifetime_secs", turn.nonce_lifetime_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if turn.max_allocate_lifetime_secs < turn.default_allocate_lifetime_secs {
+            return Err(ConfigError::invalid(
+                "turn.max_allocate_lifetime_secs",
+                format!(
+                    "({}) must be >= turn.default_allocate_lifetime_secs ({})",
+                    turn.max_allocate_lifetime_secs, turn.default_allocate_lifetime_secs
+                ),
+            ));
+        }
+        // The LIFETIME attribute is 32 bits; a larger value could not be sent to clients.
+        if turn.max_allocate_lifetime_secs > u64::from(u32::MAX) {
+            return Err(ConfigError::invalid(
+                "turn.max_allocate_lifetime_secs",
+                format!("must be at most {} (LIFETIME is 32 bits)", u32::MAX),
+            ));
+        }
+        stun_text("turn.software", &turn.software)
+    }
+
+    fn validate_call(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("call.ring_timeout_secs", self.call.ring_timeout_secs),
+            (
+                "call.heartbeat_interval_secs",
+                self.call.heartbeat_interval_secs,
+            ),
+            (
+                "call.heartbeat_timeout_secs",
+                self.call.heartbeat_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_relay(i: usize, relay: &RelayEndpoint) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("relays[{i}].{field}");
+    if relay.host.is_empty() {
+        return Err(ConfigError::invalid(key("host"), "is empty"));
+    }
+    if let Err(why) = check_url_host(&relay.host) {
+        return Err(ConfigError::invalid(
+            key("host"),
+            format!("{:?} {why}", relay.host),
+        ));
+    }
+    for (field, port) in [
+        ("udp_port", relay.udp_port),
+        ("tcp_port", relay.tcp_port),
+        ("tls_port", relay.tls_port),
+    ] {
+        if port == 0 {
+            return Err(ConfigError::invalid(key(field), "must not be 0"));
+        }
+    }
+    for (n, t) in relay.transports.iter().enumerate() {
+        if relay.transports[..n].contains(t) {
+            return Err(ConfigError::invalid(
+                key("transports"),
+                format!("{:?} is listed twice", t.as_str()),
+            ));
+        }
+    }
+    if relay.transports.is_empty() && !relay.stun {
+        return Err(ConfigError::invalid(
+            key("transports"),
+            "is empty and stun is false: this relay would offer clients nothing",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `host` can be pasted into a `turn:` URL as is: a DNS name, an IPv4 literal or an
+/// IPv6 literal (bare or bracketed). Anything else (scheme, port, path, spaces) would produce a
+/// URL that browsers reject or, worse, silently parse differently.
+fn check_url_host(host: &str) -> Result<(), &'static str> {
+    if let Some(inner) = host.strip_prefix('[') {
+        return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
+            Some(Ok(_)) => Ok(()),
+            _ => Err("is not a valid bracketed IPv6 address"),
+        };
+    }
+    if host.contains(':') {
+        return match host.parse::<Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err("contains ':' but is not an IPv6 address (give the port in udp_port/tcp_port/tls_port)"),
+        };
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if !host.chars().all(allowed) {
+        return Err("must be a host name or IP address (letters, digits, '-', '.', '_')");
+    }
+    if host.starts_with('.') || host.starts_with('-') || host.contains("..") {
+        return Err("is not a valid host name");
+    }
+    Ok(())
+}
+
+/// REALM and SOFTWARE are UTF-8 strings under 128 characters; control characters would corrupt
+/// logs and the quoted-string form of REALM.
+fn stun_text(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.chars().count() > MAX_STUN_TEXT_CHARS {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be at most {MAX_STUN_TEXT_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(
+            key,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,489 @@
+//! Harness for the end-to-end tests in `tests/tests/`: it starts the built `turn-server` binary
+//! as a child process on loopback and points clients nobody here wrote at it.
+//!
+//! - [`Server`]: one relay process on its own block of loopback ports (so tests run in
+//!   parallel), ready once it answers a STUN request, killed on drop, its stderr kept in a file
+//!   and shown when a test fails.
+//! - [`client`]: the webrtc-rs `turn` client with packet counters.
+//! - [`stun`]: an independent minimal STUN codec for probes.
+//! - [`process`]: child processes under a deadline (coturn's tools, the server itself).
+//!
+//! The binary is found next to the test executable (`target/<profile>/turn-server`); build it
+//! first with `cargo build -p turn-server`. `E2E_TURN_SERVER=/path/to/binary` runs the suite
+//! against another build, and `E2E_TURN_SERVER_ARGS` appends flags to every server started
+//! (e.g. `E2E_TURN_SERVER=/usr/bin/turnserver E2E_TURN_SERVER_ARGS="--no-tls --no-dtls
+//! --no-cli --no-tcp --no-tcp-relay"` runs the relay tests against coturn for comparison).
+
+pub mod client;
+pub mod process;
+pub mod stun;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+
+pub use process::{tail, ChildGuard, Finished};
+
+/// How long a server may take to answer its first STUN request.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upper bound on a server's life: a backstop if the test process dies without dropping it.
+pub const SERVER_MAX_LIFE: Duration = Duration::from_secs(300);
+
+/// The realm every test server uses unless told otherwise.
+pub const REALM: &str = "e2e.test";
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `base64(HMAC-SHA1(secret, username))`, computed here independently of the server's code.
+pub fn rest_password(secret: &str, username: &str) -> String {
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// A REST credential `(username, password)` for `user`, valid `ttl_secs` from now (negative:
+/// already expired), signed with the shared `ice_config` code the signaling service uses.
+pub fn rest_credential(secret: &str, user: &str, ttl_secs: i64) -> (String, String) {
+    let secrets = ice_config::RestSecrets::new([secret]).expect("non-empty secret");
+    let now = unix_now();
+    let cred = if ttl_secs >= 0 {
+        secrets.issue(Some(user), now, ttl_secs.unsigned_abs())
+    } else {
+        // Issued in the past so that it has already expired.
+        secrets.issue(
+            Some(user),
+            now - 2 * ttl_secs.unsigned_abs(),
+            ttl_secs.unsigned_abs(),
+        )
+    };
+    // The shared code and an independent HMAC must agree, or every other check is moot.
+    assert_eq!(
+        cred.password,
+        rest_password(secret, &cred.username),
+        "ice_config::RestSecrets and an independent HMAC-SHA1 disagree on the REST password"
+    );
+    (cred.username, cred.password)
+}
+
+/// The directory holding the test executable's profile outputs (`target/debug`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/<test>-<hash>  ->  target/debug
+    let deps = exe.parent().expect("test executable has a directory");
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap_or(deps).to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// The `turn-server` binary to test.
+pub fn server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("E2E_TURN_SERVER") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "E2E_TURN_SERVER={} does not exist",
+            p.display()
+        );
+        return p;
+    }
+    let p = profile_dir().join("turn-server");
+    assert!(
+        p.is_file(),
+        "{} not found: run `cargo build -p turn-server` first (the e2e tests run the built binary)",
+        p.display()
+    );
+    p
+}
+
+/// Finds a program on PATH or fails the test saying how to install it.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{name}` is not installed: it comes with Debian's coturn package. Install it with \
+         `apt-get install -y coturn` (tests/run-all.sh does this), then rerun."
+    );
+}
+
+/// A per-test directory for captured output: `target/e2e-logs/<name>-<pid>-<n>`. Kept when the
+/// test fails, removed when it passes.
+#[derive(Debug)]
+pub struct LogDir {
+    path: PathBuf,
+}
+
+static LOG_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl LogDir {
+    pub fn new(name: &str) -> Self {
+        let seq = LOG_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = profile_dir()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(profile_dir)
+            .join("e2e-logs")
+            .join(format!("{name}-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create e2e log directory");
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A block of 100 loopback UDP ports owned by one test: `base` is the listening port, `base+1 ..=
+/// base+89` the relay range, `base+90 ..= base+98` for peers the test runs itself.
+///
+/// Blocks sit below Linux's ephemeral range (32768+) so ports picked by the kernel for clients
+/// never land in them. Ownership across test processes (e.g. under nextest) is a UDP socket
+/// bound to 127.0.0.2:`base+99` for as long as the block lives: a second process cannot bind it,
+/// and the kernel releases it even if the process dies. Servers bind 127.0.0.1, never 127.0.0.2.
+#[derive(Debug)]
+pub struct PortBlock {
+    base: u16,
+    _lock: UdpSocket,
+}
+
+const BLOCK_FIRST: u16 = 20000;
+const BLOCK_SIZE: u16 = 100;
+const BLOCK_COUNT: u16 = 120; // 20000 ..= 31999
+
+static BLOCK_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl PortBlock {
+    pub fn reserve() -> Self {
+        let start = usize::try_from(std::process::id()).unwrap_or(0) * 7
+            + BLOCK_SEQ.fetch_add(1, Ordering::Relaxed);
+        for i in 0..usize::from(BLOCK_COUNT) {
+            let index = u16::try_from((start + i) % usize::from(BLOCK_COUNT)).unwrap_or(0);
+            let base = BLOCK_FIRST + index * BLOCK_SIZE;
+            let Ok(lock) = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), base + BLOCK_SIZE - 1))
+            else {
+                continue;
+            };
+            // Skip a block whose listening port something else already holds.
+            if UdpSocket::bind((Ipv4Addr::LOCALHOST, base)).is_err() {
+                continue;
+            }
+            return Self { base, _lock: lock };
+        }
+        panic!("no free block of 100 UDP ports in 20000-31999 on 127.0.0.1");
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.base
+    }
+
+    pub fn relay_min(&self) -> u16 {
+        self.base + 1
+    }
+
+    pub fn relay_max(&self) -> u16 {
+        self.base + 89
+    }
+
+    /// A port for a peer process or socket of the test's own (`i` in 0..9).
+    pub fn peer_port(&self, i: u16) -> u16 {
+        assert!(i < 9, "peer_port index {i} out of 0..9");
+        self.base + 90 + i
+    }
+}
+
+/// How a [`Server`] is started.
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    name: String,
+    secret: Option<String>,
+    allow_loopback_peers: bool,
+    args: Vec<String>,
+    stun_probe: bool,
+    program: Option<PathBuf>,
+}
+
+impl ServerBuilder {
+    /// A server with REST auth (`--use-auth-secret --static-auth-secret <random>`), realm
+    /// [`REALM`], loopback peers allowed. `name` names the log files.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            secret: Some(format!("e2e-secret-{:016x}", rand::random::<u64>())),
+            allow_loopback_peers: true,
+            args: Vec::new(),
+            stun_probe: true,
+            program: None,
+        }
+    }
+
+    /// Run another program with the same (coturn-compatible) flags, e.g. coturn's `turnserver`
+    /// as a reference; `E2E_TURN_SERVER_ARGS` is then not applied.
+    pub fn program(mut self, program: PathBuf) -> Self {
+        self.program = Some(program);
+        self
+    }
+
+    /// Leave out `--allow-loopback-peers` (the server's safe default).
+    pub fn refuse_loopback_peers(mut self) -> Self {
+        self.allow_loopback_peers = false;
+        self
+    }
+
+    /// No REST secret: only the static users given with `arg`.
+    pub fn without_secret(mut self) -> Self {
+        self.secret = None;
+        self
+    }
+
+    /// An extra command-line argument.
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Probe readiness with an unauthenticated Allocate (answered with 401) instead of a Binding
+    /// request, for servers started with `--no-stun`.
+    pub fn probe_with_allocate(mut self) -> Self {
+        self.stun_probe = false;
+        self
+    }
+
+    /// Starts the server and waits until it answers; panics with its stderr if it does not.
+    pub fn start(self) -> Server {
+        let reference = self.program.is_some();
+        let binary = self.program.clone().unwrap_or_else(server_binary);
+        let ports = PortBlock::reserve();
+        let logs = LogDir::new(&self.name);
+        let mut args: Vec<String> = [
+            "--listening-ip",
+            "127.0.0.1",
+            "--relay-ip",
+            "127.0.0.1",
+            "-r",
+            REALM,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend([
+            "-p".to_owned(),
+            ports.listen_port().to_string(),
+            "--min-port".to_owned(),
+            ports.relay_min().to_string(),
+            "--max-port".to_owned(),
+            ports.relay_max().to_string(),
+        ]);
+        if let Some(secret) = &self.secret {
+            args.extend([
+                "--use-auth-secret".to_owned(),
+                "--static-auth-secret".to_owned(),
+                secret.clone(),
+            ]);
+        }
+        if self.allow_loopback_peers {
+            args.push("--allow-loopback-peers".to_owned());
+        }
+        args.extend(self.args.iter().cloned());
+        if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
+            args.extend(extra.split_whitespace().map(str::to_owned));
+        }
+        let child = process::spawn("server", &binary, &args, logs.path(), SERVER_MAX_LIFE);
+        let mut server = Server {
+            child,
+            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports.listen_port())),
+            secret: self.secret,
+            command: format!("{} {}", binary.display(), args.join(" ")),
+            ports,
+            logs,
+            reported: AtomicBool::new(false),
+        };
+        server.wait_ready(self.stun_probe);
+        server
+    }
+}
+
+/// A running relay. Dropping it stops the process; if the test is failing at that point, the
+/// server's stderr tail is printed (the test harness shows it with the failure).
+#[derive(Debug)]
+pub struct Server {
+    child: ChildGuard,
+    addr: SocketAddr,
+    secret: Option<String>,
+    command: String,
+    ports: PortBlock,
+    logs: LogDir,
+    /// Set once a failure message already carried the stderr tail.
+    reported: AtomicBool,
+}
+
+impl Server {
+    fn wait_ready(&mut self, stun_probe: bool) {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+        let start = Instant::now();
+        while start.elapsed() < READY_TIMEOUT {
+            if let Some(status) = self.child.exited() {
+                self.fail(&format!(
+                    "server exited before it was ready ({status})\ncommand: {}",
+                    self.command
+                ));
+            }
+            let tid = stun::transaction_id();
+            let request = if stun_probe {
+                stun::binding_request(tid)
+            } else {
+                stun::unauthenticated_allocate(tid)
+            };
+            if stun::transact(
+                &socket,
+                self.addr,
+                &request,
+                Duration::from_millis(100),
+                Duration::from_millis(500),
+            )
+            .is_some()
+            {
+                return;
+            }
+        }
+        self.fail(&format!(
+            "server did not answer a STUN request on {} within {READY_TIMEOUT:?}\ncommand: {}",
+            self.addr, self.command
+        ));
+    }
+
+    /// The listening address (127.0.0.1:port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The REST secret it was started with.
+    pub fn secret(&self) -> &str {
+        self.secret
+            .as_deref()
+            .expect("this server was started without a REST secret")
+    }
+
+    /// A REST credential for `user` valid for an hour.
+    pub fn credential(&self, user: &str) -> (String, String) {
+        rest_credential(self.secret(), user, 3600)
+    }
+
+    /// Its ports.
+    pub fn ports(&self) -> &PortBlock {
+        &self.ports
+    }
+
+    /// Where its captured output and the test's other files go.
+    pub fn log_dir(&self) -> &Path {
+        self.logs.path()
+    }
+
+    /// The command line it was started with.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// The last lines of its stderr.
+    pub fn stderr_tail(&self) -> String {
+        tail(&self.child.stderr(), 40)
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.exited().is_none()
+    }
+
+    /// Panics with `msg`, the command line and the server's stderr tail.
+    #[track_caller]
+    pub fn fail(&self, msg: &str) -> ! {
+        self.reported.store(true, Ordering::Relaxed);
+        panic!(
+            "{msg}\n--- server command: {}\n--- server stderr ({}), last 40 lines:\n{}\n---",
+            self.command,
+            self.child.stderr_path().display(),
+            self.stderr_tail()
+        );
+    }
+
+    /// `assert!` that shows the server's stderr on failure.
+    #[track_caller]
+    pub fn check(&self, cond: bool, msg: impl FnOnce() -> String) {
+        if !cond {
+            self.fail(&msg());
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.stop();
+        if std::thread::panicking() && !self.reported.load(Ordering::Relaxed) {
+            eprintln!(
+                "--- server command: {}\n--- server stderr ({}), last 40 lines:\n{}\n---",
+                self.command,
+                self.child.stderr_path().display(),
+                self.stderr_tail()
+            );
+        }
+    }
+}
+
+/// Starts `turnutils_peer args...` (coturn's UDP echo peer) and waits until it echoes on
+/// 127.0.0.1:`port`, bounded to 10 s.
+pub fn start_turnutils_peer(args: &[String], port: u16, dir: &Path) -> ChildGuard {
+    let tool = require_tool("turnutils_peer");
+    let mut peer = process::spawn("turnutils_peer", &tool, args, dir, Duration::from_secs(180));
+    let probe = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("set read timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        if let Some(status) = peer.exited() {
+            panic!(
+                "turnutils_peer {} exited early ({status}): {}",
+                args.join(" "),
+                tail(&peer.stderr(), 20)
+            );
+        }
+        let _ = probe.send_to(b"e2e-probe", (Ipv4Addr::LOCALHOST, port));
+        if let Ok((n, _)) = probe.recv_from(&mut buf) {
+            if &buf[..n] == b"e2e-probe" {
+                return peer;
+            }
+        }
+    }
+    panic!(
+        "turnutils_peer {} did not echo on 127.0.0.1:{port} within 10 s: {}",
+        args.join(" "),
+        tail(&peer.stderr(), 20)
+    );
+}

@@ -1,0 +1,250 @@
+//! Command line: coturn's long option names (and its short letters where they exist), so a coturn
+//! user keeps their flags. Flags override the config file.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use ice_config::{Config, ExternalIp, IpRange};
+
+#[derive(Debug, Parser)]
+#[command(name = "turn-server", version, about = "STUN/TURN relay with TURN REST API credentials (a coturn replacement)")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a TURN REST username/password pair (and an iceServers JSON when relays are configured).
+    Credentials(CredentialsArgs),
+    /// Run on 127.0.0.1 with a throwaway secret and print a working ICE config: for trying it out.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// The shared TOML config file (see ice-config/config.example.toml).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the config file and flags, print the effective settings, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Address to listen on (repeatable); default: all addresses.
+    #[arg(short = 'L', long = "listening-ip", value_name = "IP")]
+    pub listening_ip: Vec<IpAddr>,
+    /// STUN/TURN port (default 3478).
+    #[arg(short = 'p', long = "listening-port", value_name = "PORT")]
+    pub listening_port: Option<u16>,
+    /// Address relay sockets bind to (repeatable); default: the listening addresses.
+    #[arg(short = 'E', long = "relay-ip", value_name = "IP")]
+    pub relay_ip: Vec<IpAddr>,
+    /// Public address behind 1:1 NAT, `PUBLIC` or `PUBLIC/PRIVATE` (repeatable).
+    #[arg(short = 'X', long = "external-ip", value_name = "PUBLIC[/PRIVATE]")]
+    pub external_ip: Vec<ExternalIp>,
+    /// Lowest relay port (default 49152).
+    #[arg(long = "min-port", value_name = "PORT")]
+    pub min_port: Option<u16>,
+    /// Highest relay port (default 65535).
+    #[arg(long = "max-port", value_name = "PORT")]
+    pub max_port: Option<u16>,
+    /// Realm for long-term credentials.
+    #[arg(short = 'r', long, value_name = "REALM")]
+    pub realm: Option<String>,
+    /// Accept TURN REST API credentials (time-limited, signed with --static-auth-secret).
+    #[arg(long = "use-auth-secret")]
+    pub use_auth_secret: bool,
+    /// REST API shared secret (repeatable: the first signs, all verify, for rotation).
+    #[arg(long = "static-auth-secret", value_name = "SECRET", env = "TURN_STATIC_AUTH_SECRET")]
+    pub static_auth_secret: Vec<String>,
+    /// Static user `name:password` or `name:0x<md5 key>` (repeatable).
+    #[arg(short = 'u', long, value_name = "NAME:PASSWORD")]
+    pub user: Vec<String>,
+    /// Allow relaying to loopback addresses (tests only: it exposes the relay host's local services).
+    #[arg(long = "allow-loopback-peers")]
+    pub allow_loopback_peers: bool,
+    /// Peer address range opened despite the built-in deny list: IP, CIDR or A-B (repeatable).
+    #[arg(long = "allowed-peer-ip", value_name = "RANGE")]
+    pub allowed_peer_ip: Vec<IpRange>,
+    /// Peer address range always refused: IP, CIDR or A-B (repeatable).
+    #[arg(long = "denied-peer-ip", value_name = "RANGE")]
+    pub denied_peer_ip: Vec<IpRange>,
+    /// Maximum simultaneous allocations per user (0 = unlimited).
+    #[arg(long = "user-quota", value_name = "N")]
+    pub user_quota: Option<u32>,
+    /// Maximum simultaneous allocations in total (0 = unlimited).
+    #[arg(long = "total-quota", value_name = "N")]
+    pub total_quota: Option<u32>,
+    /// Longest lifetime a client may request, in seconds (default 3600).
+    #[arg(long = "max-allocate-lifetime", value_name = "SECS")]
+    pub max_allocate_lifetime: Option<u64>,
+    /// Longest an allocation may be refreshed in all, in seconds (default 86400; 0 = unlimited).
+    #[arg(long = "max-session-lifetime", value_name = "SECS")]
+    pub max_session_lifetime: Option<u64>,
+    /// Ignore STUN Binding requests (TURN only).
+    #[arg(long = "no-stun")]
+    pub no_stun: bool,
+    /// Log to this file instead of stderr (`stdout` and `stderr` are understood).
+    #[arg(short = 'l', long = "log-file", value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// More logging: -v debug (every refused request and why), -vv trace.
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Log as JSON lines.
+    #[arg(long = "log-json")]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// Shared secret; defaults to the first of the config file's auth.secrets.
+    #[arg(long, env = "TURN_STATIC_AUTH_SECRET")]
+    pub secret: Option<String>,
+    /// User id to embed in the username (`<expiry>:<user>`).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Lifetime, e.g. `1h`, `30m`, `86400s` (default: the config's credential_ttl_secs).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print only JSON: {username, credential, expiresAt, iceServers}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Port on 127.0.0.1.
+    #[arg(short = 'p', long, default_value_t = 3478)]
+    pub port: u16,
+    /// Lowest relay port.
+    #[arg(long = "min-port", default_value_t = 49152)]
+    pub min_port: u16,
+    /// Highest relay port.
+    #[arg(long = "max-port", default_value_t = 65535)]
+    pub max_port: u16,
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl RunArgs {
+    /// Applies the flags over the file's settings.
+    pub fn apply(&self, cfg: &mut Config) {
+        let t = &mut cfg.turn;
+        if !self.listening_ip.is_empty() {
+            t.listening_ips = self.listening_ip.clone();
+        }
+        if let Some(p) = self.listening_port {
+            t.listening_port = p;
+        }
+        if !self.relay_ip.is_empty() {
+            t.relay_ips = self.relay_ip.clone();
+        }
+        if !self.external_ip.is_empty() {
+            t.external_ips = self.external_ip.clone();
+        }
+        set(&mut t.min_port, self.min_port);
+        set(&mut t.max_port, self.max_port);
+        set(&mut t.user_quota, self.user_quota);
+        set(&mut t.total_quota, self.total_quota);
+        set(&mut t.max_allocate_lifetime_secs, self.max_allocate_lifetime);
+        set(&mut t.max_session_lifetime_secs, self.max_session_lifetime);
+        t.use_auth_secret |= self.use_auth_secret;
+        t.allow_loopback_peers |= self.allow_loopback_peers;
+        t.no_stun |= self.no_stun;
+        t.allowed_peer_ips.extend(self.allowed_peer_ip.iter().cloned());
+        t.denied_peer_ips.extend(self.denied_peer_ip.iter().cloned());
+        if let Some(r) = &self.realm {
+            cfg.realm = r.clone();
+        }
+        if !self.static_auth_secret.is_empty() {
+            cfg.auth.secrets = self.static_auth_secret.clone();
+        }
+        cfg.auth.users.extend(self.user.iter().cloned());
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn coturn_flags_parse_and_override_the_file() {
+        let cli = Cli::try_parse_from([
+            "turn-server",
+            "--listening-ip",
+            "127.0.0.1",
+            "-p",
+            "3479",
+            "--min-port",
+            "40000",
+            "--max-port",
+            "40100",
+            "--realm",
+            "example.org",
+            "--use-auth-secret",
+            "--static-auth-secret",
+            "s1",
+            "--static-auth-secret",
+            "s2",
+            "--user",
+            "alice:pw",
+            "--allow-loopback-peers",
+            "--denied-peer-ip",
+            "203.0.113.0/24",
+            "--allowed-peer-ip",
+            "10.0.0.1-10.0.0.9",
+            "--external-ip",
+            "198.51.100.1/10.0.0.2",
+            "--user-quota",
+            "3",
+            "--total-quota",
+            "100",
+            "--max-allocate-lifetime",
+            "1800",
+            "--no-stun",
+            "-vv",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        let mut cfg = Config::default();
+        cli.run.apply(&mut cfg);
+        assert_eq!(cfg.turn.listening_port, 3479);
+        assert_eq!(cfg.turn.min_port, 40000);
+        assert_eq!(cfg.realm, "example.org");
+        assert_eq!(cfg.auth.secrets, vec!["s1", "s2"]);
+        assert_eq!(cfg.auth.users, vec!["alice:pw"]);
+        assert!(cfg.turn.allow_loopback_peers && cfg.turn.no_stun);
+        assert_eq!(cfg.turn.denied_peer_ips.len(), 1);
+        assert_eq!(cfg.turn.user_quota, 3);
+        assert_eq!(cfg.turn.max_allocate_lifetime_secs, 1800);
+        assert_eq!(cli.run.verbose, 2);
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = Cli::try_parse_from(["turn-server", "credentials", "--secret", "s", "--user", "u", "--ttl", "1h"]).unwrap();
+        match cli.command {
+            Some(Command::Credentials(c)) => assert_eq!(c.ttl, Some(Duration::from_secs(3600))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_are_errors() {
+        assert!(Cli::try_parse_from(["turn-server", "--denied-peer-ip", "10.0.0.0/33"]).is_err());
+        assert!(Cli::try_parse_from(["turn-server", "--listening-port", "70000"]).is_err());
+    }
+}

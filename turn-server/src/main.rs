@@ -1,0 +1,128 @@
+//! `turn-server`: run the relay, check a config, mint credentials, or try it out locally.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use ice_config::{ice_servers, Config, RelayEndpoint, RestSecrets, Transport};
+use turn_server::cli::{Cli, Command, CredentialsArgs, QuickstartArgs, RunArgs};
+use turn_server::{ops, runner, settings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Credentials(args)) => credentials(&args),
+        Some(Command::Quickstart(args)) => quickstart(&args),
+        None => run(&cli.run),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("turn-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    args.apply(&mut cfg);
+    if args.check_config {
+        return Ok(match settings::resolve(&cfg) {
+            Ok(s) => {
+                println!("configuration OK\n{}", s.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("configuration error: {e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    ops::logging::init(args.verbose, args.log_json, args.log_file.as_deref())?;
+    let settings = settings::resolve(&cfg).context("invalid configuration")?;
+    for line in settings.describe().lines() {
+        tracing::info!("{line}");
+    }
+    runner::run(settings)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn credentials(args: &CredentialsArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(args.config.as_deref())?;
+    let secrets = match &args.secret {
+        Some(s) => RestSecrets::new([s.clone()])?,
+        None => cfg.rest_secrets().context("no --secret given and the config has no auth.secrets")?,
+    };
+    let ttl = args.ttl.map_or(cfg.auth.credential_ttl_secs, |d| d.as_secs());
+    let cred = secrets.issue(args.user.as_deref(), unix_now(), ttl);
+    let expires = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(cred.expires_at));
+    let servers = ice_servers(&cfg.relays, &cred);
+    if args.json {
+        let out = serde_json::json!({
+            "username": cred.username,
+            "credential": cred.password,
+            "expiresAt": expires.to_string(),
+            "iceServers": servers,
+        });
+        println!("{out}");
+    } else {
+        println!("username: {}\npassword: {}\nexpires:  {expires}", cred.username, cred.password);
+        if !servers.is_empty() {
+            println!("{}", serde_json::json!({ "iceServers": servers }));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn quickstart(args: &QuickstartArgs) -> anyhow::Result<ExitCode> {
+    ops::logging::init(args.verbose, false, None)?;
+    let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut cfg = Config::default();
+    cfg.realm = "localhost".into();
+    cfg.auth.secrets = vec![secret.clone()];
+    cfg.turn.listening_ips = vec![loopback];
+    cfg.turn.listening_port = args.port;
+    cfg.turn.min_port = args.min_port;
+    cfg.turn.max_port = args.max_port;
+    // Safe here only because the relay is reachable from this host alone.
+    cfg.turn.allow_loopback_peers = true;
+    cfg.relays = vec![RelayEndpoint {
+        host: loopback.to_string(),
+        udp_port: args.port,
+        tcp_port: args.port,
+        tls_port: 5349,
+        transports: vec![Transport::Udp],
+        stun: true,
+    }];
+    let settings = settings::resolve(&cfg)?;
+    let cred = RestSecrets::new([secret.clone()])?.issue(Some("demo"), unix_now(), 86_400);
+    let servers = serde_json::to_string_pretty(&serde_json::json!({ "iceServers": ice_servers(&cfg.relays, &cred) }))?;
+    println!(
+        "turn-server quickstart: STUN/TURN on udp 127.0.0.1:{port} (loopback only, loopback peers allowed)\n\
+         shared secret for this run: {secret}\n\n\
+         ICE config for new RTCPeerConnection(...) (valid 24 h):\n{servers}\n\n\
+         Try it with coturn's test tools (Debian package coturn):\n  \
+         turnutils_peer -L 127.0.0.1 -p 3480 &\n  \
+         turnutils_uclient -W {secret} -u demo -r localhost -e 127.0.0.1 -n 100 -p {port} 127.0.0.1\n\n\
+         More credentials: turn-server credentials --secret {secret} --user alice --ttl 1h\n\
+         Stop with Ctrl-C.\n",
+        port = args.port,
+    );
+    runner::run(settings)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,8 @@
+//! The tokio driver: it owns the sockets and the clock and moves bytes and time into the sans-IO
+//! core in `proto`. One worker is one single-threaded runtime owning one `Server`, so the core needs
+//! no locks; relay sockets are polled by the worker that created their allocation.
+
+pub mod socket;
+mod worker;
+
+pub use worker::Worker;

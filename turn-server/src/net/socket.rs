@@ -1,0 +1,63 @@
+//! Creating UDP sockets the way a relay needs them: non-blocking, large buffers, IPv6 sockets
+//! IPv6-only (so v4 and v6 listeners on the same port coexist), and the DF bit on request.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Kernel buffer size asked for on listeners: bursts from many clients arrive on one socket.
+const LISTENER_BUFFER: usize = 4 << 20;
+
+pub fn bind_udp(addr: SocketAddr, reuse_port: bool, buffer: Option<usize>) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if let Some(size) = buffer {
+        // Best effort: the kernel caps these at net.core.[rw]mem_max.
+        let _ = socket.set_recv_buffer_size(size);
+        let _ = socket.set_send_buffer_size(size);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_udp(addr, true, Some(LISTENER_BUFFER))
+}
+
+/// RFC 8656 DONT-FRAGMENT: never fragment what the relay sends to the peer.
+#[cfg(target_os = "linux")]
+pub fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+    };
+    // SAFETY: the fd is a live socket owned by `socket`; value points to a c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn set_dont_fragment(_socket: &std::net::UdpSocket, _ipv6: bool) -> io::Result<()> {
+    Ok(())
+}

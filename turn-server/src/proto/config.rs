@@ -1,0 +1,74 @@
+//! Settings of the protocol core, resolved from the shared config file and the command line by the
+//! binary. Everything here is plain data: the core never reads files or the environment.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::auth::CredentialStore;
+use super::peer_policy::PeerPolicy;
+
+/// One address relay sockets bind to, and the address clients are told (differs behind 1:1 NAT,
+/// coturn's `--external-ip PUBLIC/PRIVATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayIp {
+    pub bind: IpAddr,
+    pub advertised: IpAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub default_allocation: Duration,
+    pub max_allocation: Duration,
+    pub permission: Duration,
+    pub channel: Duration,
+    /// How long an allocation may live in all, refreshes included; `None` = unbounded.
+    pub max_session: Option<Duration>,
+    /// How long an unused EVEN-PORT reservation holds its port (RFC 8656: about 30 s).
+    pub reservation: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            default_allocation: Duration::from_secs(600),
+            max_allocation: Duration::from_secs(3600),
+            permission: Duration::from_secs(300),
+            channel: Duration::from_secs(600),
+            max_session: Some(Duration::from_secs(86_400)),
+            reservation: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Allocations one user may hold at once; 0 = unlimited (486 when reached).
+    pub per_user: u32,
+    /// Allocations in all; 0 = unlimited (508 when reached).
+    pub total: u32,
+    /// Caps that keep one allocation's state bounded whatever a client sends (508 when reached).
+    pub permissions_per_allocation: usize,
+    pub channels_per_allocation: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas { per_user: 0, total: 0, permissions_per_allocation: 256, channels_per_allocation: 256 }
+    }
+}
+
+pub struct ServerConfig {
+    pub realm: String,
+    /// SOFTWARE attribute on responses; `None` leaves it out.
+    pub software: Option<String>,
+    pub credentials: CredentialStore,
+    pub nonce_lifetime_secs: u64,
+    pub relay_ips: Vec<RelayIp>,
+    pub min_port: u16,
+    pub max_port: u16,
+    pub lifetimes: Lifetimes,
+    pub quotas: Quotas,
+    pub peer_policy: PeerPolicy,
+    /// coturn's `--no-stun`: Binding requests are dropped.
+    pub no_stun: bool,
+}

@@ -1,0 +1,16 @@
+//! The sans-IO STUN/TURN core: no sockets, no clocks. The driver in `net` feeds it datagrams and the
+//! current time, and carries out what it returns.
+
+pub mod allocation;
+pub mod auth;
+pub mod channel_data;
+pub mod config;
+pub mod nonce;
+pub mod peer_policy;
+pub mod ports;
+pub mod server;
+pub mod stun;
+
+pub use allocation::{ClientTransport, FiveTuple};
+pub use config::{Lifetimes, Quotas, RelayIp, ServerConfig};
+pub use server::{BindError, Event, Now, RelaySockets, Server, ToClient, ToPeer, Transmit};

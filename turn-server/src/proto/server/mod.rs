@@ -1,0 +1,330 @@
+//! The TURN server core: one `Server` owns every allocation of a worker and answers each datagram
+//! with replies, relayed payloads and timers, never touching a socket or a clock itself.
+//!
+//! The driver calls [`Server::handle_client`] for datagrams on a listening socket,
+//! [`Server::handle_peer`] for datagrams arriving on a relay socket, [`Server::handle_timeout`] when
+//! [`Server::poll_timeout`] passes, and then drains [`Server::poll_transmit`] and
+//! [`Server::poll_event`]. Relay sockets are opened and closed through [`RelaySockets`], the one
+//! capability the core borrows from its driver.
+
+mod allocate;
+mod authenticate;
+mod relay;
+mod reply;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::allocation::{Allocation, FiveTuple, Traffic};
+use super::channel_data;
+use super::config::ServerConfig;
+use super::nonce::NonceMinter;
+use super::ports::PortPool;
+use super::stun::{Class, Message, Method};
+
+pub use relay::DATA_INDICATION_HEADROOM;
+
+/// The current time, as both clocks: the monotonic one for lifetimes and the wall clock for REST
+/// credential expiry and nonces (both are unix-time based on the wire).
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub instant: Instant,
+    pub unix_secs: u64,
+}
+
+/// Why the driver could not open a relay socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindError {
+    /// Another process holds the port: the core tries another one.
+    InUse,
+    Failed(String),
+}
+
+/// Relay sockets, opened and closed on the core's behalf.
+pub trait RelaySockets {
+    /// Opens a UDP relay socket bound to `addr`; `dont_fragment` asks for the DF bit on what it sends.
+    fn open(&mut self, addr: SocketAddr, dont_fragment: bool) -> Result<(), BindError>;
+    fn close(&mut self, addr: SocketAddr);
+}
+
+/// A control message (response) to send to a client over its 5-tuple.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub tuple: FiveTuple,
+    pub data: Vec<u8>,
+}
+
+/// Application data to send from a relay socket to a peer. Borrows the client's datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToPeer<'a> {
+    pub relay: SocketAddr,
+    pub peer: SocketAddr,
+    pub data: &'a [u8],
+}
+
+/// Peer data framed in place for the client: send `buf[start..end]` over `tuple`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToClient {
+    pub tuple: FiveTuple,
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Expired,
+    /// Refresh with LIFETIME 0.
+    Deleted,
+    /// Refresh would pass the configured maximum session length.
+    SessionLimit,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Deleted => "deleted by client",
+            EndReason::SessionLimit => "maximum session length",
+        }
+    }
+}
+
+/// Things worth logging or counting; the driver turns them into session log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    AllocationCreated {
+        tuple: FiveTuple,
+        username: String,
+        relays: Vec<SocketAddr>,
+        lifetime: Duration,
+    },
+    AllocationEnded {
+        tuple: FiveTuple,
+        username: String,
+        relays: Vec<SocketAddr>,
+        duration: Duration,
+        traffic: TrafficSummary,
+        reason: EndReason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrafficSummary {
+    pub packets_to_peer: u64,
+    pub bytes_to_peer: u64,
+    pub packets_from_peer: u64,
+    pub bytes_from_peer: u64,
+}
+
+impl From<Traffic> for TrafficSummary {
+    fn from(t: Traffic) -> Self {
+        TrafficSummary {
+            packets_to_peer: t.packets_to_peer,
+            bytes_to_peer: t.bytes_to_peer,
+            packets_from_peer: t.packets_from_peer,
+            bytes_from_peer: t.bytes_from_peer,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Allocation { tuple: FiveTuple, serial: u64 },
+    Reservation { token: u64 },
+}
+
+/// A port held by EVEN-PORT's R bit until an Allocate with the token claims it.
+struct Reservation {
+    addr: SocketAddr,
+    expires: Instant,
+}
+
+pub struct Server {
+    cfg: ServerConfig,
+    nonces: NonceMinter,
+    allocations: HashMap<FiveTuple, Allocation>,
+    by_relay: HashMap<SocketAddr, FiveTuple>,
+    reservations: HashMap<u64, Reservation>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    ports: HashMap<IpAddr, PortPool>,
+    per_user: HashMap<String, u32>,
+    rng: StdRng,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_serial: u64,
+}
+
+impl Server {
+    /// `seed` feeds nonce keys, port choice and reservation tokens: the driver passes real
+    /// randomness, tests a constant.
+    pub fn new(cfg: ServerConfig, seed: [u8; 32]) -> Self {
+        let mut rng = StdRng::from_seed(seed);
+        let nonce_key: [u8; 32] = rand::Rng::gen(&mut rng);
+        let ports = cfg.relay_ips.iter().map(|r| (r.bind, PortPool::new(cfg.min_port, cfg.max_port))).collect();
+        Server {
+            nonces: NonceMinter::new(nonce_key, cfg.nonce_lifetime_secs),
+            cfg,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            reservations: HashMap::new(),
+            timers: BinaryHeap::new(),
+            ports,
+            per_user: HashMap::new(),
+            rng,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_serial: 1,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub fn allocation(&self, tuple: &FiveTuple) -> Option<&Allocation> {
+        self.allocations.get(tuple)
+    }
+
+    /// Relay ports held, allocations and reservations together (for leak checks and metrics).
+    pub fn ports_in_use(&self) -> usize {
+        self.ports.values().map(PortPool::in_use).sum()
+    }
+
+    /// A datagram from a client. Returns payload to relay to a peer, if any; replies are queued
+    /// for [`Server::poll_transmit`].
+    pub fn handle_client<'a>(
+        &mut self,
+        now: Now,
+        tuple: FiveTuple,
+        data: &'a [u8],
+        sockets: &mut dyn RelaySockets,
+    ) -> Option<ToPeer<'a>> {
+        if channel_data::looks_like_channel_data(data) {
+            return self.channel_data_from_client(now.instant, tuple, data);
+        }
+        let msg = match Message::parse(data) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::debug!(client = %tuple.client, error = %e, "dropped malformed datagram");
+                return None;
+            }
+        };
+        let typ = msg.message_type();
+        match (typ.class, typ.method) {
+            (Class::Request, Method::Binding) => self.binding(tuple, &msg),
+            (Class::Request, Method::Allocate) => self.allocate(now, tuple, &msg, sockets),
+            (Class::Request, Method::Refresh) => self.refresh(now, tuple, &msg, sockets),
+            (Class::Request, Method::CreatePermission) => self.create_permission(now, tuple, &msg),
+            (Class::Request, Method::ChannelBind) => self.channel_bind(now, tuple, &msg),
+            (Class::Request, method) => {
+                tracing::debug!(client = %tuple.client, method = method.code(), "refused: unsupported method");
+                self.reply_error(tuple, &msg, 400, None);
+            }
+            (Class::Indication, Method::Send) => return self.send_indication(now.instant, tuple, &msg),
+            // Binding indications are keepalives; responses are not ours to handle.
+            _ => {}
+        }
+        None
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, sockets: &mut dyn RelaySockets) {
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Allocation { tuple, serial } => self.allocation_timer(now, at, tuple, serial, sockets),
+                Timer::Reservation { token } => {
+                    if self.reservations.get(&token).is_some_and(|r| r.expires <= now) {
+                        if let Some(r) = self.reservations.remove(&token) {
+                            self.release_port(r.addr, sockets);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn allocation_timer(
+        &mut self,
+        now: Instant,
+        at: Instant,
+        tuple: FiveTuple,
+        serial: u64,
+        sockets: &mut dyn RelaySockets,
+    ) {
+        let Some(alloc) = self.allocations.get(&tuple) else { return };
+        if alloc.serial != serial || alloc.timer_at != at {
+            return; // superseded by a later allocation or an earlier deadline
+        }
+        if alloc.expires <= now {
+            self.remove_allocation(&tuple, now, EndReason::Expired, sockets);
+        } else {
+            let expires = alloc.expires;
+            self.schedule_allocation(&tuple, expires);
+        }
+    }
+
+    /// (Re)arms the allocation's timer for `at`.
+    fn schedule_allocation(&mut self, tuple: &FiveTuple, at: Instant) {
+        if let Some(alloc) = self.allocations.get_mut(tuple) {
+            alloc.timer_at = at;
+            let timer = Timer::Allocation { tuple: *tuple, serial: alloc.serial };
+            self.timers.push(Reverse((at, timer)));
+        }
+    }
+
+    fn remove_allocation(&mut self, tuple: &FiveTuple, now: Instant, reason: EndReason, sockets: &mut dyn RelaySockets) {
+        let Some(alloc) = self.allocations.remove(tuple) else { return };
+        for relay in &alloc.relays {
+            self.by_relay.remove(relay);
+            self.release_port(*relay, sockets);
+        }
+        if let Some(count) = self.per_user.get_mut(&alloc.quota_user) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_user.remove(&alloc.quota_user);
+            }
+        }
+        self.events.push_back(Event::AllocationEnded {
+            tuple: alloc.tuple,
+            username: alloc.username,
+            relays: alloc.relays,
+            duration: now.saturating_duration_since(alloc.created),
+            traffic: alloc.traffic.into(),
+            reason,
+        });
+    }
+
+    fn release_port(&mut self, addr: SocketAddr, sockets: &mut dyn RelaySockets) {
+        sockets.close(addr);
+        if let Some(pool) = self.ports.get_mut(&addr.ip()) {
+            pool.release(addr.port());
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Permissions, channels and the data path (RFC 8656 sections 9-12): who may reach the client
+//! through its relay, and moving payloads both ways without allocating.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::super::allocation::{ChannelConflict, FiveTuple};
+use super::super::channel_data;
+use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
+use super::super::stun::{Class, Message, MessageBuilder, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
+use super::{Now, Server, ToClient, ToPeer};
+
+/// Bytes the driver must leave free in front of a peer payload so the core can frame it in place
+/// as a Data indication (header 20, XOR-PEER-ADDRESS up to 24, DATA header 4).
+pub const DATA_INDICATION_HEADROOM: usize = HEADER_LEN + 24 + 4;
+
+impl Server {
+    pub(super) fn create_permission(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) {
+        let Some(auth) = self.authenticate(now, tuple, req) else { return };
+        let key = auth.response_key;
+        let Some(alloc) = self.allocations.get(&tuple) else {
+            return self.reply_error(tuple, req, 437, Some(&key));
+        };
+        let unknown: Vec<u16> = req.unknown_required().collect();
+        if !unknown.is_empty() {
+            return self.reply_unknown(tuple, req, &unknown, Some(&key));
+        }
+        let mut peers = Vec::new();
+        for value in req.attributes().filter(|a| a.code == XOR_PEER_ADDRESS).map(|a| a.value) {
+            match attr::decode_xor_address(value, req.transaction_id()) {
+                Ok(peer) => peers.push(peer),
+                Err(_) => return self.reply_error(tuple, req, 400, Some(&key)),
+            }
+        }
+        if peers.is_empty() {
+            return self.reply_error(tuple, req, 400, Some(&key));
+        }
+        // All or nothing (RFC 8656 9.2): check every peer before installing any.
+        for peer in &peers {
+            if alloc.relay_for(peer).is_none() {
+                return self.reply_error(tuple, req, 443, Some(&key));
+            }
+            if let Err(why) = self.cfg.peer_policy.check(peer.ip()) {
+                tracing::debug!(client = %tuple.client, %peer, reason = why.as_str(), "refused CreatePermission: 403");
+                return self.reply_error(tuple, req, 403, Some(&key));
+            }
+        }
+        let expires = now.instant + self.cfg.lifetimes.permission;
+        let cap = self.cfg.quotas.permissions_per_allocation;
+        let Some(alloc) = self.allocations.get_mut(&tuple) else { return };
+        for peer in &peers {
+            if !alloc.install_permission(peer.ip(), expires, now.instant, cap) {
+                tracing::debug!(client = %tuple.client, "refused CreatePermission: permission cap");
+                return self.reply_error(tuple, req, 508, Some(&key));
+            }
+        }
+        self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
+    }
+
+    pub(super) fn channel_bind(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) {
+        let Some(auth) = self.authenticate(now, tuple, req) else { return };
+        let key = auth.response_key;
+        let Some(alloc) = self.allocations.get(&tuple) else {
+            return self.reply_error(tuple, req, 437, Some(&key));
+        };
+        let unknown: Vec<u16> = req.unknown_required().collect();
+        if !unknown.is_empty() {
+            return self.reply_unknown(tuple, req, &unknown, Some(&key));
+        }
+        let number = req.get(attr::CHANNEL_NUMBER).map(attr::decode_channel_number);
+        let peer = req.get(XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, req.transaction_id()));
+        let (Some(Ok(number)), Some(Ok(peer))) = (number, peer) else {
+            return self.reply_error(tuple, req, 400, Some(&key));
+        };
+        if !channel_data::is_valid_channel(number) {
+            return self.reply_error(tuple, req, 400, Some(&key));
+        }
+        if alloc.relay_for(&peer).is_none() {
+            return self.reply_error(tuple, req, 443, Some(&key));
+        }
+        if let Err(why) = self.cfg.peer_policy.check_peer(peer) {
+            tracing::debug!(client = %tuple.client, %peer, reason = why.as_str(), "refused ChannelBind: 403");
+            return self.reply_error(tuple, req, 403, Some(&key));
+        }
+        let channel_expires = now.instant + self.cfg.lifetimes.channel;
+        let permission_expires = now.instant + self.cfg.lifetimes.permission;
+        let quotas = self.cfg.quotas;
+        let Some(alloc) = self.allocations.get_mut(&tuple) else { return };
+        if let Err(conflict) =
+            alloc.bind_channel(number, peer, channel_expires, now.instant, quotas.channels_per_allocation)
+        {
+            tracing::debug!(client = %tuple.client, ?conflict, "refused ChannelBind");
+            let code = if conflict == ChannelConflict::TooMany { 508 } else { 400 };
+            return self.reply_error(tuple, req, code, Some(&key));
+        }
+        // A channel binding also installs or refreshes the permission for its peer (RFC 8656 11.2).
+        if !alloc.install_permission(peer.ip(), permission_expires, now.instant, quotas.permissions_per_allocation) {
+            return self.reply_error(tuple, req, 508, Some(&key));
+        }
+        self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
+    }
+
+    /// Send indication (RFC 8656 10.2): silently dropped unless every check passes.
+    pub(super) fn send_indication<'a>(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'a>) -> Option<ToPeer<'a>> {
+        let alloc = self.allocations.get_mut(&tuple)?;
+        let peer = attr::decode_xor_address(msg.get(XOR_PEER_ADDRESS)?, msg.transaction_id()).ok()?;
+        let data = msg.get(attr::DATA)?;
+        if msg.unknown_required().next().is_some() {
+            return None;
+        }
+        let relay = alloc.relay_for(&peer)?;
+        if !alloc.has_permission(peer.ip(), now) || self.cfg.peer_policy.check_own_port(peer).is_err() {
+            return None;
+        }
+        alloc.traffic.packets_to_peer += 1;
+        alloc.traffic.bytes_to_peer += data.len() as u64;
+        Some(ToPeer { relay, peer, data })
+    }
+
+    pub(super) fn channel_data_from_client<'a>(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        data: &'a [u8],
+    ) -> Option<ToPeer<'a>> {
+        let (number, payload) = channel_data::parse(data).ok()?;
+        let alloc = self.allocations.get_mut(&tuple)?;
+        let peer = alloc.channel_peer(number, now)?;
+        let relay = alloc.relay_for(&peer)?;
+        if !alloc.has_permission(peer.ip(), now) {
+            return None;
+        }
+        alloc.traffic.packets_to_peer += 1;
+        alloc.traffic.bytes_to_peer += payload.len() as u64;
+        Some(ToPeer { relay, peer, data: payload })
+    }
+
+    /// A datagram from `peer` arrived on relay socket `relay`, its payload at `buf[start..end]`
+    /// with at least [`DATA_INDICATION_HEADROOM`] bytes before `start` and 3 after `end`. Frames it
+    /// in place as ChannelData or a Data indication, or drops it without a permission.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        start: usize,
+        end: usize,
+    ) -> Option<ToClient> {
+        let tuple = *self.by_relay.get(&relay)?;
+        let alloc = self.allocations.get_mut(&tuple)?;
+        if !alloc.has_permission(peer.ip(), now) {
+            return None;
+        }
+        let len = end.checked_sub(start)?;
+        alloc.traffic.packets_from_peer += 1;
+        alloc.traffic.bytes_from_peer += len as u64;
+        if let Some(number) = alloc.channel_for_peer(peer, now) {
+            let header = start.checked_sub(channel_data::HEADER_LEN)?;
+            if len > usize::from(u16::MAX) {
+                return None;
+            }
+            channel_data::write_header(&mut buf[header..start], number, len);
+            return Some(ToClient { tuple, start: header, end });
+        }
+        frame_data_indication(buf, start, end, peer).map(|(start, end)| ToClient { tuple, start, end })
+    }
+}
+
+/// Writes a Data indication header (XOR-PEER-ADDRESS, DATA) before `buf[start..end]` and pads the
+/// payload. Returns the bounds of the framed message.
+fn frame_data_indication(buf: &mut [u8], start: usize, end: usize, peer: SocketAddr) -> Option<(usize, usize)> {
+    let addr_len = attr::xor_address_len(&peer);
+    let header_len = HEADER_LEN + 4 + addr_len + 4;
+    let msg_start = start.checked_sub(header_len)?;
+    let len = end - start;
+    let padded = (len + 3) & !3;
+    let body_len = u16::try_from(header_len - HEADER_LEN + padded).ok()?;
+    if buf.len() < start + padded {
+        return None;
+    }
+    buf[end..start + padded].fill(0);
+    let tid: [u8; 12] = rand_tid(peer, len);
+    let h = &mut buf[msg_start..start];
+    h[0..2].copy_from_slice(&MessageType::new(Method::Data, Class::Indication).to_u16().to_be_bytes());
+    h[2..4].copy_from_slice(&body_len.to_be_bytes());
+    h[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    h[8..20].copy_from_slice(&tid);
+    h[20..22].copy_from_slice(&XOR_PEER_ADDRESS.to_be_bytes());
+    h[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
+    attr::encode_xor_address(&mut h[24..24 + addr_len], &peer, &tid);
+    let d = 24 + addr_len;
+    h[d..d + 2].copy_from_slice(&attr::DATA.to_be_bytes());
+    h[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    Some((msg_start, start + padded))
+}
+
+/// Indications need a transaction id but nobody matches on it; a cheap varying value avoids a
+/// random-number call per packet.
+fn rand_tid(peer: SocketAddr, len: usize) -> [u8; 12] {
+    let mut tid = [0u8; 12];
+    tid[..2].copy_from_slice(&peer.port().to_be_bytes());
+    tid[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+    tid
+}

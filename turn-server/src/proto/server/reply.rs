@@ -1,0 +1,104 @@
+//! Building and queueing responses. Responses to authenticated requests carry the same kind of
+//! integrity the request used (RFC 8489 9.2.4); every response carries FINGERPRINT.
+
+use ice_config::{LongTermKey, PasswordAlgorithm};
+
+use super::super::allocation::FiveTuple;
+use super::super::stun::integrity::IntegrityAlgorithm;
+use super::super::stun::{attr, Class, Message, MessageBuilder};
+use super::{Server, Transmit};
+
+/// The key and integrity kind of an authenticated request, reused to protect its response.
+#[derive(Debug, Clone)]
+pub(super) struct ResponseKey {
+    pub key: LongTermKey,
+    pub algorithm: IntegrityAlgorithm,
+}
+
+/// Short reason phrases (RFC 8489 / 8656 names): short, because error responses to unauthenticated
+/// requests should not be larger than needed.
+pub(super) fn reason(code: u16) -> &'static str {
+    match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        486 => "Allocation Quota Reached",
+        500 => "Server Error",
+        508 => "Insufficient Capacity",
+        _ => "Error",
+    }
+}
+
+/// PASSWORD-ALGORITHMS value: the algorithms this server accepts, MD5 first (RFC 8489 14.11).
+pub(super) fn password_algorithms_value() -> [u8; 8] {
+    let md5 = PasswordAlgorithm::Md5.code().to_be_bytes();
+    let sha256 = PasswordAlgorithm::Sha256.code().to_be_bytes();
+    [md5[0], md5[1], 0, 0, sha256[0], sha256[1], 0, 0]
+}
+
+impl Server {
+    /// Seals `b` (SOFTWARE when authenticated, integrity, fingerprint) and queues it.
+    pub(super) fn queue(&mut self, tuple: FiveTuple, mut b: MessageBuilder, key: Option<&ResponseKey>) {
+        if let Some(k) = key {
+            if let Some(software) = &self.cfg.software {
+                b.attr(attr::SOFTWARE, software.as_bytes());
+            }
+            match k.algorithm {
+                IntegrityAlgorithm::Sha1 => b.integrity_sha1(k.key.as_bytes()),
+                IntegrityAlgorithm::Sha256 => b.integrity_sha256(k.key.as_bytes()),
+            };
+        }
+        b.fingerprint();
+        self.transmits.push_back(Transmit { tuple, data: b.finish() });
+    }
+
+    pub(super) fn reply_error(&mut self, tuple: FiveTuple, req: &Message<'_>, code: u16, key: Option<&ResponseKey>) {
+        let mut b = MessageBuilder::response_to(req, Class::Error);
+        b.error_code(code, reason(code));
+        self.queue(tuple, b, key);
+    }
+
+    /// 420 with the attributes we did not understand.
+    pub(super) fn reply_unknown(&mut self, tuple: FiveTuple, req: &Message<'_>, unknown: &[u16], key: Option<&ResponseKey>) {
+        let mut b = MessageBuilder::response_to(req, Class::Error);
+        b.error_code(420, reason(420)).unknown_attributes(unknown);
+        self.queue(tuple, b, key);
+    }
+
+    /// 401 or 438: a challenge with realm, a fresh nonce and the password algorithms on offer.
+    pub(super) fn reply_challenge(&mut self, tuple: FiveTuple, req: &Message<'_>, code: u16, now_unix: u64) {
+        let nonce = self.nonces.mint(tuple.client.ip(), now_unix);
+        let mut b = MessageBuilder::response_to(req, Class::Error);
+        b.error_code(code, reason(code))
+            .attr(attr::REALM, self.cfg.realm.as_bytes())
+            .attr(attr::NONCE, nonce.as_bytes())
+            .attr(attr::PASSWORD_ALGORITHMS, &password_algorithms_value());
+        self.queue(tuple, b, None);
+    }
+
+    /// Binding success: the client's reflexive address (RFC 8489 section 7.3).
+    pub(super) fn binding(&mut self, tuple: FiveTuple, req: &Message<'_>) {
+        if self.cfg.no_stun {
+            tracing::debug!(client = %tuple.client, "dropped Binding: STUN disabled (--no-stun)");
+            return;
+        }
+        let unknown: Vec<u16> = req.unknown_required().collect();
+        if !unknown.is_empty() {
+            return self.reply_unknown(tuple, req, &unknown, None);
+        }
+        let mut b = MessageBuilder::response_to(req, Class::Success);
+        b.xor_address(attr::XOR_MAPPED_ADDRESS, &tuple.client);
+        if let Some(software) = &self.cfg.software {
+            b.attr(attr::SOFTWARE, software.as_bytes());
+        }
+        self.queue(tuple, b, None);
+    }
+}

@@ -1,0 +1,172 @@
+//! Turns the shared config file (plus flags) into what the core and the driver need: addresses
+//! resolved, secrets parsed, and every inconsistency reported with the key that caused it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ice_config::{Config, ConfigError};
+
+use crate::proto::auth::CredentialStore;
+use crate::proto::peer_policy::{PeerPolicy, PeerPolicyConfig};
+use crate::proto::{Lifetimes, Quotas, RelayIp, ServerConfig};
+
+/// Everything needed to start the relay.
+pub struct Settings {
+    pub server: ServerConfig,
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid { key, message: message.into() }
+}
+
+pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
+    cfg.validate()?;
+    let t = &cfg.turn;
+    let listen_ips = if t.listening_ips.is_empty() {
+        vec![IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
+    } else {
+        t.listening_ips.clone()
+    };
+    let listen = listen_ips.iter().map(|ip| SocketAddr::new(*ip, t.listening_port)).collect();
+
+    let relay_ips: Vec<RelayIp> = relay_bind_ips(cfg)?
+        .into_iter()
+        .map(|bind| {
+            let advertised = t.external_ips.iter().find(|e| e.applies_to(bind)).map_or(bind, |e| e.public);
+            RelayIp { bind, advertised }
+        })
+        .collect();
+
+    let mut own: Vec<IpAddr> = listen_ips.iter().copied().filter(|ip| !ip.is_unspecified()).collect();
+    own.extend(relay_ips.iter().flat_map(|r| [r.bind, r.advertised]));
+    own.extend(t.external_ips.iter().map(|e| e.public));
+    own.sort();
+    own.dedup();
+    let peer_policy = PeerPolicy::new(PeerPolicyConfig::from_turn_config(t, own));
+
+    let rest = if t.use_auth_secret && !cfg.auth.secrets.is_empty() { Some(cfg.rest_secrets()?) } else { None };
+    let static_users: HashMap<_, _> = cfg.auth.static_users()?.into_iter().collect();
+    if rest.is_none() && static_users.is_empty() {
+        return Err(invalid(
+            "auth.secrets",
+            "no credentials configured: set --static-auth-secret (with --use-auth-secret) or --user; \
+             a relay without authentication would be an open proxy",
+        ));
+    }
+    let credentials = CredentialStore { rest, rest_separator: cfg.auth.rest_separator_char()?, static_users };
+
+    let secs = Duration::from_secs;
+    let lifetimes = Lifetimes {
+        default_allocation: secs(t.default_allocate_lifetime_secs),
+        max_allocation: secs(t.max_allocate_lifetime_secs),
+        permission: secs(t.permission_lifetime_secs),
+        channel: secs(t.channel_lifetime_secs),
+        max_session: (t.max_session_lifetime_secs > 0).then(|| secs(t.max_session_lifetime_secs)),
+        ..Lifetimes::default()
+    };
+    let quotas = Quotas { per_user: t.user_quota, total: t.total_quota, ..Quotas::default() };
+    Ok(Settings {
+        server: ServerConfig {
+            realm: cfg.realm.clone(),
+            software: (!t.software.is_empty()).then(|| t.software.clone()),
+            credentials,
+            nonce_lifetime_secs: t.nonce_lifetime_secs,
+            relay_ips,
+            min_port: t.min_port,
+            max_port: t.max_port,
+            lifetimes,
+            quotas,
+            peer_policy,
+            no_stun: t.no_stun,
+        },
+        listen,
+    })
+}
+
+/// Relay sockets bind to, in order of preference: `relay_ips`; the specific listening addresses;
+/// the private side of `external_ips`; else this host's first global-looking IPv4 and IPv6
+/// interface addresses.
+fn relay_bind_ips(cfg: &Config) -> Result<Vec<IpAddr>, SettingsError> {
+    let t = &cfg.turn;
+    if let Some(ip) = t.relay_ips.iter().find(|ip| ip.is_unspecified()) {
+        return Err(invalid("turn.relay_ips", format!("{ip} is unspecified: clients cannot be told it")));
+    }
+    if !t.relay_ips.is_empty() {
+        return Ok(t.relay_ips.clone());
+    }
+    let specific: Vec<IpAddr> = t.listening_ips.iter().copied().filter(|ip| !ip.is_unspecified()).collect();
+    if !specific.is_empty() {
+        return Ok(specific);
+    }
+    let private: Vec<IpAddr> = t.external_ips.iter().filter_map(|e| e.private).collect();
+    if !private.is_empty() {
+        return Ok(private);
+    }
+    let interfaces = if_addrs::get_if_addrs()
+        .map_err(|e| invalid("turn.relay_ips", format!("cannot list interfaces ({e}); set --relay-ip")))?;
+    let usable = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80 && !v6.is_unspecified(),
+    };
+    let ips: Vec<IpAddr> = interfaces.iter().map(|i| i.ip()).filter(usable).collect();
+    let mut chosen: Vec<IpAddr> = ips.iter().copied().find(IpAddr::is_ipv4).into_iter().collect();
+    chosen.extend(ips.iter().copied().find(IpAddr::is_ipv6));
+    if chosen.is_empty() {
+        return Err(invalid(
+            "turn.relay_ips",
+            "this host has no non-loopback address to relay from; set --relay-ip (or --listening-ip)",
+        ));
+    }
+    Ok(chosen)
+}
+
+impl Settings {
+    /// Human summary for `--check-config` and the startup log.
+    pub fn describe(&self) -> String {
+        let s = &self.server;
+        let relays: Vec<String> = s
+            .relay_ips
+            .iter()
+            .map(|r| if r.bind == r.advertised { r.bind.to_string() } else { format!("{} (advertised as {})", r.bind, r.advertised) })
+            .collect();
+        let listen: Vec<String> = self.listen.iter().map(|a| format!("udp {a}")).collect();
+        format!(
+            "listening: {}\nrelay addresses: {}\nrelay ports: {}-{}\nrealm: {}\nREST secrets: {}\nstatic users: {}\n\
+             lifetimes: allocation {}s (max {}s), permission {}s, channel {}s, session max {}\n\
+             quotas: per user {}, total {}\nSTUN: {}",
+            listen.join(", "),
+            relays.join(", "),
+            s.min_port,
+            s.max_port,
+            s.realm,
+            s.credentials.rest.as_ref().map_or(0, |r| r.len()),
+            s.credentials.static_users.len(),
+            s.lifetimes.default_allocation.as_secs(),
+            s.lifetimes.max_allocation.as_secs(),
+            s.lifetimes.permission.as_secs(),
+            s.lifetimes.channel.as_secs(),
+            s.lifetimes.max_session.map_or("unlimited".to_owned(), |d| format!("{}s", d.as_secs())),
+            quota(s.quotas.per_user),
+            quota(s.quotas.total),
+            if s.no_stun { "off" } else { "on" },
+        )
+    }
+}
+
+fn quota(n: u32) -> String {
+    if n == 0 {
+        "unlimited".into()
+    } else {
+        n.to_string()
+    }
+}
