@@ -52,10 +52,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            message: message.into(),
-        }
+        Self::Invalid { key: key.into(), message: message.into() }
     }
 }
 
@@ -95,10 +92,8 @@ impl Config {
 
     /// Reads and parses `path`. Does not validate. Errors name the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))
     }
 
@@ -106,12 +101,7 @@ impl Config {
     pub fn rest_secrets(&self) -> Result<RestSecrets, ConfigError> {
         RestSecrets::new(self.auth.secrets.iter().cloned()).map_err(|e| match e {
             CredentialError::EmptySecret => {
-                let index = self
-                    .auth
-                    .secrets
-                    .iter()
-                    .position(String::is_empty)
-                    .unwrap_or(0);
+                let index = self.auth.secrets.iter().position(String::is_empty).unwrap_or(0);
                 ConfigError::invalid(format!("auth.secrets[{index}]"), "is empty")
             }
             _ => ConfigError::invalid("auth.secrets", "is empty: no REST API secret is configured"),
@@ -135,28 +125,17 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            secrets: Vec::new(),
-            credential_ttl_secs: 86_400,
-            rest_separator: ":".into(),
-            users: Vec::new(),
-        }
+        Self { secrets: Vec::new(), credential_ttl_secs: 86_400, rest_separator: ":".into(), users: Vec::new() }
     }
 }
 
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Configs get logged at startup; secrets and passwords must not be.
-        let users: Vec<&str> = self
-            .users
-            .iter()
-            .map(|u| u.split_once(':').map_or("<malformed>", |(name, _)| name))
-            .collect();
+        let users: Vec<&str> =
+            self.users.iter().map(|u| u.split_once(':').map_or("<malformed>", |(name, _)| name)).collect();
         f.debug_struct("AuthConfig")
-            .field(
-                "secrets",
-                &format_args!("<{} redacted>", self.secrets.len()),
-            )
+            .field("secrets", &format_args!("<{} redacted>", self.secrets.len()))
             .field("credential_ttl_secs", &self.credential_ttl_secs)
             .field("rest_separator", &self.rest_separator)
             .field("users", &users)
@@ -182,16 +161,11 @@ impl AuthConfig {
         let mut parsed: Vec<(String, StaticUserSecret)> = Vec::with_capacity(self.users.len());
         for (i, entry) in self.users.iter().enumerate() {
             let (name, secret) = parse_static_user(entry).map_err(|e| match e {
-                ConfigError::Invalid { message, .. } => {
-                    ConfigError::invalid(format!("auth.users[{i}]"), message)
-                }
+                ConfigError::Invalid { message, .. } => ConfigError::invalid(format!("auth.users[{i}]"), message),
                 other => other,
             })?;
             if parsed.iter().any(|(seen, _)| *seen == name) {
-                return Err(ConfigError::invalid(
-                    format!("auth.users[{i}]"),
-                    format!("user {name:?} is listed twice"),
-                ));
+                return Err(ConfigError::invalid(format!("auth.users[{i}]"), format!("user {name:?} is listed twice")));
             }
             parsed.push((name, secret));
         }
@@ -328,11 +302,7 @@ pub struct CallConfig {
 
 impl Default for CallConfig {
     fn default() -> Self {
-        Self {
-            ring_timeout_secs: 45,
-            heartbeat_interval_secs: 25,
-            heartbeat_timeout_secs: 20,
-        }
+        Self { ring_timeout_secs: 45, heartbeat_interval_secs: 25, heartbeat_timeout_secs: 20 }
     }
 }
 

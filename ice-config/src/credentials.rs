@@ -70,37 +70,25 @@ fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
 /// Splits `<unix-expiry>[<separator><user-id>]`.
 ///
 /// The user id may itself contain the separator: only the first one splits.
-pub fn parse_rest_username(
-    username: &str,
-    separator: char,
-) -> Result<RestUsername<'_>, CredentialError> {
+pub fn parse_rest_username(username: &str, separator: char) -> Result<RestUsername<'_>, CredentialError> {
     let (expiry, user_id) = match username.split_once(separator) {
         Some((_, "")) => {
-            return Err(CredentialError::Malformed(format!(
-                "empty user id after separator {separator:?}"
-            )));
+            return Err(CredentialError::Malformed(format!("empty user id after separator {separator:?}")));
         }
         Some((expiry, user)) => (expiry, Some(user)),
         None => (username, None),
     };
     if expiry.is_empty() {
-        return Err(CredentialError::Malformed(
-            "missing expiry timestamp".into(),
-        ));
+        return Err(CredentialError::Malformed("missing expiry timestamp".into()));
     }
     // u64::from_str accepts a leading '+', which coturn would not; insist on digits only.
     if !expiry.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(CredentialError::Malformed(
-            "expiry timestamp is not a decimal number".into(),
-        ));
+        return Err(CredentialError::Malformed("expiry timestamp is not a decimal number".into()));
     }
-    let expires_at = expiry.parse::<u64>().map_err(|_| {
-        CredentialError::Malformed("expiry timestamp does not fit in 64 bits".into())
-    })?;
-    Ok(RestUsername {
-        expires_at,
-        user_id,
-    })
+    let expires_at = expiry
+        .parse::<u64>()
+        .map_err(|_| CredentialError::Malformed("expiry timestamp does not fit in 64 bits".into()))?;
+    Ok(RestUsername { expires_at, user_id })
 }
 
 /// A credential handed to a client: the `username`/`credential` of an `RTCIceServer`.
@@ -133,9 +121,7 @@ pub struct RestSecrets {
 
 impl fmt::Debug for RestSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RestSecrets")
-            .field("count", &self.secrets.len())
-            .finish()
+        f.debug_struct("RestSecrets").field("count", &self.secrets.len()).finish()
     }
 }
 
@@ -198,11 +184,7 @@ impl RestSecrets {
             None => expires_at.to_string(),
         };
         let password = rest_password(self.signing_secret().as_bytes(), &username);
-        RestCredential {
-            username,
-            password,
-            expires_at,
-        }
+        RestCredential { username, password, expires_at }
     }
 
     fn signing_secret(&self) -> &str {
@@ -215,13 +197,8 @@ impl RestSecrets {
     ///
     /// The relay never sees the password itself: it derives a long-term key from each candidate
     /// and checks MESSAGE-INTEGRITY with it.
-    pub fn candidate_passwords<'s>(
-        &'s self,
-        username: &'s str,
-    ) -> impl Iterator<Item = String> + 's {
-        self.secrets
-            .iter()
-            .map(move |secret| rest_password(secret.as_bytes(), username))
+    pub fn candidate_passwords<'s>(&'s self, username: &'s str) -> impl Iterator<Item = String> + 's {
+        self.secrets.iter().map(move |secret| rest_password(secret.as_bytes(), username))
     }
 
     /// Checks a username/password pair as a client presented it.
@@ -245,9 +222,7 @@ impl RestSecrets {
             return Err(CredentialError::BadPassword);
         }
         if parsed.expires_at <= now_unix {
-            return Err(CredentialError::Expired {
-                expired_at: parsed.expires_at,
-            });
+            return Err(CredentialError::Expired { expired_at: parsed.expires_at });
         }
         Ok(parsed)
     }
@@ -276,18 +251,9 @@ mod tests {
     fn rest_password_key_lengths_around_the_block_size() {
         // HMAC-SHA1's block is 64 bytes: 64 is padded, 65 and 200 are hashed first.
         // Expected values from python3 hmac/base64.
-        assert_eq!(
-            rest_password(&[7u8; 64], "1"),
-            "IriUVBQoS5zaPFDSuNoWXXUdst8="
-        );
-        assert_eq!(
-            rest_password(&[7u8; 65], "1"),
-            "xZocWEZej8zI3SiwkbBRq9wXwJg="
-        );
-        assert_eq!(
-            rest_password(&[7u8; 200], "1"),
-            "6CX4ZwawrOoP0g7f7Jcdv8oUyNU="
-        );
+        assert_eq!(rest_password(&[7u8; 64], "1"), "IriUVBQoS5zaPFDSuNoWXXUdst8=");
+        assert_eq!(rest_password(&[7u8; 65], "1"), "xZocWEZej8zI3SiwkbBRq9wXwJg=");
+        assert_eq!(rest_password(&[7u8; 200], "1"), "6CX4ZwawrOoP0g7f7Jcdv8oUyNU=");
         assert_eq!(rest_password(b"", "1"), "nq0XwTu1W/PiJ/j+Yl83j0JCEDg=");
     }
 
@@ -295,18 +261,9 @@ mod tests {
     fn parse_with_and_without_user() {
         assert_eq!(
             parse_rest_username("1700000000:alice", ':').unwrap(),
-            RestUsername {
-                expires_at: 1_700_000_000,
-                user_id: Some("alice")
-            }
+            RestUsername { expires_at: 1_700_000_000, user_id: Some("alice") }
         );
-        assert_eq!(
-            parse_rest_username("42", ':').unwrap(),
-            RestUsername {
-                expires_at: 42,
-                user_id: None
-            }
-        );
+        assert_eq!(parse_rest_username("42", ':').unwrap(), RestUsername { expires_at: 42, user_id: None });
     }
 
     #[test]
@@ -321,10 +278,7 @@ mod tests {
         assert_eq!(parsed.expires_at, 10);
         assert_eq!(parsed.user_id, Some("bob:x"));
         // With another separator the ':' is part of the expiry and makes it malformed.
-        assert!(matches!(
-            parse_rest_username("10:bob", '-'),
-            Err(CredentialError::Malformed(_))
-        ));
+        assert!(matches!(parse_rest_username("10:bob", '-'), Err(CredentialError::Malformed(_))));
     }
 
     #[test]
@@ -344,10 +298,7 @@ mod tests {
             "١٢٣", // Arabic-Indic digits are not ASCII digits
         ] {
             assert!(
-                matches!(
-                    parse_rest_username(bad, ':'),
-                    Err(CredentialError::Malformed(_))
-                ),
+                matches!(parse_rest_username(bad, ':'), Err(CredentialError::Malformed(_))),
                 "{bad:?} should be malformed"
             );
         }
@@ -361,14 +312,8 @@ mod tests {
 
     #[test]
     fn new_rejects_empty_list_and_empty_secret() {
-        assert_eq!(
-            RestSecrets::new(Vec::<String>::new()).unwrap_err(),
-            CredentialError::NoSecrets
-        );
-        assert_eq!(
-            RestSecrets::new(["a", ""]).unwrap_err(),
-            CredentialError::EmptySecret
-        );
+        assert_eq!(RestSecrets::new(Vec::<String>::new()).unwrap_err(), CredentialError::NoSecrets);
+        assert_eq!(RestSecrets::new(["a", ""]).unwrap_err(), CredentialError::EmptySecret);
     }
 
     #[test]
@@ -435,10 +380,7 @@ mod tests {
     #[test]
     fn bucketed_zero_means_no_rounding() {
         let s = secrets(&["k"]);
-        assert_eq!(
-            s.issue_bucketed(Some("u"), 1_234, 10, 0),
-            s.issue(Some("u"), 1_234, 10)
-        );
+        assert_eq!(s.issue_bucketed(Some("u"), 1_234, 10, 0), s.issue(Some("u"), 1_234, 10));
     }
 
     #[test]
@@ -451,13 +393,7 @@ mod tests {
     fn candidate_passwords_one_per_secret_in_order() {
         let s = secrets(&["north", "south"]);
         let got: Vec<String> = s.candidate_passwords("1700000000:alice").collect();
-        assert_eq!(
-            got,
-            vec![
-                NORTH_ALICE.to_string(),
-                rest_password(b"south", "1700000000:alice")
-            ]
-        );
+        assert_eq!(got, vec![NORTH_ALICE.to_string(), rest_password(b"south", "1700000000:alice")]);
     }
 
     #[test]
@@ -465,9 +401,7 @@ mod tests {
         let old = secrets(&["south"]);
         let rotated = secrets(&["north", "south"]);
         let cred = old.issue(Some("bob"), 100, 50);
-        let parsed = rotated
-            .verify(&cred.username, &cred.password, 149, ':')
-            .unwrap();
+        let parsed = rotated.verify(&cred.username, &cred.password, 149, ':').unwrap();
         assert_eq!(parsed.expires_at, 150);
         assert_eq!(parsed.user_id, Some("bob"));
     }
@@ -476,29 +410,17 @@ mod tests {
     fn verify_rejects_wrong_password() {
         let s = secrets(&["north"]);
         let cred = s.issue(None, 100, 50);
-        assert_eq!(
-            s.verify(&cred.username, "nope", 100, ':'),
-            Err(CredentialError::BadPassword)
-        );
-        assert_eq!(
-            s.verify(&cred.username, "", 100, ':'),
-            Err(CredentialError::BadPassword)
-        );
+        assert_eq!(s.verify(&cred.username, "nope", 100, ':'), Err(CredentialError::BadPassword));
+        assert_eq!(s.verify(&cred.username, "", 100, ':'), Err(CredentialError::BadPassword));
         let other = secrets(&["south"]);
-        assert_eq!(
-            other.verify(&cred.username, &cred.password, 100, ':'),
-            Err(CredentialError::BadPassword)
-        );
+        assert_eq!(other.verify(&cred.username, &cred.password, 100, ':'), Err(CredentialError::BadPassword));
     }
 
     #[test]
     fn verify_rejects_tampered_username() {
         let s = secrets(&["north"]);
         let cred = s.issue(Some("alice"), 100, 50);
-        assert_eq!(
-            s.verify("9999:alice", &cred.password, 100, ':'),
-            Err(CredentialError::BadPassword)
-        );
+        assert_eq!(s.verify("9999:alice", &cred.password, 100, ':'), Err(CredentialError::BadPassword));
     }
 
     #[test]
@@ -519,25 +441,13 @@ mod tests {
     #[test]
     fn verify_reports_malformed_username() {
         let s = secrets(&["north"]);
-        assert!(matches!(
-            s.verify("alice", "x", 0, ':'),
-            Err(CredentialError::Malformed(_))
-        ));
+        assert!(matches!(s.verify("alice", "x", 0, ':'), Err(CredentialError::Malformed(_))));
     }
 
     #[test]
     fn error_messages_are_readable() {
-        assert_eq!(
-            CredentialError::Expired { expired_at: 5 }.to_string(),
-            "credential expired at unix time 5"
-        );
-        assert_eq!(
-            CredentialError::Malformed("x".into()).to_string(),
-            "malformed REST username: x"
-        );
-        assert_eq!(
-            CredentialError::NoSecrets.to_string(),
-            "no REST API secret is configured"
-        );
+        assert_eq!(CredentialError::Expired { expired_at: 5 }.to_string(), "credential expired at unix time 5");
+        assert_eq!(CredentialError::Malformed("x".into()).to_string(), "malformed REST username: x");
+        assert_eq!(CredentialError::NoSecrets.to_string(), "no REST API secret is configured");
     }
 }

@@ -119,23 +119,13 @@ mod tests {
     }
 
     fn cred() -> RestCredential {
-        RestCredential {
-            username: "1700000000:alice".into(),
-            password: "pw".into(),
-            expires_at: 1_700_000_000,
-        }
+        RestCredential { username: "1700000000:alice".into(), password: "pw".into(), expires_at: 1_700_000_000 }
     }
 
     #[test]
     fn exact_json_for_one_relay() {
-        let servers = ice_servers(
-            &[relay(
-                "turn.example.org",
-                &[Transport::Udp, Transport::Tcp, Transport::Tls],
-                true,
-            )],
-            &cred(),
-        );
+        let servers =
+            ice_servers(&[relay("turn.example.org", &[Transport::Udp, Transport::Tcp, Transport::Tls], true)], &cred());
         assert_eq!(
             serde_json::to_string(&servers).unwrap(),
             r#"[{"urls":["stun:turn.example.org:3478"]},{"urls":["turn:turn.example.org:3478?transport=udp","turn:turn.example.org:3479?transport=tcp","turns:turn.example.org:443?transport=tcp"],"username":"1700000000:alice","credential":"pw"}]"#
@@ -144,19 +134,9 @@ mod tests {
 
     #[test]
     fn transports_follow_preference_order_and_dedupe() {
-        let servers = ice_servers(
-            &[relay(
-                "h",
-                &[Transport::Tls, Transport::Udp, Transport::Tls],
-                false,
-            )],
-            &cred(),
-        );
+        let servers = ice_servers(&[relay("h", &[Transport::Tls, Transport::Udp, Transport::Tls], false)], &cred());
         assert_eq!(servers.len(), 1);
-        assert_eq!(
-            servers[0].urls,
-            vec!["turn:h:3478?transport=udp", "turns:h:443?transport=tcp"]
-        );
+        assert_eq!(servers[0].urls, vec!["turn:h:3478?transport=udp", "turns:h:443?transport=tcp"]);
     }
 
     #[test]
@@ -171,35 +151,18 @@ mod tests {
     #[test]
     fn no_turn_entry_without_transports() {
         let servers = ice_servers(&[relay("h", &[], true)], &cred());
-        assert_eq!(
-            servers,
-            vec![IceServer {
-                urls: vec!["stun:h:3478".into()],
-                username: None,
-                credential: None
-            }]
-        );
+        assert_eq!(servers, vec![IceServer { urls: vec!["stun:h:3478".into()], username: None, credential: None }]);
         assert!(ice_servers(&[relay("h", &[], false)], &cred()).is_empty());
         assert!(ice_servers(&[], &cred()).is_empty());
     }
 
     #[test]
     fn ipv6_literals_are_bracketed() {
-        let servers = ice_servers(
-            &[relay(
-                "2001:db8::1",
-                &[Transport::Udp, Transport::Tls],
-                true,
-            )],
-            &cred(),
-        );
+        let servers = ice_servers(&[relay("2001:db8::1", &[Transport::Udp, Transport::Tls], true)], &cred());
         assert_eq!(servers[0].urls, vec!["stun:[2001:db8::1]:3478"]);
         assert_eq!(
             servers[1].urls,
-            vec![
-                "turn:[2001:db8::1]:3478?transport=udp",
-                "turns:[2001:db8::1]:443?transport=tcp"
-            ]
+            vec!["turn:[2001:db8::1]:3478?transport=udp", "turns:[2001:db8::1]:443?transport=tcp"]
         );
     }
 
@@ -213,35 +176,17 @@ mod tests {
 
     #[test]
     fn several_relays_keep_their_order() {
-        let servers = ice_servers(
-            &[
-                relay("a", &[Transport::Udp], true),
-                relay("b", &[Transport::Udp], false),
-            ],
-            &cred(),
-        );
-        let urls: Vec<&str> = servers
-            .iter()
-            .flat_map(|s| s.urls.iter().map(String::as_str))
-            .collect();
-        assert_eq!(
-            urls,
-            vec![
-                "stun:a:3478",
-                "turn:a:3478?transport=udp",
-                "turn:b:3478?transport=udp"
-            ]
-        );
+        let servers =
+            ice_servers(&[relay("a", &[Transport::Udp], true), relay("b", &[Transport::Udp], false)], &cred());
+        let urls: Vec<&str> = servers.iter().flat_map(|s| s.urls.iter().map(String::as_str)).collect();
+        assert_eq!(urls, vec!["stun:a:3478", "turn:a:3478?transport=udp", "turn:b:3478?transport=udp"]);
     }
 
     #[test]
     fn ice_server_json_round_trips_and_omits_absent_fields() {
         let stun: IceServer = serde_json::from_str(r#"{"urls":["stun:h:1"]}"#).unwrap();
         assert_eq!(stun.username, None);
-        assert_eq!(
-            serde_json::to_string(&stun).unwrap(),
-            r#"{"urls":["stun:h:1"]}"#
-        );
+        assert_eq!(serde_json::to_string(&stun).unwrap(), r#"{"urls":["stun:h:1"]}"#);
         let turn = IceServer {
             urls: vec!["turn:h:1?transport=udp".into()],
             username: Some("u".into()),
@@ -253,18 +198,11 @@ mod tests {
 
     #[test]
     fn transport_names() {
-        for (t, s) in [
-            (Transport::Udp, "udp"),
-            (Transport::Tcp, "tcp"),
-            (Transport::Tls, "tls"),
-        ] {
+        for (t, s) in [(Transport::Udp, "udp"), (Transport::Tcp, "tcp"), (Transport::Tls, "tls")] {
             assert_eq!(t.as_str(), s);
             assert_eq!(t.to_string(), s);
             assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{s}\""));
-            assert_eq!(
-                serde_json::from_str::<Transport>(&format!("\"{s}\"")).unwrap(),
-                t
-            );
+            assert_eq!(serde_json::from_str::<Transport>(&format!("\"{s}\"")).unwrap(), t);
         }
         assert!(serde_json::from_str::<Transport>("\"UDP\"").is_err());
         assert!(serde_json::from_str::<Transport>("\"dtls\"").is_err());

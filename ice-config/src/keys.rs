@@ -104,12 +104,7 @@ pub enum KeyError {
 /// No SASLprep/OpaqueString processing is applied: browsers send usernames and passwords as
 /// given, REST credentials are ASCII, and coturn does not apply it either. Callers that need it
 /// must normalise the inputs first.
-pub fn long_term_key(
-    alg: PasswordAlgorithm,
-    username: &str,
-    realm: &str,
-    password: &str,
-) -> LongTermKey {
+pub fn long_term_key(alg: PasswordAlgorithm, username: &str, realm: &str, password: &str) -> LongTermKey {
     fn feed<D: Digest>(mut d: D, username: &str, realm: &str, password: &str) -> D {
         d.update(username.as_bytes());
         d.update(b":");
@@ -119,35 +114,22 @@ pub fn long_term_key(
         d
     }
     match alg {
-        PasswordAlgorithm::Md5 => LongTermKey::Md5(
-            feed(Md5::new(), username, realm, password)
-                .finalize()
-                .into(),
-        ),
-        PasswordAlgorithm::Sha256 => LongTermKey::Sha256(
-            feed(Sha256::new(), username, realm, password)
-                .finalize()
-                .into(),
-        ),
+        PasswordAlgorithm::Md5 => LongTermKey::Md5(feed(Md5::new(), username, realm, password).finalize().into()),
+        PasswordAlgorithm::Sha256 => {
+            LongTermKey::Sha256(feed(Sha256::new(), username, realm, password).finalize().into())
+        }
     }
 }
 
 /// Reads a precomputed key written in hex, with or without a `0x`/`0X` prefix.
 pub fn long_term_key_from_hex(alg: PasswordAlgorithm, hex: &str) -> Result<LongTermKey, KeyError> {
-    let digits = hex
-        .strip_prefix("0x")
-        .or_else(|| hex.strip_prefix("0X"))
-        .unwrap_or(hex);
+    let digits = hex.strip_prefix("0x").or_else(|| hex.strip_prefix("0X")).unwrap_or(hex);
     if let Some(position) = digits.chars().position(|c| !c.is_ascii_hexdigit()) {
         return Err(KeyError::NotHex { position });
     }
     let expected = alg.key_len() * 2;
     if digits.len() != expected {
-        return Err(KeyError::BadLength {
-            algorithm: alg,
-            expected,
-            actual: digits.len(),
-        });
+        return Err(KeyError::BadLength { algorithm: alg, expected, actual: digits.len() });
     }
     match alg {
         PasswordAlgorithm::Md5 => {
@@ -187,18 +169,14 @@ mod tests {
     const USER: &str = "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}"; // マトリックス
                                                                            // From python3 hashlib over "マトリックス:example.org:TheMatrIX".
     const RFC5769_MD5_KEY: &str = "e8ca7ad59d5eb0518e312911d2dab2a9";
-    const RFC8489_SHA256_KEY: &str =
-        "dd295a613b9058c3c23d6dc7165bda072304d989c9d0af3a8c7e184b4f9bb4a1";
+    const RFC8489_SHA256_KEY: &str = "dd295a613b9058c3c23d6dc7165bda072304d989c9d0af3a8c7e184b4f9bb4a1";
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
@@ -290,11 +268,7 @@ mod tests {
             format!("0x{RFC5769_MD5_KEY}"),
             format!("0X{}", RFC5769_MD5_KEY.to_uppercase()),
         ] {
-            assert_eq!(
-                long_term_key_from_hex(PasswordAlgorithm::Md5, &form).unwrap(),
-                expected,
-                "{form}"
-            );
+            assert_eq!(long_term_key_from_hex(PasswordAlgorithm::Md5, &form).unwrap(), expected, "{form}");
         }
         let sha = long_term_key_from_hex(PasswordAlgorithm::Sha256, RFC8489_SHA256_KEY).unwrap();
         assert_eq!(hex(sha.as_bytes()), RFC8489_SHA256_KEY);
@@ -304,19 +278,11 @@ mod tests {
     fn from_hex_rejects_wrong_length() {
         assert_eq!(
             long_term_key_from_hex(PasswordAlgorithm::Md5, "0xabcd"),
-            Err(KeyError::BadLength {
-                algorithm: PasswordAlgorithm::Md5,
-                expected: 32,
-                actual: 4
-            })
+            Err(KeyError::BadLength { algorithm: PasswordAlgorithm::Md5, expected: 32, actual: 4 })
         );
         assert_eq!(
             long_term_key_from_hex(PasswordAlgorithm::Sha256, RFC5769_MD5_KEY),
-            Err(KeyError::BadLength {
-                algorithm: PasswordAlgorithm::Sha256,
-                expected: 64,
-                actual: 32
-            })
+            Err(KeyError::BadLength { algorithm: PasswordAlgorithm::Sha256, expected: 64, actual: 32 })
         );
         assert!(matches!(
             long_term_key_from_hex(PasswordAlgorithm::Md5, ""),
@@ -332,17 +298,11 @@ mod tests {
     fn from_hex_rejects_non_hex() {
         let mut bad = RFC5769_MD5_KEY.to_string();
         bad.replace_range(5..6, "g");
-        assert_eq!(
-            long_term_key_from_hex(PasswordAlgorithm::Md5, &bad),
-            Err(KeyError::NotHex { position: 5 })
-        );
+        assert_eq!(long_term_key_from_hex(PasswordAlgorithm::Md5, &bad), Err(KeyError::NotHex { position: 5 }));
         // A multibyte character must not be split or miscounted as two hex digits.
         let mut multibyte = RFC5769_MD5_KEY[..30].to_string();
         multibyte.push('é');
-        assert_eq!(
-            long_term_key_from_hex(PasswordAlgorithm::Md5, &multibyte),
-            Err(KeyError::NotHex { position: 30 })
-        );
+        assert_eq!(long_term_key_from_hex(PasswordAlgorithm::Md5, &multibyte), Err(KeyError::NotHex { position: 30 }));
         assert!(matches!(
             long_term_key_from_hex(PasswordAlgorithm::Md5, "0x0x0000"),
             Err(KeyError::NotHex { position: 1 })
@@ -356,12 +316,7 @@ mod tests {
             "key is not hexadecimal (bad character at position 3)"
         );
         assert_eq!(
-            KeyError::BadLength {
-                algorithm: PasswordAlgorithm::Md5,
-                expected: 32,
-                actual: 4
-            }
-            .to_string(),
+            KeyError::BadLength { algorithm: PasswordAlgorithm::Md5, expected: 32, actual: 4 }.to_string(),
             "Md5 key must be 32 hex digits, got 4"
         );
     }

@@ -11,11 +11,9 @@ pub mod ice;
 pub mod keys;
 
 pub use config::{
-    parse_static_user, AuthConfig, CallConfig, Config, ConfigError, ExternalIp, IpRange,
-    ParseAddrError, RelayEndpoint, StaticUserSecret, TurnConfig,
+    parse_static_user, AuthConfig, CallConfig, Config, ConfigError, ExternalIp, IpRange, ParseAddrError, RelayEndpoint,
+    StaticUserSecret, TurnConfig,
 };
-pub use credentials::{
-    parse_rest_username, rest_password, CredentialError, RestCredential, RestSecrets, RestUsername,
-};
+pub use credentials::{parse_rest_username, rest_password, CredentialError, RestCredential, RestSecrets, RestUsername};
 pub use ice::{ice_servers, IceServer, Transport};
 pub use keys::{long_term_key, long_term_key_from_hex, KeyError, LongTermKey, PasswordAlgorithm};

@@ -75,6 +75,8 @@ pub struct Stats {
     received: Mutex<BTreeMap<Packet, u64>>,
     /// Error codes of error responses received, in order.
     errors: Mutex<Vec<(u16, u16)>>,
+    /// LIFETIME of every Allocate success response received, in order.
+    allocate_lifetimes: Mutex<Vec<u32>>,
 }
 
 impl Stats {
@@ -103,6 +105,14 @@ impl Stats {
     /// (method, code) of every error response received.
     pub fn error_responses(&self) -> Vec<(u16, u16)> {
         self.errors.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// LIFETIME (seconds) of every Allocate success response received.
+    pub fn allocate_lifetimes(&self) -> Vec<u32> {
+        self.allocate_lifetimes
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// A one-line summary for failure messages.
@@ -140,16 +150,28 @@ pub struct SniffConn {
 impl SniffConn {
     fn note_received(&self, buf: &[u8]) {
         let p = classify(buf);
-        if let Packet::Stun {
-            method,
-            class: ClassKey::Error,
-        } = p
-        {
-            if let Some(code) = stun::parse(buf).and_then(|r| r.error_code) {
-                if let Ok(mut e) = self.stats.errors.lock() {
-                    e.push((method, code));
+        match p {
+            Packet::Stun {
+                method,
+                class: ClassKey::Error,
+            } => {
+                if let Some(code) = stun::parse(buf).and_then(|r| r.error_code) {
+                    if let Ok(mut e) = self.stats.errors.lock() {
+                        e.push((method, code));
+                    }
                 }
             }
+            Packet::Stun {
+                method: method::ALLOCATE,
+                class: ClassKey::Success,
+            } => {
+                if let Some(lifetime) = stun::parse(buf).and_then(|r| r.lifetime) {
+                    if let Ok(mut l) = self.stats.allocate_lifetimes.lock() {
+                        l.push(lifetime);
+                    }
+                }
+            }
+            _ => {}
         }
         Stats::count(&self.stats.received, p);
     }

@@ -13,6 +13,7 @@ const ALLOCATE_REQUEST: u16 = 0x0003;
 const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const ATTR_ERROR_CODE: u16 = 0x0009;
 const ATTR_REQUESTED_TRANSPORT: u16 = 0x0019;
+const ATTR_LIFETIME: u16 = 0x000D;
 
 /// The class bits of a STUN message type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct Response {
     pub transaction_id: [u8; 12],
     pub error_code: Option<u16>,
     pub xor_mapped_address: Option<SocketAddr>,
+    /// LIFETIME, in seconds (Allocate and Refresh responses).
+    pub lifetime: Option<u32>,
 }
 
 /// A fresh random transaction id.
@@ -87,6 +90,7 @@ pub fn parse(buf: &[u8]) -> Option<Response> {
         transaction_id,
         error_code: None,
         xor_mapped_address: None,
+        lifetime: None,
     };
     let mut attrs = &buf[20..20 + len];
     while attrs.len() >= 4 {
@@ -96,6 +100,10 @@ pub fn parse(buf: &[u8]) -> Option<Response> {
         match kind {
             ATTR_XOR_MAPPED_ADDRESS => {
                 response.xor_mapped_address = xor_address(value, &transaction_id);
+            }
+            ATTR_LIFETIME if value.len() == 4 => {
+                response.lifetime =
+                    Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
             }
             ATTR_ERROR_CODE if value.len() >= 4 => {
                 response.error_code = Some(u16::from(value[2] & 0x07) * 100 + u16::from(value[3]));

@@ -59,53 +59,71 @@ fn check_config_accepts_the_shipped_examples() {
     }
 }
 
-/// `--check-config` must exit 1 and name `key` somewhere in its output.
-fn assert_rejected(run: &Finished, key: &str, what: &str) {
+/// `--check-config` must exit 1 and name one of `keys` somewhere in its output.
+fn assert_rejected(run: &Finished, keys: &[&str], what: &str) {
     let out = output(run);
     assert!(
-        run.status.and_then(|s| s.code()) == Some(1) && out.contains(key),
-        "{what}: expected exit code 1 and an error naming `{key}`, got {}; output:\n{}",
+        run.status.and_then(|s| s.code()) == Some(1) && keys.iter().any(|k| out.contains(k)),
+        "{what}: expected exit code 1 and an error naming one of {keys:?}, got {}; output:\n{}",
         run.describe_status(),
         tail(&out, 20)
     );
 }
 
+/// A valid config; each case below breaks one thing in it.
+const VALID: &str = "realm = \"example.org\"\n[auth]\nsecrets = [\"s3cret\"]\n";
+
 #[test]
 fn check_config_names_the_offending_key() {
     let logs = LogDir::new("check_config_errors");
-    let cases = [
+    let valid = logs.path().join("valid.toml");
+    std::fs::write(&valid, VALID).unwrap();
+    let run = check_config(&valid, logs.path());
+    assert!(
+        run.success(),
+        "the minimal valid config {VALID:?} is refused: {}; output:\n{}",
+        run.describe_status(),
+        tail(&output(&run), 20)
+    );
+    let cases: [(&str, &str, &[&str]); 5] = [
         (
             "inverted port range",
             "[turn]\nmin_port = 60000\nmax_port = 50000\n",
-            "min_port",
+            &["min_port", "max_port"],
         ),
         (
             "misspelt key",
             "[turn]\nlistening_prot = 3478\n",
-            "listening_prot",
+            &["listening_prot"],
         ),
         (
             "bad peer range",
             "[turn]\ndenied_peer_ips = [\"10.0.0.300\"]\n",
-            "denied_peer_ips",
+            &["denied_peer_ips"],
         ),
         (
             "wrong type",
             "[turn]\nuser_quota = \"many\"\n",
-            "user_quota",
+            &["user_quota"],
+        ),
+        (
+            "bad external address",
+            "[turn]\nexternal_ips = [\"not-an-ip\"]\n",
+            &["external_ips"],
         ),
     ];
-    for (what, toml, key) in cases {
+    for (what, broken, keys) in cases {
+        let toml = format!("{VALID}{broken}");
         let path = logs.path().join(format!("{}.toml", what.replace(' ', "_")));
-        std::fs::write(&path, toml).unwrap();
+        std::fs::write(&path, &toml).unwrap();
         let run = check_config(&path, logs.path());
-        assert_rejected(&run, key, &format!("config with {what} ({toml:?})"));
+        assert_rejected(&run, keys, &format!("config with {what} ({toml:?})"));
     }
     let run = turn_server(
         &["--check-config", "--config", "/nonexistent/turn.toml"],
         logs.path(),
     );
-    assert_rejected(&run, "/nonexistent/turn.toml", "a missing config file");
+    assert_rejected(&run, &["/nonexistent/turn.toml"], "a missing config file");
 }
 
 #[test]
@@ -136,22 +154,35 @@ fn check_config_validates_flags_too() {
         ok.describe_status(),
         tail(&output(&ok), 20)
     );
+    let secret = ["--use-auth-secret", "--static-auth-secret", "s3cret"];
     let bad = turn_server(
         &[
-            "--check-config",
-            "--min-port",
-            "60000",
-            "--max-port",
-            "50000",
-        ],
+            &secret[..],
+            &[
+                "--check-config",
+                "--min-port",
+                "60000",
+                "--max-port",
+                "50000",
+            ],
+        ]
+        .concat(),
         logs.path(),
     );
-    assert_rejected(&bad, "port", "--min-port 60000 --max-port 50000");
+    assert_rejected(
+        &bad,
+        &["min-port", "max-port", "min_port", "max_port"],
+        "--min-port 60000 --max-port 50000",
+    );
     let bad = turn_server(
-        &["--check-config", "--denied-peer-ip", "10.0.0.300"],
+        &[
+            &secret[..],
+            &["--check-config", "--denied-peer-ip", "10.0.0.300"],
+        ]
+        .concat(),
         logs.path(),
     );
-    assert_rejected(&bad, "10.0.0.300", "--denied-peer-ip 10.0.0.300");
+    assert_rejected(&bad, &["10.0.0.300"], "--denied-peer-ip 10.0.0.300");
 }
 
 #[tokio::test]

@@ -95,6 +95,9 @@ enum Mode {
     SendIndications,
     /// No flag: RTP/RTCP allocation pairs (EVEN-PORT and RESERVATION-TOKEN), over channels.
     RtpRtcpPairs,
+    /// `-y -c`: clients in pairs send to each other's relayed address (no separate peer): both
+    /// ends of every packet are allocations on the server under test.
+    ClientToClient,
 }
 
 struct Load {
@@ -119,15 +122,20 @@ fn run_uclient(server_port: u16, secret: &str, peer_port: u16, mode: Mode, dir: 
         Mode::Channels => args.push("-c".into()),
         Mode::SendIndications => args.extend(["-c".into(), "-s".into()]),
         Mode::RtpRtcpPairs => {}
+        Mode::ClientToClient => args.extend(["-y".into(), "-c".into()]),
+    }
+    if mode != Mode::ClientToClient {
+        args.extend([
+            "-e".into(),
+            "127.0.0.1".into(),
+            "-r".into(),
+            peer_port.to_string(),
+        ]);
     }
     args.extend(
         [
             "-p",
             &server_port.to_string(),
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port.to_string(),
             "-W",
             secret,
             "-u",
@@ -168,7 +176,7 @@ fn judge(run: &Finished, mode: Mode) -> Result<Summary, String> {
     let expected = s.sessions * u64::from(LOAD.messages);
     let channels_ok = match mode {
         Mode::SendIndications => s.channel_binds_ok == 0,
-        Mode::Channels | Mode::RtpRtcpPairs => s.channel_binds_ok > 0,
+        Mode::Channels | Mode::RtpRtcpPairs | Mode::ClientToClient => s.channel_binds_ok > 0,
     };
     if s.sessions == 0 || s.sent != expected || s.received != s.sent || s.lost != 0 || !channels_ok
     {
@@ -220,6 +228,11 @@ fn uclient_over_send_indications_loses_nothing() {
 }
 
 #[test]
+fn uclient_client_to_client_loses_nothing() {
+    uclient_against_our_server("uclient_client_to_client", Mode::ClientToClient);
+}
+
+#[test]
 fn uclient_rtp_rtcp_allocation_pairs_lose_nothing() {
     uclient_against_our_server("uclient_rtp_rtcp", Mode::RtpRtcpPairs);
 }
@@ -239,7 +252,7 @@ fn uclient_harness_works_against_coturn_itself() {
         .start();
     let peer_port = server.ports().peer_port(0);
     let _peer = start_peer(peer_port, server.log_dir());
-    for mode in [Mode::Channels, Mode::SendIndications] {
+    for mode in [Mode::Channels, Mode::SendIndications, Mode::ClientToClient] {
         let run = run_uclient(
             server.addr().port(),
             server.secret(),

@@ -428,3 +428,51 @@ async fn no_stun_ignores_binding_but_still_relays() {
     relayed_addr(&server, &relay);
     c.close().await;
 }
+
+#[tokio::test]
+async fn total_quota_refuses_allocations_beyond_it_with_508() {
+    let server = ServerBuilder::new("total_quota")
+        .arg("--total-quota")
+        .arg("2")
+        .start();
+    let mut clients = Vec::new();
+    let mut relays = Vec::new();
+    for user in ["alice", "bob"] {
+        let (u, p) = server.credential(user);
+        let c = TurnClient::connect(server.addr(), &u, &p).await;
+        relays.push(allocate(&server, &c, user).await);
+        clients.push(c);
+    }
+    let (u, p) = server.credential("carol");
+    let third = TurnClient::connect(server.addr(), &u, &p).await;
+    match third.allocate().await {
+        Ok(_) => server.fail("a third allocation succeeded with --total-quota 2"),
+        Err(e) => server.check(e.contains("508"), || {
+            format!(
+                "expected 508 Insufficient Capacity, got {e:?}; packets: {}",
+                third.stats.summary()
+            )
+        }),
+    }
+    clients.push(third);
+    for c in clients {
+        c.close().await;
+    }
+}
+
+#[tokio::test]
+async fn max_allocate_lifetime_caps_the_granted_lifetime() {
+    let server = ServerBuilder::new("max_lifetime")
+        .arg("--max-allocate-lifetime")
+        .arg("120")
+        .start();
+    let (u, p) = server.credential("alice");
+    let c = TurnClient::connect(server.addr(), &u, &p).await;
+    let _relay = allocate(&server, &c, "alice").await;
+    let lifetimes = c.stats.allocate_lifetimes();
+    server.check(
+        lifetimes.len() == 1 && (1..=120).contains(&lifetimes[0]),
+        || format!("expected one Allocate success with 0 < LIFETIME <= 120, got {lifetimes:?}"),
+    );
+    c.close().await;
+}

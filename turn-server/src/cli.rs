@@ -9,7 +9,11 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use ice_config::{Config, ExternalIp, IpRange};
 
 #[derive(Debug, Parser)]
-#[command(name = "turn-server", version, about = "STUN/TURN relay with TURN REST API credentials (a coturn replacement)")]
+#[command(
+    name = "turn-server",
+    version,
+    about = "STUN/TURN relay with TURN REST API credentials (a coturn replacement)"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -235,7 +239,8 @@ mod tests {
 
     #[test]
     fn subcommands_parse() {
-        let cli = Cli::try_parse_from(["turn-server", "credentials", "--secret", "s", "--user", "u", "--ttl", "1h"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["turn-server", "credentials", "--secret", "s", "--user", "u", "--ttl", "1h"]).unwrap();
         match cli.command {
             Some(Command::Credentials(c)) => assert_eq!(c.ttl, Some(Duration::from_secs(3600))),
             other => panic!("unexpected {other:?}"),

@@ -92,8 +92,7 @@ fn quickstart(args: &QuickstartArgs) -> anyhow::Result<ExitCode> {
     ops::logging::init(args.verbose, false, None)?;
     let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut cfg = Config::default();
-    cfg.realm = "localhost".into();
+    let mut cfg = Config { realm: "localhost".into(), ..Config::default() };
     cfg.auth.secrets = vec![secret.clone()];
     cfg.turn.listening_ips = vec![loopback];
     cfg.turn.listening_port = args.port;

@@ -36,10 +36,8 @@ pub fn bind_listeners(listen: &[SocketAddr]) -> anyhow::Result<Vec<std::net::Udp
 
 /// Runs the relay until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let listeners = bind_listeners(&settings.listen)?;

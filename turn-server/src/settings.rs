@@ -137,7 +137,13 @@ impl Settings {
         let relays: Vec<String> = s
             .relay_ips
             .iter()
-            .map(|r| if r.bind == r.advertised { r.bind.to_string() } else { format!("{} (advertised as {})", r.bind, r.advertised) })
+            .map(|r| {
+                if r.bind == r.advertised {
+                    r.bind.to_string()
+                } else {
+                    format!("{} (advertised as {})", r.bind, r.advertised)
+                }
+            })
             .collect();
         let listen: Vec<String> = self.listen.iter().map(|a| format!("udp {a}")).collect();
         format!(

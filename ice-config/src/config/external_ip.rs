@@ -38,24 +38,16 @@ impl FromStr for ExternalIp {
     /// unspecified, since telling clients `0.0.0.0` would break every allocation.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let addr = |part: &str| {
-            part.trim().parse::<IpAddr>().map_err(|_| {
-                ParseAddrError::new(
-                    "external IP",
-                    s,
-                    format!("{:?} is not an IP address", part.trim()),
-                )
-            })
+            part.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ParseAddrError::new("external IP", s, format!("{:?} is not an IP address", part.trim())))
         };
         let (public, private) = match s.split_once('/') {
             Some((public, private)) => (addr(public)?, Some(addr(private)?)),
             None => (addr(s)?, None),
         };
         if public.is_unspecified() {
-            return Err(ParseAddrError::new(
-                "external IP",
-                s,
-                "the public address must not be unspecified",
-            ));
+            return Err(ParseAddrError::new("external IP", s, "the public address must not be unspecified"));
         }
         if let Some(private) = private {
             if private.is_ipv4() != public.is_ipv4() {
@@ -134,10 +126,7 @@ mod tests {
             "203.0.113.5/fd00::1",
             "2001:db8::1/10.0.0.5",
         ] {
-            assert!(
-                bad.parse::<ExternalIp>().is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(bad.parse::<ExternalIp>().is_err(), "{bad:?} should be rejected");
         }
     }
 
@@ -165,10 +154,7 @@ mod tests {
             e: ExternalIp,
         }
         let w: W = toml::from_str(r#"e = "203.0.113.5/10.0.0.5""#).unwrap();
-        assert_eq!(
-            toml::to_string(&w).unwrap().trim(),
-            r#"e = "203.0.113.5/10.0.0.5""#
-        );
+        assert_eq!(toml::to_string(&w).unwrap().trim(), r#"e = "203.0.113.5/10.0.0.5""#);
         let err = toml::from_str::<W>(r#"e = "nope""#).unwrap_err();
         assert!(err.to_string().contains("not an IP address"), "{err}");
     }

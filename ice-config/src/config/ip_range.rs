@@ -21,11 +21,7 @@ pub struct ParseAddrError {
 
 impl ParseAddrError {
     pub(crate) fn new(what: &'static str, input: &str, reason: impl Into<String>) -> Self {
-        Self {
-            what,
-            input: input.to_string(),
-            reason: reason.into(),
-        }
+        Self { what, input: input.to_string(), reason: reason.into() }
     }
 
     /// Why the input was rejected, without the input itself.
@@ -56,11 +52,7 @@ impl IpRange {
             }
         };
         if !ordered {
-            return Err(ParseAddrError::new(
-                "IP range",
-                &format!("{start}-{end}"),
-                "start is greater than end",
-            ));
+            return Err(ParseAddrError::new("IP range", &format!("{start}-{end}"), "start is greater than end"));
         }
         Ok(Self { start, end })
     }
@@ -84,10 +76,7 @@ impl IpRange {
                 }
                 let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
                 let start = u32::from(a) & mask;
-                Ok(Self {
-                    start: IpAddr::V4(Ipv4Addr::from(start)),
-                    end: IpAddr::V4(Ipv4Addr::from(start | !mask)),
-                })
+                Ok(Self { start: IpAddr::V4(Ipv4Addr::from(start)), end: IpAddr::V4(Ipv4Addr::from(start | !mask)) })
             }
             IpAddr::V6(a) => {
                 if prefix > 128 {
@@ -99,10 +88,7 @@ impl IpRange {
                 }
                 let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
                 let start = u128::from(a) & mask;
-                Ok(Self {
-                    start: IpAddr::V6(Ipv6Addr::from(start)),
-                    end: IpAddr::V6(Ipv6Addr::from(start | !mask)),
-                })
+                Ok(Self { start: IpAddr::V6(Ipv6Addr::from(start)), end: IpAddr::V6(Ipv6Addr::from(start | !mask)) })
             }
         }
     }
@@ -130,9 +116,7 @@ impl IpRange {
     /// The prefix length when the range is exactly one CIDR block.
     fn cidr_prefix(&self) -> Option<u8> {
         let (start, end, bits) = match (self.start, self.end) {
-            (IpAddr::V4(s), IpAddr::V4(e)) => {
-                (u128::from(u32::from(s)), u128::from(u32::from(e)), 32)
-            }
+            (IpAddr::V4(s), IpAddr::V4(e)) => (u128::from(u32::from(s)), u128::from(u32::from(e)), 32),
             (IpAddr::V6(s), IpAddr::V6(e)) => (u128::from(s), u128::from(e), 128),
             _ => return None,
         };
@@ -168,34 +152,24 @@ impl FromStr for IpRange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
         let addr = |part: &str| {
-            part.trim().parse::<IpAddr>().map_err(|_| {
-                ParseAddrError::new(
-                    "IP range",
-                    s,
-                    format!("{:?} is not an IP address", part.trim()),
-                )
-            })
+            part.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ParseAddrError::new("IP range", s, format!("{:?} is not an IP address", part.trim())))
         };
         if let Some((ip, prefix)) = text.split_once('/') {
             let ip = addr(ip)?;
             let prefix_text = prefix.trim();
             // u8::from_str accepts '+'; a prefix is plain digits.
             if prefix_text.is_empty() || !prefix_text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ParseAddrError::new(
-                    "IP range",
-                    s,
-                    "prefix length is not a number",
-                ));
+                return Err(ParseAddrError::new("IP range", s, "prefix length is not a number"));
             }
             let prefix = prefix_text
                 .parse::<u8>()
                 .map_err(|_| ParseAddrError::new("IP range", s, "prefix length is too large"))?;
-            return Self::from_cidr(ip, prefix)
-                .map_err(|e| ParseAddrError::new("IP range", s, e.reason));
+            return Self::from_cidr(ip, prefix).map_err(|e| ParseAddrError::new("IP range", s, e.reason));
         }
         if let Some((start, end)) = text.split_once('-') {
-            return Self::new(addr(start)?, addr(end)?)
-                .map_err(|e| ParseAddrError::new("IP range", s, e.reason));
+            return Self::new(addr(start)?, addr(end)?).map_err(|e| ParseAddrError::new("IP range", s, e.reason));
         }
         Ok(Self::single(addr(text)?))
     }
@@ -314,10 +288,7 @@ mod tests {
         let err = "192.168.1.20-192.168.1.10".parse::<IpRange>().unwrap_err();
         assert_eq!(err.reason(), "start is greater than end");
         let err = "10.0.0.1-::1".parse::<IpRange>().unwrap_err();
-        assert_eq!(
-            err.reason(),
-            "start and end are of different address families"
-        );
+        assert_eq!(err.reason(), "start and end are of different address families");
         assert!("10.0.0.1-".parse::<IpRange>().is_err());
         assert!("-10.0.0.1".parse::<IpRange>().is_err());
         assert!(IpRange::new(ip("::2"), ip("::1")).is_err());
@@ -325,19 +296,8 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in [
-            "",
-            " ",
-            "localhost",
-            "10.0.0",
-            "10.0.0.256",
-            "1.2.3.4.5",
-            "[::1]",
-        ] {
-            assert!(
-                bad.parse::<IpRange>().is_err(),
-                "{bad:?} should be rejected"
-            );
+        for bad in ["", " ", "localhost", "10.0.0", "10.0.0.256", "1.2.3.4.5", "[::1]"] {
+            assert!(bad.parse::<IpRange>().is_err(), "{bad:?} should be rejected");
         }
     }
 
@@ -362,14 +322,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in [
-            "10.0.0.0/8",
-            "1.2.3.4",
-            "1.2.3.4-1.2.3.9",
-            "fc00::/7",
-            "::1",
-            "2001:db8::-2001:db8::5",
-        ] {
+        for s in ["10.0.0.0/8", "1.2.3.4", "1.2.3.4-1.2.3.9", "fc00::/7", "::1", "2001:db8::-2001:db8::5"] {
             assert_eq!(range(&range(s).to_string()), range(s));
         }
     }
@@ -382,10 +335,7 @@ mod tests {
         }
         let w: W = toml::from_str(r#"r = ["10.0.0.0/8", "1.1.1.1-1.1.1.2"]"#).unwrap();
         assert_eq!(w.r, vec![range("10.0.0.0/8"), range("1.1.1.1-1.1.1.2")]);
-        assert_eq!(
-            toml::to_string(&w).unwrap().trim(),
-            r#"r = ["10.0.0.0/8", "1.1.1.1-1.1.1.2"]"#
-        );
+        assert_eq!(toml::to_string(&w).unwrap().trim(), r#"r = ["10.0.0.0/8", "1.1.1.1-1.1.1.2"]"#);
         let err = toml::from_str::<W>(r#"r = ["10.0.0.0/99"]"#).unwrap_err();
         assert!(err.to_string().contains("prefix length"), "{err}");
     }
@@ -393,9 +343,6 @@ mod tests {
     #[test]
     fn error_message_names_input_and_reason() {
         let err = "1.2.3.4/40".parse::<IpRange>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"invalid IP range "1.2.3.4/40": IPv4 prefix length must be at most 32"#
-        );
+        assert_eq!(err.to_string(), r#"invalid IP range "1.2.3.4/40": IPv4 prefix length must be at most 32"#);
     }
 }

@@ -43,14 +43,9 @@ impl fmt::Debug for StaticUserSecret {
 /// As in coturn, a secret starting with `0x` is always read as a 32-digit MD5 key. Errors use the
 /// key `auth.users` and never repeat the secret.
 pub fn parse_static_user(s: &str) -> Result<(String, StaticUserSecret), ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid {
-        key: "auth.users".into(),
-        message,
-    };
+    let invalid = |message: String| ConfigError::Invalid { key: "auth.users".into(), message };
     let Some((name, secret)) = s.split_once(':') else {
-        return Err(invalid(
-            "expected \"name:password\" or \"name:0x<md5 key>\"".into(),
-        ));
+        return Err(invalid("expected \"name:password\" or \"name:0x<md5 key>\"".into()));
     };
     if name.is_empty() {
         return Err(invalid("user name is empty".into()));
@@ -91,15 +86,8 @@ mod tests {
     fn key_form() {
         // The derivation itself is checked against RFC vectors in keys.rs; here only the parsing.
         let expected = long_term_key(PasswordAlgorithm::Md5, "bob", "turn.example.org", "pw");
-        let hex: String = expected
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        for form in [
-            format!("bob:0x{hex}"),
-            format!("bob:0X{}", hex.to_uppercase()),
-        ] {
+        let hex: String = expected.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        for form in [format!("bob:0x{hex}"), format!("bob:0X{}", hex.to_uppercase())] {
             let (name, secret) = parse_static_user(&form).unwrap();
             assert_eq!(name, "bob");
             assert_eq!(secret, StaticUserSecret::Key(expected.clone()));
@@ -119,10 +107,7 @@ mod tests {
             let shown = err.to_string();
             assert!(shown.starts_with("auth.users: "), "{shown}");
             assert!(shown.contains(needle), "{input}: {shown}");
-            assert!(
-                !shown.contains("nothex") && !shown.contains("1234"),
-                "{shown}"
-            );
+            assert!(!shown.contains("nothex") && !shown.contains("1234"), "{shown}");
         }
     }
 
@@ -130,10 +115,7 @@ mod tests {
     fn key_for_algorithm() {
         let password = StaticUserSecret::Password("TheMatrIX".into());
         for alg in [PasswordAlgorithm::Md5, PasswordAlgorithm::Sha256] {
-            assert_eq!(
-                password.key(alg, "u", "r"),
-                Some(long_term_key(alg, "u", "r", "TheMatrIX"))
-            );
+            assert_eq!(password.key(alg, "u", "r"), Some(long_term_key(alg, "u", "r", "TheMatrIX")));
         }
         let md5 = long_term_key(PasswordAlgorithm::Md5, "u", "r", "p");
         let key = StaticUserSecret::Key(md5.clone());

@@ -97,10 +97,7 @@ fn example_file_parses_and_validates() {
     c.validate().unwrap();
     assert_eq!(c.realm, "turn.example.org");
     assert_eq!(c.relays.len(), 1);
-    assert_eq!(
-        c.turn.external_ips,
-        vec!["203.0.113.5/10.0.0.5".parse::<ExternalIp>().unwrap()]
-    );
+    assert_eq!(c.turn.external_ips, vec!["203.0.113.5/10.0.0.5".parse::<ExternalIp>().unwrap()]);
     assert_eq!(c.turn.allowed_peer_ips.len(), 2);
     assert_eq!(c.turn.denied_peer_ips[0].to_string(), "10.20.5.0/24");
     assert_eq!(c.auth.static_users().unwrap().len(), 1);
@@ -141,10 +138,7 @@ fn example_file_mentions_every_key() {
             None => {}
         }
     }
-    assert!(
-        missing.is_empty(),
-        "not in config.example.toml: {missing:?}"
-    );
+    assert!(missing.is_empty(), "not in config.example.toml: {missing:?}");
 }
 
 #[test]
@@ -324,10 +318,7 @@ fn static_users_are_parsed_in_order() {
     let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
     c.auth.users = vec!["alice:pw".into(), format!("bob:0x{hex}")];
     let users = c.auth.static_users().unwrap();
-    assert_eq!(
-        users[0],
-        ("alice".into(), StaticUserSecret::Password("pw".into()))
-    );
+    assert_eq!(users[0], ("alice".into(), StaticUserSecret::Password("pw".into())));
     assert_eq!(users[1], ("bob".into(), StaticUserSecret::Key(key)));
 }
 
@@ -336,10 +327,7 @@ fn a_relay_without_any_auth_is_refused() {
     let mut c = minimal();
     c.auth.secrets.clear();
     let err = c.validate().unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "turn.use_auth_secret: is true but auth.secrets is empty and no auth.users are set"
-    );
+    assert_eq!(err.to_string(), "turn.use_auth_secret: is true but auth.secrets is empty and no auth.users are set");
     c.auth.users = vec!["alice:pw".into()];
     c.validate().unwrap();
 
@@ -357,20 +345,11 @@ fn validate_relays() {
     type Mutate = fn(&mut RelayEndpoint);
     let cases: [(Mutate, &str); 7] = [
         (|r| r.host.clear(), "relays[0].host"),
-        (
-            |r| r.host = "turn.example.org:3478".into(),
-            "relays[0].host",
-        ),
-        (
-            |r| r.host = "turn:turn.example.org".into(),
-            "relays[0].host",
-        ),
+        (|r| r.host = "turn.example.org:3478".into(), "relays[0].host"),
+        (|r| r.host = "turn:turn.example.org".into(), "relays[0].host"),
         (|r| r.host = "[2001:db8::1".into(), "relays[0].host"),
         (|r| r.udp_port = 0, "relays[0].udp_port"),
-        (
-            |r| r.transports = vec![Transport::Udp, Transport::Udp],
-            "relays[0].transports",
-        ),
+        (|r| r.transports = vec![Transport::Udp, Transport::Udp], "relays[0].transports"),
         (
             |r| {
                 r.transports.clear();
@@ -393,10 +372,7 @@ fn validate_relays() {
     assert_eq!(invalid_key(&c).0, "relays[0].tcp_port");
     let mut c = minimal();
     c.relays[0].host.clear();
-    assert_eq!(
-        c.validate().unwrap_err().to_string(),
-        "relays[0].host: is empty"
-    );
+    assert_eq!(c.validate().unwrap_err().to_string(), "relays[0].host: is empty");
 }
 
 #[test]
@@ -414,9 +390,7 @@ fn valid_relay_hosts() {
         c.relays[0].host = host.into();
         c.validate().unwrap_or_else(|e| panic!("{host}: {e}"));
     }
-    for host in [
-        "a b", "a/b", "a?b", "user@h", ".h", "-h", "a..b", "[]", "[h]", "h\n",
-    ] {
+    for host in ["a b", "a/b", "a?b", "user@h", ".h", "-h", "a..b", "[]", "[h]", "h\n"] {
         let mut c = minimal();
         c.relays[0].host = host.into();
         assert_eq!(invalid_key(&c).0, "relays[0].host", "{host:?}");
@@ -459,22 +433,10 @@ fn validate_ports() {
 fn validate_lifetimes() {
     type Field = fn(&mut TurnConfig) -> &mut u64;
     let fields: [(Field, &str); 5] = [
-        (
-            |t| &mut t.default_allocate_lifetime_secs,
-            "turn.default_allocate_lifetime_secs",
-        ),
-        (
-            |t| &mut t.max_allocate_lifetime_secs,
-            "turn.max_allocate_lifetime_secs",
-        ),
-        (
-            |t| &mut t.permission_lifetime_secs,
-            "turn.permission_lifetime_secs",
-        ),
-        (
-            |t| &mut t.channel_lifetime_secs,
-            "turn.channel_lifetime_secs",
-        ),
+        (|t| &mut t.default_allocate_lifetime_secs, "turn.default_allocate_lifetime_secs"),
+        (|t| &mut t.max_allocate_lifetime_secs, "turn.max_allocate_lifetime_secs"),
+        (|t| &mut t.permission_lifetime_secs, "turn.permission_lifetime_secs"),
+        (|t| &mut t.channel_lifetime_secs, "turn.channel_lifetime_secs"),
         (|t| &mut t.nonce_lifetime_secs, "turn.nonce_lifetime_secs"),
     ];
     for (field, key) in fields {
@@ -495,10 +457,7 @@ fn validate_allocate_lifetime_order_and_range() {
     c.turn.default_allocate_lifetime_secs = 3_601;
     let (key, message) = invalid_key(&c);
     assert_eq!(key, "turn.max_allocate_lifetime_secs");
-    assert!(
-        message.contains(">= turn.default_allocate_lifetime_secs"),
-        "{message}"
-    );
+    assert!(message.contains(">= turn.default_allocate_lifetime_secs"), "{message}");
     c.turn.max_allocate_lifetime_secs = 3_601;
     c.validate().unwrap();
     c.turn.max_allocate_lifetime_secs = u64::from(u32::MAX) + 1;
@@ -521,14 +480,8 @@ fn validate_call() {
     type Field = fn(&mut CallConfig) -> &mut u64;
     let fields: [(Field, &str); 3] = [
         (|c| &mut c.ring_timeout_secs, "call.ring_timeout_secs"),
-        (
-            |c| &mut c.heartbeat_interval_secs,
-            "call.heartbeat_interval_secs",
-        ),
-        (
-            |c| &mut c.heartbeat_timeout_secs,
-            "call.heartbeat_timeout_secs",
-        ),
+        (|c| &mut c.heartbeat_interval_secs, "call.heartbeat_interval_secs"),
+        (|c| &mut c.heartbeat_timeout_secs, "call.heartbeat_timeout_secs"),
     ];
     for (field, key) in fields {
         let mut c = minimal();
@@ -543,10 +496,7 @@ fn rest_secrets_from_config() {
     c.auth.secrets = vec!["north".into(), "south".into()];
     assert_eq!(c.rest_secrets().unwrap().len(), 2);
     c.auth.secrets = vec!["north".into(), "".into()];
-    assert_eq!(
-        c.rest_secrets().unwrap_err().to_string(),
-        "auth.secrets[1]: is empty"
-    );
+    assert_eq!(c.rest_secrets().unwrap_err().to_string(), "auth.secrets[1]: is empty");
     c.auth.secrets.clear();
     let err = c.rest_secrets().unwrap_err();
     assert!(matches!(err, ConfigError::Invalid { ref key, .. } if key == "auth.secrets"));
@@ -595,9 +545,6 @@ fn load_reads_a_file() {
 
 #[test]
 fn config_error_display() {
-    assert_eq!(
-        ConfigError::invalid("turn.min_port", "must not be 0").to_string(),
-        "turn.min_port: must not be 0"
-    );
+    assert_eq!(ConfigError::invalid("turn.min_port", "must not be 0").to_string(), "turn.min_port: must not be 0");
     assert_eq!(ConfigError::Parse("boom".into()).to_string(), "boom");
 }

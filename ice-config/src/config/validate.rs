@@ -30,10 +30,7 @@ impl Config {
         // RFC 8489's grammar makes REALM a quoted-string; quotes and backslashes would need
         // escaping that client stacks do not agree on.
         if self.realm.contains(['"', '\\']) {
-            return Err(ConfigError::invalid(
-                "realm",
-                "must not contain '\"' or '\\'",
-            ));
+            return Err(ConfigError::invalid("realm", "must not contain '\"' or '\\'"));
         }
         Ok(())
     }
@@ -41,16 +38,10 @@ impl Config {
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let auth = &self.auth;
         if let Some(i) = auth.secrets.iter().position(String::is_empty) {
-            return Err(ConfigError::invalid(
-                format!("auth.secrets[{i}]"),
-                "is empty",
-            ));
+            return Err(ConfigError::invalid(format!("auth.secrets[{i}]"), "is empty"));
         }
         if auth.credential_ttl_secs == 0 {
-            return Err(ConfigError::invalid(
-                "auth.credential_ttl_secs",
-                "must be greater than 0",
-            ));
+            return Err(ConfigError::invalid("auth.credential_ttl_secs", "must be greater than 0"));
         }
         auth.rest_separator_char()?;
         let users = auth.static_users()?;
@@ -79,25 +70,13 @@ impl Config {
         if turn.min_port > turn.max_port {
             return Err(ConfigError::invalid(
                 "turn.min_port",
-                format!(
-                    "({}) must not be greater than turn.max_port ({})",
-                    turn.min_port, turn.max_port
-                ),
+                format!("({}) must not be greater than turn.max_port ({})", turn.min_port, turn.max_port),
             ));
         }
         for (key, value) in [
-            (
-                "turn.default_allocate_lifetime_secs",
-                turn.default_allocate_lifetime_secs,
-            ),
-            (
-                "turn.max_allocate_lifetime_secs",
-                turn.max_allocate_lifetime_secs,
-            ),
-            (
-                "turn.permission_lifetime_secs",
-                turn.permission_lifetime_secs,
-            ),
+            ("turn.default_allocate_lifetime_secs", turn.default_allocate_lifetime_secs),
+            ("turn.max_allocate_lifetime_secs", turn.max_allocate_lifetime_secs),
+            ("turn.permission_lifetime_secs", turn.permission_lifetime_secs),
             ("turn.channel_lifetime_secs", turn.channel_lifetime_secs),
             ("turn.nonce_lifetime_secs", turn.nonce_lifetime_secs),
         ] {
@@ -127,14 +106,8 @@ impl Config {
     fn validate_call(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("call.ring_timeout_secs", self.call.ring_timeout_secs),
-            (
-                "call.heartbeat_interval_secs",
-                self.call.heartbeat_interval_secs,
-            ),
-            (
-                "call.heartbeat_timeout_secs",
-                self.call.heartbeat_timeout_secs,
-            ),
+            ("call.heartbeat_interval_secs", self.call.heartbeat_interval_secs),
+            ("call.heartbeat_timeout_secs", self.call.heartbeat_timeout_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
@@ -150,26 +123,16 @@ fn validate_relay(i: usize, relay: &RelayEndpoint) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(key("host"), "is empty"));
     }
     if let Err(why) = check_url_host(&relay.host) {
-        return Err(ConfigError::invalid(
-            key("host"),
-            format!("{:?} {why}", relay.host),
-        ));
+        return Err(ConfigError::invalid(key("host"), format!("{:?} {why}", relay.host)));
     }
-    for (field, port) in [
-        ("udp_port", relay.udp_port),
-        ("tcp_port", relay.tcp_port),
-        ("tls_port", relay.tls_port),
-    ] {
+    for (field, port) in [("udp_port", relay.udp_port), ("tcp_port", relay.tcp_port), ("tls_port", relay.tls_port)] {
         if port == 0 {
             return Err(ConfigError::invalid(key(field), "must not be 0"));
         }
     }
     for (n, t) in relay.transports.iter().enumerate() {
         if relay.transports[..n].contains(t) {
-            return Err(ConfigError::invalid(
-                key("transports"),
-                format!("{:?} is listed twice", t.as_str()),
-            ));
+            return Err(ConfigError::invalid(key("transports"), format!("{:?} is listed twice", t.as_str())));
         }
     }
     if relay.transports.is_empty() && !relay.stun {
@@ -211,16 +174,10 @@ fn check_url_host(host: &str) -> Result<(), &'static str> {
 /// logs and the quoted-string form of REALM.
 fn stun_text(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.chars().count() > MAX_STUN_TEXT_CHARS {
-        return Err(ConfigError::invalid(
-            key,
-            format!("must be at most {MAX_STUN_TEXT_CHARS} characters"),
-        ));
+        return Err(ConfigError::invalid(key, format!("must be at most {MAX_STUN_TEXT_CHARS} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(ConfigError::invalid(
-            key,
-            "must not contain control characters",
-        ));
+        return Err(ConfigError::invalid(key, "must not contain control characters"));
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! ChannelData framing (RFC 8656 section 12.4): the 4-byte header that replaces a 36+ byte Send or
 //! Data indication once a channel is bound. This is the relay's hot path.
 
-/// Channel numbers a client may bind (RFC 8656 section 12).
+/// Channel numbers a client may bind. RFC 8656 section 12 narrowed the range to 0x4000-0x4FFF,
+/// but RFC 5766 clients (coturn's own test client among them) still pick from 0x4000-0x7FFE, and
+/// refusing them would break calls for nothing: the numbers are unambiguous either way.
 pub const CHANNEL_MIN: u16 = 0x4000;
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+pub const CHANNEL_MAX: u16 = 0x7FFE;
 pub const HEADER_LEN: usize = 4;
 
 pub fn is_valid_channel(number: u16) -> bool {
@@ -19,7 +21,7 @@ pub fn looks_like_channel_data(data: &[u8]) -> bool {
 pub enum ChannelDataError {
     #[error("shorter than the ChannelData header")]
     TooShort,
-    #[error("channel number {0:#06x} is outside 0x4000-0x4FFF")]
+    #[error("channel number {0:#06x} is outside 0x4000-0x7FFE")]
     BadChannel(u16),
     #[error("length field {declared} exceeds the {available} bytes present")]
     BadLength { declared: usize, available: usize },
@@ -63,7 +65,8 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(parse(&[0x40, 0]), Err(ChannelDataError::TooShort));
-        assert_eq!(parse(&[0x50, 0, 0, 0]), Err(ChannelDataError::BadChannel(0x5000)));
+        assert_eq!(parse(&[0x7F, 0xFF, 0, 0]), Err(ChannelDataError::BadChannel(0x7FFF)));
+        assert_eq!(parse(&[0x50, 0, 0, 0]), Ok((0x5000, &[][..])));
         assert_eq!(parse(&[0x40, 0, 0, 5, 1]), Err(ChannelDataError::BadLength { declared: 5, available: 1 }));
     }
 

@@ -71,8 +71,8 @@ impl NonceMinter {
     }
 
     fn tag(&self, expiry: u32, client: IpAddr) -> [u8; 8] {
-        let mut mac = <HmacSha256 as hmac::digest::KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC accepts keys of any length");
+        let mut mac =
+            <HmacSha256 as hmac::digest::KeyInit>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
         mac.update(&expiry.to_be_bytes());
         match client {
             IpAddr::V4(ip) => mac.update(&ip.octets()),

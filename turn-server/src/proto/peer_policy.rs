@@ -135,11 +135,7 @@ impl PeerPolicy {
             return Err(DenyReason::Teredo);
         }
         let canonical = canonical_ip(ip);
-        if self
-            .denied
-            .iter()
-            .any(|r| r.contains(ip) || r.contains(canonical))
-        {
+        if self.denied.iter().any(|r| r.contains(ip) || r.contains(canonical)) {
             return Err(DenyReason::DeniedByRule);
         }
         if self.relay_ports.is_none() && self.is_own_refused(canonical) {
@@ -149,11 +145,7 @@ impl PeerPolicy {
             return Ok(());
         }
         if is_loopback(canonical) {
-            return if self.allow_loopback {
-                Ok(())
-            } else {
-                Err(DenyReason::Loopback)
-            };
+            return if self.allow_loopback { Ok(()) } else { Err(DenyReason::Loopback) };
         }
         builtin_class(canonical)
     }
@@ -280,11 +272,7 @@ const V6_DENY: &[([u16; 8], u32, DenyReason)] = &[
     ([0x2001, 0x0002, 0, 0, 0, 0, 0, 0], 48, DenyReason::Reserved), // benchmarking
     ([0x2001, 0x0010, 0, 0, 0, 0, 0, 0], 28, DenyReason::Reserved), // ORCHID
     ([0x2001, 0x0020, 0, 0, 0, 0, 0, 0], 28, DenyReason::Reserved), // ORCHIDv2
-    (
-        [0x2001, 0x0db8, 0, 0, 0, 0, 0, 0],
-        32,
-        DenyReason::Documentation,
-    ),
+    ([0x2001, 0x0db8, 0, 0, 0, 0, 0, 0], 32, DenyReason::Documentation),
     ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, DenyReason::Documentation),
     ([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16, DenyReason::Reserved), // SRv6 SIDs
     ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, DenyReason::Private),
@@ -325,13 +313,7 @@ mod tests {
 
     /// `first` and `last` are refused for `reason`; the neighbours just outside are not refused
     /// for that reason (they may be refused for another).
-    fn assert_block(
-        first: &str,
-        last: &str,
-        below: Option<&str>,
-        above: Option<&str>,
-        reason: DenyReason,
-    ) {
+    fn assert_block(first: &str, last: &str, below: Option<&str>, above: Option<&str>, reason: DenyReason) {
         let p = default_policy();
         assert_eq!(p.check(ip(first)), Err(reason), "{first}");
         assert_eq!(p.check(ip(last)), Err(reason), "{last}");
@@ -357,13 +339,8 @@ mod tests {
             DenyReason::Teredo,
         ];
         let mut names: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
-        assert!(names
-            .iter()
-            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
-        assert_eq!(
-            DenyReason::SharedAddressSpace.as_str(),
-            "shared_address_space"
-        );
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        assert_eq!(DenyReason::SharedAddressSpace.as_str(), "shared_address_space");
         assert_eq!(DenyReason::DeniedByRule.as_str(), "denied_by_rule");
         names.sort_unstable();
         names.dedup();
@@ -428,38 +405,14 @@ mod tests {
 
     #[test]
     fn ipv4_unspecified_and_loopback() {
-        assert_block(
-            "0.0.0.0",
-            "0.255.255.255",
-            None,
-            Some("1.0.0.0"),
-            DenyReason::Unspecified,
-        );
-        assert_block(
-            "127.0.0.0",
-            "127.255.255.255",
-            Some("126.255.255.255"),
-            Some("128.0.0.0"),
-            DenyReason::Loopback,
-        );
+        assert_block("0.0.0.0", "0.255.255.255", None, Some("1.0.0.0"), DenyReason::Unspecified);
+        assert_block("127.0.0.0", "127.255.255.255", Some("126.255.255.255"), Some("128.0.0.0"), DenyReason::Loopback);
     }
 
     #[test]
     fn ipv4_private() {
-        assert_block(
-            "10.0.0.0",
-            "10.255.255.255",
-            Some("9.255.255.255"),
-            Some("11.0.0.0"),
-            DenyReason::Private,
-        );
-        assert_block(
-            "172.16.0.0",
-            "172.31.255.255",
-            Some("172.15.255.255"),
-            Some("172.32.0.0"),
-            DenyReason::Private,
-        );
+        assert_block("10.0.0.0", "10.255.255.255", Some("9.255.255.255"), Some("11.0.0.0"), DenyReason::Private);
+        assert_block("172.16.0.0", "172.31.255.255", Some("172.15.255.255"), Some("172.32.0.0"), DenyReason::Private);
         assert_block(
             "192.168.0.0",
             "192.168.255.255",
@@ -489,21 +442,12 @@ mod tests {
             Some("169.255.0.0"),
             DenyReason::LinkLocal,
         );
-        assert_eq!(
-            default_policy().check(ip("169.254.169.254")),
-            Err(DenyReason::LinkLocal)
-        );
+        assert_eq!(default_policy().check(ip("169.254.169.254")), Err(DenyReason::LinkLocal));
     }
 
     #[test]
     fn ipv4_documentation() {
-        assert_block(
-            "192.0.2.0",
-            "192.0.2.255",
-            Some("192.0.1.255"),
-            Some("192.0.3.0"),
-            DenyReason::Documentation,
-        );
+        assert_block("192.0.2.0", "192.0.2.255", Some("192.0.1.255"), Some("192.0.3.0"), DenyReason::Documentation);
         assert_block(
             "198.51.100.0",
             "198.51.100.255",
@@ -522,27 +466,9 @@ mod tests {
 
     #[test]
     fn ipv4_reserved() {
-        assert_block(
-            "192.0.0.0",
-            "192.0.0.255",
-            Some("191.255.255.255"),
-            Some("192.0.1.0"),
-            DenyReason::Reserved,
-        );
-        assert_block(
-            "198.18.0.0",
-            "198.19.255.255",
-            Some("198.17.255.255"),
-            Some("198.20.0.0"),
-            DenyReason::Reserved,
-        );
-        assert_block(
-            "192.88.99.0",
-            "192.88.99.255",
-            Some("192.88.98.255"),
-            Some("192.88.100.0"),
-            DenyReason::Reserved,
-        );
+        assert_block("192.0.0.0", "192.0.0.255", Some("191.255.255.255"), Some("192.0.1.0"), DenyReason::Reserved);
+        assert_block("198.18.0.0", "198.19.255.255", Some("198.17.255.255"), Some("198.20.0.0"), DenyReason::Reserved);
+        assert_block("192.88.99.0", "192.88.99.255", Some("192.88.98.255"), Some("192.88.100.0"), DenyReason::Reserved);
         assert_block(
             "240.0.0.0",
             "255.255.255.254",
@@ -554,17 +480,8 @@ mod tests {
 
     #[test]
     fn ipv4_multicast_and_broadcast() {
-        assert_block(
-            "224.0.0.0",
-            "239.255.255.255",
-            Some("223.255.255.255"),
-            Some("240.0.0.0"),
-            DenyReason::Multicast,
-        );
-        assert_eq!(
-            default_policy().check(ip("255.255.255.255")),
-            Err(DenyReason::Broadcast)
-        );
+        assert_block("224.0.0.0", "239.255.255.255", Some("223.255.255.255"), Some("240.0.0.0"), DenyReason::Multicast);
+        assert_eq!(default_policy().check(ip("255.255.255.255")), Err(DenyReason::Broadcast));
     }
 
     #[test]
@@ -652,13 +569,7 @@ mod tests {
             Some("2001:30::"),
             DenyReason::Reserved,
         );
-        assert_block(
-            "5f00::",
-            "5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-            None,
-            None,
-            DenyReason::Reserved,
-        );
+        assert_block("5f00::", "5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None, None, DenyReason::Reserved);
     }
 
     #[test]
@@ -674,10 +585,7 @@ mod tests {
             assert_eq!(p.check(ip(addr)), Err(DenyReason::Reserved), "{addr}");
         }
         assert_eq!(p.check(ip("2000::")), Ok(()));
-        assert_eq!(
-            p.check(ip("3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
-            Ok(())
-        );
+        assert_eq!(p.check(ip("3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")), Ok(()));
     }
 
     #[test]
@@ -721,29 +629,15 @@ mod tests {
     #[test]
     fn ipv6_forms_of_public_ipv4_are_allowed() {
         let p = default_policy();
-        for form in [
-            "::ffff:8.8.8.8",
-            "64:ff9b::8.8.8.8",
-            "64:ff9b:1::808:808",
-            "2002:808:808::1",
-        ] {
+        for form in ["::ffff:8.8.8.8", "64:ff9b::8.8.8.8", "64:ff9b:1::808:808", "2002:808:808::1"] {
             assert_eq!(p.check(ip(form)), Ok(()), "{form}");
         }
     }
 
     #[test]
     fn allow_loopback_opens_only_loopback() {
-        let p = PeerPolicy::new(PeerPolicyConfig {
-            allow_loopback: true,
-            ..Default::default()
-        });
-        for addr in [
-            "127.0.0.1",
-            "127.255.255.255",
-            "::1",
-            "::ffff:127.0.0.1",
-            "2002:7f00:1::",
-        ] {
+        let p = PeerPolicy::new(PeerPolicyConfig { allow_loopback: true, ..Default::default() });
+        for addr in ["127.0.0.1", "127.255.255.255", "::1", "::ffff:127.0.0.1", "2002:7f00:1::"] {
             assert_eq!(p.check(ip(addr)), Ok(()), "{addr}");
         }
         assert_eq!(p.check(ip("10.0.0.1")), Err(DenyReason::Private));
@@ -768,25 +662,17 @@ mod tests {
 
     #[test]
     fn allow_rule_can_open_loopback() {
-        let p = PeerPolicy::new(PeerPolicyConfig {
-            allowed: vec![range("127.0.0.1")],
-            ..Default::default()
-        });
+        let p = PeerPolicy::new(PeerPolicyConfig { allowed: vec![range("127.0.0.1")], ..Default::default() });
         assert_eq!(p.check(ip("127.0.0.1")), Ok(()));
         assert_eq!(p.check(ip("127.0.0.2")), Err(DenyReason::Loopback));
     }
 
     #[test]
     fn broad_ipv6_allow_rule_does_not_open_disguised_ipv4() {
-        let p = PeerPolicy::new(PeerPolicyConfig {
-            allowed: vec![range("2000::/3"), range("::/0")],
-            ..Default::default()
-        });
+        let p =
+            PeerPolicy::new(PeerPolicyConfig { allowed: vec![range("2000::/3"), range("::/0")], ..Default::default() });
         assert_eq!(p.check(ip("2002:7f00:1::")), Err(DenyReason::Loopback));
-        assert_eq!(
-            p.check(ip("::ffff:169.254.169.254")),
-            Err(DenyReason::LinkLocal)
-        );
+        assert_eq!(p.check(ip("::ffff:169.254.169.254")), Err(DenyReason::LinkLocal));
         assert_eq!(p.check(ip("64:ff9b::a00:1")), Err(DenyReason::Private));
         // Native IPv6 and Teredo are covered by the rule as written.
         assert_eq!(p.check(ip("fd00::1")), Ok(()));
@@ -795,36 +681,20 @@ mod tests {
 
     #[test]
     fn teredo_opened_by_allow_rule_on_the_original() {
-        let p = PeerPolicy::new(PeerPolicyConfig {
-            allowed: vec![range("2001::/32")],
-            ..Default::default()
-        });
+        let p = PeerPolicy::new(PeerPolicyConfig { allowed: vec![range("2001::/32")], ..Default::default() });
         assert_eq!(p.check(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")), Ok(()));
         let p = PeerPolicy::new(PeerPolicyConfig {
             allowed: vec![range("2001::/32")],
             denied: vec![range("2001::/32")],
             ..Default::default()
         });
-        assert_eq!(
-            p.check(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")),
-            Err(DenyReason::DeniedByRule)
-        );
+        assert_eq!(p.check(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")), Err(DenyReason::DeniedByRule));
     }
 
     #[test]
     fn deny_rule_closes_public_addresses_in_every_form() {
-        let p = PeerPolicy::new(PeerPolicyConfig {
-            denied: vec![range("8.8.8.0/24")],
-            ..Default::default()
-        });
-        for form in [
-            "8.8.8.8",
-            "8.8.8.0",
-            "8.8.8.255",
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
-            "2002:808:808::",
-        ] {
+        let p = PeerPolicy::new(PeerPolicyConfig { denied: vec![range("8.8.8.0/24")], ..Default::default() });
+        for form in ["8.8.8.8", "8.8.8.0", "8.8.8.255", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"] {
             assert_eq!(p.check(ip(form)), Err(DenyReason::DeniedByRule), "{form}");
         }
         assert_eq!(p.check(ip("8.8.7.255")), Ok(()));
@@ -838,10 +708,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(p.check(ip("2002:808:808::")), Err(DenyReason::DeniedByRule));
-        assert_eq!(
-            p.check(ip("64:ff9b:1::808:808")),
-            Err(DenyReason::DeniedByRule)
-        );
+        assert_eq!(p.check(ip("64:ff9b:1::808:808")), Err(DenyReason::DeniedByRule));
         assert_eq!(p.check(ip("8.8.8.8")), Ok(()));
         assert_eq!(p.check(ip("64:ff9b::808:808")), Ok(()));
     }
@@ -867,13 +734,7 @@ mod tests {
             own_addresses: vec![ip("8.8.8.8"), ip("::ffff:10.0.0.5"), ip("2606:4700::1")],
             ..Default::default()
         });
-        for form in [
-            "8.8.8.8",
-            "::ffff:8.8.8.8",
-            "2002:808:808::",
-            "10.0.0.5",
-            "2606:4700::1",
-        ] {
+        for form in ["8.8.8.8", "::ffff:8.8.8.8", "2002:808:808::", "10.0.0.5", "2606:4700::1"] {
             assert_eq!(p.check(ip(form)), Err(DenyReason::OwnAddress), "{form}");
         }
         assert_eq!(p.check(ip("8.8.4.4")), Ok(()));
@@ -883,17 +744,11 @@ mod tests {
     #[test]
     fn own_loopback_address_is_reachable_only_with_allow_loopback() {
         let own = vec![ip("127.0.0.1"), ip("::1"), ip("8.8.8.8")];
-        let strict = PeerPolicy::new(PeerPolicyConfig {
-            own_addresses: own.clone(),
-            ..Default::default()
-        });
+        let strict = PeerPolicy::new(PeerPolicyConfig { own_addresses: own.clone(), ..Default::default() });
         assert_eq!(strict.check(ip("127.0.0.1")), Err(DenyReason::OwnAddress));
         assert_eq!(strict.check(ip("::1")), Err(DenyReason::OwnAddress));
-        let test_setup = PeerPolicy::new(PeerPolicyConfig {
-            allow_loopback: true,
-            own_addresses: own,
-            ..Default::default()
-        });
+        let test_setup =
+            PeerPolicy::new(PeerPolicyConfig { allow_loopback: true, own_addresses: own, ..Default::default() });
         assert_eq!(test_setup.check(ip("127.0.0.1")), Ok(()));
         assert_eq!(test_setup.check(ip("::ffff:127.0.0.1")), Ok(()));
         assert_eq!(test_setup.check(ip("::1")), Ok(()));

@@ -43,13 +43,11 @@ impl PortPool {
         }
         let span = u32::from(self.max - self.min) + 1;
         let start = rng.gen_range(0..span);
-        (0..span)
-            .map(|i| (self.min as u32 + (start + i) % span) as u16)
-            .find(|&p| {
-                let ok_even = !(even || pair) || p % 2 == 0;
-                let ok_pair = !pair || (p < self.max && !self.is_used(p + 1) && !exclude.contains(&(p + 1)));
-                ok_even && ok_pair && !self.is_used(p) && !exclude.contains(&p)
-            })
+        (0..span).map(|i| (self.min as u32 + (start + i) % span) as u16).find(|&p| {
+            let ok_even = !(even || pair) || p % 2 == 0;
+            let ok_pair = !pair || (p < self.max && !self.is_used(p + 1) && !exclude.contains(&(p + 1)));
+            ok_even && ok_pair && !self.is_used(p) && !exclude.contains(&p)
+        })
     }
 
     pub fn take(&mut self, port: u16) {

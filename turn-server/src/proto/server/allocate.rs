@@ -29,17 +29,20 @@ struct AllocateRequest {
     lifetime: Option<u32>,
 }
 
+/// Relay sockets opened for one Allocate.
+struct OpenedRelays {
+    relays: Vec<SocketAddr>,
+    /// Families asked for but not served (ADDRESS-ERROR-CODE 440).
+    unsupported: Vec<u8>,
+    /// EVEN-PORT's reservation token, when the next port was held too.
+    token: Option<u64>,
+}
+
 /// An error code to answer with.
 type Refusal = u16;
 
 impl Server {
-    pub(super) fn allocate(
-        &mut self,
-        now: Now,
-        tuple: FiveTuple,
-        req: &Message<'_>,
-        sockets: &mut dyn RelaySockets,
-    ) {
+    pub(super) fn allocate(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>, sockets: &mut dyn RelaySockets) {
         let Some(auth) = self.authenticate(now, tuple, req) else { return };
         let key = auth.response_key.clone();
         if let Some(existing) = self.allocations.get(&tuple) {
@@ -67,7 +70,7 @@ impl Server {
             tracing::debug!(client = %tuple.client, user = auth.quota_user, code, "refused Allocate: quota");
             return self.reply_error(tuple, req, code, Some(&key));
         }
-        let (relays, family_errors, token) = match self.open_relays(now.instant, &request, sockets) {
+        let opened = match self.open_relays(now.instant, &request, sockets) {
             Ok(r) => r,
             Err(code) => {
                 tracing::debug!(client = %tuple.client, code, "refused Allocate: no relay address");
@@ -75,8 +78,8 @@ impl Server {
             }
         };
         let lifetime = self.clamp_lifetime(request.lifetime, now.instant, now.instant);
-        self.insert_allocation(now.instant, tuple, req, auth, relays.clone(), lifetime);
-        self.reply_allocated(tuple, req, &relays, lifetime, token, &family_errors, &key);
+        self.insert_allocation(now.instant, tuple, req, auth, opened.relays.clone(), lifetime);
+        self.reply_allocated(tuple, req, &opened.relays, lifetime, opened.token, &opened.unsupported, &key);
     }
 
     fn check_quota(&self, auth: &Authorized) -> Result<(), Refusal> {
@@ -191,11 +194,11 @@ impl Server {
         now: Instant,
         req: &AllocateRequest,
         sockets: &mut dyn RelaySockets,
-    ) -> Result<(Vec<SocketAddr>, Vec<u8>, Option<u64>), Refusal> {
+    ) -> Result<OpenedRelays, Refusal> {
         if let Some(token) = req.reservation {
             // RFC 8656 7.2: an unknown or expired token is 508.
             let r = self.reservations.remove(&token).ok_or(508u16)?;
-            return Ok((vec![r.addr], Vec::new(), None));
+            return Ok(OpenedRelays { relays: vec![r.addr], unsupported: Vec::new(), token: None });
         }
         let mut relays = Vec::new();
         let mut unsupported = Vec::new();
@@ -226,7 +229,7 @@ impl Server {
         if relays.is_empty() {
             return Err(440);
         }
-        Ok((relays, unsupported, token))
+        Ok(OpenedRelays { relays, unsupported, token })
     }
 
     /// Gives back what a failed Allocate had already opened.
@@ -349,7 +352,9 @@ fn parse_allocate(req: &Message<'_>) -> Result<AllocateRequest, Refusal> {
         return Err(400);
     }
     let families = match (requested, additional) {
-        (Some(v), _) => vec![attr::decode_family(v).map_err(|e| if matches!(e, AttrError::BadFamily(_)) { 440u16 } else { 400 })?],
+        (Some(v), _) => {
+            vec![attr::decode_family(v).map_err(|e| if matches!(e, AttrError::BadFamily(_)) { 440u16 } else { 400 })?]
+        }
         // ADDITIONAL-ADDRESS-FAMILY may only ask for IPv6 on top of the IPv4 default.
         (None, Some(v)) => match attr::decode_family(v) {
             Ok(FAMILY_IPV6) => vec![FAMILY_IPV4, FAMILY_IPV6],
@@ -358,11 +363,5 @@ fn parse_allocate(req: &Message<'_>) -> Result<AllocateRequest, Refusal> {
         (None, None) => vec![FAMILY_IPV4],
     };
     let lifetime = req.get(attr::LIFETIME).map(attr::decode_u32).transpose().map_err(bad)?;
-    Ok(AllocateRequest {
-        families,
-        even_port,
-        reservation,
-        dont_fragment: req.has(attr::DONT_FRAGMENT),
-        lifetime,
-    })
+    Ok(AllocateRequest { families, even_port, reservation, dont_fragment: req.has(attr::DONT_FRAGMENT), lifetime })
 }

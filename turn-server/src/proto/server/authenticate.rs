@@ -70,7 +70,9 @@ impl Server {
                 self.reply_error(tuple, req, 441, Some(&key));
                 return None;
             }
-            if alloc.key.algorithm() == password_algorithm && req.check_integrity(alloc.key.as_bytes()) == Integrity::Valid {
+            if alloc.key.algorithm() == password_algorithm
+                && req.check_integrity(alloc.key.as_bytes()) == Integrity::Valid
+            {
                 return Some(Authorized {
                     username: alloc.username.clone(),
                     quota_user: alloc.quota_user.clone(),
@@ -80,7 +82,14 @@ impl Server {
         }
 
         let enforce_expiry = method == Method::Allocate;
-        match self.cfg.credentials.authenticate(req, username, &self.cfg.realm, password_algorithm, now.unix_secs, enforce_expiry) {
+        match self.cfg.credentials.authenticate(
+            req,
+            username,
+            &self.cfg.realm,
+            password_algorithm,
+            now.unix_secs,
+            enforce_expiry,
+        ) {
             Ok(ok) => Some(Authorized {
                 username: username.to_owned(),
                 quota_user: ok.quota_user,

@@ -159,6 +159,8 @@ pub struct Server {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_serial: u64,
+    indication_salt: u32,
+    indications_sent: u64,
 }
 
 impl Server {
@@ -167,6 +169,7 @@ impl Server {
     pub fn new(cfg: ServerConfig, seed: [u8; 32]) -> Self {
         let mut rng = StdRng::from_seed(seed);
         let nonce_key: [u8; 32] = rand::Rng::gen(&mut rng);
+        let indication_salt: u32 = rand::Rng::gen(&mut rng);
         let ports = cfg.relay_ips.iter().map(|r| (r.bind, PortPool::new(cfg.min_port, cfg.max_port))).collect();
         Server {
             nonces: NonceMinter::new(nonce_key, cfg.nonce_lifetime_secs),
@@ -181,6 +184,8 @@ impl Server {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_serial: 1,
+            indication_salt,
+            indications_sent: 0,
         }
     }
 
@@ -299,7 +304,13 @@ impl Server {
         }
     }
 
-    fn remove_allocation(&mut self, tuple: &FiveTuple, now: Instant, reason: EndReason, sockets: &mut dyn RelaySockets) {
+    fn remove_allocation(
+        &mut self,
+        tuple: &FiveTuple,
+        now: Instant,
+        reason: EndReason,
+        sockets: &mut dyn RelaySockets,
+    ) {
         let Some(alloc) = self.allocations.remove(tuple) else { return };
         for relay in &alloc.relays {
             self.by_relay.remove(relay);

@@ -70,9 +70,11 @@ impl Server {
         let number = req.get(attr::CHANNEL_NUMBER).map(attr::decode_channel_number);
         let peer = req.get(XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, req.transaction_id()));
         let (Some(Ok(number)), Some(Ok(peer))) = (number, peer) else {
+            tracing::debug!(client = %tuple.client, "refused ChannelBind: missing or malformed CHANNEL-NUMBER/XOR-PEER-ADDRESS");
             return self.reply_error(tuple, req, 400, Some(&key));
         };
         if !channel_data::is_valid_channel(number) {
+            tracing::debug!(client = %tuple.client, number, "refused ChannelBind: channel number out of range");
             return self.reply_error(tuple, req, 400, Some(&key));
         }
         if alloc.relay_for(&peer).is_none() {
@@ -101,7 +103,12 @@ impl Server {
     }
 
     /// Send indication (RFC 8656 10.2): silently dropped unless every check passes.
-    pub(super) fn send_indication<'a>(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'a>) -> Option<ToPeer<'a>> {
+    pub(super) fn send_indication<'a>(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        msg: &Message<'a>,
+    ) -> Option<ToPeer<'a>> {
         let alloc = self.allocations.get_mut(&tuple)?;
         let peer = attr::decode_xor_address(msg.get(XOR_PEER_ADDRESS)?, msg.transaction_id()).ok()?;
         let data = msg.get(attr::DATA)?;
@@ -163,13 +170,21 @@ impl Server {
             channel_data::write_header(&mut buf[header..start], number, len);
             return Some(ToClient { tuple, start: header, end });
         }
-        frame_data_indication(buf, start, end, peer).map(|(start, end)| ToClient { tuple, start, end })
+        self.indications_sent = self.indications_sent.wrapping_add(1);
+        let tid = indication_tid(self.indication_salt, self.indications_sent);
+        frame_data_indication(buf, start, end, peer, &tid).map(|(start, end)| ToClient { tuple, start, end })
     }
 }
 
 /// Writes a Data indication header (XOR-PEER-ADDRESS, DATA) before `buf[start..end]` and pads the
 /// payload. Returns the bounds of the framed message.
-fn frame_data_indication(buf: &mut [u8], start: usize, end: usize, peer: SocketAddr) -> Option<(usize, usize)> {
+fn frame_data_indication(
+    buf: &mut [u8],
+    start: usize,
+    end: usize,
+    peer: SocketAddr,
+    tid: &[u8; 12],
+) -> Option<(usize, usize)> {
     let addr_len = attr::xor_address_len(&peer);
     let header_len = HEADER_LEN + 4 + addr_len + 4;
     let msg_start = start.checked_sub(header_len)?;
@@ -180,26 +195,25 @@ fn frame_data_indication(buf: &mut [u8], start: usize, end: usize, peer: SocketA
         return None;
     }
     buf[end..start + padded].fill(0);
-    let tid: [u8; 12] = rand_tid(peer, len);
     let h = &mut buf[msg_start..start];
     h[0..2].copy_from_slice(&MessageType::new(Method::Data, Class::Indication).to_u16().to_be_bytes());
     h[2..4].copy_from_slice(&body_len.to_be_bytes());
     h[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    h[8..20].copy_from_slice(&tid);
+    h[8..20].copy_from_slice(tid);
     h[20..22].copy_from_slice(&XOR_PEER_ADDRESS.to_be_bytes());
     h[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
-    attr::encode_xor_address(&mut h[24..24 + addr_len], &peer, &tid);
+    attr::encode_xor_address(&mut h[24..24 + addr_len], &peer, tid);
     let d = 24 + addr_len;
     h[d..d + 2].copy_from_slice(&attr::DATA.to_be_bytes());
     h[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
     Some((msg_start, start + padded))
 }
 
-/// Indications need a transaction id but nobody matches on it; a cheap varying value avoids a
-/// random-number call per packet.
-fn rand_tid(peer: SocketAddr, len: usize) -> [u8; 12] {
+/// Indications need distinct transaction ids (clients may drop what looks like a duplicate), but
+/// nobody answers them: a random per-server salt and a counter avoid a random-number call per packet.
+fn indication_tid(salt: u32, counter: u64) -> [u8; 12] {
     let mut tid = [0u8; 12];
-    tid[..2].copy_from_slice(&peer.port().to_be_bytes());
-    tid[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+    tid[..4].copy_from_slice(&salt.to_be_bytes());
+    tid[4..].copy_from_slice(&counter.to_be_bytes());
     tid
 }

@@ -67,7 +67,13 @@ impl Server {
     }
 
     /// 420 with the attributes we did not understand.
-    pub(super) fn reply_unknown(&mut self, tuple: FiveTuple, req: &Message<'_>, unknown: &[u16], key: Option<&ResponseKey>) {
+    pub(super) fn reply_unknown(
+        &mut self,
+        tuple: FiveTuple,
+        req: &Message<'_>,
+        unknown: &[u16],
+        key: Option<&ResponseKey>,
+    ) {
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(420, reason(420)).unknown_attributes(unknown);
         self.queue(tuple, b, key);

@@ -78,7 +78,12 @@ struct Harness {
 
 impl Harness {
     fn new(cfg: ServerConfig) -> Self {
-        Harness { server: Server::new(cfg, [7; 32]), sockets: FakeSockets::default(), t0: Instant::now(), elapsed: Duration::ZERO }
+        Harness {
+            server: Server::new(cfg, [7; 32]),
+            sockets: FakeSockets::default(),
+            t0: Instant::now(),
+            elapsed: Duration::ZERO,
+        }
     }
 
     fn now(&self) -> Now {
@@ -116,7 +121,11 @@ impl Harness {
 }
 
 fn tuple(client: &str) -> FiveTuple {
-    FiveTuple { client: client.parse().unwrap(), server: "10.0.0.10:3478".parse().unwrap(), transport: ClientTransport::Udp }
+    FiveTuple {
+        client: client.parse().unwrap(),
+        server: "10.0.0.10:3478".parse().unwrap(),
+        transport: ClientTransport::Udp,
+    }
 }
 
 /// A TURN client's view: credentials and the nonce it learned.
@@ -163,7 +172,9 @@ impl Client {
         for (code, value) in attrs {
             b.attr(*code, value);
         }
-        b.attr(attr::USERNAME, self.username.as_bytes()).attr(attr::REALM, REALM.as_bytes()).attr(attr::NONCE, &self.nonce);
+        b.attr(attr::USERNAME, self.username.as_bytes())
+            .attr(attr::REALM, REALM.as_bytes())
+            .attr(attr::NONCE, &self.nonce);
         if self.sha256 {
             b.attr(attr::PASSWORD_ALGORITHMS, &super::reply::password_algorithms_value());
             b.attr(attr::PASSWORD_ALGORITHM, &[0, 2, 0, 0]);
@@ -279,7 +290,10 @@ fn binding_returns_reflexive_address() {
     let reply = h.send(t, &req).unwrap();
     let msg = Message::parse(&reply).unwrap();
     assert_eq!(msg.message_type(), MessageType::new(Method::Binding, Class::Success));
-    assert_eq!(attr::decode_xor_address(msg.get(attr::XOR_MAPPED_ADDRESS).unwrap(), msg.transaction_id()).unwrap(), t.client);
+    assert_eq!(
+        attr::decode_xor_address(msg.get(attr::XOR_MAPPED_ADDRESS).unwrap(), msg.transaction_id()).unwrap(),
+        t.client
+    );
     assert_eq!(msg.get(attr::SOFTWARE).unwrap(), b"turn-server test");
     assert!(msg.has_fingerprint());
 }
@@ -303,7 +317,10 @@ fn no_stun_drops_binding_but_not_turn() {
     let req = MessageBuilder::new(MessageType::new(Method::Binding, Class::Request), &[1; 12]).finish();
     assert!(h.send(tuple("203.0.113.5:1"), &req).is_none());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    let msg = { let r = c.allocate(&mut h, &[]); c.verify(&r) };
+    let msg = {
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    };
     assert_eq!(msg.message_type().class, Class::Success);
 }
 
@@ -339,7 +356,10 @@ fn rest_credential_allocates_with_protected_response() {
     assert!((50000..=50099).contains(&relays[0].port()));
     assert!(h.sockets.open.contains(&SocketAddr::new("10.0.0.10".parse().unwrap(), relays[0].port())));
     assert_eq!(lifetime_of(&msg), 600);
-    assert_eq!(attr::decode_xor_address(msg.get(attr::XOR_MAPPED_ADDRESS).unwrap(), msg.transaction_id()).unwrap(), c.tuple.client);
+    assert_eq!(
+        attr::decode_xor_address(msg.get(attr::XOR_MAPPED_ADDRESS).unwrap(), msg.transaction_id()).unwrap(),
+        c.tuple.client
+    );
     assert!(matches!(h.events()[..], [Event::AllocationCreated { .. }]));
 }
 
@@ -347,7 +367,10 @@ fn rest_credential_allocates_with_protected_response() {
 fn static_user_allocates() {
     let mut h = Harness::new(config());
     let mut c = Client::with_password("203.0.113.5:1", "alice", "alice-pw");
-    let msg = { let r = c.allocate(&mut h, &[]); c.verify(&r) };
+    let msg = {
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    };
     assert_eq!(msg.message_type().class, Class::Success);
 }
 
@@ -370,7 +393,15 @@ fn rotated_secret_still_verifies_old_credentials() {
     cfg.credentials.rest = Some(RestSecrets::new(["new-secret", SECRET]).unwrap());
     let mut h = Harness::new(cfg);
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    assert_eq!({ let r = c.allocate(&mut h, &[]); c.verify(&r) }.message_type().class, Class::Success);
+    assert_eq!(
+        {
+            let r = c.allocate(&mut h, &[]);
+            c.verify(&r)
+        }
+        .message_type()
+        .class,
+        Class::Success
+    );
 }
 
 #[test]
@@ -380,7 +411,9 @@ fn stale_or_foreign_nonce_gets_438_with_a_fresh_one() {
     c.learn_nonce(&mut h);
     h.advance(Duration::from_secs(601));
     let req = c.request(Method::Allocate, &[udp()]);
-    let msg = Message::parse(&h.send(c.tuple, &req).unwrap()).map(|m| (error_code(&m), m.get(attr::NONCE).map(<[u8]>::to_vec))).unwrap();
+    let msg = Message::parse(&h.send(c.tuple, &req).unwrap())
+        .map(|m| (error_code(&m), m.get(attr::NONCE).map(<[u8]>::to_vec)))
+        .unwrap();
     assert_eq!(msg.0, 438);
     let fresh = msg.1.unwrap();
     assert_ne!(fresh, c.nonce);
@@ -449,16 +482,24 @@ fn allocate_attribute_errors() {
     let mut h = Harness::new(config());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
     c.learn_nonce(&mut h);
-    let cases: Vec<(Vec<(u16, Vec<u8>)>, u16)> = vec![
-        (vec![], 400),                                                       // no REQUESTED-TRANSPORT
-        (vec![(attr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0])], 442),          // TCP
-        (vec![(attr::REQUESTED_TRANSPORT, vec![17, 0])], 400),               // malformed
-        (vec![udp(), (0x0031, vec![1])], 420),                               // unknown required
+    type Attrs = Vec<(u16, Vec<u8>)>;
+    let cases: Vec<(Attrs, u16)> = vec![
+        (vec![], 400),                                              // no REQUESTED-TRANSPORT
+        (vec![(attr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0])], 442), // TCP
+        (vec![(attr::REQUESTED_TRANSPORT, vec![17, 0])], 400),      // malformed
+        (vec![udp(), (0x0031, vec![1])], 420),                      // unknown required
         (vec![udp(), (attr::REQUESTED_ADDRESS_FAMILY, vec![3, 0, 0, 0])], 440),
         (vec![udp(), (attr::ADDITIONAL_ADDRESS_FAMILY, vec![1, 0, 0, 0])], 400),
-        (vec![udp(), (attr::REQUESTED_ADDRESS_FAMILY, vec![1, 0, 0, 0]), (attr::ADDITIONAL_ADDRESS_FAMILY, vec![2, 0, 0, 0])], 400),
+        (
+            vec![
+                udp(),
+                (attr::REQUESTED_ADDRESS_FAMILY, vec![1, 0, 0, 0]),
+                (attr::ADDITIONAL_ADDRESS_FAMILY, vec![2, 0, 0, 0]),
+            ],
+            400,
+        ),
         (vec![udp(), (attr::EVEN_PORT, vec![0x80, 0, 0, 0]), (attr::RESERVATION_TOKEN, vec![1; 8])], 400),
-        (vec![udp(), (attr::RESERVATION_TOKEN, vec![1; 8])], 508),          // unknown token
+        (vec![udp(), (attr::RESERVATION_TOKEN, vec![1; 8])], 508), // unknown token
         (vec![udp(), (attr::LIFETIME, vec![1])], 400),
     ];
     for (attrs, want) in cases {
@@ -477,11 +518,17 @@ fn allocate_attribute_errors() {
 fn ipv6_and_dual_stack_allocations() {
     let mut h = Harness::new(config());
     let mut v6 = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    let msg = { let r = v6.allocate(&mut h, &[(attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])]); v6.verify(&r) };
+    let msg = {
+        let r = v6.allocate(&mut h, &[(attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])]);
+        v6.verify(&r)
+    };
     let r = relayed(&msg);
     assert!(r.len() == 1 && r[0].is_ipv6());
     let mut dual = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
-    let msg = { let r = dual.allocate(&mut h, &[(attr::ADDITIONAL_ADDRESS_FAMILY, vec![2, 0, 0, 0])]); dual.verify(&r) };
+    let msg = {
+        let r = dual.allocate(&mut h, &[(attr::ADDITIONAL_ADDRESS_FAMILY, vec![2, 0, 0, 0])]);
+        dual.verify(&r)
+    };
     let r = relayed(&msg);
     assert_eq!(r.len(), 2);
     assert!(r[0].is_ipv4() && r[1].is_ipv6());
@@ -493,12 +540,18 @@ fn dual_stack_without_ipv6_relay_reports_address_error() {
     cfg.relay_ips.truncate(1);
     let mut h = Harness::new(cfg);
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    let msg = { let r = c.allocate(&mut h, &[(attr::ADDITIONAL_ADDRESS_FAMILY, vec![2, 0, 0, 0])]); c.verify(&r) };
+    let msg = {
+        let r = c.allocate(&mut h, &[(attr::ADDITIONAL_ADDRESS_FAMILY, vec![2, 0, 0, 0])]);
+        c.verify(&r)
+    };
     assert_eq!(relayed(&msg).len(), 1);
     let aec = msg.get(attr::ADDRESS_ERROR_CODE).unwrap();
     assert_eq!((aec[0], aec[2], aec[3]), (2, 4, 40));
     let mut only6 = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
-    let msg = { let r = only6.allocate(&mut h, &[(attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])]); only6.verify(&r) };
+    let msg = {
+        let r = only6.allocate(&mut h, &[(attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])]);
+        only6.verify(&r)
+    };
     assert_eq!(error_code(&msg), 440);
 }
 
@@ -506,21 +559,36 @@ fn dual_stack_without_ipv6_relay_reports_address_error() {
 fn even_port_reservation_is_claimed_or_released() {
     let mut h = Harness::new(config());
     let mut a = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    let msg = { let r = a.allocate(&mut h, &[(attr::EVEN_PORT, vec![0x80, 0, 0, 0])]); a.verify(&r) };
+    let msg = {
+        let r = a.allocate(&mut h, &[(attr::EVEN_PORT, vec![0x80, 0, 0, 0])]);
+        a.verify(&r)
+    };
     let port = relayed(&msg)[0].port();
     assert_eq!(port % 2, 0);
     let token = msg.get(attr::RESERVATION_TOKEN).unwrap().to_vec();
     assert_eq!(h.server.ports_in_use(), 2);
     let mut b = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
-    let msg = { let r = b.allocate(&mut h, &[(attr::RESERVATION_TOKEN, token.clone())]); b.verify(&r) };
+    let msg = {
+        let r = b.allocate(&mut h, &[(attr::RESERVATION_TOKEN, token.clone())]);
+        b.verify(&r)
+    };
     assert_eq!(relayed(&msg)[0].port(), port + 1);
     // The token is single use.
     let mut c = Client::rest("203.0.113.5:3", "bob", T0_UNIX + 3600);
-    assert_eq!(error_code(&{ let r = c.allocate(&mut h, &[(attr::RESERVATION_TOKEN, token)]); c.verify(&r) }), 508);
+    assert_eq!(
+        error_code(&{
+            let r = c.allocate(&mut h, &[(attr::RESERVATION_TOKEN, token)]);
+            c.verify(&r)
+        }),
+        508
+    );
 
     // An unclaimed reservation gives its port back after about 30 s.
     let mut d = Client::rest("203.0.113.5:4", "bob", T0_UNIX + 3600);
-    { let r = d.allocate(&mut h, &[(attr::EVEN_PORT, vec![0x80, 0, 0, 0])]); d.verify(&r) };
+    {
+        let r = d.allocate(&mut h, &[(attr::EVEN_PORT, vec![0x80, 0, 0, 0])]);
+        d.verify(&r)
+    };
     assert_eq!(h.server.ports_in_use(), 4);
     h.advance(Duration::from_secs(31));
     assert_eq!(h.server.ports_in_use(), 3);
@@ -538,9 +606,22 @@ fn ports_held_by_other_processes_are_skipped() {
     let mut h = Harness::new(cfg);
     h.sockets.taken_elsewhere.insert("10.0.0.10:50000".parse().unwrap());
     let mut a = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    assert_eq!(relayed(&{ let r = a.allocate(&mut h, &[]); a.verify(&r) })[0].port(), 50001);
+    assert_eq!(
+        relayed(&{
+            let r = a.allocate(&mut h, &[]);
+            a.verify(&r)
+        })[0]
+            .port(),
+        50001
+    );
     let mut b = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
-    assert_eq!(error_code(&{ let r = b.allocate(&mut h, &[]); b.verify(&r) }), 508);
+    assert_eq!(
+        error_code(&{
+            let r = b.allocate(&mut h, &[]);
+            b.verify(&r)
+        }),
+        508
+    );
 }
 
 #[test]
@@ -550,27 +631,65 @@ fn quotas_per_user_and_total() {
     cfg.quotas.total = 2;
     let mut h = Harness::new(cfg);
     let mut a = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    { let r = a.allocate(&mut h, &[]); a.verify(&r) };
+    {
+        let r = a.allocate(&mut h, &[]);
+        a.verify(&r)
+    };
     let mut b = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
-    assert_eq!(error_code(&{ let r = b.allocate(&mut h, &[]); b.verify(&r) }), 486);
+    assert_eq!(
+        error_code(&{
+            let r = b.allocate(&mut h, &[]);
+            b.verify(&r)
+        }),
+        486
+    );
     let mut c = Client::rest("203.0.113.5:3", "carol", T0_UNIX + 3600);
-    { let r = c.allocate(&mut h, &[]); c.verify(&r) };
+    {
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    };
     let mut d = Client::rest("203.0.113.5:4", "dave", T0_UNIX + 3600);
-    assert_eq!(error_code(&{ let r = d.allocate(&mut h, &[]); d.verify(&r) }), 508);
+    assert_eq!(
+        error_code(&{
+            let r = d.allocate(&mut h, &[]);
+            d.verify(&r)
+        }),
+        508
+    );
     // Quota is given back when an allocation ends.
     let req = a.request(Method::Refresh, &[lifetime(0)]);
     a.verify(&h.send(a.tuple, &req).unwrap());
     let mut e = Client::rest("203.0.113.5:5", "bob", T0_UNIX + 3600);
-    assert_eq!({ let r = e.allocate(&mut h, &[]); e.verify(&r) }.message_type().class, Class::Success);
+    assert_eq!(
+        {
+            let r = e.allocate(&mut h, &[]);
+            e.verify(&r)
+        }
+        .message_type()
+        .class,
+        Class::Success
+    );
 }
 
 #[test]
 fn lifetimes_are_clamped_and_allocations_expire() {
     let mut h = Harness::new(config());
     let mut a = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    assert_eq!(lifetime_of(&{ let r = a.allocate(&mut h, &[lifetime(100_000)]); a.verify(&r) }), 3600);
+    assert_eq!(
+        lifetime_of(&{
+            let r = a.allocate(&mut h, &[lifetime(100_000)]);
+            a.verify(&r)
+        }),
+        3600
+    );
     let mut b = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
-    assert_eq!(lifetime_of(&{ let r = b.allocate(&mut h, &[lifetime(10)]); b.verify(&r) }), 600);
+    assert_eq!(
+        lifetime_of(&{
+            let r = b.allocate(&mut h, &[lifetime(10)]);
+            b.verify(&r)
+        }),
+        600
+    );
     h.events();
     h.advance(Duration::from_secs(599));
     assert_eq!(h.server.allocation_count(), 2);
@@ -591,7 +710,10 @@ fn refresh_extends_deletes_and_survives_credential_expiry() {
     let mut h = Harness::new(config());
     // The credential expires 60 s into the call.
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 60);
-    { let r = c.allocate(&mut h, &[]); c.verify(&r) };
+    {
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    };
     h.advance(Duration::from_secs(500));
     let req = c.request(Method::Refresh, &[lifetime(600)]);
     let msg = c.verify(&h.send(c.tuple, &req).unwrap());
@@ -600,7 +722,9 @@ fn refresh_extends_deletes_and_survives_credential_expiry() {
     assert_eq!(h.server.allocation_count(), 1);
     // 1000 s in, the nonce from the start is stale: 438, then the delete goes through.
     let req = c.request(Method::Refresh, &[lifetime(0)]);
-    let stale = Message::parse(&h.send(c.tuple, &req).unwrap()).map(|m| (error_code(&m), m.get(attr::NONCE).unwrap().to_vec())).unwrap();
+    let stale = Message::parse(&h.send(c.tuple, &req).unwrap())
+        .map(|m| (error_code(&m), m.get(attr::NONCE).unwrap().to_vec()))
+        .unwrap();
     assert_eq!(stale.0, 438);
     c.nonce = stale.1;
     let req = c.request(Method::Refresh, &[lifetime(0)]);
@@ -619,7 +743,10 @@ fn refresh_is_bounded_by_max_session() {
     cfg.nonce_lifetime_secs = 100_000;
     let mut h = Harness::new(cfg);
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    { let r = c.allocate(&mut h, &[]); c.verify(&r) };
+    {
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    };
     h.advance(Duration::from_secs(500));
     let req = c.request(Method::Refresh, &[lifetime(3600)]);
     assert_eq!(lifetime_of(&c.verify(&h.send(c.tuple, &req).unwrap())), 400);
@@ -631,7 +758,10 @@ fn refresh_is_bounded_by_max_session() {
 fn refresh_with_other_family_is_443_and_other_username_441() {
     let mut h = Harness::new(config());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    { let r = c.allocate(&mut h, &[]); c.verify(&r) };
+    {
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    };
     let req = c.request(Method::Refresh, &[(attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])]);
     assert_eq!(error_code(&c.verify(&h.send(c.tuple, &req).unwrap())), 443);
     let mut other = Client::rest("203.0.113.5:1", "eve", T0_UNIX + 3600);
@@ -646,7 +776,10 @@ fn refresh_with_other_family_is_443_and_other_username_441() {
 fn create_permission_refuses_unsafe_peers() {
     let mut h = Harness::new(config());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    { let r = c.allocate(&mut h, &[]); c.verify(&r) };
+    {
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    };
     for peer in ["127.0.0.1:9", "10.1.2.3:9", "169.254.169.254:80", "[::ffff:127.0.0.1]:9", "0.0.0.0:9"] {
         let req = peer_request(&mut c, Method::CreatePermission, peer, &[]);
         let msg = c.verify(&h.send(c.tuple, &req).unwrap());
@@ -663,7 +796,10 @@ fn loopback_peers_only_when_allowed() {
     cfg.peer_policy = PeerPolicy::new(PeerPolicyConfig { allow_loopback: true, ..PeerPolicyConfig::default() });
     let mut h = Harness::new(cfg);
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    { let r = c.allocate(&mut h, &[]); c.verify(&r) };
+    {
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    };
     let req = peer_request(&mut c, Method::CreatePermission, "127.0.0.1:9", &[]);
     assert_eq!(c.verify(&h.send(c.tuple, &req).unwrap()).message_type().class, Class::Success);
 }
@@ -672,7 +808,10 @@ fn loopback_peers_only_when_allowed() {
 fn send_indication_needs_a_permission_that_has_not_expired() {
     let mut h = Harness::new(config());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    let relay = relayed(&{ let r = c.allocate(&mut h, &[]); c.verify(&r) })[0];
+    let relay = relayed(&{
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    })[0];
     let ind = send_indication(PEER, b"hello");
     assert!(h.relay(c.tuple, &ind).is_none(), "no permission yet");
     let req = peer_request(&mut c, Method::CreatePermission, PEER, &[]);
@@ -687,14 +826,22 @@ fn send_indication_needs_a_permission_that_has_not_expired() {
 fn channel_bind_and_channel_data_both_ways() {
     let mut h = Harness::new(config());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    let advertised = relayed(&{ let r = c.allocate(&mut h, &[]); c.verify(&r) })[0];
+    let advertised = relayed(&{
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    })[0];
     let bound_relay = SocketAddr::new("10.0.0.10".parse().unwrap(), advertised.port());
     let bad = peer_request(&mut c, Method::ChannelBind, PEER, &[(attr::CHANNEL_NUMBER, vec![0x3F, 0xFF, 0, 0])]);
     assert_eq!(error_code(&c.verify(&h.send(c.tuple, &bad).unwrap())), 400);
     let bind = peer_request(&mut c, Method::ChannelBind, PEER, &[(attr::CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0])]);
     assert_eq!(c.verify(&h.send(c.tuple, &bind).unwrap()).message_type().class, Class::Success);
     // Same number to another peer, or the same peer on another number: 400.
-    let clash = peer_request(&mut c, Method::ChannelBind, "93.184.216.34:5001", &[(attr::CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0])]);
+    let clash = peer_request(
+        &mut c,
+        Method::ChannelBind,
+        "93.184.216.34:5001",
+        &[(attr::CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0])],
+    );
     assert_eq!(error_code(&c.verify(&h.send(c.tuple, &clash).unwrap())), 400);
     let clash = peer_request(&mut c, Method::ChannelBind, PEER, &[(attr::CHANNEL_NUMBER, vec![0x40, 0x02, 0, 0])]);
     assert_eq!(error_code(&c.verify(&h.send(c.tuple, &clash).unwrap())), 400);
@@ -708,7 +855,10 @@ fn channel_bind_and_channel_data_both_ways() {
     let headroom = DATA_INDICATION_HEADROOM;
     let mut buf = vec![0u8; headroom + 64];
     buf[headroom..headroom + 5].copy_from_slice(b"reply");
-    let out = h.server.handle_peer(h.now().instant, bound_relay, PEER.parse().unwrap(), &mut buf, headroom, headroom + 5).unwrap();
+    let out = h
+        .server
+        .handle_peer(h.now().instant, bound_relay, PEER.parse().unwrap(), &mut buf, headroom, headroom + 5)
+        .unwrap();
     assert_eq!(out.tuple, c.tuple);
     assert_eq!(&buf[out.start..out.end], &channel_data(0x4001, b"reply")[..]);
     // From an address without a permission: dropped.
@@ -720,17 +870,26 @@ fn channel_bind_and_channel_data_both_ways() {
 fn peer_data_without_channel_becomes_data_indication() {
     let mut h = Harness::new(config());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
-    let advertised = relayed(&{ let r = c.allocate(&mut h, &[]); c.verify(&r) })[0];
+    let advertised = relayed(&{
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    })[0];
     let bound_relay = SocketAddr::new("10.0.0.10".parse().unwrap(), advertised.port());
     let req = peer_request(&mut c, Method::CreatePermission, PEER, &[]);
     c.verify(&h.send(c.tuple, &req).unwrap());
     let headroom = DATA_INDICATION_HEADROOM;
     let mut buf = vec![0u8; headroom + 64];
     buf[headroom..headroom + 5].copy_from_slice(b"hello");
-    let out = h.server.handle_peer(h.now().instant, bound_relay, PEER.parse().unwrap(), &mut buf, headroom, headroom + 5).unwrap();
+    let out = h
+        .server
+        .handle_peer(h.now().instant, bound_relay, PEER.parse().unwrap(), &mut buf, headroom, headroom + 5)
+        .unwrap();
     let msg = Message::parse(&buf[out.start..out.end]).unwrap();
     assert_eq!(msg.message_type(), MessageType::new(Method::Data, Class::Indication));
-    assert_eq!(attr::decode_xor_address(msg.get(attr::XOR_PEER_ADDRESS).unwrap(), msg.transaction_id()).unwrap(), PEER.parse().unwrap());
+    assert_eq!(
+        attr::decode_xor_address(msg.get(attr::XOR_PEER_ADDRESS).unwrap(), msg.transaction_id()).unwrap(),
+        PEER.parse().unwrap()
+    );
     assert_eq!(msg.get(attr::DATA).unwrap(), b"hello");
 }
 

@@ -150,10 +150,7 @@ pub fn decode_plain_address(value: &[u8]) -> Result<SocketAddr, AttrError> {
     }
     let port = u16::from_be_bytes([value[2], value[3]]);
     match (value[1], value.len()) {
-        (FAMILY_IPV4, 8) => Ok(SocketAddr::new(
-            Ipv4Addr::new(value[4], value[5], value[6], value[7]).into(),
-            port,
-        )),
+        (FAMILY_IPV4, 8) => Ok(SocketAddr::new(Ipv4Addr::new(value[4], value[5], value[6], value[7]).into(), port)),
         (FAMILY_IPV6, 20) => {
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&value[4..20]);

@@ -100,4 +100,3 @@ fn error_value(code: u16, reason: &str) -> Vec<u8> {
     v.extend_from_slice(reason.as_bytes());
     v
 }
-

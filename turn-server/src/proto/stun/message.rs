@@ -90,9 +90,7 @@ impl<'a> Message<'a> {
                     integrity = Some(IntegrityAttr::Sha1 { offset });
                     counted_end = counted_end.min(offset);
                 }
-                attr::MESSAGE_INTEGRITY_SHA256
-                    if !matches!(integrity, Some(IntegrityAttr::Sha256 { .. })) =>
-                {
+                attr::MESSAGE_INTEGRITY_SHA256 if !matches!(integrity, Some(IntegrityAttr::Sha256 { .. })) => {
                     // RFC 8489 14.6: SHA-256 integrity wins when both are present.
                     integrity = Some(IntegrityAttr::Sha256 { offset, len: value_len });
                     counted_end = counted_end.min(offset);

@@ -13,7 +13,7 @@ pub mod method;
 
 pub use builder::MessageBuilder;
 pub use message::{Message, ParseError};
-pub use method::{Class, Method, MessageType};
+pub use method::{Class, MessageType, Method};
 
 /// The fixed value in bytes 4..8 of every RFC 5389/8489 message.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;

@@ -33,10 +33,8 @@ fn rfc5769_request_parses_and_verifies_short_term() {
 
 #[test]
 fn rfc5769_responses_decode_mapped_address() {
-    for (hex, want) in [
-        (RESPONSE_V4, "192.0.2.1:32853"),
-        (RESPONSE_V6, "[2001:db8:1234:5678:11:2233:4455:6677]:32853"),
-    ] {
+    for (hex, want) in [(RESPONSE_V4, "192.0.2.1:32853"), (RESPONSE_V6, "[2001:db8:1234:5678:11:2233:4455:6677]:32853")]
+    {
         let raw = bytes(hex);
         let msg = Message::parse(&raw).unwrap();
         assert_eq!(msg.message_type(), MessageType::new(Method::Binding, Class::Success));
