@@ -59,10 +59,7 @@ fn classify(buf: &[u8]) -> Packet {
         // RFC 8656 section 12: channel numbers 0x4000-0x4FFF; the first two bits are 01.
         Some(b) if b & 0xC0 == 0x40 => Packet::ChannelData,
         _ => match stun::parse(buf) {
-            Some(r) => Packet::Stun {
-                method: r.method,
-                class: r.class.into(),
-            },
+            Some(r) => Packet::Stun { method: r.method, class: r.class.into() },
             None => Packet::Other,
         },
     }
@@ -87,9 +84,7 @@ impl Stats {
     }
 
     fn get(map: &Mutex<BTreeMap<Packet, u64>>, p: Packet) -> u64 {
-        map.lock()
-            .map(|m| m.get(&p).copied().unwrap_or(0))
-            .unwrap_or(0)
+        map.lock().map(|m| m.get(&p).copied().unwrap_or(0)).unwrap_or(0)
     }
 
     /// How many packets of this kind the client sent.
@@ -109,22 +104,14 @@ impl Stats {
 
     /// LIFETIME (seconds) of every Allocate success response received.
     pub fn allocate_lifetimes(&self) -> Vec<u32> {
-        self.allocate_lifetimes
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default()
+        self.allocate_lifetimes.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// A one-line summary for failure messages.
     pub fn summary(&self) -> String {
         let fmt = |m: &Mutex<BTreeMap<Packet, u64>>| {
             m.lock()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k:?}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
+                .map(|m| m.iter().map(|(k, v)| format!("{k:?}={v}")).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default()
         };
         format!(
@@ -151,20 +138,14 @@ impl SniffConn {
     fn note_received(&self, buf: &[u8]) {
         let p = classify(buf);
         match p {
-            Packet::Stun {
-                method,
-                class: ClassKey::Error,
-            } => {
+            Packet::Stun { method, class: ClassKey::Error } => {
                 if let Some(code) = stun::parse(buf).and_then(|r| r.error_code) {
                     if let Ok(mut e) = self.stats.errors.lock() {
                         e.push((method, code));
                     }
                 }
             }
-            Packet::Stun {
-                method: method::ALLOCATE,
-                class: ClassKey::Success,
-            } => {
+            Packet::Stun { method: method::ALLOCATE, class: ClassKey::Success } => {
                 if let Some(lifetime) = stun::parse(buf).and_then(|r| r.lifetime) {
                     if let Ok(mut l) = self.stats.allocate_lifetimes.lock() {
                         l.push(lifetime);
@@ -238,15 +219,10 @@ pub type Relay = Box<dyn Conn + Send + Sync>;
 impl TurnClient {
     /// Binds 127.0.0.1:0 and starts the client's read loop; no request is sent yet.
     pub async fn connect(server: SocketAddr, username: &str, password: &str) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind client socket");
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client socket");
         let local = socket.local_addr().expect("client local addr");
         let stats = Arc::new(Stats::default());
-        let conn = Arc::new(SniffConn {
-            socket,
-            stats: Arc::clone(&stats),
-        });
+        let conn = Arc::new(SniffConn { socket, stats: Arc::clone(&stats) });
         let client = Client::new(ClientConfig {
             stun_serv_addr: server.to_string(),
             turn_serv_addr: server.to_string(),
@@ -262,11 +238,7 @@ impl TurnClient {
         .await
         .expect("create turn client");
         client.listen().await.expect("start turn client read loop");
-        Self {
-            client,
-            stats,
-            local,
-        }
+        Self { client, stats, local }
     }
 
     /// Allocate, bounded by [`OP_TIMEOUT`]. The error is the client's text (it carries the

@@ -40,16 +40,12 @@ pub const REALM: &str = "e2e.test";
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `base64(HMAC-SHA1(secret, username))`, computed here independently of the server's code.
 pub fn rest_password(secret: &str, username: &str) -> String {
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes keys of any length");
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -63,11 +59,7 @@ pub fn rest_credential(secret: &str, user: &str, ttl_secs: i64) -> (String, Stri
         secrets.issue(Some(user), now, ttl_secs.unsigned_abs())
     } else {
         // Issued in the past so that it has already expired.
-        secrets.issue(
-            Some(user),
-            now - 2 * ttl_secs.unsigned_abs(),
-            ttl_secs.unsigned_abs(),
-        )
+        secrets.issue(Some(user), now - 2 * ttl_secs.unsigned_abs(), ttl_secs.unsigned_abs())
     };
     // The shared code and an independent HMAC must agree, or every other check is moot.
     assert_eq!(
@@ -94,11 +86,7 @@ fn profile_dir() -> PathBuf {
 pub fn server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("E2E_TURN_SERVER") {
         let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "E2E_TURN_SERVER={} does not exist",
-            p.display()
-        );
+        assert!(p.is_file(), "E2E_TURN_SERVER={} does not exist", p.display());
         return p;
     }
     let p = profile_dir().join("turn-server");
@@ -181,13 +169,11 @@ static BLOCK_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 impl PortBlock {
     pub fn reserve() -> Self {
-        let start = usize::try_from(std::process::id()).unwrap_or(0) * 7
-            + BLOCK_SEQ.fetch_add(1, Ordering::Relaxed);
+        let start = usize::try_from(std::process::id()).unwrap_or(0) * 7 + BLOCK_SEQ.fetch_add(1, Ordering::Relaxed);
         for i in 0..usize::from(BLOCK_COUNT) {
             let index = u16::try_from((start + i) % usize::from(BLOCK_COUNT)).unwrap_or(0);
             let base = BLOCK_FIRST + index * BLOCK_SIZE;
-            let Ok(lock) = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), base + BLOCK_SIZE - 1))
-            else {
+            let Ok(lock) = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), base + BLOCK_SIZE - 1)) else {
                 continue;
             };
             // Skip a block whose listening port something else already holds.
@@ -281,17 +267,10 @@ impl ServerBuilder {
         let binary = self.program.clone().unwrap_or_else(server_binary);
         let ports = PortBlock::reserve();
         let logs = LogDir::new(&self.name);
-        let mut args: Vec<String> = [
-            "--listening-ip",
-            "127.0.0.1",
-            "--relay-ip",
-            "127.0.0.1",
-            "-r",
-            REALM,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut args: Vec<String> = ["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "-r", REALM]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         args.extend([
             "-p".to_owned(),
             ports.listen_port().to_string(),
@@ -301,11 +280,7 @@ impl ServerBuilder {
             ports.relay_max().to_string(),
         ]);
         if let Some(secret) = &self.secret {
-            args.extend([
-                "--use-auth-secret".to_owned(),
-                "--static-auth-secret".to_owned(),
-                secret.clone(),
-            ]);
+            args.extend(["--use-auth-secret".to_owned(), "--static-auth-secret".to_owned(), secret.clone()]);
         }
         if self.allow_loopback_peers {
             args.push("--allow-loopback-peers".to_owned());
@@ -349,25 +324,12 @@ impl Server {
         let start = Instant::now();
         while start.elapsed() < READY_TIMEOUT {
             if let Some(status) = self.child.exited() {
-                self.fail(&format!(
-                    "server exited before it was ready ({status})\ncommand: {}",
-                    self.command
-                ));
+                self.fail(&format!("server exited before it was ready ({status})\ncommand: {}", self.command));
             }
             let tid = stun::transaction_id();
-            let request = if stun_probe {
-                stun::binding_request(tid)
-            } else {
-                stun::unauthenticated_allocate(tid)
-            };
-            if stun::transact(
-                &socket,
-                self.addr,
-                &request,
-                Duration::from_millis(100),
-                Duration::from_millis(500),
-            )
-            .is_some()
+            let request = if stun_probe { stun::binding_request(tid) } else { stun::unauthenticated_allocate(tid) };
+            if stun::transact(&socket, self.addr, &request, Duration::from_millis(100), Duration::from_millis(500))
+                .is_some()
             {
                 return;
             }
@@ -385,9 +347,7 @@ impl Server {
 
     /// The REST secret it was started with.
     pub fn secret(&self) -> &str {
-        self.secret
-            .as_deref()
-            .expect("this server was started without a REST secret")
+        self.secret.as_deref().expect("this server was started without a REST secret")
     }
 
     /// A REST credential for `user` valid for an hour.
@@ -461,18 +421,12 @@ pub fn start_turnutils_peer(args: &[String], port: u16, dir: &Path) -> ChildGuar
     let tool = require_tool("turnutils_peer");
     let mut peer = process::spawn("turnutils_peer", &tool, args, dir, Duration::from_secs(180));
     let probe = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
-    probe
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("set read timeout");
+    probe.set_read_timeout(Some(Duration::from_millis(100))).expect("set read timeout");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 64];
     while Instant::now() < deadline {
         if let Some(status) = peer.exited() {
-            panic!(
-                "turnutils_peer {} exited early ({status}): {}",
-                args.join(" "),
-                tail(&peer.stderr(), 20)
-            );
+            panic!("turnutils_peer {} exited early ({status}): {}", args.join(" "), tail(&peer.stderr(), 20));
         }
         let _ = probe.send_to(b"e2e-probe", (Ipv4Addr::LOCALHOST, port));
         if let Ok((n, _)) = probe.recv_from(&mut buf) {

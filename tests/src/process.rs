@@ -54,13 +54,7 @@ impl Finished {
 /// Spawns `program args...` as `timeout -k 5 <max_life> program args...` in a new process group.
 ///
 /// Output goes to `<dir>/<name>.stdout` and `<dir>/<name>.stderr`.
-pub fn spawn(
-    name: &str,
-    program: &Path,
-    args: &[String],
-    dir: &Path,
-    max_life: Duration,
-) -> ChildGuard {
+pub fn spawn(name: &str, program: &Path, args: &[String], dir: &Path, max_life: Duration) -> ChildGuard {
     let stdout = dir.join(format!("{name}.stdout"));
     let stderr = dir.join(format!("{name}.stderr"));
     let out = File::create(&stdout).expect("create stdout capture file");
@@ -76,28 +70,13 @@ pub fn spawn(
         .stderr(err)
         .process_group(0);
     let child = cmd.spawn().unwrap_or_else(|e| {
-        panic!(
-            "could not start `timeout {}` for {name}: {e} (coreutils `timeout` must be on PATH)",
-            program.display()
-        )
+        panic!("could not start `timeout {}` for {name}: {e} (coreutils `timeout` must be on PATH)", program.display())
     });
-    ChildGuard {
-        child,
-        name: name.to_owned(),
-        stdout,
-        stderr,
-        status: None,
-    }
+    ChildGuard { child, name: name.to_owned(), stdout, stderr, status: None }
 }
 
 /// Runs a command to completion, killing it at `deadline`.
-pub fn run(
-    name: &str,
-    program: &Path,
-    args: &[String],
-    dir: &Path,
-    deadline: Duration,
-) -> Finished {
+pub fn run(name: &str, program: &Path, args: &[String], dir: &Path, deadline: Duration) -> Finished {
     let start = Instant::now();
     // The wrapper's own limit is a backstop a little past ours.
     let mut guard = spawn(name, program, args, dir, deadline + Duration::from_secs(5));
@@ -105,12 +84,7 @@ pub fn run(
     if status.is_none() {
         guard.stop();
     }
-    Finished {
-        status,
-        stdout: guard.stdout(),
-        stderr: guard.stderr(),
-        elapsed: start.elapsed(),
-    }
+    Finished { status, stdout: guard.stdout(), stderr: guard.stderr(), elapsed: start.elapsed() }
 }
 
 impl ChildGuard {
@@ -161,10 +135,7 @@ impl ChildGuard {
             return;
         }
         self.signal(libc::SIGTERM);
-        if self
-            .wait_until(Instant::now() + Duration::from_secs(3))
-            .is_none()
-        {
+        if self.wait_until(Instant::now() + Duration::from_secs(3)).is_none() {
             self.signal(libc::SIGKILL);
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
@@ -204,9 +175,7 @@ impl Drop for ChildGuard {
 }
 
 fn read_lossy(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 /// The last `lines` lines of `text`, for failure messages.

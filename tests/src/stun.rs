@@ -71,8 +71,7 @@ pub fn parse(buf: &[u8]) -> Option<Response> {
     }
     let msg_type = u16::from_be_bytes([buf[0], buf[1]]);
     let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-    if u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) != MAGIC_COOKIE || buf.len() < 20 + len
-    {
+    if u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) != MAGIC_COOKIE || buf.len() < 20 + len {
         return None;
     }
     let mut transaction_id = [0u8; 12];
@@ -84,14 +83,8 @@ pub fn parse(buf: &[u8]) -> Option<Response> {
         _ => Class::Error,
     };
     let method = (msg_type & 0x000F) | ((msg_type & 0x00E0) >> 1) | ((msg_type & 0x3E00) >> 2);
-    let mut response = Response {
-        method,
-        class,
-        transaction_id,
-        error_code: None,
-        xor_mapped_address: None,
-        lifetime: None,
-    };
+    let mut response =
+        Response { method, class, transaction_id, error_code: None, xor_mapped_address: None, lifetime: None };
     let mut attrs = &buf[20..20 + len];
     while attrs.len() >= 4 {
         let kind = u16::from_be_bytes([attrs[0], attrs[1]]);
@@ -102,8 +95,7 @@ pub fn parse(buf: &[u8]) -> Option<Response> {
                 response.xor_mapped_address = xor_address(value, &transaction_id);
             }
             ATTR_LIFETIME if value.len() == 4 => {
-                response.lifetime =
-                    Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
+                response.lifetime = Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
             }
             ATTR_ERROR_CODE if value.len() >= 4 => {
                 response.error_code = Some(u16::from(value[2] & 0x07) * 100 + u16::from(value[3]));
@@ -175,14 +167,7 @@ pub fn transact(
                     }
                 }
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
                 // E.g. ICMP port unreachable while the server is still starting: wait out the
                 // interval instead of spinning.
                 Err(_) => std::thread::sleep(left),

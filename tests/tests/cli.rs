@@ -11,22 +11,13 @@ use e2e::process::{self, Finished};
 use e2e::{rest_password, server_binary, tail, unix_now, LogDir, ServerBuilder};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives in the repository root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository root").to_path_buf()
 }
 
 /// Runs `turn-server args...` to completion (bounded at 20 s).
 fn turn_server(args: &[&str], dir: &Path) -> Finished {
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    process::run(
-        "turn-server-cli",
-        &server_binary(),
-        &args,
-        dir,
-        Duration::from_secs(20),
-    )
+    process::run("turn-server-cli", &server_binary(), &args, dir, Duration::from_secs(20))
 }
 
 fn output(run: &Finished) -> String {
@@ -34,19 +25,13 @@ fn output(run: &Finished) -> String {
 }
 
 fn check_config(config: &Path, dir: &Path) -> Finished {
-    turn_server(
-        &["--check-config", "--config", config.to_str().unwrap()],
-        dir,
-    )
+    turn_server(&["--check-config", "--config", config.to_str().unwrap()], dir)
 }
 
 #[test]
 fn check_config_accepts_the_shipped_examples() {
     let logs = LogDir::new("check_config_examples");
-    for example in [
-        "ice-config/config.example.toml",
-        "deploy/turn-server.example.toml",
-    ] {
+    for example in ["ice-config/config.example.toml", "deploy/turn-server.example.toml"] {
         let path = repo_root().join(example);
         assert!(path.is_file(), "{example} is missing");
         let run = check_config(&path, logs.path());
@@ -86,31 +71,11 @@ fn check_config_names_the_offending_key() {
         tail(&output(&run), 20)
     );
     let cases: [(&str, &str, &[&str]); 5] = [
-        (
-            "inverted port range",
-            "[turn]\nmin_port = 60000\nmax_port = 50000\n",
-            &["min_port", "max_port"],
-        ),
-        (
-            "misspelt key",
-            "[turn]\nlistening_prot = 3478\n",
-            &["listening_prot"],
-        ),
-        (
-            "bad peer range",
-            "[turn]\ndenied_peer_ips = [\"10.0.0.300\"]\n",
-            &["denied_peer_ips"],
-        ),
-        (
-            "wrong type",
-            "[turn]\nuser_quota = \"many\"\n",
-            &["user_quota"],
-        ),
-        (
-            "bad external address",
-            "[turn]\nexternal_ips = [\"not-an-ip\"]\n",
-            &["external_ips"],
-        ),
+        ("inverted port range", "[turn]\nmin_port = 60000\nmax_port = 50000\n", &["min_port", "max_port"]),
+        ("misspelt key", "[turn]\nlistening_prot = 3478\n", &["listening_prot"]),
+        ("bad peer range", "[turn]\ndenied_peer_ips = [\"10.0.0.300\"]\n", &["denied_peer_ips"]),
+        ("wrong type", "[turn]\nuser_quota = \"many\"\n", &["user_quota"]),
+        ("bad external address", "[turn]\nexternal_ips = [\"not-an-ip\"]\n", &["external_ips"]),
     ];
     for (what, broken, keys) in cases {
         let toml = format!("{VALID}{broken}");
@@ -119,10 +84,7 @@ fn check_config_names_the_offending_key() {
         let run = check_config(&path, logs.path());
         assert_rejected(&run, keys, &format!("config with {what} ({toml:?})"));
     }
-    let run = turn_server(
-        &["--check-config", "--config", "/nonexistent/turn.toml"],
-        logs.path(),
-    );
+    let run = turn_server(&["--check-config", "--config", "/nonexistent/turn.toml"], logs.path());
     assert_rejected(&run, &["/nonexistent/turn.toml"], "a missing config file");
 }
 
@@ -156,32 +118,11 @@ fn check_config_validates_flags_too() {
     );
     let secret = ["--use-auth-secret", "--static-auth-secret", "s3cret"];
     let bad = turn_server(
-        &[
-            &secret[..],
-            &[
-                "--check-config",
-                "--min-port",
-                "60000",
-                "--max-port",
-                "50000",
-            ],
-        ]
-        .concat(),
+        &[&secret[..], &["--check-config", "--min-port", "60000", "--max-port", "50000"]].concat(),
         logs.path(),
     );
-    assert_rejected(
-        &bad,
-        &["min-port", "max-port", "min_port", "max_port"],
-        "--min-port 60000 --max-port 50000",
-    );
-    let bad = turn_server(
-        &[
-            &secret[..],
-            &["--check-config", "--denied-peer-ip", "10.0.0.300"],
-        ]
-        .concat(),
-        logs.path(),
-    );
+    assert_rejected(&bad, &["min-port", "max-port", "min_port", "max_port"], "--min-port 60000 --max-port 50000");
+    let bad = turn_server(&[&secret[..], &["--check-config", "--denied-peer-ip", "10.0.0.300"]].concat(), logs.path());
     assert_rejected(&bad, &["10.0.0.300"], "--denied-peer-ip 10.0.0.300");
 }
 
@@ -199,17 +140,11 @@ async fn config_file_supplies_secret_and_policy() {
     )
     .unwrap();
     // Ports and addresses come from the harness's flags, the secret only from the file.
-    let server = ServerBuilder::new("config_file")
-        .without_secret()
-        .arg("--config")
-        .arg(path.to_str().unwrap())
-        .start();
+    let server = ServerBuilder::new("config_file").without_secret().arg("--config").arg(path.to_str().unwrap()).start();
     let (u, p) = e2e::rest_credential(secret, "alice", 3600);
     let c = TurnClient::connect(server.addr(), &u, &p).await;
     if let Err(e) = c.allocate().await {
-        server.fail(&format!(
-            "Allocate with a credential signed by the config file's secret failed: {e}"
-        ));
+        server.fail(&format!("Allocate with a credential signed by the config file's secret failed: {e}"));
     }
     c.close().await;
 }
@@ -218,10 +153,7 @@ async fn config_file_supplies_secret_and_policy() {
 fn log_file_receives_the_logs() {
     let logs = LogDir::new("log_file");
     let log_file = logs.path().join("turn-server.log");
-    let server = ServerBuilder::new("log_file")
-        .arg("--log-file")
-        .arg(log_file.to_str().unwrap())
-        .start();
+    let server = ServerBuilder::new("log_file").arg("--log-file").arg(log_file.to_str().unwrap()).start();
     // The server answered a STUN probe, so it has bound; the line may still be in a buffer.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut text = String::new();
@@ -243,8 +175,7 @@ fn log_file_receives_the_logs() {
 /// The first JSON object in `text` that has an `iceServers` array.
 fn find_ice_config(text: &str) -> Option<serde_json::Value> {
     text.match_indices('{').find_map(|(i, _)| {
-        let mut stream =
-            serde_json::Deserializer::from_str(&text[i..]).into_iter::<serde_json::Value>();
+        let mut stream = serde_json::Deserializer::from_str(&text[i..]).into_iter::<serde_json::Value>();
         match stream.next() {
             Some(Ok(v)) if v.get("iceServers").is_some_and(|s| s.is_array()) => Some(v),
             _ => None,
@@ -257,20 +188,13 @@ fn turn_entry(config: &serde_json::Value) -> Option<(Vec<String>, String, String
     config["iceServers"].as_array()?.iter().find_map(|s| {
         let urls: Vec<String> = match &s["urls"] {
             serde_json::Value::String(u) => vec![u.clone()],
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|u| u.as_str().map(str::to_owned))
-                .collect(),
+            serde_json::Value::Array(a) => a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect(),
             _ => return None,
         };
         if !urls.iter().any(|u| u.starts_with("turn:")) {
             return None;
         }
-        Some((
-            urls,
-            s["username"].as_str()?.to_owned(),
-            s["credential"].as_str()?.to_owned(),
-        ))
+        Some((urls, s["username"].as_str()?.to_owned(), s["credential"].as_str()?.to_owned()))
     })
 }
 
@@ -286,51 +210,24 @@ fn labelled(text: &str, name: &str) -> Option<String> {
 /// Checks a REST credential printed by the subcommand: `<expiry>:<user>` with the expiry about
 /// `ttl_secs` from now, and the password an HMAC of it under `secret`.
 fn assert_rest_credential(username: &str, password: &str, secret: &str, user: &str, ttl: u64) {
-    let (expiry, got_user) = username
-        .split_once(':')
-        .unwrap_or_else(|| panic!("username {username:?} is not <expiry>:<user>"));
+    let (expiry, got_user) =
+        username.split_once(':').unwrap_or_else(|| panic!("username {username:?} is not <expiry>:<user>"));
     let expiry: u64 = expiry.parse().expect("expiry is a unix timestamp");
     let now = unix_now();
     assert_eq!(got_user, user, "user id in the username");
-    assert!(
-        (now + ttl - 5..=now + ttl + 5).contains(&expiry),
-        "expiry {expiry} is not {ttl} s after now ({now})"
-    );
-    assert_eq!(
-        password,
-        rest_password(secret, username),
-        "password is not base64(HMAC-SHA1(secret, username))"
-    );
+    assert!((now + ttl - 5..=now + ttl + 5).contains(&expiry), "expiry {expiry} is not {ttl} s after now ({now})");
+    assert_eq!(password, rest_password(secret, username), "password is not base64(HMAC-SHA1(secret, username))");
 }
 
 #[tokio::test]
 async fn credentials_subcommand_prints_a_credential_the_relay_accepts() {
     let logs = LogDir::new("credentials");
     let secret = "credentials-subcommand-secret";
-    let run = turn_server(
-        &[
-            "credentials",
-            "--secret",
-            secret,
-            "--user",
-            "alice",
-            "--ttl",
-            "1h",
-        ],
-        logs.path(),
-    );
-    let described = || {
-        format!(
-            "{}; output:\n{}",
-            run.describe_status(),
-            tail(&output(&run), 30)
-        )
-    };
+    let run = turn_server(&["credentials", "--secret", secret, "--user", "alice", "--ttl", "1h"], logs.path());
+    let described = || format!("{}; output:\n{}", run.describe_status(), tail(&output(&run), 30));
     assert!(run.success(), "turn-server credentials: {}", described());
-    let (Some(username), Some(password)) = (
-        labelled(&run.stdout, "username"),
-        labelled(&run.stdout, "password"),
-    ) else {
+    let (Some(username), Some(password)) = (labelled(&run.stdout, "username"), labelled(&run.stdout, "password"))
+    else {
         panic!("no `username:` and `password:` lines: {}", described());
     };
     assert_rest_credential(&username, &password, secret, "alice", 3600);
@@ -376,12 +273,10 @@ fn credentials_subcommand_prints_ice_servers_for_the_configured_relays() {
     );
     let config = find_ice_config(&run.stdout)
         .unwrap_or_else(|| panic!("no JSON object with iceServers in stdout:\n{}", run.stdout));
-    let (urls, username, password) = turn_entry(&config).unwrap_or_else(|| {
-        panic!("no iceServers entry with a turn: URL and credentials: {config}")
-    });
+    let (urls, username, password) =
+        turn_entry(&config).unwrap_or_else(|| panic!("no iceServers entry with a turn: URL and credentials: {config}"));
     assert!(
-        urls.iter()
-            .any(|u| u == "turn:turn.example.org:3478?transport=udp"),
+        urls.iter().any(|u| u == "turn:turn.example.org:3478?transport=udp"),
         "the example config's relay is not in the turn: URLs {urls:?}"
     );
     assert_rest_credential(&username, &password, secret, "bob", 1800);
@@ -390,13 +285,7 @@ fn credentials_subcommand_prints_ice_servers_for_the_configured_relays() {
 /// The arguments of the line that runs `tool` in quickstart's "try it" text.
 fn printed_command(stdout: &str, tool: &str) -> Option<Vec<String>> {
     let line = stdout.lines().find(|l| l.trim_start().starts_with(tool))?;
-    Some(
-        line.split_whitespace()
-            .skip(1)
-            .filter(|w| *w != "&")
-            .map(str::to_owned)
-            .collect(),
-    )
+    Some(line.split_whitespace().skip(1).filter(|w| *w != "&").map(str::to_owned).collect())
 }
 
 #[tokio::test]
@@ -415,28 +304,15 @@ async fn quickstart_prints_an_ice_config_and_a_try_it_line_that_work() {
         ports.relay_max().to_string(),
     ]
     .into();
-    let mut child = process::spawn(
-        "quickstart",
-        &server_binary(),
-        &args,
-        logs.path(),
-        Duration::from_secs(180),
-    );
+    let mut child = process::spawn("quickstart", &server_binary(), &args, logs.path(), Duration::from_secs(180));
     let context = |child: &e2e::ChildGuard| {
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            tail(&child.stdout(), 30),
-            tail(&child.stderr(), 30)
-        )
+        format!("stdout:\n{}\nstderr:\n{}", tail(&child.stdout(), 30), tail(&child.stderr(), 30))
     };
     // The text is printed before the listener starts; wait for all of it.
     let deadline = Instant::now() + Duration::from_secs(10);
     let config = loop {
         let stdout = child.stdout();
-        if let (Some(c), true) = (
-            find_ice_config(&stdout),
-            stdout.contains("turnutils_uclient"),
-        ) {
+        if let (Some(c), true) = (find_ice_config(&stdout), stdout.contains("turnutils_uclient")) {
             break c;
         }
         if let Some(status) = child.exited() {
@@ -449,29 +325,18 @@ async fn quickstart_prints_an_ice_config_and_a_try_it_line_that_work() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let (urls, username, password) = turn_entry(&config)
-        .unwrap_or_else(|| panic!("no turn: entry with credentials in {config}"));
+    let (urls, username, password) =
+        turn_entry(&config).unwrap_or_else(|| panic!("no turn: entry with credentials in {config}"));
     let want = format!("turn:127.0.0.1:{port}");
-    assert!(
-        urls.iter().any(|u| u.starts_with(&want)),
-        "quickstart's TURN URLs {urls:?} do not point at {want}"
-    );
+    assert!(urls.iter().any(|u| u.starts_with(&want)), "quickstart's TURN URLs {urls:?} do not point at {want}");
 
     // The ICE config's credential works (the webrtc-rs client waits out the listener's start
     // with its own retransmissions).
-    let c = TurnClient::connect(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        &username,
-        &password,
-    )
-    .await;
+    let c = TurnClient::connect(format!("127.0.0.1:{port}").parse().unwrap(), &username, &password).await;
     let result = c.allocate().await;
     c.close().await;
     if let Err(e) = result {
-        panic!(
-            "Allocate with quickstart's credential failed: {e}; {}",
-            context(&child)
-        );
+        panic!("Allocate with quickstart's credential failed: {e}; {}", context(&child));
     }
 
     // And so do the printed coturn commands, run as printed.
@@ -480,12 +345,7 @@ async fn quickstart_prints_an_ice_config_and_a_try_it_line_that_work() {
         .unwrap_or_else(|| panic!("no turnutils_peer line; {}", context(&child)));
     let uclient_args = printed_command(&stdout, "turnutils_uclient")
         .unwrap_or_else(|| panic!("no turnutils_uclient line; {}", context(&child)));
-    let peer_port = peer_args
-        .iter()
-        .skip_while(|a| *a != "-p")
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3480);
+    let peer_port = peer_args.iter().skip_while(|a| *a != "-p").nth(1).and_then(|p| p.parse().ok()).unwrap_or(3480);
     let _peer = e2e::start_turnutils_peer(&peer_args, peer_port, logs.path());
     let run = process::run(
         "quickstart-uclient",

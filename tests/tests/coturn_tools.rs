@@ -20,12 +20,7 @@ use e2e::{require_tool, tail, Server, ServerBuilder};
 const UCLIENT_DEADLINE: Duration = Duration::from_secs(60);
 
 fn start_peer(port: u16, dir: &Path) -> ChildGuard {
-    let args = [
-        "-p".into(),
-        port.to_string(),
-        "-L".into(),
-        "127.0.0.1".into(),
-    ];
+    let args = ["-p".into(), port.to_string(), "-L".into(), "127.0.0.1".into()];
     e2e::start_turnutils_peer(&args, port, dir)
 }
 
@@ -58,32 +53,17 @@ struct Summary {
 /// `Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)`.
 fn parse_summary(out: &str) -> Option<Summary> {
     let sessions = last_value(out, "msz=", "msz")?;
-    let totals = out
-        .lines()
-        .rfind(|l| l.contains("start_mclient: tot_send_msgs="))?;
+    let totals = out.lines().rfind(|l| l.contains("start_mclient: tot_send_msgs="))?;
     let sent = last_value(totals, "", "tot_send_msgs")?;
     let received = last_value(totals, "", "tot_recv_msgs")?;
     let lost_line = out.lines().rfind(|l| l.contains("Total lost packets "))?;
     let after = &lost_line[lost_line.find("Total lost packets ")? + "Total lost packets ".len()..];
-    let lost = after
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()?;
+    let lost = after.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()?;
     // With -v each successful ChannelBind prints "cb response received:" then "success: 0x4...".
     let lines: Vec<&str> = out.lines().collect();
-    let channel_binds_ok = lines
-        .windows(2)
-        .filter(|w| w[0].contains("cb response received") && w[1].contains("success: 0x"))
-        .count();
-    Some(Summary {
-        sessions,
-        sent,
-        received,
-        lost,
-        channel_binds_ok,
-    })
+    let channel_binds_ok =
+        lines.windows(2).filter(|w| w[0].contains("cb response received") && w[1].contains("success: 0x")).count();
+    Some(Summary { sessions, sent, received, lost, channel_binds_ok })
 }
 
 /// How uclient moves data.
@@ -107,12 +87,7 @@ struct Load {
     interval_ms: u32,
 }
 
-const LOAD: Load = Load {
-    clients: 4,
-    messages: 300,
-    length: 172,
-    interval_ms: 5,
-};
+const LOAD: Load = Load { clients: 4, messages: 300, length: 172, interval_ms: 5 };
 
 /// Runs uclient against `server` with REST auth, through `turnutils_peer`.
 fn run_uclient(server_port: u16, secret: &str, peer_port: u16, mode: Mode, dir: &Path) -> Finished {
@@ -125,12 +100,7 @@ fn run_uclient(server_port: u16, secret: &str, peer_port: u16, mode: Mode, dir: 
         Mode::ClientToClient => args.extend(["-y".into(), "-c".into()]),
     }
     if mode != Mode::ClientToClient {
-        args.extend([
-            "-e".into(),
-            "127.0.0.1".into(),
-            "-r".into(),
-            peer_port.to_string(),
-        ]);
+        args.extend(["-e".into(), "127.0.0.1".into(), "-r".into(), peer_port.to_string()]);
     }
     args.extend(
         [
@@ -178,16 +148,11 @@ fn judge(run: &Finished, mode: Mode) -> Result<Summary, String> {
         Mode::SendIndications => s.channel_binds_ok == 0,
         Mode::Channels | Mode::RtpRtcpPairs | Mode::ClientToClient => s.channel_binds_ok > 0,
     };
-    if s.sessions == 0 || s.sent != expected || s.received != s.sent || s.lost != 0 || !channels_ok
-    {
+    if s.sessions == 0 || s.sent != expected || s.received != s.sent || s.lost != 0 || !channels_ok {
         return Err(format!(
             "expected {expected} messages sent and echoed with 0 lost and {} ChannelBind, got \
              {s:?}. {}",
-            if mode == Mode::SendIndications {
-                "no"
-            } else {
-                "successful"
-            },
+            if mode == Mode::SendIndications { "no" } else { "successful" },
             describe()
         ));
     }
@@ -198,22 +163,14 @@ fn uclient_against_our_server(name: &str, mode: Mode) {
     let server = ServerBuilder::new(name).start();
     let peer_port = server.ports().peer_port(0);
     let _peer = start_peer(peer_port, server.log_dir());
-    let run = run_uclient(
-        server.addr().port(),
-        server.secret(),
-        peer_port,
-        mode,
-        server.log_dir(),
-    );
+    let run = run_uclient(server.addr().port(), server.secret(), peer_port, mode, server.log_dir());
     let summary = match judge(&run, mode) {
         Ok(s) => s,
         Err(e) => server.fail(&e),
     };
     let mut server = server;
     let running = server.is_running();
-    server.check(running, || {
-        "the server exited during the uclient run".to_owned()
-    });
+    server.check(running, || "the server exited during the uclient run".to_owned());
     eprintln!("{name}: {summary:?} in {:.1?}", run.elapsed);
 }
 
@@ -253,13 +210,7 @@ fn uclient_harness_works_against_coturn_itself() {
     let peer_port = server.ports().peer_port(0);
     let _peer = start_peer(peer_port, server.log_dir());
     for mode in [Mode::Channels, Mode::SendIndications, Mode::ClientToClient] {
-        let run = run_uclient(
-            server.addr().port(),
-            server.secret(),
-            peer_port,
-            mode,
-            server.log_dir(),
-        );
+        let run = run_uclient(server.addr().port(), server.secret(), peer_port, mode, server.log_dir());
         if let Err(e) = judge(&run, mode) {
             panic!("the uclient harness fails against coturn's own turnserver: {e}");
         }
@@ -287,12 +238,8 @@ impl Forwarder {
         // Bounded: each thread also stops on its own after 30 s.
         let deadline = Instant::now() + Duration::from_secs(30);
         let outbound = {
-            let (front, public, stop, client) = (
-                Arc::clone(&front),
-                Arc::clone(&public),
-                Arc::clone(&stop),
-                Arc::clone(&client),
-            );
+            let (front, public, stop, client) =
+                (Arc::clone(&front), Arc::clone(&public), Arc::clone(&stop), Arc::clone(&client));
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -304,12 +251,8 @@ impl Forwarder {
             })
         };
         let inbound = {
-            let (front, public, stop, client) = (
-                Arc::clone(&front),
-                Arc::clone(&public),
-                Arc::clone(&stop),
-                Arc::clone(&client),
-            );
+            let (front, public, stop, client) =
+                (Arc::clone(&front), Arc::clone(&public), Arc::clone(&stop), Arc::clone(&client));
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -377,23 +320,15 @@ fn stunclient_gets_its_mapped_address() {
 
     // Directly: stunclient's socket port is not printed, so check the shape only.
     let direct = stunclient_mapped(&server, server.addr().port());
-    server.check(
-        direct.ip().is_loopback() && direct.port() != 0 && direct.port() != server.addr().port(),
-        || format!("direct run: reflexive address {direct} is not 127.0.0.1:<client port>"),
-    );
+    server.check(direct.ip().is_loopback() && direct.port() != 0 && direct.port() != server.addr().port(), || {
+        format!("direct run: reflexive address {direct} is not 127.0.0.1:<client port>")
+    });
 
     // Through a forwarder, the server sees a source address we chose: it must report exactly it.
-    let fwd = Forwarder::start(
-        server.ports().peer_port(1),
-        server.ports().peer_port(2),
-        server.addr(),
-    );
+    let fwd = Forwarder::start(server.ports().peer_port(1), server.ports().peer_port(2), server.addr());
     let mapped = stunclient_mapped(&server, fwd.front.port());
     server.check(mapped == fwd.public, || {
-        format!(
-            "through the forwarder the client's address is {}, stunclient printed {mapped}",
-            fwd.public
-        )
+        format!("through the forwarder the client's address is {}, stunclient printed {mapped}", fwd.public)
     });
 }
 
@@ -410,13 +345,7 @@ fn summary_parser_reads_coturn_output() {
 ";
     assert_eq!(
         parse_summary(out),
-        Some(Summary {
-            sessions: 4,
-            sent: 800,
-            received: 799,
-            lost: 1,
-            channel_binds_ok: 1
-        })
+        Some(Summary { sessions: 4, sent: 800, received: 799, lost: 1, channel_binds_ok: 1 })
     );
     assert_eq!(parse_summary("ERROR: Cannot complete Allocation"), None);
     assert_eq!(

@@ -18,10 +18,7 @@ const SILENCE: Duration = Duration::from_millis(700);
 async fn allocate(server: &Server, client: &TurnClient, who: &str) -> Relay {
     match client.allocate().await {
         Ok(relay) => relay,
-        Err(e) => server.fail(&format!(
-            "{who}: Allocate failed: {e}\n{who}'s packets: {}",
-            client.stats.summary()
-        )),
+        Err(e) => server.fail(&format!("{who}: Allocate failed: {e}\n{who}'s packets: {}", client.stats.summary())),
     }
 }
 
@@ -29,8 +26,7 @@ fn relayed_addr(server: &Server, relay: &Relay) -> SocketAddr {
     let addr = relay.local_addr().expect("relay local_addr");
     let ports = server.ports();
     server.check(
-        addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST)
-            && (ports.relay_min()..=ports.relay_max()).contains(&addr.port()),
+        addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) && (ports.relay_min()..=ports.relay_max()).contains(&addr.port()),
         || {
             format!(
                 "XOR-RELAYED-ADDRESS {addr} is not 127.0.0.1 within --min-port {} --max-port {}",
@@ -47,9 +43,7 @@ fn relayed_addr(server: &Server, relay: &Relay) -> SocketAddr {
 fn payload(side: u8, round: usize) -> Vec<u8> {
     const SIZES: [usize; 10] = [1, 2, 3, 4, 5, 7, 100, 333, 1000, 1200];
     let len = SIZES[round % SIZES.len()];
-    let mut x = u32::from(side)
-        .wrapping_mul(0x9E37_79B9)
-        .wrapping_add(u32::try_from(round).unwrap());
+    let mut x = u32::from(side).wrapping_mul(0x9E37_79B9).wrapping_add(u32::try_from(round).unwrap());
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -61,19 +55,12 @@ fn payload(side: u8, round: usize) -> Vec<u8> {
 }
 
 /// Receives the next datagram that is not in `ignore`, or fails the test.
-async fn expect_datagram(
-    server: &Server,
-    relay: &Relay,
-    who: &str,
-    ignore: &[&[u8]],
-) -> (Vec<u8>, SocketAddr) {
+async fn expect_datagram(server: &Server, relay: &Relay, who: &str, ignore: &[&[u8]]) -> (Vec<u8>, SocketAddr) {
     loop {
         match client::recv_from(relay, RECV_WITHIN).await {
             Some((data, _)) if ignore.contains(&data.as_slice()) => continue,
             Some(got) => return got,
-            None => server.fail(&format!(
-                "{who} received nothing through its relay within {RECV_WITHIN:?}"
-            )),
+            None => server.fail(&format!("{who} received nothing through its relay within {RECV_WITHIN:?}")),
         }
     }
 }
@@ -95,9 +82,7 @@ async fn two_allocations_relay_data_both_ways_over_channels() {
     let relay_b = allocate(&server, &bob, "bob").await;
     let addr_a = relayed_addr(&server, &relay_a);
     let addr_b = relayed_addr(&server, &relay_b);
-    server.check(addr_a != addr_b, || {
-        format!("two allocations got the same relayed address {addr_a}")
-    });
+    server.check(addr_a != addr_b, || format!("two allocations got the same relayed address {addr_a}"));
 
     // Each first send blocks on CreatePermission. Bob's permission (for 127.0.0.1) exists before
     // Alice sends, so Alice's primer must reach Bob; Bob's primer may or may not reach Alice
@@ -146,17 +131,14 @@ async fn two_allocations_relay_data_both_ways_over_channels() {
         let sent_cd = s.sent(Packet::ChannelData);
         let recv_cd = s.received(Packet::ChannelData);
         let sent_ind = s.sent(stun_packet(method::SEND, ClassKey::Indication));
-        server.check(
-            bound >= 1 && sent_cd >= 1 && recv_cd >= 1 && sent_ind >= 1,
-            || {
-                format!(
+        server.check(bound >= 1 && sent_cd >= 1 && recv_cd >= 1 && sent_ind >= 1, || {
+            format!(
                 "{who}: expected a successful ChannelBind, then ChannelData both ways (and Send \
                  indications before it): ChannelBind successes={bound}, ChannelData sent={sent_cd} \
                  received={recv_cd}, Send indications={sent_ind}\n{who}'s packets: {}",
                 s.summary()
             )
-            },
-        );
+        });
     }
     alice.close().await;
     bob.close().await;
@@ -172,12 +154,8 @@ async fn assert_allocate_unauthorized(server: &Server, username: &str, password:
             relay.local_addr()
         )),
         Err(e) => {
-            let allocate_401s = c
-                .stats
-                .error_responses()
-                .iter()
-                .filter(|&&(m, code)| m == method::ALLOCATE && code == 401)
-                .count();
+            let allocate_401s =
+                c.stats.error_responses().iter().filter(|&&(m, code)| m == method::ALLOCATE && code == 401).count();
             server.check(e.contains("401") && allocate_401s == 2, || {
                 format!(
                     "expected the authenticated Allocate to fail with 401, got error {e:?}; \
@@ -214,11 +192,7 @@ async fn expired_rest_username_gets_401() {
 
 #[tokio::test]
 async fn static_user_allocates_and_wrong_static_password_gets_401() {
-    let server = ServerBuilder::new("static_user")
-        .without_secret()
-        .arg("--user")
-        .arg("carol:wonderland")
-        .start();
+    let server = ServerBuilder::new("static_user").without_secret().arg("--user").arg("carol:wonderland").start();
     let c = TurnClient::connect(server.addr(), "carol", "wonderland").await;
     let relay = allocate(&server, &c, "carol").await;
     relayed_addr(&server, &relay);
@@ -239,15 +213,9 @@ async fn assert_permission_refused(server: &Server, peer: SocketAddr) {
             c.stats.summary()
         )),
         Err(e) => {
-            let refused = c
-                .stats
-                .error_responses()
-                .contains(&(method::CREATE_PERMISSION, 403));
+            let refused = c.stats.error_responses().contains(&(method::CREATE_PERMISSION, 403));
             server.check(e.contains("403") && refused, || {
-                format!(
-                    "expected CreatePermission to fail with 403, got {e:?}; packets: {}",
-                    c.stats.summary()
-                )
+                format!("expected CreatePermission to fail with 403, got {e:?}; packets: {}", c.stats.summary())
             });
         }
     }
@@ -256,9 +224,7 @@ async fn assert_permission_refused(server: &Server, peer: SocketAddr) {
 
 #[tokio::test]
 async fn loopback_peer_refused_with_403_by_default() {
-    let server = ServerBuilder::new("loopback_refused")
-        .refuse_loopback_peers()
-        .start();
+    let server = ServerBuilder::new("loopback_refused").refuse_loopback_peers().start();
     // The relayed address of another allocation on this server is a loopback address.
     let (u, p) = server.credential("bob");
     let bob = TurnClient::connect(server.addr(), &u, &p).await;
@@ -272,20 +238,15 @@ async fn loopback_peer_refused_with_403_by_default() {
 
 #[tokio::test]
 async fn denied_peer_ip_overrides_allow_loopback() {
-    let server = ServerBuilder::new("denied_peer_ip")
-        .arg("--denied-peer-ip")
-        .arg("127.0.0.0-127.255.255.255")
-        .start();
+    let server = ServerBuilder::new("denied_peer_ip").arg("--denied-peer-ip").arg("127.0.0.0-127.255.255.255").start();
     assert_permission_refused(&server, "127.0.0.1:9".parse().unwrap()).await;
 }
 
 /// A plain UDP socket as the peer: data from it is dropped until the client creates a
 /// permission, then flows both ways with the relayed address as the visible source.
-async fn relay_to_plain_peer(server: &Server) {
+async fn relay_to_plain_peer(server: &Server, peer_ip: Ipv4Addr) {
     let peer_port = server.ports().peer_port(0);
-    let peer = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, peer_port))
-        .await
-        .expect("bind peer socket");
+    let peer = tokio::net::UdpSocket::bind((peer_ip, peer_port)).await.expect("bind peer socket");
     let peer_addr = peer.local_addr().unwrap();
     let (u, p) = server.credential("alice");
     let c = TurnClient::connect(server.addr(), &u, &p).await;
@@ -295,18 +256,14 @@ async fn relay_to_plain_peer(server: &Server) {
     // No permission yet: the server must drop what the peer sends.
     peer.send_to(b"too early", relay_addr).await.unwrap();
     if let Some((data, from)) = client::recv_from(&relay, SILENCE).await {
-        server.fail(&format!(
-            "data from {from} reached the client before any permission existed: {data:?}"
-        ));
+        server.fail(&format!("data from {from} reached the client before any permission existed: {data:?}"));
     }
 
     send(server, &relay, b"hello peer", peer_addr, "alice").await;
     let mut buf = [0u8; 2048];
     let (n, from) = match tokio::time::timeout(RECV_WITHIN, peer.recv_from(&mut buf)).await {
         Ok(Ok(got)) => got,
-        _ => server.fail(&format!(
-            "peer {peer_addr} received nothing from the relay within {RECV_WITHIN:?}"
-        )),
+        _ => server.fail(&format!("peer {peer_addr} received nothing from the relay within {RECV_WITHIN:?}")),
     };
     server.check(&buf[..n] == b"hello peer" && from == relay_addr, || {
         format!(
@@ -329,25 +286,27 @@ async fn relay_to_plain_peer(server: &Server) {
 #[tokio::test]
 async fn peer_without_permission_is_dropped_then_relayed_once_permitted() {
     let server = ServerBuilder::new("permission_gate").start();
-    relay_to_plain_peer(&server).await;
+    relay_to_plain_peer(&server, Ipv4Addr::LOCALHOST).await;
 }
 
+/// `--allowed-peer-ip` opens a range of the built-in deny list. The peer is on 127.0.0.2, a
+/// loopback address that is not one of the server's own (it listens and relays on 127.0.0.1).
 #[tokio::test]
-async fn allowed_peer_ip_opens_loopback_peer() {
+async fn allowed_peer_ip_opens_a_denied_range() {
+    let peer_ip = Ipv4Addr::new(127, 0, 0, 2);
     let server = ServerBuilder::new("allowed_peer_ip")
         .refuse_loopback_peers()
         .arg("--allowed-peer-ip")
-        .arg("127.0.0.1")
+        .arg(peer_ip.to_string())
         .start();
-    relay_to_plain_peer(&server).await;
+    relay_to_plain_peer(&server, peer_ip).await;
+    // Only that address: its neighbour stays refused.
+    assert_permission_refused(&server, "127.0.0.3:9".parse().unwrap()).await;
 }
 
 #[tokio::test]
 async fn user_quota_refuses_second_allocation_with_486() {
-    let server = ServerBuilder::new("user_quota")
-        .arg("--user-quota")
-        .arg("1")
-        .start();
+    let server = ServerBuilder::new("user_quota").arg("--user-quota").arg("1").start();
     let (u, p) = server.credential("alice");
     let first = TurnClient::connect(server.addr(), &u, &p).await;
     let _relay = allocate(&server, &first, "alice #1").await;
@@ -355,10 +314,7 @@ async fn user_quota_refuses_second_allocation_with_486() {
     match second.allocate().await {
         Ok(_) => server.fail("a second allocation for the same user succeeded with --user-quota 1"),
         Err(e) => server.check(e.contains("486"), || {
-            format!(
-                "expected 486 Allocation Quota Reached, got {e:?}; packets: {}",
-                second.stats.summary()
-            )
+            format!("expected 486 Allocation Quota Reached, got {e:?}; packets: {}", second.stats.summary())
         }),
     }
     // Another user is not affected.
@@ -383,13 +339,10 @@ async fn binding_reports_the_source_address() {
         Duration::from_millis(200),
         Duration::from_secs(3),
     );
-    let Some(response) = response else {
-        server.fail("no answer to a Binding request")
-    };
-    server.check(
-        response.class == stun::Class::Success && response.xor_mapped_address == Some(local),
-        || format!("Binding from {local}: expected success with XOR-MAPPED-ADDRESS {local}, got {response:?}"),
-    );
+    let Some(response) = response else { server.fail("no answer to a Binding request") };
+    server.check(response.class == stun::Class::Success && response.xor_mapped_address == Some(local), || {
+        format!("Binding from {local}: expected success with XOR-MAPPED-ADDRESS {local}, got {response:?}")
+    });
     // The webrtc-rs client agrees.
     let (u, p) = server.credential("alice");
     let c = TurnClient::connect(server.addr(), &u, &p).await;
@@ -397,18 +350,13 @@ async fn binding_reports_the_source_address() {
         .await
         .expect("binding request timed out")
         .expect("binding request failed");
-    server.check(mapped == c.local, || {
-        format!("webrtc-rs client: mapped {mapped}, expected {}", c.local)
-    });
+    server.check(mapped == c.local, || format!("webrtc-rs client: mapped {mapped}, expected {}", c.local));
     c.close().await;
 }
 
 #[tokio::test]
 async fn no_stun_ignores_binding_but_still_relays() {
-    let server = ServerBuilder::new("no_stun")
-        .arg("--no-stun")
-        .probe_with_allocate()
-        .start();
+    let server = ServerBuilder::new("no_stun").arg("--no-stun").probe_with_allocate().start();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let response = stun::transact(
         &socket,
@@ -431,10 +379,7 @@ async fn no_stun_ignores_binding_but_still_relays() {
 
 #[tokio::test]
 async fn total_quota_refuses_allocations_beyond_it_with_508() {
-    let server = ServerBuilder::new("total_quota")
-        .arg("--total-quota")
-        .arg("2")
-        .start();
+    let server = ServerBuilder::new("total_quota").arg("--total-quota").arg("2").start();
     let mut clients = Vec::new();
     let mut relays = Vec::new();
     for user in ["alice", "bob"] {
@@ -448,10 +393,7 @@ async fn total_quota_refuses_allocations_beyond_it_with_508() {
     match third.allocate().await {
         Ok(_) => server.fail("a third allocation succeeded with --total-quota 2"),
         Err(e) => server.check(e.contains("508"), || {
-            format!(
-                "expected 508 Insufficient Capacity, got {e:?}; packets: {}",
-                third.stats.summary()
-            )
+            format!("expected 508 Insufficient Capacity, got {e:?}; packets: {}", third.stats.summary())
         }),
     }
     clients.push(third);
@@ -462,17 +404,13 @@ async fn total_quota_refuses_allocations_beyond_it_with_508() {
 
 #[tokio::test]
 async fn max_allocate_lifetime_caps_the_granted_lifetime() {
-    let server = ServerBuilder::new("max_lifetime")
-        .arg("--max-allocate-lifetime")
-        .arg("120")
-        .start();
+    let server = ServerBuilder::new("max_lifetime").arg("--max-allocate-lifetime").arg("120").start();
     let (u, p) = server.credential("alice");
     let c = TurnClient::connect(server.addr(), &u, &p).await;
     let _relay = allocate(&server, &c, "alice").await;
     let lifetimes = c.stats.allocate_lifetimes();
-    server.check(
-        lifetimes.len() == 1 && (1..=120).contains(&lifetimes[0]),
-        || format!("expected one Allocate success with 0 < LIFETIME <= 120, got {lifetimes:?}"),
-    );
+    server.check(lifetimes.len() == 1 && (1..=120).contains(&lifetimes[0]), || {
+        format!("expected one Allocate success with 0 < LIFETIME <= 120, got {lifetimes:?}")
+    });
     c.close().await;
 }

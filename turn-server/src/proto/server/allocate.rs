@@ -52,8 +52,7 @@ impl Server {
                 let relays = existing.relays.clone();
                 return self.reply_allocated(tuple, req, &relays, lifetime, None, &[], &key);
             }
-            tracing::debug!(client = %tuple.client, "refused Allocate: 5-tuple already has an allocation");
-            return self.reply_error(tuple, req, 437, Some(&key));
+            return self.reply_error(tuple, req, 437, Some(&key), "5-tuple already has an allocation");
         }
         let unknown: Vec<u16> = req.unknown_required().collect();
         if !unknown.is_empty() {
@@ -62,19 +61,17 @@ impl Server {
         let request = match parse_allocate(req) {
             Ok(r) => r,
             Err(code) => {
-                tracing::debug!(client = %tuple.client, code, "refused Allocate: bad request attributes");
-                return self.reply_error(tuple, req, code, Some(&key));
+                return self.reply_error(tuple, req, code, Some(&key), "bad Allocate attributes");
             }
         };
         if let Err(code) = self.check_quota(&auth) {
-            tracing::debug!(client = %tuple.client, user = auth.quota_user, code, "refused Allocate: quota");
-            return self.reply_error(tuple, req, code, Some(&key));
+            let why = format!("quota reached for user {}", auth.quota_user);
+            return self.reply_error(tuple, req, code, Some(&key), &why);
         }
         let opened = match self.open_relays(now.instant, &request, sockets) {
             Ok(r) => r,
             Err(code) => {
-                tracing::debug!(client = %tuple.client, code, "refused Allocate: no relay address");
-                return self.reply_error(tuple, req, code, Some(&key));
+                return self.reply_error(tuple, req, code, Some(&key), "no relay address available");
             }
         };
         let lifetime = self.clamp_lifetime(request.lifetime, now.instant, now.instant);
@@ -291,8 +288,7 @@ impl Server {
         let Some(auth) = self.authenticate(now, tuple, req) else { return };
         let key = auth.response_key;
         let Some(alloc) = self.allocations.get(&tuple) else {
-            tracing::debug!(client = %tuple.client, "refused Refresh: no allocation");
-            return self.reply_error(tuple, req, 437, Some(&key));
+            return self.reply_error(tuple, req, 437, Some(&key), "no allocation");
         };
         let unknown: Vec<u16> = req.unknown_required().collect();
         if !unknown.is_empty() {
@@ -304,12 +300,12 @@ impl Server {
                 Err(_) => false,
             };
             if !family_matches {
-                return self.reply_error(tuple, req, 443, Some(&key));
+                return self.reply_error(tuple, req, 443, Some(&key), "REQUESTED-ADDRESS-FAMILY differs");
             }
         }
         let requested = match req.get(attr::LIFETIME).map(attr::decode_u32).transpose() {
             Ok(r) => r,
-            Err(_) => return self.reply_error(tuple, req, 400, Some(&key)),
+            Err(_) => return self.reply_error(tuple, req, 400, Some(&key), "malformed LIFETIME"),
         };
         let lifetime = if requested == Some(0) {
             self.remove_allocation(&tuple, now.instant, EndReason::Deleted, sockets);

@@ -34,12 +34,11 @@ impl Server {
         let (Some(username), Some(realm), Some(nonce)) =
             (req.get(attr::USERNAME), req.get(attr::REALM), req.get(attr::NONCE))
         else {
-            tracing::debug!(client = %tuple.client, "refused {}: integrity without USERNAME/REALM/NONCE", method.name());
-            self.reply_error(tuple, req, 400, None);
+            self.reply_error(tuple, req, 400, None, "integrity without USERNAME, REALM and NONCE");
             return None;
         };
         let Some(username) = std::str::from_utf8(username).ok().filter(|u| u.len() <= MAX_USERNAME) else {
-            self.reply_error(tuple, req, 400, None);
+            self.reply_error(tuple, req, 400, None, "USERNAME not UTF-8 or too long");
             return None;
         };
         match self.nonces.check(nonce, tuple.client.ip(), now.unix_secs) {
@@ -51,8 +50,7 @@ impl Server {
             }
         }
         let Some(password_algorithm) = self.negotiated_algorithm(req) else {
-            tracing::debug!(client = %tuple.client, "refused {}: password algorithm mismatch", method.name());
-            self.reply_error(tuple, req, 400, None);
+            self.reply_error(tuple, req, 400, None, "PASSWORD-ALGORITHM(S) mismatch");
             return None;
         };
         if realm != self.cfg.realm.as_bytes() {
@@ -65,9 +63,9 @@ impl Server {
         // rotated away or a credential expired since then must not drop a call in progress.
         if let Some(alloc) = self.allocations.get(&tuple) {
             if alloc.username != username {
-                tracing::debug!(client = %tuple.client, username, "refused {}: not the allocation's username", method.name());
                 let key = ResponseKey { key: alloc.key.clone(), algorithm };
-                self.reply_error(tuple, req, 441, Some(&key));
+                let why = format!("username {username:?} is not the allocation's");
+                self.reply_error(tuple, req, 441, Some(&key), &why);
                 return None;
             }
             if alloc.key.algorithm() == password_algorithm

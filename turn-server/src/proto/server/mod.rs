@@ -233,8 +233,8 @@ impl Server {
             (Class::Request, Method::CreatePermission) => self.create_permission(now, tuple, &msg),
             (Class::Request, Method::ChannelBind) => self.channel_bind(now, tuple, &msg),
             (Class::Request, method) => {
-                tracing::debug!(client = %tuple.client, method = method.code(), "refused: unsupported method");
-                self.reply_error(tuple, &msg, 400, None);
+                let why = format!("unsupported method {:#05x}", method.code());
+                self.reply_error(tuple, &msg, 400, None, &why);
             }
             (Class::Indication, Method::Send) => return self.send_indication(now.instant, tuple, &msg),
             // Binding indications are keepalives; responses are not ours to handle.

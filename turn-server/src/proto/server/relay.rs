@@ -19,7 +19,7 @@ impl Server {
         let Some(auth) = self.authenticate(now, tuple, req) else { return };
         let key = auth.response_key;
         let Some(alloc) = self.allocations.get(&tuple) else {
-            return self.reply_error(tuple, req, 437, Some(&key));
+            return self.reply_error(tuple, req, 437, Some(&key), "no allocation");
         };
         let unknown: Vec<u16> = req.unknown_required().collect();
         if !unknown.is_empty() {
@@ -29,20 +29,20 @@ impl Server {
         for value in req.attributes().filter(|a| a.code == XOR_PEER_ADDRESS).map(|a| a.value) {
             match attr::decode_xor_address(value, req.transaction_id()) {
                 Ok(peer) => peers.push(peer),
-                Err(_) => return self.reply_error(tuple, req, 400, Some(&key)),
+                Err(_) => return self.reply_error(tuple, req, 400, Some(&key), "malformed XOR-PEER-ADDRESS"),
             }
         }
         if peers.is_empty() {
-            return self.reply_error(tuple, req, 400, Some(&key));
+            return self.reply_error(tuple, req, 400, Some(&key), "no XOR-PEER-ADDRESS");
         }
         // All or nothing (RFC 8656 9.2): check every peer before installing any.
         for peer in &peers {
             if alloc.relay_for(peer).is_none() {
-                return self.reply_error(tuple, req, 443, Some(&key));
+                return self.reply_error(tuple, req, 443, Some(&key), "no relay of the peer's address family");
             }
             if let Err(why) = self.cfg.peer_policy.check(peer.ip()) {
-                tracing::debug!(client = %tuple.client, %peer, reason = why.as_str(), "refused CreatePermission: 403");
-                return self.reply_error(tuple, req, 403, Some(&key));
+                let why = format!("peer {peer} refused: {}", why.as_str());
+                return self.reply_error(tuple, req, 403, Some(&key), &why);
             }
         }
         let expires = now.instant + self.cfg.lifetimes.permission;
@@ -50,8 +50,7 @@ impl Server {
         let Some(alloc) = self.allocations.get_mut(&tuple) else { return };
         for peer in &peers {
             if !alloc.install_permission(peer.ip(), expires, now.instant, cap) {
-                tracing::debug!(client = %tuple.client, "refused CreatePermission: permission cap");
-                return self.reply_error(tuple, req, 508, Some(&key));
+                return self.reply_error(tuple, req, 508, Some(&key), "permission cap reached");
             }
         }
         self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
@@ -61,7 +60,7 @@ impl Server {
         let Some(auth) = self.authenticate(now, tuple, req) else { return };
         let key = auth.response_key;
         let Some(alloc) = self.allocations.get(&tuple) else {
-            return self.reply_error(tuple, req, 437, Some(&key));
+            return self.reply_error(tuple, req, 437, Some(&key), "no allocation");
         };
         let unknown: Vec<u16> = req.unknown_required().collect();
         if !unknown.is_empty() {
@@ -70,19 +69,24 @@ impl Server {
         let number = req.get(attr::CHANNEL_NUMBER).map(attr::decode_channel_number);
         let peer = req.get(XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, req.transaction_id()));
         let (Some(Ok(number)), Some(Ok(peer))) = (number, peer) else {
-            tracing::debug!(client = %tuple.client, "refused ChannelBind: missing or malformed CHANNEL-NUMBER/XOR-PEER-ADDRESS");
-            return self.reply_error(tuple, req, 400, Some(&key));
+            return self.reply_error(
+                tuple,
+                req,
+                400,
+                Some(&key),
+                "missing or malformed CHANNEL-NUMBER or XOR-PEER-ADDRESS",
+            );
         };
         if !channel_data::is_valid_channel(number) {
-            tracing::debug!(client = %tuple.client, number, "refused ChannelBind: channel number out of range");
-            return self.reply_error(tuple, req, 400, Some(&key));
+            let why = format!("channel number {number:#06x} out of range");
+            return self.reply_error(tuple, req, 400, Some(&key), &why);
         }
         if alloc.relay_for(&peer).is_none() {
-            return self.reply_error(tuple, req, 443, Some(&key));
+            return self.reply_error(tuple, req, 443, Some(&key), "no relay of the peer's address family");
         }
         if let Err(why) = self.cfg.peer_policy.check_peer(peer) {
-            tracing::debug!(client = %tuple.client, %peer, reason = why.as_str(), "refused ChannelBind: 403");
-            return self.reply_error(tuple, req, 403, Some(&key));
+            let why = format!("peer {peer} refused: {}", why.as_str());
+            return self.reply_error(tuple, req, 403, Some(&key), &why);
         }
         let channel_expires = now.instant + self.cfg.lifetimes.channel;
         let permission_expires = now.instant + self.cfg.lifetimes.permission;
@@ -91,13 +95,12 @@ impl Server {
         if let Err(conflict) =
             alloc.bind_channel(number, peer, channel_expires, now.instant, quotas.channels_per_allocation)
         {
-            tracing::debug!(client = %tuple.client, ?conflict, "refused ChannelBind");
             let code = if conflict == ChannelConflict::TooMany { 508 } else { 400 };
-            return self.reply_error(tuple, req, code, Some(&key));
+            return self.reply_error(tuple, req, code, Some(&key), &format!("channel conflict: {conflict:?}"));
         }
         // A channel binding also installs or refreshes the permission for its peer (RFC 8656 11.2).
         if !alloc.install_permission(peer.ip(), permission_expires, now.instant, quotas.permissions_per_allocation) {
-            return self.reply_error(tuple, req, 508, Some(&key));
+            return self.reply_error(tuple, req, 508, Some(&key), "permission cap reached");
         }
         self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
     }

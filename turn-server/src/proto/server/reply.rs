@@ -60,7 +60,17 @@ impl Server {
         self.transmits.push_back(Transmit { tuple, data: b.finish() });
     }
 
-    pub(super) fn reply_error(&mut self, tuple: FiveTuple, req: &Message<'_>, code: u16, key: Option<&ResponseKey>) {
+    /// An error response; `why` is logged at debug level, so every refusal can be traced with -v.
+    pub(super) fn reply_error(
+        &mut self,
+        tuple: FiveTuple,
+        req: &Message<'_>,
+        code: u16,
+        key: Option<&ResponseKey>,
+        why: &str,
+    ) {
+        let method = req.message_type().method.name();
+        tracing::debug!(client = %tuple.client, method, code, why, "refused request");
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(code, reason(code));
         self.queue(tuple, b, key);
@@ -74,6 +84,7 @@ impl Server {
         unknown: &[u16],
         key: Option<&ResponseKey>,
     ) {
+        tracing::debug!(client = %tuple.client, method = req.message_type().method.name(), ?unknown, "refused request: 420");
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(420, reason(420)).unknown_attributes(unknown);
         self.queue(tuple, b, key);
