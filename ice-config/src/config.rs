@@ -258,6 +258,24 @@ pub struct TurnConfig {
     pub software: String,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+    /// Do not listen on UDP (coturn `no-udp`).
+    pub no_udp: bool,
+    /// Do not listen on TCP (coturn `no-tcp`).
+    pub no_tcp: bool,
+    /// Do not listen on TLS (coturn `no-tls`).
+    pub no_tls: bool,
+    /// TURN-over-TLS ports (`turns:`), e.g. `[5349, 443]`; used when `cert` and `pkey` are set.
+    pub tls_listening_ports: Vec<u16>,
+    /// PEM certificate chain for TLS (coturn `cert`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key for TLS (coturn `pkey`).
+    pub pkey: Option<PathBuf>,
+    /// TCP/TLS connections one source address may hold at once.
+    pub max_connections_per_ip: u32,
+    /// A TCP/TLS connection without an allocation is closed after this long without a message.
+    pub stream_idle_timeout_secs: u64,
+    /// A TLS handshake, or a message that has started to arrive, must finish within this.
+    pub stream_handshake_timeout_secs: u64,
 }
 
 impl Default for TurnConfig {
@@ -284,6 +302,15 @@ impl Default for TurnConfig {
             no_stun: false,
             software: "turn-server".into(),
             workers: 0,
+            no_udp: false,
+            no_tcp: false,
+            no_tls: false,
+            tls_listening_ports: vec![5349],
+            cert: None,
+            pkey: None,
+            max_connections_per_ip: 64,
+            stream_idle_timeout_secs: 60,
+            stream_handshake_timeout_secs: 10,
         }
     }
 }

@@ -416,11 +416,11 @@ impl Drop for Server {
 }
 
 /// Starts `turnutils_peer args...` (coturn's UDP echo peer) and waits until it echoes on
-/// 127.0.0.1:`port`, bounded to 10 s.
-pub fn start_turnutils_peer(args: &[String], port: u16, dir: &Path) -> ChildGuard {
+/// `addr`, bounded to 10 s.
+pub fn start_turnutils_peer(args: &[String], addr: SocketAddr, dir: &Path) -> ChildGuard {
     let tool = require_tool("turnutils_peer");
     let mut peer = process::spawn("turnutils_peer", &tool, args, dir, Duration::from_secs(180));
-    let probe = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+    let probe = UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).expect("bind probe socket");
     probe.set_read_timeout(Some(Duration::from_millis(100))).expect("set read timeout");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 64];
@@ -428,7 +428,7 @@ pub fn start_turnutils_peer(args: &[String], port: u16, dir: &Path) -> ChildGuar
         if let Some(status) = peer.exited() {
             panic!("turnutils_peer {} exited early ({status}): {}", args.join(" "), tail(&peer.stderr(), 20));
         }
-        let _ = probe.send_to(b"e2e-probe", (Ipv4Addr::LOCALHOST, port));
+        let _ = probe.send_to(b"e2e-probe", addr);
         if let Ok((n, _)) = probe.recv_from(&mut buf) {
             if &buf[..n] == b"e2e-probe" {
                 return peer;
@@ -436,7 +436,7 @@ pub fn start_turnutils_peer(args: &[String], port: u16, dir: &Path) -> ChildGuar
         }
     }
     panic!(
-        "turnutils_peer {} did not echo on 127.0.0.1:{port} within 10 s: {}",
+        "turnutils_peer {} did not echo on {addr} within 10 s: {}",
         args.join(" "),
         tail(&peer.stderr(), 20)
     );

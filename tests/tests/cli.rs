@@ -346,7 +346,7 @@ async fn quickstart_prints_an_ice_config_and_a_try_it_line_that_work() {
     let uclient_args = printed_command(&stdout, "turnutils_uclient")
         .unwrap_or_else(|| panic!("no turnutils_uclient line; {}", context(&child)));
     let peer_port = peer_args.iter().skip_while(|a| *a != "-p").nth(1).and_then(|p| p.parse().ok()).unwrap_or(3480);
-    let _peer = e2e::start_turnutils_peer(&peer_args, peer_port, logs.path());
+    let _peer = e2e::start_turnutils_peer(&peer_args, ([127, 0, 0, 1], peer_port).into(), logs.path());
     let run = process::run(
         "quickstart-uclient",
         &e2e::require_tool("turnutils_uclient"),

@@ -7,7 +7,7 @@
 //! as a harness failure, not as a failure of our server.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,9 +19,9 @@ use e2e::{require_tool, tail, Server, ServerBuilder};
 /// Bound on one uclient run (it needs ~5 s for the loads below).
 const UCLIENT_DEADLINE: Duration = Duration::from_secs(60);
 
-fn start_peer(port: u16, dir: &Path) -> ChildGuard {
-    let args = ["-p".into(), port.to_string(), "-L".into(), "127.0.0.1".into()];
-    e2e::start_turnutils_peer(&args, port, dir)
+fn start_peer(peer: SocketAddr, dir: &Path) -> ChildGuard {
+    let args = ["-p".into(), peer.port().to_string(), "-L".into(), peer.ip().to_string()];
+    e2e::start_turnutils_peer(&args, peer, dir)
 }
 
 /// The value after `key=` on the last line containing `marker` and `key=`.
@@ -89,8 +89,9 @@ struct Load {
 
 const LOAD: Load = Load { clients: 4, messages: 300, length: 172, interval_ms: 5 };
 
-/// Runs uclient against `server` with REST auth, through `turnutils_peer`.
-fn run_uclient(server_port: u16, secret: &str, peer_port: u16, mode: Mode, dir: &Path) -> Finished {
+/// Runs uclient against `server` with REST auth, through the echo peer at `peer`. An IPv6
+/// server address asks for an IPv6 relayed address (`-x`).
+fn run_uclient(server: SocketAddr, secret: &str, peer: SocketAddr, mode: Mode, dir: &Path) -> Finished {
     let uclient = require_tool("turnutils_uclient");
     let mut args: Vec<String> = vec!["-v".into()];
     match mode {
@@ -99,13 +100,16 @@ fn run_uclient(server_port: u16, secret: &str, peer_port: u16, mode: Mode, dir: 
         Mode::RtpRtcpPairs => {}
         Mode::ClientToClient => args.extend(["-y".into(), "-c".into()]),
     }
+    if server.is_ipv6() {
+        args.push("-x".into());
+    }
     if mode != Mode::ClientToClient {
-        args.extend(["-e".into(), "127.0.0.1".into(), "-r".into(), peer_port.to_string()]);
+        args.extend(["-e".into(), peer.ip().to_string(), "-r".into(), peer.port().to_string()]);
     }
     args.extend(
         [
             "-p",
-            &server_port.to_string(),
+            &server.port().to_string(),
             "-W",
             secret,
             "-u",
@@ -118,7 +122,7 @@ fn run_uclient(server_port: u16, secret: &str, peer_port: u16, mode: Mode, dir: 
             &LOAD.length.to_string(),
             "-z",
             &LOAD.interval_ms.to_string(),
-            "127.0.0.1",
+            &server.ip().to_string(),
         ]
         .map(str::to_owned),
     );
@@ -159,11 +163,18 @@ fn judge(run: &Finished, mode: Mode) -> Result<Summary, String> {
     Ok(s)
 }
 
-fn uclient_against_our_server(name: &str, mode: Mode) {
-    let server = ServerBuilder::new(name).start();
-    let peer_port = server.ports().peer_port(0);
-    let _peer = start_peer(peer_port, server.log_dir());
-    let run = run_uclient(server.addr().port(), server.secret(), peer_port, mode, server.log_dir());
+/// Starts our server (also on ::1 when `ip` is IPv6), an echo peer on `ip`, and judges a uclient
+/// run between them.
+fn uclient_against_our_server(name: &str, mode: Mode, ip: IpAddr) {
+    let mut builder = ServerBuilder::new(name);
+    if ip.is_ipv6() {
+        builder = builder.arg("--listening-ip").arg(ip.to_string()).arg("--relay-ip").arg(ip.to_string());
+    }
+    let server = builder.start();
+    let peer = SocketAddr::new(ip, server.ports().peer_port(0));
+    let _peer = start_peer(peer, server.log_dir());
+    let target = SocketAddr::new(ip, server.addr().port());
+    let run = run_uclient(target, server.secret(), peer, mode, server.log_dir());
     let summary = match judge(&run, mode) {
         Ok(s) => s,
         Err(e) => server.fail(&e),
@@ -174,24 +185,31 @@ fn uclient_against_our_server(name: &str, mode: Mode) {
     eprintln!("{name}: {summary:?} in {:.1?}", run.elapsed);
 }
 
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 #[test]
 fn uclient_over_channels_loses_nothing() {
-    uclient_against_our_server("uclient_channels", Mode::Channels);
+    uclient_against_our_server("uclient_channels", Mode::Channels, V4);
 }
 
 #[test]
 fn uclient_over_send_indications_loses_nothing() {
-    uclient_against_our_server("uclient_send_indications", Mode::SendIndications);
+    uclient_against_our_server("uclient_send_indications", Mode::SendIndications, V4);
 }
 
 #[test]
 fn uclient_client_to_client_loses_nothing() {
-    uclient_against_our_server("uclient_client_to_client", Mode::ClientToClient);
+    uclient_against_our_server("uclient_client_to_client", Mode::ClientToClient, V4);
+}
+
+#[test]
+fn uclient_over_ipv6_loses_nothing() {
+    uclient_against_our_server("uclient_ipv6", Mode::Channels, IpAddr::V6(Ipv6Addr::LOCALHOST));
 }
 
 #[test]
 fn uclient_rtp_rtcp_allocation_pairs_lose_nothing() {
-    uclient_against_our_server("uclient_rtp_rtcp", Mode::RtpRtcpPairs);
+    uclient_against_our_server("uclient_rtp_rtcp", Mode::RtpRtcpPairs, V4);
 }
 
 /// The same harness against coturn's `turnserver`: proves the output parser and the load work
@@ -207,10 +225,10 @@ fn uclient_harness_works_against_coturn_itself() {
         .arg("--no-tcp")
         .arg("--no-tcp-relay")
         .start();
-    let peer_port = server.ports().peer_port(0);
-    let _peer = start_peer(peer_port, server.log_dir());
+    let peer = SocketAddr::new(V4, server.ports().peer_port(0));
+    let _peer = start_peer(peer, server.log_dir());
     for mode in [Mode::Channels, Mode::SendIndications, Mode::ClientToClient] {
-        let run = run_uclient(server.addr().port(), server.secret(), peer_port, mode, server.log_dir());
+        let run = run_uclient(server.addr(), server.secret(), peer, mode, server.log_dir());
         if let Err(e) = judge(&run, mode) {
             panic!("the uclient harness fails against coturn's own turnserver: {e}");
         }
@@ -286,8 +304,10 @@ impl Drop for Forwarder {
 /// The reflexive address stunclient prints: `IPv4. UDP reflexive addr: 127.0.0.1:36568`.
 fn reflexive_addr(out: &str) -> Option<SocketAddr> {
     let line = out.lines().find(|l| l.contains("UDP reflexive addr: "))?;
-    let addr = &line[line.find("UDP reflexive addr: ")? + "UDP reflexive addr: ".len()..];
-    addr.trim().parse().ok()
+    let addr = line[line.find("UDP reflexive addr: ")? + "UDP reflexive addr: ".len()..].trim();
+    // IPv6 comes without brackets: `::1:60168`.
+    let (ip, port) = addr.rsplit_once(':')?;
+    Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
 }
 
 fn run_stunclient(port: u16, dir: &Path) -> Finished {

@@ -89,6 +89,27 @@ pub struct RunArgs {
     /// Longest an allocation may be refreshed in all, in seconds (default 86400; 0 = unlimited).
     #[arg(long = "max-session-lifetime", value_name = "SECS")]
     pub max_session_lifetime: Option<u64>,
+    /// TURN-over-TLS port (repeatable, e.g. 5349 and 443); TLS runs when --cert and --pkey are set.
+    #[arg(long = "tls-listening-port", value_name = "PORT")]
+    pub tls_listening_port: Vec<u16>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub pkey: Option<PathBuf>,
+    /// Do not listen on UDP.
+    #[arg(long = "no-udp")]
+    pub no_udp: bool,
+    /// Do not listen on TCP.
+    #[arg(long = "no-tcp")]
+    pub no_tcp: bool,
+    /// Do not listen on TLS.
+    #[arg(long = "no-tls")]
+    pub no_tls: bool,
+    /// TCP/TLS connections one source address may hold (default 64).
+    #[arg(long = "max-connections-per-ip", value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
     /// Ignore STUN Binding requests (TURN only).
     #[arg(long = "no-stun")]
     pub no_stun: bool,
@@ -161,6 +182,19 @@ impl RunArgs {
         t.use_auth_secret |= self.use_auth_secret;
         t.allow_loopback_peers |= self.allow_loopback_peers;
         t.no_stun |= self.no_stun;
+        t.no_udp |= self.no_udp;
+        t.no_tcp |= self.no_tcp;
+        t.no_tls |= self.no_tls;
+        if !self.tls_listening_port.is_empty() {
+            t.tls_listening_ports = self.tls_listening_port.clone();
+        }
+        if self.cert.is_some() {
+            t.cert = self.cert.clone();
+        }
+        if self.pkey.is_some() {
+            t.pkey = self.pkey.clone();
+        }
+        set(&mut t.max_connections_per_ip, self.max_connections_per_ip);
         t.allowed_peer_ips.extend(self.allowed_peer_ip.iter().cloned());
         t.denied_peer_ips.extend(self.denied_peer_ip.iter().cloned());
         if let Some(r) = &self.realm {

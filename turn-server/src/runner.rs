@@ -5,19 +5,33 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 
-use crate::net::{socket, Worker};
+use std::rc::Rc;
+
+use crate::net::{socket, Listeners, StreamOptions, Worker};
 use crate::proto::Server;
 use crate::settings::Settings;
 
 /// Binds every listener; an IPv6 wildcard that the host cannot offer is skipped with a warning
 /// when an IPv4 listener exists, so a default config runs on IPv4-only hosts.
-pub fn bind_listeners(listen: &[SocketAddr]) -> anyhow::Result<Vec<std::net::UdpSocket>> {
+pub fn bind_listeners(settings: &Settings) -> anyhow::Result<Listeners> {
+    Ok(Listeners {
+        udp: bind_each(&settings.listen, "udp", socket::bind_listener)?,
+        tcp: bind_each(&settings.tcp_listen, "tcp", socket::bind_tcp_listener)?,
+        tls: bind_each(&settings.tls_listen, "tls", socket::bind_tcp_listener)?,
+    })
+}
+
+fn bind_each<T>(
+    listen: &[SocketAddr],
+    transport: &str,
+    bind: impl Fn(SocketAddr) -> std::io::Result<T>,
+) -> anyhow::Result<Vec<T>> {
     let mut sockets = Vec::new();
     for addr in listen {
-        match socket::bind_listener(*addr) {
+        match bind(*addr) {
             Ok(s) => sockets.push(s),
             Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() && listen.iter().any(SocketAddr::is_ipv4) => {
-                tracing::warn!(%addr, error = %e, "IPv6 unavailable; listening on IPv4 only");
+                tracing::warn!(%addr, transport, error = %e, "IPv6 unavailable; listening on IPv4 only");
             }
             Err(e) => {
                 let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -27,7 +41,7 @@ pub fn bind_listeners(listen: &[SocketAddr]) -> anyhow::Result<Vec<std::net::Udp
                 } else {
                     ""
                 };
-                return Err(anyhow::anyhow!("cannot listen on udp {addr}: {e}{hint}"));
+                return Err(anyhow::anyhow!("cannot listen on {transport} {addr}: {e}{hint}"));
             }
         }
     }
@@ -40,12 +54,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let listeners = bind_listeners(&settings.listen)?;
+        let listeners = bind_listeners(&settings)?;
         let seed: [u8; 32] = rand::random();
-        let worker = Worker::new(Server::new(settings.server, seed), listeners).context("cannot register sockets")?;
-        for addr in worker.local_addrs() {
-            tracing::info!(%addr, "listening on udp");
+        let streams = StreamOptions { limits: settings.stream_limits, tls_files: settings.tls_files.clone() };
+        let worker = Worker::new(Server::new(settings.server, seed), listeners, streams).context("cannot start")?;
+        for (transport, addr) in worker.local_addrs() {
+            tracing::info!(%addr, "listening on {transport}");
         }
+        let worker = Rc::new(worker);
+        tokio::task::spawn_local(reload_on_sighup(worker.clone()));
         tokio::select! {
             () = worker.run() => {}
             signal = shutdown_signal() => {
@@ -54,6 +71,23 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// SIGHUP reloads what can change without dropping allocations: for now the TLS certificate.
+async fn reload_on_sighup(worker: Rc<Worker>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match worker.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current certificate"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = worker;
 }
 
 async fn shutdown_signal() -> &'static str {

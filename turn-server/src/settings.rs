@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ice_config::{Config, ConfigError};
 
+use crate::net::{StreamLimits, TlsFiles};
 use crate::proto::auth::CredentialStore;
 use crate::proto::peer_policy::{PeerPolicy, PeerPolicyConfig};
 use crate::proto::{Lifetimes, Quotas, RelayIp, ServerConfig};
@@ -14,7 +15,12 @@ use crate::proto::{Lifetimes, Quotas, RelayIp, ServerConfig};
 /// Everything needed to start the relay.
 pub struct Settings {
     pub server: ServerConfig,
+    /// UDP listening addresses.
     pub listen: Vec<SocketAddr>,
+    pub tcp_listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_files: Option<TlsFiles>,
+    pub stream_limits: StreamLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +43,22 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
     } else {
         t.listening_ips.clone()
     };
-    let listen = listen_ips.iter().map(|ip| SocketAddr::new(*ip, t.listening_port)).collect();
+    let on = |port: u16| listen_ips.iter().map(move |ip| SocketAddr::new(*ip, port));
+    let listen = if t.no_udp { Vec::new() } else { on(t.listening_port).collect() };
+    let tcp_listen = if t.no_tcp { Vec::new() } else { on(t.listening_port).collect() };
+    let tls_files = match (&t.cert, &t.pkey) {
+        (Some(cert), Some(key)) if !t.no_tls => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        _ => None,
+    };
+    let tls_listen =
+        if tls_files.is_some() { t.tls_listening_ports.iter().flat_map(|p| on(*p)).collect() } else { Vec::new() };
+    let stream_limits = StreamLimits {
+        tls_handshake: Duration::from_secs(t.stream_handshake_timeout_secs),
+        frame: Duration::from_secs(t.stream_handshake_timeout_secs),
+        idle: Duration::from_secs(t.stream_idle_timeout_secs),
+        per_source: t.max_connections_per_ip,
+        ..StreamLimits::default()
+    };
 
     let relay_ips: Vec<RelayIp> = relay_bind_ips(cfg)?
         .into_iter()
@@ -90,6 +111,10 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
             no_stun: t.no_stun,
         },
         listen,
+        tcp_listen,
+        tls_listen,
+        tls_files,
+        stream_limits,
     })
 }
 
@@ -145,7 +170,10 @@ impl Settings {
                 }
             })
             .collect();
-        let listen: Vec<String> = self.listen.iter().map(|a| format!("udp {a}")).collect();
+        let listen: Vec<String> = (self.listen.iter().map(|a| format!("udp {a}")))
+            .chain(self.tcp_listen.iter().map(|a| format!("tcp {a}")))
+            .chain(self.tls_listen.iter().map(|a| format!("tls {a}")))
+            .collect();
         format!(
             "listening: {}\nrelay addresses: {}\nrelay ports: {}-{}\nrealm: {}\nREST secrets: {}\nstatic users: {}\n\
              lifetimes: allocation {}s (max {}s), permission {}s, channel {}s, session max {}\n\

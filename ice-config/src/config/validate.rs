@@ -100,6 +100,25 @@ impl Config {
                 format!("must be at most {} (LIFETIME is 32 bits)", u32::MAX),
             ));
         }
+        for (key, value) in [
+            ("turn.stream_idle_timeout_secs", turn.stream_idle_timeout_secs),
+            ("turn.stream_handshake_timeout_secs", turn.stream_handshake_timeout_secs),
+            ("turn.max_connections_per_ip", u64::from(turn.max_connections_per_ip)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must not be 0"));
+            }
+        }
+        if turn.tls_listening_ports.contains(&0) {
+            return Err(ConfigError::invalid("turn.tls_listening_ports", "must not contain 0"));
+        }
+        if turn.cert.is_some() != turn.pkey.is_some() {
+            let key = if turn.cert.is_some() { "turn.pkey" } else { "turn.cert" };
+            return Err(ConfigError::invalid(key, "turn.cert and turn.pkey go together: set both or neither"));
+        }
+        if turn.no_udp && turn.no_tcp && (turn.no_tls || turn.cert.is_none()) {
+            return Err(ConfigError::invalid("turn.no_udp", "every transport is disabled: nothing to listen on"));
+        }
         stun_text("turn.software", &turn.software)
     }
 

@@ -3,6 +3,10 @@
 //! no locks; relay sockets are polled by the worker that created their allocation.
 
 pub mod socket;
+mod stream;
+pub mod tls;
 mod worker;
 
-pub use worker::Worker;
+pub use stream::StreamLimits;
+pub use tls::TlsFiles;
+pub use worker::{Listeners, StreamOptions, Worker, WorkerError};

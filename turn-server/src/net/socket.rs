@@ -31,6 +31,19 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     bind_udp(addr, true, Some(LISTENER_BUFFER))
 }
 
+/// A TCP listener (also for TLS) with SO_REUSEADDR, so a restart does not wait for TIME_WAIT.
+pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// RFC 8656 DONT-FRAGMENT: never fragment what the relay sends to the peer.
 #[cfg(target_os = "linux")]
 pub fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()> {

@@ -5,14 +5,17 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::AbortHandle;
+use tokio_rustls::TlsAcceptor;
 
 use super::socket;
+use super::stream::{self, StreamConn, StreamLimits};
+use super::tls::{TlsError, TlsFiles};
 use crate::proto::server::DATA_INDICATION_HEADROOM;
 use crate::proto::{BindError, ClientTransport, Event, FiveTuple, Now, RelaySockets, Server};
 
@@ -23,22 +26,48 @@ const RELAY_BUF: usize = DATA_INDICATION_HEADROOM + MAX_DATAGRAM + 4;
 const READ_BATCH: usize = 64;
 /// Upper bound on how stale the timer check may be; lifetimes are whole seconds.
 const TIMER_TICK: Duration = Duration::from_millis(500);
+/// How often certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(5);
 
 struct RelaySocket {
     socket: Rc<UdpSocket>,
     task: AbortHandle,
 }
 
-struct Shared {
+pub(super) struct Shared {
     server: RefCell<Server>,
     listeners: HashMap<SocketAddr, Rc<UdpSocket>>,
     relays: RefCell<HashMap<SocketAddr, RelaySocket>>,
     relay_buf: RefCell<Vec<u8>>,
+    pub(super) streams: RefCell<HashMap<FiveTuple, Rc<StreamConn>>>,
+    pub(super) stream_limits: StreamLimits,
+    /// Open stream connections per source address, for the per-source cap.
+    sources: RefCell<HashMap<IpAddr, u32>>,
+    tls: RefCell<Option<TlsAcceptor>>,
+    tls_files: Option<TlsFiles>,
+}
+
+/// Sockets a worker serves, bound by the caller so bind errors surface at startup.
+#[derive(Default)]
+pub struct Listeners {
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: Vec<std::net::TcpListener>,
+    pub tls: Vec<std::net::TcpListener>,
+}
+
+/// How stream (TCP/TLS) clients are served.
+#[derive(Default)]
+pub struct StreamOptions {
+    pub limits: StreamLimits,
+    /// Certificate and key for the TLS listeners; loaded at start and on reload.
+    pub tls_files: Option<TlsFiles>,
 }
 
 /// Runs a `Server` on sockets already bound by the caller (so bind errors surface at startup).
 pub struct Worker {
     shared: Rc<Shared>,
+    /// Taken by `run`, which starts their accept loops.
+    tcp: RefCell<Vec<(TcpListener, bool)>>,
 }
 
 fn now() -> Now {
@@ -48,24 +77,57 @@ fn now() -> Now {
 
 impl Worker {
     /// Must be called inside a tokio runtime (the sockets register with its reactor).
-    pub fn new(server: Server, listeners: Vec<std::net::UdpSocket>) -> io::Result<Self> {
+    pub fn new(server: Server, listeners: Listeners, streams: StreamOptions) -> Result<Self, WorkerError> {
         let mut map = HashMap::new();
-        for l in listeners {
+        for l in listeners.udp {
             let local = l.local_addr()?;
             map.insert(local, Rc::new(UdpSocket::from_std(l)?));
         }
+        let mut tcp = Vec::new();
+        for (list, tls) in [(listeners.tcp, false), (listeners.tls, true)] {
+            for l in list {
+                l.set_nonblocking(true)?;
+                tcp.push((TcpListener::from_std(l)?, tls));
+            }
+        }
+        let acceptor = match &streams.tls_files {
+            Some(files) => Some(files.load()?),
+            None if tcp.iter().any(|(_, tls)| *tls) => return Err(WorkerError::NoCertificate),
+            None => None,
+        };
         Ok(Worker {
             shared: Rc::new(Shared {
                 server: RefCell::new(server),
                 listeners: map,
                 relays: RefCell::new(HashMap::new()),
                 relay_buf: RefCell::new(vec![0; RELAY_BUF]),
+                streams: RefCell::new(HashMap::new()),
+                stream_limits: streams.limits,
+                sources: RefCell::new(HashMap::new()),
+                tls: RefCell::new(acceptor),
+                tls_files: streams.tls_files,
             }),
+            tcp: RefCell::new(tcp),
         })
     }
 
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.shared.listeners.keys().copied().collect()
+    /// Reloads the TLS certificate; on failure the current one stays.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let Some(files) = &self.shared.tls_files else { return Ok(()) };
+        let acceptor = files.load()?;
+        *self.shared.tls.borrow_mut() = Some(acceptor);
+        Ok(())
+    }
+
+    /// Every listening address with its transport, for the startup log.
+    pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out: Vec<_> = self.shared.listeners.keys().map(|a| ("udp", *a)).collect();
+        for (l, tls) in self.tcp.borrow().iter() {
+            if let Ok(a) = l.local_addr() {
+                out.push((if *tls { "tls" } else { "tcp" }, a));
+            }
+        }
+        out
     }
 
     pub fn allocation_count(&self) -> usize {
@@ -76,6 +138,12 @@ impl Worker {
     pub async fn run(&self) {
         for (local, socket) in &self.shared.listeners {
             tokio::task::spawn_local(listener_loop(self.shared.clone(), socket.clone(), *local));
+        }
+        for (listener, tls) in self.tcp.take() {
+            tokio::task::spawn_local(stream::accept_loop(self.shared.clone(), listener, tls));
+        }
+        if self.shared.tls_files.is_some() {
+            tokio::task::spawn_local(watch_certificate(self.shared.clone()));
         }
         timer_loop(self.shared.clone()).await;
     }
@@ -148,10 +216,61 @@ impl Shared {
     }
 
     fn send_to_client(&self, tuple: &FiveTuple, data: &[u8]) {
+        if tuple.transport != ClientTransport::Udp {
+            if let Some(conn) = self.streams.borrow().get(tuple) {
+                conn.send(data, self.stream_limits.max_queued);
+            }
+            return;
+        }
         let Some(listener) = self.listeners.get(&tuple.server) else { return };
         if let Err(e) = listener.try_send_to(data, tuple.client) {
             tracing::trace!(client = %tuple.client, error = %e, "dropped datagram to client");
         }
+    }
+
+    /// One complete frame from a TCP or TLS client.
+    pub(super) fn on_stream_frame(self: &Rc<Self>, tuple: FiveTuple, frame: &[u8]) {
+        let mut server = self.server.borrow_mut();
+        if let Some(out) = server.handle_client(now(), tuple, frame, &mut Opener { shared: self }) {
+            if let Some(relay) = self.relays.borrow().get(&out.relay) {
+                let _ = relay.socket.try_send_to(out.data, out.peer);
+            }
+        }
+        self.flush(&mut server);
+    }
+
+    pub(super) fn on_connection_closed(self: &Rc<Self>, tuple: FiveTuple) {
+        let mut server = self.server.borrow_mut();
+        server.connection_closed(Instant::now(), tuple, &mut Opener { shared: self });
+        self.flush(&mut server);
+    }
+
+    pub(super) fn has_allocation(&self, tuple: &FiveTuple) -> bool {
+        self.server.borrow().allocation(tuple).is_some()
+    }
+
+    pub(super) fn admit_source(&self, ip: IpAddr) -> bool {
+        let mut sources = self.sources.borrow_mut();
+        let count = sources.entry(ip).or_insert(0);
+        if *count >= self.stream_limits.per_source {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    pub(super) fn release_source(&self, ip: IpAddr) {
+        let mut sources = self.sources.borrow_mut();
+        if let Some(count) = sources.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                sources.remove(&ip);
+            }
+        }
+    }
+
+    pub(super) fn tls_acceptor(&self) -> Option<TlsAcceptor> {
+        self.tls.borrow().clone()
     }
 
     /// Sends queued replies and logs events.
@@ -163,6 +282,38 @@ impl Shared {
             log_event(&event);
         }
     }
+}
+
+/// Reloads the certificate when its files change (renewals by certbot or acme.sh need no restart).
+async fn watch_certificate(shared: Rc<Shared>) {
+    let Some(files) = shared.tls_files.clone() else { return };
+    let mut seen = files.modified();
+    loop {
+        tokio::time::sleep(CERT_POLL).await;
+        let now = files.modified();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match files.load() {
+            Ok(acceptor) => {
+                *shared.tls.borrow_mut() = Some(acceptor);
+                tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "new TLS certificate rejected; keeping the current one"),
+        }
+    }
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot register a socket with the runtime: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("TLS listeners need a certificate and key (--cert and --pkey)")]
+    NoCertificate,
 }
 
 /// coturn-style session log lines, which operators grep.

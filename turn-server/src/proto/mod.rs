@@ -5,6 +5,7 @@ pub mod allocation;
 pub mod auth;
 pub mod channel_data;
 pub mod config;
+pub mod framing;
 pub mod fuzzing;
 pub mod nonce;
 pub mod peer_policy;

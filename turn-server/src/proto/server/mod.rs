@@ -84,6 +84,8 @@ pub enum EndReason {
     Deleted,
     /// Refresh would pass the configured maximum session length.
     SessionLimit,
+    /// The client's TCP or TLS connection closed (RFC 8656 section 3.1: the allocation goes with it).
+    ConnectionClosed,
 }
 
 impl EndReason {
@@ -92,6 +94,7 @@ impl EndReason {
             EndReason::Expired => "expired",
             EndReason::Deleted => "deleted by client",
             EndReason::SessionLimit => "maximum session length",
+            EndReason::ConnectionClosed => "connection closed",
         }
     }
 }
@@ -241,6 +244,11 @@ impl Server {
             _ => {}
         }
         None
+    }
+
+    /// A client's TCP or TLS connection is gone: its allocation, if any, ends with it.
+    pub fn connection_closed(&mut self, now: Instant, tuple: FiveTuple, sockets: &mut dyn RelaySockets) {
+        self.remove_allocation(&tuple, now, EndReason::ConnectionClosed, sockets);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::super::allocation::{ChannelConflict, FiveTuple};
+use super::super::allocation::{ChannelConflict, ClientTransport, FiveTuple};
 use super::super::channel_data;
+use super::super::framing::stream_padding;
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
 use super::super::stun::{Class, Message, MessageBuilder, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
 use super::{Now, Server, ToClient, ToPeer};
@@ -171,7 +172,10 @@ impl Server {
                 return None;
             }
             channel_data::write_header(&mut buf[header..start], number, len);
-            return Some(ToClient { tuple, start: header, end });
+            // Over TCP and TLS, ChannelData is padded to a multiple of four (RFC 8656 12.5).
+            let padded_end = if tuple.transport == ClientTransport::Udp { end } else { end + stream_padding(len) };
+            buf.get_mut(end..padded_end)?.fill(0);
+            return Some(ToClient { tuple, start: header, end: padded_end });
         }
         self.indications_sent = self.indications_sent.wrapping_add(1);
         let tid = indication_tid(self.indication_salt, self.indications_sent);

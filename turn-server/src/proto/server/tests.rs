@@ -919,3 +919,29 @@ fn unknown_method_request_is_400_and_garbage_is_dropped() {
     let resp = MessageBuilder::new(MessageType::new(Method::Binding, Class::Success), &[1; 12]).finish();
     assert!(h.send(t, &resp).is_none());
 }
+
+#[test]
+fn stream_clients_get_padded_channel_data_and_lose_the_allocation_on_close() {
+    let mut h = Harness::new(config());
+    let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    c.tuple.transport = ClientTransport::Tcp;
+    let advertised = relayed(&{
+        let r = c.allocate(&mut h, &[]);
+        c.verify(&r)
+    })[0];
+    let bound_relay = SocketAddr::new("10.0.0.10".parse().unwrap(), advertised.port());
+    let bind = peer_request(&mut c, Method::ChannelBind, PEER, &[(attr::CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0])]);
+    assert_eq!(c.verify(&h.send(c.tuple, &bind).unwrap()).message_type().class, Class::Success);
+    let headroom = DATA_INDICATION_HEADROOM;
+    let mut buf = vec![0xEEu8; headroom + 64];
+    buf[headroom..headroom + 5].copy_from_slice(b"reply");
+    let now = h.now().instant;
+    let out = h.server.handle_peer(now, bound_relay, PEER.parse().unwrap(), &mut buf, headroom, headroom + 5).unwrap();
+    let mut want = channel_data(0x4001, b"reply");
+    want.extend_from_slice(&[0, 0, 0]);
+    assert_eq!(&buf[out.start..out.end], &want[..]);
+    h.server.connection_closed(now, c.tuple, &mut h.sockets);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(h.sockets.open.is_empty());
+    assert!(matches!(h.events().last(), Some(Event::AllocationEnded { reason: EndReason::ConnectionClosed, .. })));
+}

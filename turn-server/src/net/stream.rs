@@ -1,0 +1,242 @@
+//! TURN over TCP and TLS: one reader task and one writer task per connection, framing with
+//! `proto::framing`. Every wait is bounded: a TLS handshake that never finishes, a frame that
+//! trickles in a byte at a time, and a connection with nothing to do are all cut off, and a client
+//! that stops reading loses data (as UDP would) rather than growing server memory.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use super::worker::Shared;
+use crate::proto::framing::{self, MAX_FRAME};
+use crate::proto::{ClientTransport, FiveTuple};
+
+/// Timeouts and caps for stream clients.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub tls_handshake: Duration,
+    /// A frame whose first byte has arrived must be complete within this.
+    pub frame: Duration,
+    /// A connection without an allocation is closed after this long without a complete frame.
+    pub idle: Duration,
+    /// Connections one source address may hold at once.
+    pub per_source: u32,
+    /// Bytes queued for a client that is not reading before further data is dropped.
+    pub max_queued: usize,
+    /// How long one write may block before the connection is given up.
+    pub write: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            tls_handshake: Duration::from_secs(10),
+            frame: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            per_source: 64,
+            max_queued: 256 * 1024,
+            write: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The sending half of a connection as the rest of the worker sees it.
+pub struct StreamConn {
+    queued: RefCell<Vec<u8>>,
+    wake_writer: Notify,
+    closed: Cell<bool>,
+    close_reader: Notify,
+    dropped: Cell<u64>,
+}
+
+impl StreamConn {
+    fn new() -> Self {
+        StreamConn {
+            queued: RefCell::new(Vec::new()),
+            wake_writer: Notify::new(),
+            closed: Cell::new(false),
+            close_reader: Notify::new(),
+            dropped: Cell::new(0),
+        }
+    }
+
+    /// Queues a frame; over the cap it is dropped, whole, so framing stays intact.
+    pub fn send(&self, data: &[u8], max_queued: usize) {
+        if self.closed.get() {
+            return;
+        }
+        let mut q = self.queued.borrow_mut();
+        if q.len() + data.len() > max_queued {
+            self.dropped.set(self.dropped.get() + 1);
+            return;
+        }
+        q.extend_from_slice(data);
+        self.wake_writer.notify_one();
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.wake_writer.notify_one();
+        self.close_reader.notify_one();
+    }
+}
+
+/// Accepts connections on one TCP listener; `tls` makes it a `turns:` listener.
+pub async fn accept_loop(shared: Rc<Shared>, listener: TcpListener, tls: bool) {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "listener has no local address");
+            return;
+        }
+    };
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(%local, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !shared.admit_source(client.ip()) {
+            tracing::debug!(%client, %local, "refused connection: too many from this address");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        tokio::task::spawn_local(serve(shared.clone(), stream, client, local, tls));
+    }
+}
+
+async fn serve(shared: Rc<Shared>, stream: TcpStream, client: SocketAddr, local: SocketAddr, tls: bool) {
+    let limits = shared.stream_limits;
+    if tls {
+        let Some(acceptor) = shared.tls_acceptor() else {
+            shared.release_source(client.ip());
+            return;
+        };
+        match tokio::time::timeout(limits.tls_handshake, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => {
+                let tuple = FiveTuple { client, server: local, transport: ClientTransport::Tls };
+                run_connection(&shared, tls_stream, tuple).await;
+            }
+            Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+        }
+    } else {
+        let tuple = FiveTuple { client, server: local, transport: ClientTransport::Tcp };
+        run_connection(&shared, stream, tuple).await;
+    }
+    shared.release_source(client.ip());
+}
+
+async fn run_connection<S>(shared: &Rc<Shared>, stream: S, tuple: FiveTuple)
+where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let limits = shared.stream_limits;
+    let (reader, writer) = tokio::io::split(stream);
+    let conn = Rc::new(StreamConn::new());
+    shared.streams.borrow_mut().insert(tuple, conn.clone());
+    let writer_task = tokio::task::spawn_local(write_loop(writer, conn.clone(), limits.write));
+    let why = read_loop(shared, reader, &conn, tuple, limits).await;
+    tracing::debug!(client = %tuple.client, transport = tuple.transport.as_str(), why, "connection closed");
+    conn.close();
+    shared.streams.borrow_mut().remove(&tuple);
+    shared.on_connection_closed(tuple);
+    // Let queued replies (a final error, say) go out, within the write timeout.
+    let _ = writer_task.await;
+    if conn.dropped.get() > 0 {
+        tracing::debug!(client = %tuple.client, dropped = conn.dropped.get(), "frames dropped for a slow reader");
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    shared: &Rc<Shared>,
+    mut reader: R,
+    conn: &StreamConn,
+    tuple: FiveTuple,
+    limits: StreamLimits,
+) -> &'static str {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut consumed = 0;
+    let mut last_frame = Instant::now();
+    let mut partial_since: Option<Instant> = None;
+    loop {
+        let deadline = match partial_since {
+            Some(t) => t + limits.frame,
+            None if shared.has_allocation(&tuple) => last_frame + Duration::from_secs(24 * 3600),
+            None => last_frame + limits.idle,
+        };
+        if buf.capacity() - buf.len() < 2048 {
+            buf.reserve(4096);
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), reader.read_buf(&mut buf)) => r,
+            () = conn.close_reader.notified() => return "writer failed",
+        };
+        match read {
+            Err(_) if partial_since.is_some() => return "frame not completed in time",
+            Err(_) => return "idle",
+            Ok(Ok(0)) => return "closed by client",
+            Ok(Err(_)) => return "read error",
+            Ok(Ok(_)) => {}
+        }
+        let mut completed = false;
+        loop {
+            match framing::frame_len(&buf[consumed..]) {
+                Ok(Some(len)) => {
+                    shared.on_stream_frame(tuple, &buf[consumed..consumed + len]);
+                    consumed += len;
+                    completed = true;
+                }
+                Ok(None) => break,
+                Err(_) => return "not STUN/TURN",
+            }
+        }
+        let now = Instant::now();
+        if completed {
+            last_frame = now;
+            partial_since = None;
+        }
+        // Compact once the parsed prefix dominates, so a steady stream does not memmove every frame.
+        if consumed == buf.len() {
+            buf.clear();
+            consumed = 0;
+        } else if consumed > buf.len() / 2 {
+            buf.drain(..consumed);
+            consumed = 0;
+        }
+        partial_since = if buf.len() > consumed { partial_since.or(Some(now)) } else { None };
+        if buf.len() - consumed > MAX_FRAME {
+            return "frame too large";
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, conn: Rc<StreamConn>, timeout: Duration) {
+    loop {
+        let data = std::mem::take(&mut *conn.queued.borrow_mut());
+        if data.is_empty() {
+            if conn.closed.get() {
+                break;
+            }
+            conn.wake_writer.notified().await;
+            continue;
+        }
+        match tokio::time::timeout(timeout, writer.write_all(&data)).await {
+            Ok(Ok(())) => {}
+            _ => {
+                conn.close();
+                return;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
+}
