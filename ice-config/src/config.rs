@@ -258,6 +258,11 @@ pub struct TurnConfig {
     pub software: String,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+    /// Second address for RFC 5780 NAT behaviour discovery (coturn's second listening IP); needs
+    /// exactly one `listening_ips` entry, of the same family.
+    pub alt_listening_ip: Option<IpAddr>,
+    /// Second port for RFC 5780; 0 = `listening_port` + 1 (coturn `alt-listening-port`).
+    pub alt_listening_port: u16,
     /// Do not listen on UDP (coturn `no-udp`).
     pub no_udp: bool,
     /// Do not listen on TCP (coturn `no-tcp`).
@@ -302,6 +307,8 @@ impl Default for TurnConfig {
             no_stun: false,
             software: "turn-server".into(),
             workers: 0,
+            alt_listening_ip: None,
+            alt_listening_port: 0,
             no_udp: false,
             no_tcp: false,
             no_tls: false,

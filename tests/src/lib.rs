@@ -435,9 +435,5 @@ pub fn start_turnutils_peer(args: &[String], addr: SocketAddr, dir: &Path) -> Ch
             }
         }
     }
-    panic!(
-        "turnutils_peer {} did not echo on {addr} within 10 s: {}",
-        args.join(" "),
-        tail(&peer.stderr(), 20)
-    );
+    panic!("turnutils_peer {} did not echo on {addr} within 10 s: {}", args.join(" "), tail(&peer.stderr(), 20));
 }

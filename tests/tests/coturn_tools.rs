@@ -310,24 +310,17 @@ fn reflexive_addr(out: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
 }
 
-fn run_stunclient(port: u16, dir: &Path) -> Finished {
+/// Runs `turnutils_stunclient -p PORT HOST` against `to` and returns the address it printed.
+fn stunclient_mapped(server: &Server, to: SocketAddr) -> SocketAddr {
     let tool = require_tool("turnutils_stunclient");
-    process::run(
-        "turnutils_stunclient",
-        &tool,
-        &["-p".into(), port.to_string(), "127.0.0.1".into()],
-        dir,
-        Duration::from_secs(15),
-    )
-}
-
-fn stunclient_mapped(server: &Server, port: u16) -> SocketAddr {
-    let run = run_stunclient(port, server.log_dir());
+    let args = ["-p".to_owned(), to.port().to_string(), to.ip().to_string()];
+    let run = process::run("turnutils_stunclient", &tool, &args, server.log_dir(), Duration::from_secs(15));
     let out = format!("{}\n{}", run.stdout, run.stderr);
     match (run.success(), reflexive_addr(&out)) {
         (true, Some(addr)) => addr,
         _ => server.fail(&format!(
-            "turnutils_stunclient -p {port} 127.0.0.1: {}; output:\n{}",
+            "turnutils_stunclient {}: {}; output:\n{}",
+            args.join(" "),
             run.describe_status(),
             tail(&out, 20)
         )),
@@ -336,17 +329,20 @@ fn stunclient_mapped(server: &Server, port: u16) -> SocketAddr {
 
 #[test]
 fn stunclient_gets_its_mapped_address() {
-    let server = ServerBuilder::new("stunclient").start();
+    let server = ServerBuilder::new("stunclient").arg("--listening-ip").arg("::1").start();
+    let port = server.addr().port();
 
-    // Directly: stunclient's socket port is not printed, so check the shape only.
-    let direct = stunclient_mapped(&server, server.addr().port());
-    server.check(direct.ip().is_loopback() && direct.port() != 0 && direct.port() != server.addr().port(), || {
-        format!("direct run: reflexive address {direct} is not 127.0.0.1:<client port>")
-    });
+    // Directly, over IPv4 and IPv6: stunclient does not print its own port, so check the rest.
+    for ip in [V4, IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+        let direct = stunclient_mapped(&server, SocketAddr::new(ip, port));
+        server.check(direct.ip() == ip && direct.port() != 0 && direct.port() != port, || {
+            format!("stunclient to {ip}: reflexive address {direct} is not {ip}:<client port>")
+        });
+    }
 
     // Through a forwarder, the server sees a source address we chose: it must report exactly it.
     let fwd = Forwarder::start(server.ports().peer_port(1), server.ports().peer_port(2), server.addr());
-    let mapped = stunclient_mapped(&server, fwd.front.port());
+    let mapped = stunclient_mapped(&server, fwd.front);
     server.check(mapped == fwd.public, || {
         format!("through the forwarder the client's address is {}, stunclient printed {mapped}", fwd.public)
     });
@@ -372,4 +368,5 @@ fn summary_parser_reads_coturn_output() {
         reflexive_addr("0: : IPv4. UDP reflexive addr: 127.0.0.1:36568\n"),
         Some("127.0.0.1:36568".parse().unwrap())
     );
+    assert_eq!(reflexive_addr("0: : IPv6. UDP reflexive addr: ::1:60168\n"), Some("[::1]:60168".parse().unwrap()));
 }

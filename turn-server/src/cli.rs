@@ -98,6 +98,12 @@ pub struct RunArgs {
     /// PEM private key for TLS.
     #[arg(long, value_name = "FILE")]
     pub pkey: Option<PathBuf>,
+    /// Second listening address for RFC 5780 NAT behaviour discovery.
+    #[arg(long = "alt-listening-ip", value_name = "IP")]
+    pub alt_listening_ip: Option<IpAddr>,
+    /// Second port for RFC 5780 (default: listening port + 1).
+    #[arg(long = "alt-listening-port", value_name = "PORT")]
+    pub alt_listening_port: Option<u16>,
     /// Do not listen on UDP.
     #[arg(long = "no-udp")]
     pub no_udp: bool,
@@ -195,6 +201,10 @@ impl RunArgs {
             t.pkey = self.pkey.clone();
         }
         set(&mut t.max_connections_per_ip, self.max_connections_per_ip);
+        set(&mut t.alt_listening_port, self.alt_listening_port);
+        if self.alt_listening_ip.is_some() {
+            t.alt_listening_ip = self.alt_listening_ip;
+        }
         t.allowed_peer_ips.extend(self.allowed_peer_ip.iter().cloned());
         t.denied_peer_ips.extend(self.denied_peer_ip.iter().cloned());
         if let Some(r) = &self.realm {

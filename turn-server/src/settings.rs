@@ -10,7 +10,7 @@ use ice_config::{Config, ConfigError};
 use crate::net::{StreamLimits, TlsFiles};
 use crate::proto::auth::CredentialStore;
 use crate::proto::peer_policy::{PeerPolicy, PeerPolicyConfig};
-use crate::proto::{Lifetimes, Quotas, RelayIp, ServerConfig};
+use crate::proto::{Lifetimes, NatDiscovery, Quotas, RelayIp, ServerConfig};
 
 /// Everything needed to start the relay.
 pub struct Settings {
@@ -44,7 +44,17 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         t.listening_ips.clone()
     };
     let on = |port: u16| listen_ips.iter().map(move |ip| SocketAddr::new(*ip, port));
-    let listen = if t.no_udp { Vec::new() } else { on(t.listening_port).collect() };
+    let nat_discovery = t.alt_listening_ip.zip(t.listening_ips.first()).map(|(alt, primary)| NatDiscovery {
+        primary_ip: *primary,
+        alternate_ip: alt,
+        primary_port: t.listening_port,
+        alternate_port: if t.alt_listening_port == 0 { t.listening_port.wrapping_add(1) } else { t.alt_listening_port },
+    });
+    let listen = match (t.no_udp, nat_discovery) {
+        (true, _) => Vec::new(),
+        (false, Some(d)) => d.addresses().to_vec(),
+        (false, None) => on(t.listening_port).collect(),
+    };
     let tcp_listen = if t.no_tcp { Vec::new() } else { on(t.listening_port).collect() };
     let tls_files = match (&t.cert, &t.pkey) {
         (Some(cert), Some(key)) if !t.no_tls => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
@@ -109,6 +119,7 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
             quotas,
             peer_policy,
             no_stun: t.no_stun,
+            nat_discovery,
         },
         listen,
         tcp_listen,

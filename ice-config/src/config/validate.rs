@@ -109,6 +109,17 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must not be 0"));
             }
         }
+        if let Some(alt) = turn.alt_listening_ip {
+            match turn.listening_ips.as_slice() {
+                [primary] if primary.is_ipv4() == alt.is_ipv4() && *primary != alt && !alt.is_unspecified() => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "turn.alt_listening_ip",
+                        "RFC 5780 needs exactly one turn.listening_ips entry, of the same family and different from it",
+                    ))
+                }
+            }
+        }
         if turn.tls_listening_ports.contains(&0) {
             return Err(ConfigError::invalid("turn.tls_listening_ports", "must not contain 0"));
         }

@@ -276,7 +276,14 @@ impl Shared {
     /// Sends queued replies and logs events.
     fn flush(&self, server: &mut Server) {
         while let Some(t) = server.poll_transmit() {
-            self.send_to_client(&t.tuple, &t.data);
+            match t.redirect {
+                None => self.send_to_client(&t.tuple, &t.data),
+                Some((from, to)) => {
+                    if let Some(listener) = self.listeners.get(&from) {
+                        let _ = listener.try_send_to(&t.data, to);
+                    }
+                }
+            }
         }
         while let Some(event) = server.poll_event() {
             log_event(&event);

@@ -1,7 +1,7 @@
 //! Settings of the protocol core, resolved from the shared config file and the command line by the
 //! binary. Everything here is plain data: the core never reads files or the environment.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::auth::CredentialStore;
@@ -71,4 +71,37 @@ pub struct ServerConfig {
     pub peer_policy: PeerPolicy,
     /// coturn's `--no-stun`: Binding requests are dropped.
     pub no_stun: bool,
+    /// RFC 5780 NAT behaviour discovery, when a second address and port are configured.
+    pub nat_discovery: Option<NatDiscovery>,
+}
+
+/// The two addresses and two ports of an RFC 5780 server; the driver listens on all four pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatDiscovery {
+    pub primary_ip: IpAddr,
+    pub alternate_ip: IpAddr,
+    pub primary_port: u16,
+    pub alternate_port: u16,
+}
+
+impl NatDiscovery {
+    /// The local address an answer leaves from when a request arrived at `local` and asked to
+    /// change IP and/or port.
+    pub fn source(&self, local: SocketAddr, change_ip: bool, change_port: bool) -> SocketAddr {
+        let swap_ip = |ip: IpAddr| if ip == self.primary_ip { self.alternate_ip } else { self.primary_ip };
+        let swap_port = |p: u16| if p == self.primary_port { self.alternate_port } else { self.primary_port };
+        let ip = if change_ip { swap_ip(local.ip()) } else { local.ip() };
+        let port = if change_port { swap_port(local.port()) } else { local.port() };
+        SocketAddr::new(ip, port)
+    }
+
+    /// The four listening addresses.
+    pub fn addresses(&self) -> [SocketAddr; 4] {
+        [
+            SocketAddr::new(self.primary_ip, self.primary_port),
+            SocketAddr::new(self.primary_ip, self.alternate_port),
+            SocketAddr::new(self.alternate_ip, self.primary_port),
+            SocketAddr::new(self.alternate_ip, self.alternate_port),
+        ]
+    }
 }

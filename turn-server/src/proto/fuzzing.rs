@@ -81,6 +81,12 @@ pub fn server_datagram(data: &[u8]) {
         quotas: Quotas::default(),
         peer_policy: PeerPolicy::new(PeerPolicyConfig::default()),
         no_stun: false,
+        nat_discovery: Some(super::NatDiscovery {
+            primary_ip: [192, 0, 2, 1].into(),
+            alternate_ip: [192, 0, 2, 2].into(),
+            primary_port: 3478,
+            alternate_port: 3479,
+        }),
     };
     let mut server = Server::new(cfg, [0; 32]);
     let t0 = Instant::now();

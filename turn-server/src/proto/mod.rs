@@ -14,5 +14,5 @@ pub mod server;
 pub mod stun;
 
 pub use allocation::{ClientTransport, FiveTuple};
-pub use config::{Lifetimes, Quotas, RelayIp, ServerConfig};
+pub use config::{Lifetimes, NatDiscovery, Quotas, RelayIp, ServerConfig};
 pub use server::{BindError, Event, Now, RelaySockets, Server, ToClient, ToPeer, Transmit};

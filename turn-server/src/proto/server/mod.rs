@@ -59,6 +59,9 @@ pub trait RelaySockets {
 pub struct Transmit {
     pub tuple: FiveTuple,
     pub data: Vec<u8>,
+    /// RFC 5780 answers leave from another local address or go to another port: (from, to).
+    /// `None` means over the tuple itself.
+    pub redirect: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Application data to send from a relay socket to a peer. Borrows the client's datagram.

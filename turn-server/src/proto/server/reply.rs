@@ -3,10 +3,16 @@
 
 use ice_config::{LongTermKey, PasswordAlgorithm};
 
-use super::super::allocation::FiveTuple;
+use std::net::SocketAddr;
+
+use super::super::allocation::{ClientTransport, FiveTuple};
 use super::super::stun::integrity::IntegrityAlgorithm;
 use super::super::stun::{attr, Class, Message, MessageBuilder};
 use super::{Server, Transmit};
+
+/// CHANGE-REQUEST flags (RFC 5780 7.2).
+const CHANGE_IP: u32 = 0x04;
+const CHANGE_PORT: u32 = 0x02;
 
 /// The key and integrity kind of an authenticated request, reused to protect its response.
 #[derive(Debug, Clone)]
@@ -57,7 +63,7 @@ impl Server {
             };
         }
         b.fingerprint();
-        self.transmits.push_back(Transmit { tuple, data: b.finish() });
+        self.transmits.push_back(Transmit { tuple, data: b.finish(), redirect: None });
     }
 
     /// An error response; `why` is logged at debug level, so every refusal can be traced with -v.
@@ -101,13 +107,20 @@ impl Server {
         self.queue(tuple, b, None);
     }
 
-    /// Binding success: the client's reflexive address (RFC 8489 section 7.3).
+    /// Binding success: the client's reflexive address (RFC 8489 section 7.3), plus RFC 5780 NAT
+    /// behaviour discovery where a second address is configured.
     pub(super) fn binding(&mut self, tuple: FiveTuple, req: &Message<'_>) {
         if self.cfg.no_stun {
             tracing::debug!(client = %tuple.client, "dropped Binding: STUN disabled (--no-stun)");
             return;
         }
-        let unknown: Vec<u16> = req.unknown_required().collect();
+        let discovery = self.cfg.nat_discovery.filter(|_| tuple.transport == ClientTransport::Udp);
+        let unknown: Vec<u16> = req
+            .unknown_required()
+            .filter(|&c| {
+                !(discovery.is_some() && matches!(c, attr::CHANGE_REQUEST | attr::RESPONSE_PORT | attr::PADDING))
+            })
+            .collect();
         if !unknown.is_empty() {
             return self.reply_unknown(tuple, req, &unknown, None);
         }
@@ -116,6 +129,22 @@ impl Server {
         if let Some(software) = &self.cfg.software {
             b.attr(attr::SOFTWARE, software.as_bytes());
         }
-        self.queue(tuple, b, None);
+        let Some(discovery) = discovery else { return self.queue(tuple, b, None) };
+        let change = match req.get(attr::CHANGE_REQUEST).map(attr::decode_u32).transpose() {
+            Ok(flags) => flags.unwrap_or(0),
+            Err(_) => return self.reply_error(tuple, req, 400, None, "malformed CHANGE-REQUEST"),
+        };
+        let to_port = match req.get(attr::RESPONSE_PORT) {
+            Some([hi, lo, ..]) => u16::from_be_bytes([*hi, *lo]),
+            Some(_) => return self.reply_error(tuple, req, 400, None, "malformed RESPONSE-PORT"),
+            None => tuple.client.port(),
+        };
+        let from = discovery.source(tuple.server, change & CHANGE_IP != 0, change & CHANGE_PORT != 0);
+        b.address(attr::RESPONSE_ORIGIN, &from);
+        b.address(attr::OTHER_ADDRESS, &discovery.source(tuple.server, true, true));
+        b.fingerprint();
+        let to = SocketAddr::new(tuple.client.ip(), to_port);
+        let redirect = (from != tuple.server || to != tuple.client).then_some((from, to));
+        self.transmits.push_back(Transmit { tuple, data: b.finish(), redirect });
     }
 }

@@ -66,6 +66,7 @@ fn config() -> ServerConfig {
         quotas: Quotas::default(),
         peer_policy: PeerPolicy::new(PeerPolicyConfig::default()),
         no_stun: false,
+        nat_discovery: None,
     }
 }
 
@@ -944,4 +945,62 @@ fn stream_clients_get_padded_channel_data_and_lose_the_allocation_on_close() {
     assert_eq!(h.server.allocation_count(), 0);
     assert!(h.sockets.open.is_empty());
     assert!(matches!(h.events().last(), Some(Event::AllocationEnded { reason: EndReason::ConnectionClosed, .. })));
+}
+
+fn discovery_config() -> ServerConfig {
+    let mut cfg = config();
+    cfg.nat_discovery = Some(crate::proto::NatDiscovery {
+        primary_ip: "10.0.0.10".parse().unwrap(),
+        alternate_ip: "10.0.0.11".parse().unwrap(),
+        primary_port: 3478,
+        alternate_port: 3479,
+    });
+    cfg
+}
+
+fn binding_with(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut b = MessageBuilder::new(MessageType::new(Method::Binding, Class::Request), &[9; 12]);
+    for (code, value) in attrs {
+        b.attr(*code, value);
+    }
+    b.finish()
+}
+
+#[test]
+fn rfc5780_change_request_answers_from_the_other_address() {
+    let mut h = Harness::new(discovery_config());
+    let t = tuple("203.0.113.5:40000");
+    let now = h.now();
+    for (flags, from) in
+        [(0u32, "10.0.0.10:3478"), (0x02, "10.0.0.10:3479"), (0x04, "10.0.0.11:3478"), (0x06, "10.0.0.11:3479")]
+    {
+        let attrs = if flags == 0 { vec![] } else { vec![(attr::CHANGE_REQUEST, flags.to_be_bytes().to_vec())] };
+        assert!(h.server.handle_client(now, t, &binding_with(&attrs), &mut h.sockets).is_none());
+        let out = h.server.poll_transmit().unwrap();
+        let from: SocketAddr = from.parse().unwrap();
+        let expect_redirect = (flags != 0).then_some((from, t.client));
+        assert_eq!(out.redirect, expect_redirect, "flags {flags:#x}");
+        let msg = Message::parse(&out.data).unwrap();
+        assert_eq!(attr::decode_plain_address(msg.get(attr::RESPONSE_ORIGIN).unwrap()).unwrap(), from);
+        assert_eq!(
+            attr::decode_plain_address(msg.get(attr::OTHER_ADDRESS).unwrap()).unwrap(),
+            "10.0.0.11:3479".parse().unwrap()
+        );
+    }
+    // RESPONSE-PORT sends the answer to another port of the client.
+    let attrs = vec![(attr::RESPONSE_PORT, vec![0x1F, 0x90, 0, 0])];
+    assert!(h.server.handle_client(now, t, &binding_with(&attrs), &mut h.sockets).is_none());
+    let out = h.server.poll_transmit().unwrap();
+    assert_eq!(out.redirect, Some(("10.0.0.10:3478".parse().unwrap(), "203.0.113.5:8080".parse().unwrap())));
+}
+
+#[test]
+fn rfc5780_attributes_only_where_configured() {
+    let mut h = Harness::new(config());
+    let t = tuple("203.0.113.5:40000");
+    let reply = h.send(t, &binding_with(&[(attr::CHANGE_REQUEST, vec![0, 0, 0, 4])])).unwrap();
+    assert_eq!(error_code(&Message::parse(&reply).unwrap()), 420);
+    let reply = h.send(t, &binding_with(&[])).unwrap();
+    let msg = Message::parse(&reply).unwrap();
+    assert!(msg.get(attr::OTHER_ADDRESS).is_none() && msg.get(attr::RESPONSE_ORIGIN).is_none());
 }

@@ -28,11 +28,15 @@ pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 pub const RESERVATION_TOKEN: u16 = 0x0022;
 pub const PRIORITY: u16 = 0x0024;
 pub const USE_CANDIDATE: u16 = 0x0025;
+pub const PADDING: u16 = 0x0026;
+pub const RESPONSE_PORT: u16 = 0x0027;
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
 pub const SOFTWARE: u16 = 0x8022;
 pub const FINGERPRINT: u16 = 0x8028;
+pub const RESPONSE_ORIGIN: u16 = 0x802B;
+pub const OTHER_ADDRESS: u16 = 0x802C;
 
 /// Attributes in the comprehension-required range (< 0x8000) that a request may carry without
 /// being answered 420; anything else below 0x8000 is unknown to us.

@@ -58,6 +58,25 @@ impl MessageBuilder {
         self.attr(code, &value[..len])
     }
 
+    /// A plain (not XORed) address, as MAPPED-ADDRESS, RESPONSE-ORIGIN and OTHER-ADDRESS carry it.
+    pub fn address(&mut self, code: u16, addr: &SocketAddr) -> &mut Self {
+        let mut value = [0u8; 20];
+        value[2..4].copy_from_slice(&addr.port().to_be_bytes());
+        let len = match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                value[1] = attr::FAMILY_IPV4;
+                value[4..8].copy_from_slice(&ip.octets());
+                8
+            }
+            std::net::IpAddr::V6(ip) => {
+                value[1] = attr::FAMILY_IPV6;
+                value[4..20].copy_from_slice(&ip.octets());
+                20
+            }
+        };
+        self.attr(code, &value[..len])
+    }
+
     pub fn error_code(&mut self, code: u16, reason: &str) -> &mut Self {
         self.attr(attr::ERROR_CODE, &error_value(code, reason))
     }
