@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (README "Tests"; .ci/run runs exactly this):
 #   bash tests/run-all.sh
-# 1. installs the Debian packages the end-to-end tests use (coturn's turnutils_* tools), via
+# 1. installs the Debian packages the end-to-end tests use (coturn's turnutils_* tools, openssl
+#    for a test certificate), via
 #    apt-get as root; not root and something missing: prints the apt-get line and fails;
 # 2. cargo fmt --check, clippy -D warnings, builds the binaries, cargo test --workspace;
 # 3. a short fuzz smoke of every fuzz target (FUZZ_SECONDS each, default 30; 0 skips it).
@@ -52,9 +53,10 @@ for tool in turnserver turnutils_uclient turnutils_peer turnutils_stunclient; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 command -v timeout >/dev/null 2>&1 || missing+=(timeout)
+command -v openssl >/dev/null 2>&1 || { missing+=(openssl); DEB_PACKAGES+=(openssl); }
 command -v c++ >/dev/null 2>&1 || { missing+=(c++); DEB_PACKAGES+=(g++); }
 if ((${#missing[@]} == 0)); then
-    echo "present: turnserver turnutils_uclient turnutils_peer turnutils_stunclient timeout c++"
+    echo "present: turnserver turnutils_uclient turnutils_peer turnutils_stunclient timeout openssl c++"
 elif [[ $(id -u) -eq 0 ]]; then
     echo "missing: ${missing[*]}; installing ${DEB_PACKAGES[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -76,8 +78,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 section "cargo build --workspace --bins (the e2e tests run target/debug/turn-server)"
 cargo build --workspace --bins
 
-section "cargo test --workspace"
-cargo test --workspace
+section "cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast
 
 if [[ "$FUZZ_SECONDS" -gt 0 ]]; then
     section "cargo-fuzz $CARGO_FUZZ_VERSION"
@@ -85,7 +87,7 @@ if [[ "$FUZZ_SECONDS" -gt 0 ]]; then
         cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
     fi
     cargo fuzz --version
-    for target in stun_message server_datagram; do
+    for target in stun_message server_datagram stream_framing; do
         section "fuzz smoke: $target for ${FUZZ_SECONDS}s"
         bash fuzz/run.sh "$target" "$FUZZ_SECONDS"
     done

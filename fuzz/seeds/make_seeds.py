@@ -58,9 +58,18 @@ def main():
     rfc = list(vectors(path))
     if len(rfc) < 5:
         sys.exit(f"expected at least 5 vectors in {path}, found {len(rfc)}")
+    turn = list(turn_seeds())
+    # Streams: several frames back to back, as over TCP/TLS (ChannelData padded to 4 bytes).
+    frames = [data for _, data in rfc + turn if not data.endswith(b"x")]
+    streams = [
+        ("stream-all-frames", b"".join(frames)),
+        ("stream-allocate-then-channel-data", dict(turn)["allocate-unauthenticated"] + dict(turn)["channel-data"]),
+        ("stream-truncated", b"".join(frames)[:-7]),
+    ]
     corpora = {
-        "stun_message": rfc + list(turn_seeds()),
-        "server_datagram": rfc + list(turn_seeds()),
+        "stun_message": rfc + turn,
+        "server_datagram": rfc + turn,
+        "stream_framing": rfc + turn + streams,
     }
     for target, seeds in corpora.items():
         out = os.path.join(HERE, target)

@@ -10,6 +10,7 @@
 
 mod external_ip;
 mod ip_range;
+mod signaling;
 mod static_user;
 mod validate;
 
@@ -24,6 +25,7 @@ use crate::ice::Transport;
 
 pub use external_ip::ExternalIp;
 pub use ip_range::{IpRange, ParseAddrError};
+pub use signaling::SignalingConfig;
 pub use static_user::{parse_static_user, StaticUserSecret};
 
 /// Why a config could not be read, parsed or accepted.
@@ -70,6 +72,8 @@ pub struct Config {
     pub turn: TurnConfig,
     /// Call signaling timing.
     pub call: CallConfig,
+    /// The signaling service (ignored by the relay).
+    pub signaling: SignalingConfig,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             relays: Vec::new(),
             turn: TurnConfig::default(),
             call: CallConfig::default(),
+            signaling: SignalingConfig::default(),
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod keys;
 
 pub use config::{
     parse_static_user, AuthConfig, CallConfig, Config, ConfigError, ExternalIp, IpRange, ParseAddrError, RelayEndpoint,
-    StaticUserSecret, TurnConfig,
+    SignalingConfig, StaticUserSecret, TurnConfig,
 };
 pub use credentials::{parse_rest_username, rest_password, CredentialError, RestCredential, RestSecrets, RestUsername};
 pub use ice::{ice_servers, IceServer, Transport};

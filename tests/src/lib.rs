@@ -98,8 +98,13 @@ pub fn server_binary() -> PathBuf {
     p
 }
 
-/// Finds a program on PATH or fails the test saying how to install it.
+/// Finds one of coturn's programs on PATH or fails the test saying how to install it.
 pub fn require_tool(name: &str) -> PathBuf {
+    require_program(name, "coturn")
+}
+
+/// Finds `name` on PATH or fails the test naming the Debian package to install.
+pub fn require_program(name: &str, debian_package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
         let candidate = dir.join(name);
@@ -108,8 +113,8 @@ pub fn require_tool(name: &str) -> PathBuf {
         }
     }
     panic!(
-        "`{name}` is not installed: it comes with Debian's coturn package. Install it with \
-         `apt-get install -y coturn` (tests/run-all.sh does this), then rerun."
+        "`{name}` is not installed: it comes with Debian's {debian_package} package. Install it \
+         with `apt-get install -y {debian_package}` (tests/run-all.sh does this), then rerun."
     );
 }
 
@@ -148,8 +153,9 @@ impl Drop for LogDir {
     }
 }
 
-/// A block of 100 loopback UDP ports owned by one test: `base` is the listening port, `base+1 ..=
-/// base+89` the relay range, `base+90 ..= base+98` for peers the test runs itself.
+/// A block of 100 loopback ports owned by one test: `base` is the listening port (UDP and TCP),
+/// `base+1 ..= base+89` the relay range, `base+90 ..= base+97` for peers the test runs itself,
+/// `base+98` for TURN over TLS.
 ///
 /// Blocks sit below Linux's ephemeral range (32768+) so ports picked by the kernel for clients
 /// never land in them. Ownership across test processes (e.g. under nextest) is a UDP socket
@@ -197,9 +203,14 @@ impl PortBlock {
         self.base + 89
     }
 
-    /// A port for a peer process or socket of the test's own (`i` in 0..9).
+    /// The TURN-over-TLS port of a server started with [`ServerBuilder::tls`].
+    pub fn tls_port(&self) -> u16 {
+        self.base + 98
+    }
+
+    /// A port for a peer process or socket of the test's own (`i` in 0..8).
     pub fn peer_port(&self, i: u16) -> u16 {
-        assert!(i < 9, "peer_port index {i} out of 0..9");
+        assert!(i < 8, "peer_port index {i} out of 0..8");
         self.base + 90 + i
     }
 }
@@ -213,6 +224,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     stun_probe: bool,
     program: Option<PathBuf>,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServerBuilder {
@@ -226,7 +238,15 @@ impl ServerBuilder {
             args: Vec::new(),
             stun_probe: true,
             program: None,
+            tls: None,
         }
+    }
+
+    /// Also serve TURN over TLS with this PEM certificate chain and key, on
+    /// [`Server::tls_addr`].
+    pub fn tls(mut self, cert: PathBuf, key: PathBuf) -> Self {
+        self.tls = Some((cert, key));
+        self
     }
 
     /// Run another program with the same (coturn-compatible) flags, e.g. coturn's `turnserver`
@@ -284,6 +304,16 @@ impl ServerBuilder {
         }
         if self.allow_loopback_peers {
             args.push("--allow-loopback-peers".to_owned());
+        }
+        if let Some((cert, key)) = &self.tls {
+            args.extend([
+                "--tls-listening-port".to_owned(),
+                ports.tls_port().to_string(),
+                "--cert".to_owned(),
+                cert.display().to_string(),
+                "--pkey".to_owned(),
+                key.display().to_string(),
+            ]);
         }
         args.extend(self.args.iter().cloned());
         if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
@@ -353,6 +383,11 @@ impl Server {
     /// A REST credential for `user` valid for an hour.
     pub fn credential(&self, user: &str) -> (String, String) {
         rest_credential(self.secret(), user, 3600)
+    }
+
+    /// Where it serves TURN over TLS, if started with [`ServerBuilder::tls`].
+    pub fn tls_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr.ip(), self.ports.tls_port())
     }
 
     /// Its ports.
@@ -436,4 +471,39 @@ pub fn start_turnutils_peer(args: &[String], addr: SocketAddr, dir: &Path) -> Ch
         }
     }
     panic!("turnutils_peer {} did not echo on {addr} within 10 s: {}", args.join(" "), tail(&peer.stderr(), 20));
+}
+
+/// Writes a self-signed certificate for 127.0.0.1/localhost with `openssl` into `dir`, returning
+/// `(cert.pem, key.pem)`.
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let openssl = require_program("openssl", "openssl");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let args: Vec<String> = [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost",
+        "-keyout",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([key.display().to_string(), "-out".to_owned(), cert.display().to_string()])
+    .collect();
+    let run = process::run("openssl", &openssl, &args, dir, Duration::from_secs(30));
+    assert!(
+        run.success() && cert.is_file() && key.is_file(),
+        "openssl req failed ({}): {}",
+        run.describe_status(),
+        tail(&run.stderr, 10)
+    );
+    (cert, key)
 }

@@ -70,12 +70,18 @@ fn check_config_names_the_offending_key() {
         run.describe_status(),
         tail(&output(&run), 20)
     );
-    let cases: [(&str, &str, &[&str]); 5] = [
+    let cases: [(&str, &str, &[&str]); 6] = [
         ("inverted port range", "[turn]\nmin_port = 60000\nmax_port = 50000\n", &["min_port", "max_port"]),
         ("misspelt key", "[turn]\nlistening_prot = 3478\n", &["listening_prot"]),
         ("bad peer range", "[turn]\ndenied_peer_ips = [\"10.0.0.300\"]\n", &["denied_peer_ips"]),
         ("wrong type", "[turn]\nuser_quota = \"many\"\n", &["user_quota"]),
         ("bad external address", "[turn]\nexternal_ips = [\"not-an-ip\"]\n", &["external_ips"]),
+        // The server cannot start without them, so the check (systemd's ExecStartPre) must fail.
+        (
+            "missing TLS certificate",
+            "[turn]\ntls_listening_ports = [5349]\ncert = \"/nonexistent/cert.pem\"\npkey = \"/nonexistent/key.pem\"\n",
+            &["/nonexistent/cert.pem"],
+        ),
     ];
     for (what, broken, keys) in cases {
         let toml = format!("{VALID}{broken}");
@@ -147,6 +153,25 @@ async fn config_file_supplies_secret_and_policy() {
         server.fail(&format!("Allocate with a credential signed by the config file's secret failed: {e}"));
     }
     c.close().await;
+}
+
+/// Logs to a pipe or file (the journal, under systemd) must not carry terminal colour codes.
+#[test]
+fn stderr_logs_have_no_colour_codes_when_not_a_terminal() {
+    let server = ServerBuilder::new("stderr_plain").start();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut text = String::new();
+    while Instant::now() < deadline && !text.contains("listening") {
+        std::thread::sleep(Duration::from_millis(50));
+        text = std::fs::read_to_string(server.log_dir().join("server.stderr")).unwrap_or_default();
+    }
+    server.check(text.contains("listening") && !text.contains('\u{1b}'), || {
+        format!(
+            "expected plain log lines on a non-terminal stderr, with one containing \"listening\"; \
+             got (escape shown as \\e):\n{}",
+            tail(&text.replace('\u{1b}', "\\e"), 5)
+        )
+    });
 }
 
 #[test]

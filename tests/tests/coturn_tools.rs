@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::process::{self, ChildGuard, Finished};
-use e2e::{require_tool, tail, Server, ServerBuilder};
+use e2e::{require_tool, tail, LogDir, Server, ServerBuilder};
 
 /// Bound on one uclient run (it needs ~5 s for the loads below).
 const UCLIENT_DEADLINE: Duration = Duration::from_secs(60);
@@ -80,6 +80,16 @@ enum Mode {
     ClientToClient,
 }
 
+/// How uclient reaches the server (the relay itself is UDP in every case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    /// `-t`: TURN over TCP to the listening port.
+    Tcp,
+    /// `-t -S`: TURN over TLS to the TLS port.
+    Tls,
+}
+
 struct Load {
     clients: u32,
     messages: u32,
@@ -91,9 +101,20 @@ const LOAD: Load = Load { clients: 4, messages: 300, length: 172, interval_ms: 5
 
 /// Runs uclient against `server` with REST auth, through the echo peer at `peer`. An IPv6
 /// server address asks for an IPv6 relayed address (`-x`).
-fn run_uclient(server: SocketAddr, secret: &str, peer: SocketAddr, mode: Mode, dir: &Path) -> Finished {
+fn run_uclient(
+    server: SocketAddr,
+    secret: &str,
+    peer: SocketAddr,
+    (mode, transport): (Mode, Transport),
+    dir: &Path,
+) -> Finished {
     let uclient = require_tool("turnutils_uclient");
     let mut args: Vec<String> = vec!["-v".into()];
+    match transport {
+        Transport::Udp => {}
+        Transport::Tcp => args.push("-t".into()),
+        Transport::Tls => args.extend(["-t".into(), "-S".into()]),
+    }
     match mode {
         Mode::Channels => args.push("-c".into()),
         Mode::SendIndications => args.extend(["-c".into(), "-s".into()]),
@@ -163,21 +184,26 @@ fn judge(run: &Finished, mode: Mode) -> Result<Summary, String> {
     Ok(s)
 }
 
-/// Starts our server (also on ::1 when `ip` is IPv6), an echo peer on `ip`, and judges a uclient
-/// run between them.
-fn uclient_against_our_server(name: &str, mode: Mode, ip: IpAddr) {
+/// Starts our server (also on ::1 when `ip` is IPv6, with TLS for [`Transport::Tls`]), an echo
+/// peer on `ip`, and judges a uclient run between them.
+fn uclient_against_our_server(name: &str, mode: Mode, ip: IpAddr, transport: Transport) {
     let mut builder = ServerBuilder::new(name);
     if ip.is_ipv6() {
         builder = builder.arg("--listening-ip").arg(ip.to_string()).arg("--relay-ip").arg(ip.to_string());
     }
+    let cert_dir = LogDir::new(&format!("{name}-cert"));
+    if transport == Transport::Tls {
+        let (cert, key) = e2e::self_signed_cert(cert_dir.path());
+        builder = builder.tls(cert, key);
+    }
     let server = builder.start();
     let peer = SocketAddr::new(ip, server.ports().peer_port(0));
     let _peer = start_peer(peer, server.log_dir());
-    let target = SocketAddr::new(ip, server.addr().port());
-    let run = run_uclient(target, server.secret(), peer, mode, server.log_dir());
+    let port = if transport == Transport::Tls { server.tls_addr().port() } else { server.addr().port() };
+    let run = run_uclient(SocketAddr::new(ip, port), server.secret(), peer, (mode, transport), server.log_dir());
     let summary = match judge(&run, mode) {
         Ok(s) => s,
-        Err(e) => server.fail(&e),
+        Err(e) => server.fail(&format!("over {transport:?}: {e}")),
     };
     let mut server = server;
     let running = server.is_running();
@@ -189,27 +215,37 @@ const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 #[test]
 fn uclient_over_channels_loses_nothing() {
-    uclient_against_our_server("uclient_channels", Mode::Channels, V4);
+    uclient_against_our_server("uclient_channels", Mode::Channels, V4, Transport::Udp);
 }
 
 #[test]
 fn uclient_over_send_indications_loses_nothing() {
-    uclient_against_our_server("uclient_send_indications", Mode::SendIndications, V4);
+    uclient_against_our_server("uclient_send_indications", Mode::SendIndications, V4, Transport::Udp);
 }
 
 #[test]
 fn uclient_client_to_client_loses_nothing() {
-    uclient_against_our_server("uclient_client_to_client", Mode::ClientToClient, V4);
+    uclient_against_our_server("uclient_client_to_client", Mode::ClientToClient, V4, Transport::Udp);
 }
 
 #[test]
 fn uclient_over_ipv6_loses_nothing() {
-    uclient_against_our_server("uclient_ipv6", Mode::Channels, IpAddr::V6(Ipv6Addr::LOCALHOST));
+    uclient_against_our_server("uclient_ipv6", Mode::Channels, IpAddr::V6(Ipv6Addr::LOCALHOST), Transport::Udp);
+}
+
+#[test]
+fn uclient_over_tcp_loses_nothing() {
+    uclient_against_our_server("uclient_tcp", Mode::Channels, V4, Transport::Tcp);
+}
+
+#[test]
+fn uclient_over_tls_loses_nothing() {
+    uclient_against_our_server("uclient_tls", Mode::Channels, V4, Transport::Tls);
 }
 
 #[test]
 fn uclient_rtp_rtcp_allocation_pairs_lose_nothing() {
-    uclient_against_our_server("uclient_rtp_rtcp", Mode::RtpRtcpPairs, V4);
+    uclient_against_our_server("uclient_rtp_rtcp", Mode::RtpRtcpPairs, V4, Transport::Udp);
 }
 
 /// The same harness against coturn's `turnserver`: proves the output parser and the load work
@@ -228,7 +264,7 @@ fn uclient_harness_works_against_coturn_itself() {
     let peer = SocketAddr::new(V4, server.ports().peer_port(0));
     let _peer = start_peer(peer, server.log_dir());
     for mode in [Mode::Channels, Mode::SendIndications, Mode::ClientToClient] {
-        let run = run_uclient(server.addr(), server.secret(), peer, mode, server.log_dir());
+        let run = run_uclient(server.addr(), server.secret(), peer, (mode, Transport::Udp), server.log_dir());
         if let Err(e) = judge(&run, mode) {
             panic!("the uclient harness fails against coturn's own turnserver: {e}");
         }

@@ -548,3 +548,52 @@ fn config_error_display() {
     assert_eq!(ConfigError::invalid("turn.min_port", "must not be 0").to_string(), "turn.min_port: must not be 0");
     assert_eq!(ConfigError::Parse("boom".into()).to_string(), "boom");
 }
+
+#[test]
+fn signaling_defaults_and_example() {
+    let c = minimal();
+    assert_eq!(c.signaling, SignalingConfig::default());
+    assert_eq!(c.signaling.jwt_user_claim, "sub");
+    assert_eq!(c.signaling.socketio_path, "/socket.io");
+    let example = Config::from_toml_str(EXAMPLE).unwrap();
+    example.validate_for_signaling().unwrap();
+    assert_eq!(example.signaling.cors_origins, vec!["https://messenger.example.org"]);
+}
+
+#[test]
+fn signaling_needs_a_way_to_authenticate_a_secret_and_a_relay() {
+    let mut c = minimal();
+    c.validate().unwrap();
+    assert_eq!(
+        match c.validate_for_signaling() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        },
+        "signaling.jwt_secret"
+    );
+    c.signaling.jwt_secret = Some("0123456789abcdef".into());
+    c.validate_for_signaling().unwrap();
+    c.relays.clear();
+    assert!(matches!(c.validate_for_signaling(), Err(ConfigError::Invalid { key, .. }) if key == "relays"));
+}
+
+#[test]
+fn signaling_errors_name_their_key() {
+    let cases: [(&str, &str); 10] = [
+        ("[signaling]\nsocketio_path = \"socket.io\"\n", "signaling.socketio_path"),
+        ("[signaling]\nsocketio_path = \"/calls/\"\n", "signaling.socketio_path"),
+        ("[signaling]\njwt_secret = \"short\"\n", "signaling.jwt_secret"),
+        ("[signaling]\napi_keys = [\"0123456789abcdef\", \"x\"]\n", "signaling.api_keys[1]"),
+        ("[signaling]\ncors_origins = [\"https://a.example/\"]\n", "signaling.cors_origins[0]"),
+        ("[signaling]\nrate_limit_per_ip = 0\n", "signaling.rate_limit_per_ip"),
+        ("[signaling]\nredis_url = \"localhost:6379\"\n", "signaling.redis_url"),
+        ("[signaling]\nwebhook_url = \"http://127.0.0.1:9/hook\"\n", "signaling.webhook_secret"),
+        ("[signaling]\nwebhook_url = \"ftp://x\"\nwebhook_secret = \"0123456789abcdef\"\n", "signaling.webhook_url"),
+        ("[signaling]\nmax_event_bytes = 10\n", "signaling.max_event_bytes"),
+    ];
+    for (extra, want) in cases {
+        let c = Config::from_toml_str(&format!("{MINIMAL}\n{extra}")).unwrap();
+        assert_eq!(invalid_key(&c).0, want, "for {extra:?}");
+    }
+    assert!(parse_err("[signaling]\nlisten_addr = \"127.0.0.1:1\"\n").contains("listen_addr"));
+}

@@ -19,7 +19,124 @@ impl Config {
             validate_relay(i, relay)?;
         }
         self.validate_turn()?;
-        self.validate_call()
+        self.validate_call()?;
+        self.validate_signaling()
+    }
+
+    /// [`validate`](Self::validate) plus what the signaling service needs to serve anyone: a
+    /// REST secret to sign credentials, a relay to hand out, and a way to authenticate users.
+    pub fn validate_for_signaling(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        if self.auth.secrets.is_empty() {
+            return Err(ConfigError::invalid("auth.secrets", "is empty: signaling cannot sign TURN credentials"));
+        }
+        if self.relays.is_empty() {
+            return Err(ConfigError::invalid("relays", "is empty: there is no relay to offer clients"));
+        }
+        let s = &self.signaling;
+        if s.jwt_secret.is_none() && s.jwt_public_key.is_none() && s.api_keys.is_empty() {
+            return Err(ConfigError::invalid(
+                "signaling.jwt_secret",
+                "none of signaling.jwt_secret, signaling.jwt_public_key or signaling.api_keys is set: nobody could authenticate",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_signaling(&self) -> Result<(), ConfigError> {
+        let s = &self.signaling;
+        if s.listen.port() == 0 {
+            return Err(ConfigError::invalid("signaling.listen", "port must not be 0"));
+        }
+        if !s.socketio_path.starts_with('/') || s.socketio_path.len() < 2 || s.socketio_path.ends_with('/') {
+            return Err(ConfigError::invalid(
+                "signaling.socketio_path",
+                format!("must start with '/' and not end with '/', e.g. \"/socket.io\", got {:?}", s.socketio_path),
+            ));
+        }
+        if s.socketio_path.chars().any(|c| c.is_whitespace() || matches!(c, '?' | '#')) {
+            return Err(ConfigError::invalid("signaling.socketio_path", "must be a plain URL path"));
+        }
+        if s.jwt_secret.as_deref().is_some_and(|k| k.len() < 16) {
+            // HS256 with a short key is brute-forceable offline from any one token.
+            return Err(ConfigError::invalid("signaling.jwt_secret", "must be at least 16 bytes"));
+        }
+        if s.jwt_public_key.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(ConfigError::invalid("signaling.jwt_public_key", "is an empty path"));
+        }
+        for (key, value) in [("signaling.jwt_issuer", &s.jwt_issuer), ("signaling.jwt_audience", &s.jwt_audience)] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                return Err(ConfigError::invalid(key, "is empty: leave it out to not check the claim"));
+            }
+        }
+        if s.jwt_user_claim.is_empty() {
+            return Err(ConfigError::invalid("signaling.jwt_user_claim", "is empty"));
+        }
+        if let Some(i) = s.api_keys.iter().position(|k| k.len() < 16) {
+            return Err(ConfigError::invalid(format!("signaling.api_keys[{i}]"), "must be at least 16 bytes"));
+        }
+        if s.api_key_user_param.is_empty()
+            || !s.api_key_user_param.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ConfigError::invalid("signaling.api_key_user_param", "must be letters, digits or '_'"));
+        }
+        for (i, origin) in s.cors_origins.iter().enumerate() {
+            if let Err(why) = check_origin(origin) {
+                return Err(ConfigError::invalid(format!("signaling.cors_origins[{i}]"), format!("{origin:?} {why}")));
+            }
+        }
+        for (key, value) in [
+            ("signaling.rate_limit_per_user", u64::from(s.rate_limit_per_user)),
+            ("signaling.rate_limit_per_ip", u64::from(s.rate_limit_per_ip)),
+            ("signaling.reconnect_grace_secs", s.reconnect_grace_secs),
+            ("signaling.deadline_poll_ms", s.deadline_poll_ms),
+            ("signaling.webhook_max_attempts", u64::from(s.webhook_max_attempts)),
+            ("signaling.webhook_timeout_secs", s.webhook_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if s.max_event_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "signaling.max_event_bytes",
+                "must be at least 1024 (an SDP does not fit in less)",
+            ));
+        }
+        if s.deadline_poll_ms > 5_000 {
+            return Err(ConfigError::invalid(
+                "signaling.deadline_poll_ms",
+                "must be at most 5000: ring timeouts would fire late",
+            ));
+        }
+        if let Some(url) = &s.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                return Err(ConfigError::invalid(
+                    "signaling.redis_url",
+                    "must start with redis://, rediss:// or redis+unix://",
+                ));
+            }
+        }
+        if s.redis_prefix.is_empty() || s.redis_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid("signaling.redis_prefix", "must be non-empty without spaces"));
+        }
+        match (&s.webhook_url, &s.webhook_secret) {
+            (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(ConfigError::invalid("signaling.webhook_url", "must be an http:// or https:// URL"));
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "signaling.webhook_secret",
+                    "is required when signaling.webhook_url is set (the backend must verify who calls it)",
+                ));
+            }
+            (_, Some(secret)) if secret.len() < 16 => {
+                return Err(ConfigError::invalid("signaling.webhook_secret", "must be at least 16 bytes"));
+            }
+            _ => {}
+        }
+        // pingTimeout above pingInterval is allowed by Engine.IO; both being 0 is caught in [call].
+        Ok(())
     }
 
     fn validate_realm(&self) -> Result<(), ConfigError> {
@@ -196,6 +313,21 @@ fn check_url_host(host: &str) -> Result<(), &'static str> {
     }
     if host.starts_with('.') || host.starts_with('-') || host.contains("..") {
         return Err("is not a valid host name");
+    }
+    Ok(())
+}
+
+/// A browser `Origin`: `scheme://host[:port]` with nothing after it, or `*`.
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("must start with https:// or http:// (or be \"*\")")?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err("must be scheme://host[:port] with no path or trailing '/'");
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod socket;
 mod stream;
+mod tcp_relay;
 pub mod tls;
 mod worker;
 

@@ -44,6 +44,21 @@ pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> 
     Ok(socket.into())
 }
 
+/// An RFC 6062 relay listener: SO_REUSEADDR and SO_REUSEPORT so that outgoing connections to
+/// peers can bind the same relayed address.
+pub fn bind_tcp_relay(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
 /// RFC 8656 DONT-FRAGMENT: never fragment what the relay sends to the peer.
 #[cfg(target_os = "linux")]
 pub fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()> {

@@ -49,9 +49,13 @@ impl Default for StreamLimits {
 pub struct StreamConn {
     queued: RefCell<Vec<u8>>,
     wake_writer: Notify,
+    /// Signalled after each write, for senders waiting on a full queue (spliced TCP relays).
+    drained: Notify,
     closed: Cell<bool>,
     close_reader: Notify,
     dropped: Cell<u64>,
+    /// RFC 6062: set by a ConnectionBind; the reader then stops framing and pipes raw bytes.
+    splice: RefCell<Option<(u32, TcpStream)>>,
 }
 
 impl StreamConn {
@@ -59,9 +63,11 @@ impl StreamConn {
         StreamConn {
             queued: RefCell::new(Vec::new()),
             wake_writer: Notify::new(),
+            drained: Notify::new(),
             closed: Cell::new(false),
             close_reader: Notify::new(),
             dropped: Cell::new(0),
+            splice: RefCell::new(None),
         }
     }
 
@@ -79,7 +85,26 @@ impl StreamConn {
         self.wake_writer.notify_one();
     }
 
-    fn close(&self) {
+    /// Queues bytes of a spliced TCP relay, waiting for room: dropping would corrupt the stream.
+    async fn send_stream(&self, data: &[u8], max_queued: usize) -> bool {
+        loop {
+            if self.closed.get() {
+                return false;
+            }
+            if self.queued.borrow().len() < max_queued {
+                self.queued.borrow_mut().extend_from_slice(data);
+                self.wake_writer.notify_one();
+                return true;
+            }
+            self.drained.notified().await;
+        }
+    }
+
+    pub(super) fn splice_to(&self, id: u32, peer: TcpStream) {
+        *self.splice.borrow_mut() = Some((id, peer));
+    }
+
+    pub(super) fn close(&self) {
         self.closed.set(true);
         self.wake_writer.notify_one();
         self.close_reader.notify_one();
@@ -195,6 +220,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     shared.on_stream_frame(tuple, &buf[consumed..consumed + len]);
                     consumed += len;
                     completed = true;
+                    let splice = conn.splice.borrow_mut().take();
+                    if let Some((id, peer)) = splice {
+                        let why = splice_raw(&mut reader, conn, peer, &buf[consumed..], limits).await;
+                        shared.spliced.borrow_mut().remove(&id);
+                        let mut server = shared.server.borrow_mut();
+                        server.tcp_connection_closed(id);
+                        shared.flush(&mut server);
+                        return why;
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => return "not STUN/TURN",
@@ -220,6 +254,52 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// RFC 6062 data connection after ConnectionBind: bytes flow raw between client and peer until
+/// either side closes. `pending` is what the client sent right after its ConnectionBind.
+async fn splice_raw<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    conn: &StreamConn,
+    peer: TcpStream,
+    pending: &[u8],
+    limits: StreamLimits,
+) -> &'static str {
+    let (mut peer_rd, mut peer_wr) = peer.into_split();
+    let to_peer = async {
+        if peer_wr.write_all(pending).await.is_err() {
+            return "peer write failed";
+        }
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return "client closed data connection",
+                Ok(n) => {
+                    if peer_wr.write_all(&chunk[..n]).await.is_err() {
+                        return "peer write failed";
+                    }
+                }
+            }
+        }
+    };
+    let from_peer = async {
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match peer_rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return "peer closed",
+                Ok(n) => {
+                    if !conn.send_stream(&chunk[..n], limits.max_queued).await {
+                        return "client connection closed";
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        why = to_peer => why,
+        why = from_peer => why,
+        () = conn.close_reader.notified() => "closed by the relay",
+    }
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, conn: Rc<StreamConn>, timeout: Duration) {
     loop {
         let data = std::mem::take(&mut *conn.queued.borrow_mut());
@@ -231,7 +311,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, conn: Rc<StreamConn>, 
             continue;
         }
         match tokio::time::timeout(timeout, writer.write_all(&data)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => conn.drained.notify_waiters(),
             _ => {
                 conn.close();
                 return;

@@ -9,15 +9,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::socket;
 use super::stream::{self, StreamConn, StreamLimits};
+use super::tcp_relay;
 use super::tls::{TlsError, TlsFiles};
 use crate::proto::server::DATA_INDICATION_HEADROOM;
-use crate::proto::{BindError, ClientTransport, Event, FiveTuple, Now, RelaySockets, Server};
+use crate::proto::{BindError, ClientTransport, Event, FiveTuple, Now, RelaySockets, Server, SocketKind};
 
 /// Largest UDP payload, plus room to frame it in place.
 const MAX_DATAGRAM: usize = 65_535;
@@ -35,7 +36,7 @@ struct RelaySocket {
 }
 
 pub(super) struct Shared {
-    server: RefCell<Server>,
+    pub(super) server: RefCell<Server>,
     listeners: HashMap<SocketAddr, Rc<UdpSocket>>,
     relays: RefCell<HashMap<SocketAddr, RelaySocket>>,
     relay_buf: RefCell<Vec<u8>>,
@@ -45,6 +46,14 @@ pub(super) struct Shared {
     sources: RefCell<HashMap<IpAddr, u32>>,
     tls: RefCell<Option<TlsAcceptor>>,
     tls_files: Option<TlsFiles>,
+    /// RFC 6062: accept loops of TCP relay listeners, by relay address.
+    tcp_relays: RefCell<HashMap<SocketAddr, AbortHandle>>,
+    /// RFC 6062 peer connections by connection id, until spliced to a data connection.
+    pub(super) peer_streams: RefCell<HashMap<u32, TcpStream>>,
+    /// Pending outgoing connects, so ClosePeer can cancel them.
+    pub(super) peer_connects: RefCell<HashMap<u32, AbortHandle>>,
+    /// Data connections spliced to peer connections, by connection id.
+    pub(super) spliced: RefCell<HashMap<u32, FiveTuple>>,
 }
 
 /// Sockets a worker serves, bound by the caller so bind errors surface at startup.
@@ -70,7 +79,7 @@ pub struct Worker {
     tcp: RefCell<Vec<(TcpListener, bool)>>,
 }
 
-fn now() -> Now {
+pub(super) fn now() -> Now {
     let unix_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     Now { instant: Instant::now(), unix_secs }
 }
@@ -106,6 +115,10 @@ impl Worker {
                 sources: RefCell::new(HashMap::new()),
                 tls: RefCell::new(acceptor),
                 tls_files: streams.tls_files,
+                tcp_relays: RefCell::new(HashMap::new()),
+                peer_streams: RefCell::new(HashMap::new()),
+                peer_connects: RefCell::new(HashMap::new()),
+                spliced: RefCell::new(HashMap::new()),
             }),
             tcp: RefCell::new(tcp),
         })
@@ -274,7 +287,7 @@ impl Shared {
     }
 
     /// Sends queued replies and logs events.
-    fn flush(&self, server: &mut Server) {
+    pub(super) fn flush(self: &Rc<Self>, server: &mut Server) {
         while let Some(t) = server.poll_transmit() {
             match t.redirect {
                 None => self.send_to_client(&t.tuple, &t.data),
@@ -287,6 +300,9 @@ impl Shared {
         }
         while let Some(event) = server.poll_event() {
             log_event(&event);
+        }
+        while let Some(command) = server.poll_command() {
+            tcp_relay::run_command(self, command);
         }
     }
 }
@@ -365,16 +381,27 @@ impl std::fmt::Display for DisplayList<'_> {
 }
 
 /// Opens relay sockets for the core and starts their receive tasks.
-struct Opener<'a> {
-    shared: &'a Rc<Shared>,
+pub(super) struct Opener<'a> {
+    pub(super) shared: &'a Rc<Shared>,
 }
 
 impl RelaySockets for Opener<'_> {
-    fn open(&mut self, addr: SocketAddr, dont_fragment: bool) -> Result<(), BindError> {
-        let std_socket = socket::bind_udp(addr, false, None).map_err(|e| match e.kind() {
+    fn open(&mut self, addr: SocketAddr, kind: SocketKind) -> Result<(), BindError> {
+        let to_bind_error = |e: io::Error| match e.kind() {
             io::ErrorKind::AddrInUse => BindError::InUse,
             _ => BindError::Failed(e.to_string()),
-        })?;
+        };
+        let dont_fragment = match kind {
+            SocketKind::Udp { dont_fragment } => dont_fragment,
+            SocketKind::TcpListener => {
+                let listener = socket::bind_tcp_relay(addr).map_err(to_bind_error)?;
+                let listener = TcpListener::from_std(listener).map_err(to_bind_error)?;
+                let task = tokio::task::spawn_local(tcp_relay::accept_peers(self.shared.clone(), listener, addr));
+                self.shared.tcp_relays.borrow_mut().insert(addr, task.abort_handle());
+                return Ok(());
+            }
+        };
+        let std_socket = socket::bind_udp(addr, false, None).map_err(to_bind_error)?;
         if dont_fragment {
             socket::set_dont_fragment(&std_socket, addr.is_ipv6()).map_err(|e| BindError::Failed(e.to_string()))?;
         }
@@ -387,6 +414,9 @@ impl RelaySockets for Opener<'_> {
     fn close(&mut self, addr: SocketAddr) {
         if let Some(relay) = self.shared.relays.borrow_mut().remove(&addr) {
             relay.task.abort();
+        }
+        if let Some(task) = self.shared.tcp_relays.borrow_mut().remove(&addr) {
+            task.abort();
         }
     }
 }

@@ -27,6 +27,13 @@ impl ClientTransport {
     }
 }
 
+/// What the relayed transport address carries (RFC 6062 adds TCP relays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayTransport {
+    Udp,
+    Tcp,
+}
+
 /// The client side of an allocation: client address, server address, transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FiveTuple {
@@ -61,6 +68,7 @@ pub struct Allocation {
     pub tuple: FiveTuple,
     /// Bound relay addresses, at most one per family (RFC 8656 dual allocation).
     pub relays: Vec<SocketAddr>,
+    pub relay_transport: RelayTransport,
     pub username: String,
     pub key: LongTermKey,
     pub quota_user: String,
@@ -160,6 +168,7 @@ mod tests {
                 transport: ClientTransport::Udp,
             },
             relays: vec!["192.0.2.2:50000".parse().unwrap()],
+            relay_transport: RelayTransport::Udp,
             username: "u".into(),
             key: ice_config::long_term_key(ice_config::PasswordAlgorithm::Md5, "u", "r", "p"),
             quota_user: "u".into(),

@@ -56,7 +56,7 @@ pub fn parse_message(data: &[u8]) {
 struct NoSockets;
 
 impl RelaySockets for NoSockets {
-    fn open(&mut self, _addr: SocketAddr, _df: bool) -> Result<(), BindError> {
+    fn open(&mut self, _addr: SocketAddr, _kind: super::server::SocketKind) -> Result<(), BindError> {
         Ok(())
     }
     fn close(&mut self, _addr: SocketAddr) {}

@@ -15,4 +15,4 @@ pub mod stun;
 
 pub use allocation::{ClientTransport, FiveTuple};
 pub use config::{Lifetimes, NatDiscovery, Quotas, RelayIp, ServerConfig};
-pub use server::{BindError, Event, Now, RelaySockets, Server, ToClient, ToPeer, Transmit};
+pub use server::{BindError, Command, Event, Now, RelaySockets, Server, SocketKind, ToClient, ToPeer, Transmit};

@@ -7,20 +7,23 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::super::allocation::{Allocation, FiveTuple, Traffic};
+use super::super::allocation::{Allocation, ClientTransport, FiveTuple, RelayTransport, Traffic};
 use super::super::stun::attr::{self, AttrError, FAMILY_IPV4, FAMILY_IPV6};
 use super::super::stun::{Class, Message, MessageBuilder};
 use super::authenticate::Authorized;
 use super::reply::ResponseKey;
-use super::{BindError, EndReason, Event, Now, RelaySockets, Reservation, Server, Timer};
+use super::{BindError, EndReason, Event, Now, RelaySockets, Reservation, Server, SocketKind, Timer};
 
 /// UDP's protocol number in REQUESTED-TRANSPORT.
 const PROTO_UDP: u8 = 17;
+/// TCP's protocol number: an RFC 6062 TCP allocation.
+const PROTO_TCP: u8 = 6;
 /// Bind attempts before giving up with 508 when other processes hold ports of the range.
 const BIND_ATTEMPTS: usize = 16;
 
 /// What an Allocate asked for, validated.
 struct AllocateRequest {
+    relay_transport: RelayTransport,
     families: Vec<u8>,
     /// Even port; with `reserve_next` also hold port + 1 under a reservation token.
     even_port: Option<bool>,
@@ -58,7 +61,7 @@ impl Server {
         if !unknown.is_empty() {
             return self.reply_unknown(tuple, req, &unknown, Some(&key));
         }
-        let request = match parse_allocate(req) {
+        let request = match parse_allocate(req, tuple.transport) {
             Ok(r) => r,
             Err(code) => {
                 return self.reply_error(tuple, req, code, Some(&key), "bad Allocate attributes");
@@ -75,7 +78,7 @@ impl Server {
             }
         };
         let lifetime = self.clamp_lifetime(request.lifetime, now.instant, now.instant);
-        self.insert_allocation(now.instant, tuple, req, auth, opened.relays.clone(), lifetime);
+        self.insert_allocation(now.instant, tuple, req, auth, &opened.relays, request.relay_transport, lifetime);
         self.reply_allocated(tuple, req, &opened.relays, lifetime, opened.token, &opened.unsupported, &key);
     }
 
@@ -97,19 +100,20 @@ impl Server {
         tuple: FiveTuple,
         req: &Message<'_>,
         auth: Authorized,
-        relays: Vec<SocketAddr>,
+        relays: &[SocketAddr],
+        relay_transport: RelayTransport,
         lifetime: Duration,
     ) {
         let serial = self.next_serial;
         self.next_serial += 1;
-        for relay in &relays {
+        for relay in relays {
             self.by_relay.insert(*relay, tuple);
         }
         *self.per_user.entry(auth.quota_user.clone()).or_insert(0) += 1;
         self.events.push_back(Event::AllocationCreated {
             tuple,
             username: auth.username.clone(),
-            relays: relays.clone(),
+            relays: relays.to_vec(),
             lifetime,
         });
         let expires = now + lifetime;
@@ -117,7 +121,8 @@ impl Server {
             tuple,
             Allocation {
                 tuple,
-                relays,
+                relays: relays.to_vec(),
+                relay_transport,
                 username: auth.username,
                 key: auth.response_key.key,
                 quota_user: auth.quota_user,
@@ -207,7 +212,11 @@ impl Server {
                 continue;
             };
             let reserve_next = req.even_port == Some(true);
-            let port = match self.bind_port(ip, req.even_port.is_some(), reserve_next, req.dont_fragment, sockets) {
+            let kind = match req.relay_transport {
+                RelayTransport::Udp => SocketKind::Udp { dont_fragment: req.dont_fragment },
+                RelayTransport::Tcp => SocketKind::TcpListener,
+            };
+            let port = match self.bind_port(ip, req.even_port.is_some(), reserve_next, kind, sockets) {
                 Ok(port) => port,
                 Err(code) => {
                     self.undo_relays(relays, token, sockets);
@@ -245,14 +254,14 @@ impl Server {
         ip: std::net::IpAddr,
         even: bool,
         pair: bool,
-        dont_fragment: bool,
+        kind: SocketKind,
         sockets: &mut dyn RelaySockets,
     ) -> Result<u16, Refusal> {
         let mut tried = Vec::new();
         for _ in 0..BIND_ATTEMPTS {
             let pool = self.ports.get(&ip).ok_or(440u16)?;
             let port = pool.pick(&mut self.rng, even, pair, &tried).ok_or(508u16)?;
-            match sockets.open(SocketAddr::new(ip, port), dont_fragment) {
+            match sockets.open(SocketAddr::new(ip, port), kind) {
                 Ok(()) => {}
                 Err(BindError::InUse) => {
                     tried.push(port);
@@ -264,7 +273,7 @@ impl Server {
                 }
             }
             if pair {
-                match sockets.open(SocketAddr::new(ip, port + 1), dont_fragment) {
+                match sockets.open(SocketAddr::new(ip, port + 1), kind) {
                     Ok(()) => {}
                     Err(_) => {
                         sockets.close(SocketAddr::new(ip, port));
@@ -330,12 +339,24 @@ impl Server {
     }
 }
 
-/// Validates the Allocate attributes (RFC 8656 7.2 steps 2-6) without touching state.
-fn parse_allocate(req: &Message<'_>) -> Result<AllocateRequest, Refusal> {
+/// Validates the Allocate attributes (RFC 8656 7.2 steps 2-6, RFC 6062 5.1) without touching state.
+fn parse_allocate(req: &Message<'_>, client: ClientTransport) -> Result<AllocateRequest, Refusal> {
     let bad = |_: AttrError| 400u16;
     let transport = req.get(attr::REQUESTED_TRANSPORT).ok_or(400u16)?;
-    if attr::decode_requested_transport(transport).map_err(bad)? != PROTO_UDP {
-        return Err(442);
+    let relay_transport = match attr::decode_requested_transport(transport).map_err(bad)? {
+        PROTO_UDP => RelayTransport::Udp,
+        PROTO_TCP => RelayTransport::Tcp,
+        _ => return Err(442),
+    };
+    // RFC 6062 5.1: TCP relays are for stream clients, without the UDP-only attributes.
+    if relay_transport == RelayTransport::Tcp
+        && (client == ClientTransport::Udp
+            || req.has(attr::DONT_FRAGMENT)
+            || req.has(attr::EVEN_PORT)
+            || req.has(attr::RESERVATION_TOKEN)
+            || req.has(attr::ADDITIONAL_ADDRESS_FAMILY))
+    {
+        return Err(400);
     }
     let even_port = req.get(attr::EVEN_PORT).map(attr::decode_even_port).transpose().map_err(bad)?;
     let reservation = req.get(attr::RESERVATION_TOKEN).map(attr::decode_reservation_token).transpose().map_err(bad)?;
@@ -359,5 +380,12 @@ fn parse_allocate(req: &Message<'_>) -> Result<AllocateRequest, Refusal> {
         (None, None) => vec![FAMILY_IPV4],
     };
     let lifetime = req.get(attr::LIFETIME).map(attr::decode_u32).transpose().map_err(bad)?;
-    Ok(AllocateRequest { families, even_port, reservation, dont_fragment: req.has(attr::DONT_FRAGMENT), lifetime })
+    Ok(AllocateRequest {
+        relay_transport,
+        families,
+        even_port,
+        reservation,
+        dont_fragment: req.has(attr::DONT_FRAGMENT),
+        lifetime,
+    })
 }

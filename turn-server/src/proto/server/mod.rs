@@ -11,6 +11,7 @@ mod allocate;
 mod authenticate;
 mod relay;
 mod reply;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +31,7 @@ use super::ports::PortPool;
 use super::stun::{Class, Message, Method};
 
 pub use relay::DATA_INDICATION_HEADROOM;
+pub use tcp::Command;
 
 /// The current time, as both clocks: the monotonic one for lifetimes and the wall clock for REST
 /// credential expiry and nonces (both are unix-time based on the wire).
@@ -47,10 +49,18 @@ pub enum BindError {
     Failed(String),
 }
 
+/// What kind of relay socket to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// A UDP relay; `dont_fragment` asks for the DF bit on what it sends.
+    Udp { dont_fragment: bool },
+    /// An RFC 6062 relay: a TCP listener for peers' connections (outgoing ones bind here too).
+    TcpListener,
+}
+
 /// Relay sockets, opened and closed on the core's behalf.
 pub trait RelaySockets {
-    /// Opens a UDP relay socket bound to `addr`; `dont_fragment` asks for the DF bit on what it sends.
-    fn open(&mut self, addr: SocketAddr, dont_fragment: bool) -> Result<(), BindError>;
+    fn open(&mut self, addr: SocketAddr, kind: SocketKind) -> Result<(), BindError>;
     fn close(&mut self, addr: SocketAddr);
 }
 
@@ -144,6 +154,7 @@ impl From<Traffic> for TrafficSummary {
 enum Timer {
     Allocation { tuple: FiveTuple, serial: u64 },
     Reservation { token: u64 },
+    TcpConnection { id: u32 },
 }
 
 /// A port held by EVEN-PORT's R bit until an Allocate with the token claims it.
@@ -167,6 +178,9 @@ pub struct Server {
     next_serial: u64,
     indication_salt: u32,
     indications_sent: u64,
+    tcp_connections: HashMap<u32, tcp::TcpConnection>,
+    next_connection_id: u32,
+    commands: VecDeque<Command>,
 }
 
 impl Server {
@@ -176,6 +190,7 @@ impl Server {
         let mut rng = StdRng::from_seed(seed);
         let nonce_key: [u8; 32] = rand::Rng::gen(&mut rng);
         let indication_salt: u32 = rand::Rng::gen(&mut rng);
+        let next_connection_id: u32 = rand::Rng::gen(&mut rng);
         let ports = cfg.relay_ips.iter().map(|r| (r.bind, PortPool::new(cfg.min_port, cfg.max_port))).collect();
         Server {
             nonces: NonceMinter::new(nonce_key, cfg.nonce_lifetime_secs),
@@ -192,6 +207,9 @@ impl Server {
             next_serial: 1,
             indication_salt,
             indications_sent: 0,
+            tcp_connections: HashMap::new(),
+            next_connection_id,
+            commands: VecDeque::new(),
         }
     }
 
@@ -238,6 +256,8 @@ impl Server {
             (Class::Request, Method::Refresh) => self.refresh(now, tuple, &msg, sockets),
             (Class::Request, Method::CreatePermission) => self.create_permission(now, tuple, &msg),
             (Class::Request, Method::ChannelBind) => self.channel_bind(now, tuple, &msg),
+            (Class::Request, Method::Connect) => self.connect(now, tuple, &msg),
+            (Class::Request, Method::ConnectionBind) => self.connection_bind(now, tuple, &msg),
             (Class::Request, method) => {
                 let why = format!("unsupported method {:#05x}", method.code());
                 self.reply_error(tuple, &msg, 400, None, &why);
@@ -275,6 +295,7 @@ impl Server {
             self.timers.pop();
             match timer {
                 Timer::Allocation { tuple, serial } => self.allocation_timer(now, at, tuple, serial, sockets),
+                Timer::TcpConnection { id } => self.tcp_connection_timer(now, id),
                 Timer::Reservation { token } => {
                     if self.reservations.get(&token).is_some_and(|r| r.expires <= now) {
                         if let Some(r) = self.reservations.remove(&token) {
@@ -323,6 +344,7 @@ impl Server {
         sockets: &mut dyn RelaySockets,
     ) {
         let Some(alloc) = self.allocations.remove(tuple) else { return };
+        self.close_tcp_connections(tuple);
         for relay in &alloc.relays {
             self.by_relay.remove(relay);
             self.release_port(*relay, sockets);

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::super::allocation::{ChannelConflict, ClientTransport, FiveTuple};
+use super::super::allocation::{ChannelConflict, ClientTransport, FiveTuple, RelayTransport};
 use super::super::channel_data;
 use super::super::framing::stream_padding;
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
@@ -85,6 +85,9 @@ impl Server {
         if alloc.relay_for(&peer).is_none() {
             return self.reply_error(tuple, req, 443, Some(&key), "no relay of the peer's address family");
         }
+        if alloc.relay_transport != RelayTransport::Udp {
+            return self.reply_error(tuple, req, 400, Some(&key), "ChannelBind on a TCP allocation");
+        }
         if let Err(why) = self.cfg.peer_policy.check_peer(peer) {
             let why = format!("peer {peer} refused: {}", why.as_str());
             return self.reply_error(tuple, req, 403, Some(&key), &why);
@@ -120,7 +123,10 @@ impl Server {
             return None;
         }
         let relay = alloc.relay_for(&peer)?;
-        if !alloc.has_permission(peer.ip(), now) || self.cfg.peer_policy.check_own_port(peer).is_err() {
+        if alloc.relay_transport != RelayTransport::Udp
+            || !alloc.has_permission(peer.ip(), now)
+            || self.cfg.peer_policy.check_own_port(peer).is_err()
+        {
             return None;
         }
         alloc.traffic.packets_to_peer += 1;
@@ -218,7 +224,7 @@ fn frame_data_indication(
 
 /// Indications need distinct transaction ids (clients may drop what looks like a duplicate), but
 /// nobody answers them: a random per-server salt and a counter avoid a random-number call per packet.
-fn indication_tid(salt: u32, counter: u64) -> [u8; 12] {
+pub(super) fn indication_tid(salt: u32, counter: u64) -> [u8; 12] {
     let mut tid = [0u8; 12];
     tid[..4].copy_from_slice(&salt.to_be_bytes());
     tid[4..].copy_from_slice(&counter.to_be_bytes());

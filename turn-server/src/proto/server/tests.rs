@@ -31,7 +31,7 @@ struct FakeSockets {
 }
 
 impl RelaySockets for FakeSockets {
-    fn open(&mut self, addr: SocketAddr, _df: bool) -> Result<(), BindError> {
+    fn open(&mut self, addr: SocketAddr, _kind: SocketKind) -> Result<(), BindError> {
         if self.taken_elsewhere.contains(&addr) {
             return Err(BindError::InUse);
         }

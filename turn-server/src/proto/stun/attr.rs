@@ -29,6 +29,7 @@ pub const RESERVATION_TOKEN: u16 = 0x0022;
 pub const PRIORITY: u16 = 0x0024;
 pub const USE_CANDIDATE: u16 = 0x0025;
 pub const PADDING: u16 = 0x0026;
+pub const CONNECTION_ID: u16 = 0x002A;
 pub const RESPONSE_PORT: u16 = 0x0027;
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
@@ -63,6 +64,7 @@ pub fn is_understood(code: u16) -> bool {
             | PASSWORD_ALGORITHM
             | XOR_MAPPED_ADDRESS
             | RESERVATION_TOKEN
+            | CONNECTION_ID
             // ICE attributes: harmless on a Binding request, and browsers' consent checks may carry them.
             | PRIORITY
             | USE_CANDIDATE

@@ -10,6 +10,10 @@ pub enum Method {
     Data,
     CreatePermission,
     ChannelBind,
+    /// RFC 6062 TCP allocations.
+    Connect,
+    ConnectionBind,
+    ConnectionAttempt,
     /// Any other 12-bit method value; answered with 400 when it arrives as a request.
     Other(u16),
 }
@@ -24,6 +28,9 @@ impl Method {
             Method::Data => 0x007,
             Method::CreatePermission => 0x008,
             Method::ChannelBind => 0x009,
+            Method::Connect => 0x00A,
+            Method::ConnectionBind => 0x00B,
+            Method::ConnectionAttempt => 0x00C,
             Method::Other(code) => code & 0x0FFF,
         }
     }
@@ -37,6 +44,9 @@ impl Method {
             0x007 => Method::Data,
             0x008 => Method::CreatePermission,
             0x009 => Method::ChannelBind,
+            0x00A => Method::Connect,
+            0x00B => Method::ConnectionBind,
+            0x00C => Method::ConnectionAttempt,
             other => Method::Other(other),
         }
     }
@@ -51,6 +61,9 @@ impl Method {
             Method::Data => "Data",
             Method::CreatePermission => "CreatePermission",
             Method::ChannelBind => "ChannelBind",
+            Method::Connect => "Connect",
+            Method::ConnectionBind => "ConnectionBind",
+            Method::ConnectionAttempt => "ConnectionAttempt",
             Method::Other(_) => "Unknown",
         }
     }

@@ -1,0 +1,151 @@
+//! `[signaling]`: the call signaling service's own keys.
+//!
+//! They live in the shared file so one document describes a deployment, but only the signaling
+//! binary reads them; the relay ignores this table. Secrets the relay also needs (REST secrets)
+//! stay in `[auth]`, and timing clients must agree on stays in `[call]`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[signaling]`.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalingConfig {
+    /// HTTP listen address for `/v1/`, health and Socket.IO.
+    pub listen: SocketAddr,
+    /// Path the Socket.IO endpoint is served under (socket.io-client's `path` option).
+    pub socketio_path: String,
+    /// HS256 shared secret of the messenger's backend.
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA for RS256, EC P-256 for ES256) of the messenger's backend.
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required `iss` claim, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    pub jwt_audience: Option<String>,
+    /// Claim holding the user id.
+    pub jwt_user_claim: String,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub jwt_leeway_secs: u64,
+    /// Static API keys for server-to-server calls; the user is named in a query parameter.
+    pub api_keys: Vec<String>,
+    /// Query parameter naming the user on API-key requests.
+    pub api_key_user_param: String,
+    /// Browser origins allowed for CORS and Socket.IO; `"*"` allows any.
+    pub cors_origins: Vec<String>,
+    /// Requests per minute one user may make to `/v1/ice-servers`.
+    pub rate_limit_per_user: u32,
+    /// Requests per minute one client address may make to `/v1/`.
+    pub rate_limit_per_ip: u32,
+    /// Take the client address from `X-Real-IP`/`X-Forwarded-For` (only behind a proxy).
+    pub trust_proxy_headers: bool,
+    /// Credential expiry is rounded up to a multiple of this, so repeated requests match; capped
+    /// at half of `auth.credential_ttl_secs`; 0 disables rounding.
+    pub credential_bucket_secs: u64,
+    /// How long a party whose socket dropped may take to reconnect before the call ends.
+    pub reconnect_grace_secs: u64,
+    /// Largest accepted event payload (an SDP is typically 2-10 KiB).
+    pub max_event_bytes: usize,
+    /// Redis URL; when set, instances share rooms and call state through it.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so several deployments can share a Redis.
+    pub redis_prefix: String,
+    /// How often each instance looks for due ring/grace deadlines, in milliseconds.
+    pub deadline_poll_ms: u64,
+    /// URL POSTed for offers to offline users and missed calls (push notifications).
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the webhook signature header.
+    pub webhook_secret: Option<String>,
+    /// Attempts per webhook event before it is dropped (logged).
+    pub webhook_max_attempts: u32,
+    /// Timeout of one webhook request.
+    pub webhook_timeout_secs: u64,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            socketio_path: "/socket.io".into(),
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_user_claim: "sub".into(),
+            jwt_leeway_secs: 30,
+            api_keys: Vec::new(),
+            api_key_user_param: "user".into(),
+            cors_origins: Vec::new(),
+            rate_limit_per_user: 30,
+            rate_limit_per_ip: 120,
+            trust_proxy_headers: false,
+            credential_bucket_secs: 600,
+            reconnect_grace_secs: 20,
+            max_event_bytes: 64 * 1024,
+            redis_url: None,
+            redis_prefix: "signaling".into(),
+            deadline_poll_ms: 250,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_max_attempts: 5,
+            webhook_timeout_secs: 5,
+        }
+    }
+}
+
+impl fmt::Debug for SignalingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Logged at startup: secrets and API keys are shown only as present or absent.
+        let redact = |o: &Option<String>| if o.is_some() { "<redacted>" } else { "<none>" };
+        f.debug_struct("SignalingConfig")
+            .field("listen", &self.listen)
+            .field("socketio_path", &self.socketio_path)
+            .field("jwt_secret", &redact(&self.jwt_secret))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_user_claim", &self.jwt_user_claim)
+            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
+            .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
+            .field("api_key_user_param", &self.api_key_user_param)
+            .field("cors_origins", &self.cors_origins)
+            .field("rate_limit_per_user", &self.rate_limit_per_user)
+            .field("rate_limit_per_ip", &self.rate_limit_per_ip)
+            .field("trust_proxy_headers", &self.trust_proxy_headers)
+            .field("credential_bucket_secs", &self.credential_bucket_secs)
+            .field("reconnect_grace_secs", &self.reconnect_grace_secs)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("deadline_poll_ms", &self.deadline_poll_ms)
+            .field("webhook_url", &self.webhook_url)
+            .field("webhook_secret", &redact(&self.webhook_secret))
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("webhook_timeout_secs", &self.webhook_timeout_secs)
+            .finish()
+    }
+}
+
+/// `redis://user:password@host` with the password hidden.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_passwords_are_not_logged() {
+        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://<redacted>@h:6379/0");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        let c = SignalingConfig { jwt_secret: Some("topsecret".into()), ..SignalingConfig::default() };
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,30 @@
+//! Redis, for running several instances: the shared call store (compare-and-set commits and
+//! leased deadlines as Lua scripts) and the connection the Socket.IO Redis adapter uses to
+//! share rooms. Without `redis_url` none of this runs and the memory store is used instead.
+
+mod redis_store;
+
+pub use redis_store::RedisStore;
+
+/// The adapter needs RESP3 (pub/sub on the same connection); add it to the URL unless given.
+pub fn resp3_url(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp3_is_requested_once() {
+        assert_eq!(resp3_url("redis://h:1/0"), "redis://h:1/0?protocol=resp3");
+        assert_eq!(resp3_url("redis://h:1/0?x=1"), "redis://h:1/0?x=1&protocol=resp3");
+        assert_eq!(resp3_url("redis://h?protocol=resp3"), "redis://h?protocol=resp3");
+    }
+}

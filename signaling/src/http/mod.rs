@@ -1,0 +1,67 @@
+//! The HTTP side: `GET /v1/ice-servers`, `/healthz`, `/readyz`, CORS, and the router the
+//! Socket.IO layer is mounted on.
+
+mod error;
+mod health;
+mod ice;
+pub mod rate_limit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, Method};
+use axum::routing::get;
+use axum::Router;
+use futures_util::future::BoxFuture;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use ice_config::{Config, RestSecrets};
+
+use crate::auth::Authenticator;
+pub use error::ApiError;
+use rate_limit::RateLimiter;
+
+/// Readiness probe: resolves to `Err(reason)` when a dependency (Redis) is unreachable.
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Shared by the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Token verification.
+    pub auth: Authenticator,
+    /// The whole config (relays, auth, call timing, signaling).
+    pub config: Arc<Config>,
+    /// REST secrets for signing TURN credentials.
+    pub secrets: RestSecrets,
+    /// Per-user and per-IP limits.
+    pub limiter: Arc<RateLimiter>,
+    /// Readiness.
+    pub ready: ReadyCheck,
+}
+
+/// The routes, with CORS for the configured origins.
+pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.config.signaling.cors_origins);
+    Router::new()
+        .route("/v1/ice-servers", get(ice::ice_servers))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
+        .layer(cors)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Origins were validated in ice-config; one that still fails to be a header value is
+        // skipped rather than allowing everything.
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+}

@@ -1,0 +1,20 @@
+//! The signaling service: ICE config over REST and 1:1 call signaling over Socket.IO.
+//!
+//! - [`calls`]: the pure call state machine (no IO, time as input).
+//! - [`store`]: where call records live (memory or Redis) and the engine that runs the machine
+//!   against them with compare-and-set commits.
+//! - [`cluster`]: Redis: the shared store and the Socket.IO adapter.
+//! - [`http`]: axum routes (`/v1/ice-servers`, health).
+//! - [`socket`]: the Socket.IO gateway (auth on connect, events, effects).
+//! - [`auth`], [`webhook`], [`config`], [`cli`]: around them.
+
+pub mod calls;
+pub mod auth;
+pub mod store;
+pub mod cluster;
+pub mod http;
+pub mod socket;
+pub mod webhook;
+pub mod server;
+pub mod cli;
+pub mod quickstart;

@@ -1,0 +1,94 @@
+//! The handshake: origin and token checks (refusals reach the client as `connect_error` with
+//! the reason), rooms, the token-expiry disconnect, and the pending offer for a late device.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use tokio::task::AbortHandle;
+
+use super::{user_room, Gateway};
+use crate::auth::{bearer, AuthError, Principal};
+use crate::calls::Input;
+use crate::store::KvStore;
+
+/// Why a connection was refused; the text is the `connect_error` message.
+#[derive(thiserror::Error, Debug)]
+pub enum Refused {
+    /// Origin header not in `cors_origins`.
+    #[error("origin not allowed")]
+    Origin,
+    /// Token problem.
+    #[error("unauthorized: {0}")]
+    Auth(#[from] AuthError),
+}
+
+/// Aborts the token-expiry timer when the socket goes first.
+#[derive(Clone)]
+struct ExpiryTimer(AbortHandle);
+
+impl<S: KvStore, A: Adapter> Gateway<S, A> {
+    /// The connect middleware.
+    pub(super) fn authenticate(&self, s: &SocketRef<A>, auth: Option<Value>) -> Result<(), Refused> {
+        let headers = &s.req_parts().headers;
+        if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
+            if !self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+                tracing::info!(%origin, "socket refused: origin");
+                return Err(Refused::Origin);
+            }
+        }
+        // The token comes from the handshake auth payload or, for native clients that set
+        // headers, from Authorization; never from the query string (it ends up in logs).
+        let from_auth = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str).map(str::to_owned);
+        let from_header =
+            headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(bearer).map(str::to_owned);
+        let token = from_auth.or(from_header).ok_or(AuthError::Missing)?;
+        let now = super::now_ms() / 1000;
+        let principal = self.auth.verify_jwt(&token, now).inspect_err(|e| {
+            tracing::info!(error = %e, "socket refused: token");
+        })?;
+        s.extensions.insert(principal);
+        Ok(())
+    }
+
+    /// The connect handler, after the middleware accepted.
+    pub(super) async fn connected(self: Arc<Self>, s: SocketRef<A>) {
+        let Some(principal) = s.extensions.get::<Principal>() else { return };
+        let sid = s.id.to_string();
+        // Its own room makes the socket addressable from any instance through the adapter.
+        s.join([user_room(&principal.user), sid.clone()]);
+        tracing::info!(user = %principal.user, %sid, transport = ?s.transport_type(), "socket connected");
+        self.listen(&s);
+        {
+            let gw = self.clone();
+            let user = principal.user.clone();
+            s.on_disconnect(move |s: SocketRef<A>| {
+                let gw = gw.clone();
+                let user = user.clone();
+                async move {
+                    if let Some(timer) = s.extensions.get::<ExpiryTimer>() {
+                        timer.0.abort();
+                    }
+                    let sid = s.id.to_string();
+                    tracing::info!(%user, %sid, "socket disconnected");
+                    gw.run(Input::Disconnected { user, sid }).await;
+                }
+            });
+        }
+        if let Some(exp) = principal.expires_at {
+            let wait = Duration::from_secs(exp.saturating_sub(super::now_ms() / 1000));
+            let s2 = s.clone();
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                tracing::info!(sid = %s2.id, "token expired: disconnecting");
+                let _ = s2.emit("call:error", &serde_json::json!({"ok": false, "error": "token_expired", "code": "token_expired"}));
+                let _ = s2.disconnect();
+            });
+            s.extensions.insert(ExpiryTimer(task.abort_handle()));
+        }
+        // A phone woken by a push connects while the call still rings: give it the offer now.
+        self.run(Input::Connected { user: principal.user.clone(), sid }).await;
+    }
+}

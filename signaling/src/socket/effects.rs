@@ -1,0 +1,38 @@
+//! Performs the machine's effects once a transition is committed: emits through the adapter
+//! (users and sockets are rooms, so this reaches other instances) and queues webhooks.
+
+use socketioxide::adapter::Adapter;
+
+use super::{user_room, Gateway};
+use crate::calls::{Effect, Target};
+use crate::store::KvStore;
+
+impl<S: KvStore, A: Adapter> Gateway<S, A> {
+    pub(super) async fn perform(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Emit { to, event, data } => {
+                    let op = match &to {
+                        Target::User(u) => self.io.to(user_room(u)),
+                        Target::UserExcept(u, sid) => self.io.to(user_room(u)).except(sid.clone()),
+                        Target::Socket(sid) => self.io.to(sid.clone()),
+                    };
+                    if let Err(e) = op.emit(event.name(), &data).await {
+                        // A recipient that just went away is normal; the state is already right.
+                        tracing::debug!(?to, event = event.name(), error = %e, "emit failed");
+                    }
+                }
+                Effect::PushIfOffline { user, hook } => match self.io.to(user_room(&user)).fetch_sockets().await {
+                    Ok(sockets) if sockets.is_empty() => self.webhook.post(hook),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Unsure whether a device is online: a redundant push beats a missed call.
+                        tracing::warn!(error = %e, "could not list the callee's sockets; pushing anyway");
+                        self.webhook.post(hook);
+                    }
+                },
+                Effect::Webhook(hook) => self.webhook.post(hook),
+            }
+        }
+    }
+}
