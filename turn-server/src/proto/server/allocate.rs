@@ -94,6 +94,7 @@ impl Server {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_allocation(
         &mut self,
         now: Instant,
