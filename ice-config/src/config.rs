@@ -126,11 +126,20 @@ pub struct AuthConfig {
     pub rest_separator: String,
     /// Static long-term users, `name:password` or `name:0x<md5 key>` (coturn `user`).
     pub users: Vec<String>,
+    /// REST usernames expiring further in the future than this are refused, so a leaked or forged
+    /// long-lived credential is useless; 0 = no limit.
+    pub max_credential_lifetime_secs: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { secrets: Vec::new(), credential_ttl_secs: 86_400, rest_separator: ":".into(), users: Vec::new() }
+        Self {
+            secrets: Vec::new(),
+            credential_ttl_secs: 86_400,
+            rest_separator: ":".into(),
+            users: Vec::new(),
+            max_credential_lifetime_secs: 7 * 86_400,
+        }
     }
 }
 
@@ -245,6 +254,11 @@ pub struct TurnConfig {
     pub user_quota: u32,
     /// Maximum simultaneous allocations in total; 0 = unlimited.
     pub total_quota: u32,
+    /// Maximum simultaneous allocations from one client IP address; 0 = unlimited.
+    pub max_allocations_per_ip: u32,
+    /// 401/438 challenges answered per second to one source address (a bounded, hashed table:
+    /// no per-source state for unauthenticated traffic); 0 = unlimited.
+    pub unauthenticated_rate: u32,
     /// Allocation lifetime when the client asks for none.
     pub default_allocate_lifetime_secs: u64,
     /// Upper bound on a requested allocation lifetime.
@@ -303,6 +317,8 @@ impl Default for TurnConfig {
             denied_peer_ips: Vec::new(),
             user_quota: 0,
             total_quota: 0,
+            max_allocations_per_ip: 0,
+            unauthenticated_rate: 50,
             default_allocate_lifetime_secs: 600,
             max_allocate_lifetime_secs: 3_600,
             permission_lifetime_secs: 300,

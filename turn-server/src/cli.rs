@@ -83,6 +83,15 @@ pub struct RunArgs {
     /// Maximum simultaneous allocations in total (0 = unlimited).
     #[arg(long = "total-quota", value_name = "N")]
     pub total_quota: Option<u32>,
+    /// Maximum simultaneous allocations from one client IP (0 = unlimited).
+    #[arg(long = "max-allocations-per-ip", value_name = "N")]
+    pub max_allocations_per_ip: Option<u32>,
+    /// 401/438 answers per second to one source address (0 = unlimited; default 50).
+    #[arg(long = "unauthenticated-rate", value_name = "N")]
+    pub unauthenticated_rate: Option<u32>,
+    /// Refuse REST credentials expiring further ahead than this many seconds (0 = no limit).
+    #[arg(long = "max-credential-lifetime", value_name = "SECS")]
+    pub max_credential_lifetime: Option<u64>,
     /// Longest lifetime a client may request, in seconds (default 3600).
     #[arg(long = "max-allocate-lifetime", value_name = "SECS")]
     pub max_allocate_lifetime: Option<u64>,
@@ -201,6 +210,9 @@ impl RunArgs {
             t.pkey = self.pkey.clone();
         }
         set(&mut t.max_connections_per_ip, self.max_connections_per_ip);
+        set(&mut t.max_allocations_per_ip, self.max_allocations_per_ip);
+        set(&mut t.unauthenticated_rate, self.unauthenticated_rate);
+        set(&mut cfg.auth.max_credential_lifetime_secs, self.max_credential_lifetime);
         set(&mut t.alt_listening_port, self.alt_listening_port);
         if self.alt_listening_ip.is_some() {
             t.alt_listening_ip = self.alt_listening_ip;

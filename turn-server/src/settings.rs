@@ -94,7 +94,13 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
              a relay without authentication would be an open proxy",
         ));
     }
-    let credentials = CredentialStore { rest, rest_separator: cfg.auth.rest_separator_char()?, static_users };
+    let max_lifetime = cfg.auth.max_credential_lifetime_secs;
+    let credentials = CredentialStore {
+        rest,
+        rest_separator: cfg.auth.rest_separator_char()?,
+        static_users,
+        max_lifetime_secs: (max_lifetime > 0).then_some(max_lifetime),
+    };
 
     let secs = Duration::from_secs;
     let lifetimes = Lifetimes {
@@ -105,13 +111,19 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         max_session: (t.max_session_lifetime_secs > 0).then(|| secs(t.max_session_lifetime_secs)),
         ..Lifetimes::default()
     };
-    let quotas = Quotas { per_user: t.user_quota, total: t.total_quota, ..Quotas::default() };
+    let quotas = Quotas {
+        per_user: t.user_quota,
+        total: t.total_quota,
+        per_source: t.max_allocations_per_ip,
+        ..Quotas::default()
+    };
     Ok(Settings {
         server: ServerConfig {
             realm: cfg.realm.clone(),
             software: (!t.software.is_empty()).then(|| t.software.clone()),
             credentials,
             nonce_lifetime_secs: t.nonce_lifetime_secs,
+            unauthenticated_rate: t.unauthenticated_rate,
             relay_ips,
             min_port: t.min_port,
             max_port: t.max_port,

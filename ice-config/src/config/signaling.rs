@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignalingConfig {
-    /// HTTP listen address for `/v1/`, health and Socket.IO.
+    /// HTTP listen address for `/v1/`, health and Socket.IO; port 0 picks a free port (logged).
     pub listen: SocketAddr,
     /// Path the Socket.IO endpoint is served under (socket.io-client's `path` option).
     pub socketio_path: String,

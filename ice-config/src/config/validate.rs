@@ -45,9 +45,6 @@ impl Config {
 
     fn validate_signaling(&self) -> Result<(), ConfigError> {
         let s = &self.signaling;
-        if s.listen.port() == 0 {
-            return Err(ConfigError::invalid("signaling.listen", "port must not be 0"));
-        }
         if !s.socketio_path.starts_with('/') || s.socketio_path.len() < 2 || s.socketio_path.ends_with('/') {
             return Err(ConfigError::invalid(
                 "signaling.socketio_path",
@@ -236,6 +233,16 @@ impl Config {
                     ))
                 }
             }
+        }
+        let auth = &self.auth;
+        if auth.max_credential_lifetime_secs > 0 && auth.credential_ttl_secs > auth.max_credential_lifetime_secs {
+            return Err(ConfigError::invalid(
+                "auth.credential_ttl_secs",
+                format!(
+                    "({}) exceeds auth.max_credential_lifetime_secs ({}): the relay would refuse every credential",
+                    auth.credential_ttl_secs, auth.max_credential_lifetime_secs
+                ),
+            ));
         }
         if turn.tls_listening_ports.contains(&0) {
             return Err(ConfigError::invalid("turn.tls_listening_ports", "must not contain 0"));

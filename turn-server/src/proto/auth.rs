@@ -15,6 +15,8 @@ pub struct CredentialStore {
     pub rest: Option<RestSecrets>,
     pub rest_separator: char,
     pub static_users: HashMap<String, StaticUserSecret>,
+    /// REST usernames expiring further ahead than this are refused; `None` = no limit.
+    pub max_lifetime_secs: Option<u64>,
 }
 
 /// A request whose integrity checked out.
@@ -33,6 +35,8 @@ pub enum AuthFailure {
     UnknownUser,
     /// REST username past its expiry (checked only when an allocation is being created).
     Expired,
+    /// REST username expiring further ahead than the configured maximum credential lifetime.
+    LifetimeTooLong,
     BadIntegrity,
     /// A precomputed MD5 key cannot answer a SHA-256 password algorithm.
     AlgorithmUnavailable,
@@ -43,6 +47,7 @@ impl AuthFailure {
         match self {
             AuthFailure::UnknownUser => "unknown user",
             AuthFailure::Expired => "credential expired",
+            AuthFailure::LifetimeTooLong => "credential lifetime exceeds the maximum",
             AuthFailure::BadIntegrity => "bad message integrity (wrong password or secret)",
             AuthFailure::AlgorithmUnavailable => "password algorithm unavailable for this user",
         }
@@ -72,6 +77,10 @@ impl CredentialStore {
         let parsed = parse_rest_username(username, self.rest_separator).map_err(|_| AuthFailure::UnknownUser)?;
         if enforce_expiry && parsed.expires_at <= now_unix {
             return Err(AuthFailure::Expired);
+        }
+        if enforce_expiry && self.max_lifetime_secs.is_some_and(|max| parsed.expires_at > now_unix.saturating_add(max))
+        {
+            return Err(AuthFailure::LifetimeTooLong);
         }
         for password in rest.candidate_passwords(username) {
             let key = long_term_key(alg, username, realm, &password);

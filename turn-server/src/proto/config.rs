@@ -46,6 +46,8 @@ pub struct Quotas {
     pub per_user: u32,
     /// Allocations in all; 0 = unlimited (508 when reached).
     pub total: u32,
+    /// Allocations from one client IP address; 0 = unlimited (486 when reached).
+    pub per_source: u32,
     /// Caps that keep one allocation's state bounded whatever a client sends (508 when reached).
     pub permissions_per_allocation: usize,
     pub channels_per_allocation: usize,
@@ -53,7 +55,7 @@ pub struct Quotas {
 
 impl Default for Quotas {
     fn default() -> Self {
-        Quotas { per_user: 0, total: 0, permissions_per_allocation: 256, channels_per_allocation: 256 }
+        Quotas { per_user: 0, total: 0, per_source: 0, permissions_per_allocation: 256, channels_per_allocation: 256 }
     }
 }
 
@@ -63,6 +65,8 @@ pub struct ServerConfig {
     pub software: Option<String>,
     pub credentials: CredentialStore,
     pub nonce_lifetime_secs: u64,
+    /// Answers per second to unauthenticated requests from one source; 0 = unlimited.
+    pub unauthenticated_rate: u32,
     pub relay_ips: Vec<RelayIp>,
     pub min_port: u16,
     pub max_port: u16,

@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod nonce;
 pub mod peer_policy;
 pub mod ports;
+pub mod ratelimit;
 pub mod server;
 pub mod stun;
 

@@ -2,7 +2,7 @@
 //! and opening their relay sockets from the configured port range.
 
 use std::cmp::Reverse;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -67,7 +67,7 @@ impl Server {
                 return self.reply_error(tuple, req, code, Some(&key), "bad Allocate attributes");
             }
         };
-        if let Err(code) = self.check_quota(&auth) {
+        if let Err(code) = self.check_quota(&auth, tuple.client.ip()) {
             let why = format!("quota reached for user {}", auth.quota_user);
             return self.reply_error(tuple, req, code, Some(&key), &why);
         }
@@ -82,13 +82,17 @@ impl Server {
         self.reply_allocated(tuple, req, &opened.relays, lifetime, opened.token, &opened.unsupported, &key);
     }
 
-    fn check_quota(&self, auth: &Authorized) -> Result<(), Refusal> {
+    fn check_quota(&self, auth: &Authorized, client: IpAddr) -> Result<(), Refusal> {
         let quotas = self.cfg.quotas;
         if quotas.total > 0 && self.allocations.len() >= quotas.total as usize {
             return Err(508);
         }
         let held = self.per_user.get(&auth.quota_user).copied().unwrap_or(0);
         if quotas.per_user > 0 && held >= quotas.per_user {
+            return Err(486);
+        }
+        let from_source = self.per_source.get(&client).copied().unwrap_or(0);
+        if quotas.per_source > 0 && from_source >= quotas.per_source {
             return Err(486);
         }
         Ok(())
@@ -111,6 +115,7 @@ impl Server {
             self.by_relay.insert(*relay, tuple);
         }
         *self.per_user.entry(auth.quota_user.clone()).or_insert(0) += 1;
+        *self.per_source.entry(tuple.client.ip()).or_insert(0) += 1;
         self.events.push_back(Event::AllocationCreated {
             tuple,
             username: auth.username.clone(),

@@ -28,6 +28,7 @@ use super::channel_data;
 use super::config::ServerConfig;
 use super::nonce::NonceMinter;
 use super::ports::PortPool;
+use super::ratelimit::SourceLimiter;
 use super::stun::{Class, Message, Method};
 
 pub use relay::DATA_INDICATION_HEADROOM;
@@ -172,6 +173,12 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     ports: HashMap<IpAddr, PortPool>,
     per_user: HashMap<String, u32>,
+    /// Allocations per client IP, for `Quotas::per_source`.
+    per_source: HashMap<IpAddr, u32>,
+    /// Limits answers to unauthenticated requests (amplification and reflection).
+    unauthenticated: SourceLimiter,
+    /// The time of the input being handled, for code paths that are not handed it.
+    now: Instant,
     rng: StdRng,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -191,6 +198,7 @@ impl Server {
         let nonce_key: [u8; 32] = rand::Rng::gen(&mut rng);
         let indication_salt: u32 = rand::Rng::gen(&mut rng);
         let next_connection_id: u32 = rand::Rng::gen(&mut rng);
+        let unauthenticated = SourceLimiter::new(cfg.unauthenticated_rate);
         let ports = cfg.relay_ips.iter().map(|r| (r.bind, PortPool::new(cfg.min_port, cfg.max_port))).collect();
         Server {
             nonces: NonceMinter::new(nonce_key, cfg.nonce_lifetime_secs),
@@ -201,6 +209,9 @@ impl Server {
             timers: BinaryHeap::new(),
             ports,
             per_user: HashMap::new(),
+            per_source: HashMap::new(),
+            unauthenticated,
+            now: Instant::now(),
             rng,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -242,6 +253,7 @@ impl Server {
         if channel_data::looks_like_channel_data(data) {
             return self.channel_data_from_client(now.instant, tuple, data);
         }
+        self.now = now.instant;
         let msg = match Message::parse(data) {
             Ok(msg) => msg,
             Err(e) => {
@@ -349,12 +361,8 @@ impl Server {
             self.by_relay.remove(relay);
             self.release_port(*relay, sockets);
         }
-        if let Some(count) = self.per_user.get_mut(&alloc.quota_user) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_user.remove(&alloc.quota_user);
-            }
-        }
+        decrement(&mut self.per_user, &alloc.quota_user);
+        decrement(&mut self.per_source, &alloc.tuple.client.ip());
         self.events.push_back(Event::AllocationEnded {
             tuple: alloc.tuple,
             username: alloc.username,
@@ -369,6 +377,16 @@ impl Server {
         sockets.close(addr);
         if let Some(pool) = self.ports.get_mut(&addr.ip()) {
             pool.release(addr.port());
+        }
+    }
+}
+
+/// Counts down a quota entry, removing it at zero so the maps hold only live holders.
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
         }
     }
 }

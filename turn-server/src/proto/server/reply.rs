@@ -79,6 +79,9 @@ impl Server {
     ) {
         let method = req.message_type().method.name();
         tracing::debug!(client = %tuple.client, method, code, why, "refused request");
+        if key.is_none() && !self.unauthenticated.allow(tuple.client.ip(), self.now) {
+            return;
+        }
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(code, reason(code));
         self.queue(tuple, b, key);
@@ -93,6 +96,9 @@ impl Server {
         key: Option<&ResponseKey>,
     ) {
         tracing::debug!(client = %tuple.client, method = req.message_type().method.name(), ?unknown, "refused request: 420");
+        if key.is_none() && !self.unauthenticated.allow(tuple.client.ip(), self.now) {
+            return;
+        }
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(420, reason(420)).unknown_attributes(unknown);
         self.queue(tuple, b, key);
@@ -100,6 +106,10 @@ impl Server {
 
     /// 401 or 438: a challenge with realm, a fresh nonce and the password algorithms on offer.
     pub(super) fn reply_challenge(&mut self, tuple: FiveTuple, req: &Message<'_>, code: u16, now_unix: u64) {
+        if !self.unauthenticated.allow(tuple.client.ip(), self.now) {
+            tracing::debug!(client = %tuple.client, code, "challenge suppressed: source over its rate");
+            return;
+        }
         let nonce = self.nonces.mint(tuple.client.ip(), now_unix);
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(code, reason(code))

@@ -54,8 +54,10 @@ fn config() -> ServerConfig {
             rest: Some(RestSecrets::new([SECRET]).unwrap()),
             rest_separator: ':',
             static_users,
+            max_lifetime_secs: Some(7 * 86_400),
         },
         nonce_lifetime_secs: 600,
+        unauthenticated_rate: 0,
         relay_ips: vec![
             RelayIp { bind: "10.0.0.10".parse().unwrap(), advertised: "192.0.2.10".parse().unwrap() },
             RelayIp { bind: "2001:db8::10".parse().unwrap(), advertised: "2001:db8::10".parse().unwrap() },
@@ -485,10 +487,10 @@ fn allocate_attribute_errors() {
     c.learn_nonce(&mut h);
     type Attrs = Vec<(u16, Vec<u8>)>;
     let cases: Vec<(Attrs, u16)> = vec![
-        (vec![], 400),                                              // no REQUESTED-TRANSPORT
-        (vec![(attr::REQUESTED_TRANSPORT, vec![6, 0, 0, 0])], 442), // TCP
-        (vec![(attr::REQUESTED_TRANSPORT, vec![17, 0])], 400),      // malformed
-        (vec![udp(), (0x0031, vec![1])], 420),                      // unknown required
+        (vec![], 400),                                               // no REQUESTED-TRANSPORT
+        (vec![(attr::REQUESTED_TRANSPORT, vec![99, 0, 0, 0])], 442), // neither UDP nor TCP
+        (vec![(attr::REQUESTED_TRANSPORT, vec![17, 0])], 400),       // malformed
+        (vec![udp(), (0x0031, vec![1])], 420),                       // unknown required
         (vec![udp(), (attr::REQUESTED_ADDRESS_FAMILY, vec![3, 0, 0, 0])], 440),
         (vec![udp(), (attr::ADDITIONAL_ADDRESS_FAMILY, vec![1, 0, 0, 0])], 400),
         (
@@ -1104,4 +1106,67 @@ fn tcp_peer_connections_need_a_permission_and_expire_unbound() {
     // Not bound within 30 s: closed.
     h.advance(Duration::from_secs(31));
     assert_eq!(h.server.poll_command(), Some(Command::ClosePeer { id }));
+}
+
+// ---- Abuse resistance ----
+
+#[test]
+fn challenges_are_rate_limited_per_source() {
+    let mut cfg = config();
+    cfg.unauthenticated_rate = 2;
+    let mut h = Harness::new(cfg);
+    let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let answered =
+        (0..10).filter(|_| h.send(c.tuple, &c.unauthenticated(Method::Allocate, &[udp()])).is_some()).count();
+    assert_eq!(answered, 4, "a burst of twice the rate, then silence");
+    // Another source is unaffected, and time refills the bucket.
+    let mut other = Client::rest("198.51.100.77:1", "bob", T0_UNIX + 3600);
+    assert!(h.send(other.tuple, &other.unauthenticated(Method::Allocate, &[udp()])).is_some());
+    h.elapsed += Duration::from_secs(1);
+    assert!(h.send(c.tuple, &c.unauthenticated(Method::Allocate, &[udp()])).is_some());
+}
+
+#[test]
+fn credentials_expiring_too_far_ahead_are_refused() {
+    let mut h = Harness::new(config());
+    let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 10 * 365 * 86_400);
+    assert_eq!(error_code(&Message::parse(&c.allocate(&mut h, &[])).unwrap()), 401);
+    let mut ok = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 6 * 86_400);
+    assert_eq!(
+        {
+            let r = ok.allocate(&mut h, &[]);
+            ok.verify(&r)
+        }
+        .message_type()
+        .class,
+        Class::Success
+    );
+}
+
+#[test]
+fn allocations_per_source_address_are_capped() {
+    let mut cfg = config();
+    cfg.quotas.per_source = 2;
+    let mut h = Harness::new(cfg);
+    for (i, want) in [(1, Class::Success), (2, Class::Success), (3, Class::Error)] {
+        let mut c = Client::rest(&format!("203.0.113.5:{i}"), &format!("user{i}"), T0_UNIX + 3600);
+        let msg = {
+            let r = c.allocate(&mut h, &[]);
+            c.verify(&r)
+        };
+        assert_eq!(msg.message_type().class, want);
+        if want == Class::Error {
+            assert_eq!(error_code(&msg), 486);
+        }
+    }
+    let mut elsewhere = Client::rest("203.0.113.6:1", "user9", T0_UNIX + 3600);
+    assert_eq!(
+        {
+            let r = elsewhere.allocate(&mut h, &[]);
+            elsewhere.verify(&r)
+        }
+        .message_type()
+        .class,
+        Class::Success
+    );
 }
