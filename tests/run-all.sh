@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # THE test command (README "Tests"; .ci/run runs exactly this):
 #   bash tests/run-all.sh
-# 1. installs the Debian packages the end-to-end tests use (coturn's turnutils_* tools, openssl
-#    for a test certificate), via
-#    apt-get as root; not root and something missing: prints the apt-get line and fails;
+# 1. installs the Debian packages the end-to-end tests use (coturn's turnutils_* tools, openssl,
+#    redis-server, nginx, iproute2, node, python3) with apt-get when run as root; as another
+#    user with something missing, prints the apt-get line and fails; then the pinned npm and
+#    PyPI test clients of tests/clients/ (npm ci, python venvs);
 # 2. cargo fmt --check, clippy -D warnings, builds the binaries, cargo test --workspace;
-# 3. a short fuzz smoke of every fuzz target (FUZZ_SECONDS each, default 30; 0 skips it).
-# Runs from any directory. About 10-15 minutes from a clean clone on 2 cores, most of it compiling.
+# 3. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
+#    30; 0 skips this step).
+# Runs from any directory. About 8-10 minutes from a clean clone on 2 cores, most of it compiling.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -46,28 +48,77 @@ on_exit() {
 trap 'FAILED_SECTION=$SECTION' ERR
 trap on_exit EXIT
 
-section "Debian packages (coturn's turnutils_* tools)"
-DEB_PACKAGES=(coturn)
+section "Debian packages"
+# command -> Debian package: coturn's turnutils_* clients and turnserver; openssl for test
+# certificates; redis-server and nginx for the signaling tests; iproute2 for the NAT tests'
+# network namespaces; node/npm and python3 for the Socket.IO and aioice clients; c++ for
+# libFuzzer.
+NEEDS=(
+    turnserver:coturn turnutils_uclient:coturn turnutils_peer:coturn turnutils_stunclient:coturn
+    openssl:openssl redis-server:redis-server nginx:nginx ip:iproute2 timeout:coreutils
+    node:nodejs npm:npm python3:python3 c++:g++ iptables:iptables
+)
 missing=()
-for tool in turnserver turnutils_uclient turnutils_peer turnutils_stunclient; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+DEB_PACKAGES=()
+for need in "${NEEDS[@]}"; do
+    if ! command -v "${need%%:*}" >/dev/null 2>&1; then
+        missing+=("${need%%:*}")
+        [[ " ${DEB_PACKAGES[*]} " == *" ${need##*:} "* ]] || DEB_PACKAGES+=("${need##*:}")
+    fi
 done
-command -v timeout >/dev/null 2>&1 || missing+=(timeout)
-command -v openssl >/dev/null 2>&1 || { missing+=(openssl); DEB_PACKAGES+=(openssl); }
-command -v c++ >/dev/null 2>&1 || { missing+=(c++); DEB_PACKAGES+=(g++); }
+if command -v python3 >/dev/null 2>&1 && ! python3 -m venv --help >/dev/null 2>&1; then
+    missing+=("python3 -m venv")
+    DEB_PACKAGES+=(python3-venv)
+fi
+# Debian's python3 runs `-m venv --help` without python3-venv, but cannot make a venv with pip.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    missing+=("python3 ensurepip")
+    [[ " ${DEB_PACKAGES[*]} " == *" python3-venv "* ]] || DEB_PACKAGES+=(python3-venv)
+fi
+# nginx's stream module (TURN over TLS on 443 behind ssl_preread, tests/tests/turn_nginx.rs) is a
+# separate package that nginx only recommends.
+if [[ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]]; then
+    missing+=(ngx_stream_module)
+    DEB_PACKAGES+=(libnginx-mod-stream)
+fi
 if ((${#missing[@]} == 0)); then
-    echo "present: turnserver turnutils_uclient turnutils_peer turnutils_stunclient timeout openssl c++"
+    echo "present: ${NEEDS[*]%%:*}"
 elif [[ $(id -u) -eq 0 ]]; then
     echo "missing: ${missing[*]}; installing ${DEB_PACKAGES[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${DEB_PACKAGES[@]}" coreutils >/dev/null
+    apt_log=$(mktemp)
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+        "${DEB_PACKAGES[@]}"; } >"$apt_log" 2>&1; then
+        cat "$apt_log" >&2
+        exit 1
+    fi
+    rm -f "$apt_log"
     echo "installed: $(dpkg-query -W -f='${Package} ${Version}\n' "${DEB_PACKAGES[@]}" | xargs)"
 else
     echo "missing: ${missing[*]}. Install them (as root), then rerun:" >&2
-    echo "  sudo apt-get update && sudo apt-get install -y ${DEB_PACKAGES[*]} coreutils" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${DEB_PACKAGES[*]}" >&2
     exit 1
 fi
+
+section "test clients from npm and PyPI (tests/clients/)"
+# Pinned by tests/clients/package-lock.json and requirements*.txt; reinstalled only when those
+# change (a copy of the file inside the install marks what it was made from).
+install_venv() { # VENV REQUIREMENTS
+    if ! cmp -s "$2" "$1/requirements.installed" 2>/dev/null; then
+        rm -rf "$1"
+        python3 -m venv "$1"
+        "$1/bin/pip" install --quiet --disable-pip-version-check -r "$2"
+        cp "$2" "$1/requirements.installed"
+    fi
+    echo "$1: $("$1/bin/pip" freeze --disable-pip-version-check | xargs)"
+}
+if ! cmp -s tests/clients/package-lock.json tests/clients/node_modules/.package-lock.installed 2>/dev/null; then
+    npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+    cp tests/clients/package-lock.json tests/clients/node_modules/.package-lock.installed
+fi
+echo "tests/clients/node_modules: $(ls tests/clients/node_modules | xargs)"
+install_venv tests/clients/.venv tests/clients/requirements.txt
+install_venv target/e2e-venv-turn tests/clients/requirements-turn.txt
 
 section "cargo fmt --all -- --check"
 cargo fmt --all -- --check

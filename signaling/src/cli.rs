@@ -272,9 +272,7 @@ pub fn parse_turn_url(url: &str) -> Result<TurnUrl, String> {
     let default_port = if scheme == "turns" { 5349 } else { 3478 };
     let (host, port) = match hostport.rsplit_once(':') {
         // A bracketed IPv6 literal with no port: the colon is inside the brackets.
-        Some((h, p)) if !p.contains(']') => {
-            (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?)
-        }
+        Some((h, p)) if !p.contains(']') => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
         _ => (hostport, default_port),
     };
     if host.is_empty() || port == 0 {
@@ -358,7 +356,9 @@ mod tests {
 
     #[test]
     fn bad_turn_urls() {
-        for bad in ["http://x", "turn:h:0", "turn:h:x", "turns:h:443?transport=udp", "stun:h:1?transport=udp", "turn::1"] {
+        for bad in
+            ["http://x", "turn:h:0", "turn:h:x", "turns:h:443?transport=udp", "stun:h:1?transport=udp", "turn::1"]
+        {
             assert!(parse_turn_url(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_turn_url("turns:h").unwrap().port, 5349);

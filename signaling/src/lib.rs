@@ -8,13 +8,13 @@
 //! - [`socket`]: the Socket.IO gateway (auth on connect, events, effects).
 //! - [`auth`], [`webhook`], [`config`], [`cli`]: around them.
 
-pub mod calls;
 pub mod auth;
-pub mod store;
+pub mod calls;
+pub mod cli;
 pub mod cluster;
 pub mod http;
-pub mod socket;
-pub mod webhook;
-pub mod server;
-pub mod cli;
 pub mod quickstart;
+pub mod server;
+pub mod socket;
+pub mod store;
+pub mod webhook;

@@ -18,10 +18,10 @@ use ice_config::Config;
 
 use crate::auth::Authenticator;
 use crate::calls::{Deadline, Input, Timing};
-use crate::cluster::{resp3_url, RedisStore};
+use crate::cluster::{resp3_url, NodeRegistry, RedisStore, HEARTBEAT};
 use crate::http::{self, rate_limit::RateLimiter, AppState, ReadyCheck};
 use crate::socket::{self, Gateway};
-use crate::store::{Engine, KvStore, Keys, MemoryStore};
+use crate::store::{Engine, Keys, KvStore, MemoryStore};
 use crate::webhook::{Webhook, WebhookConfig};
 
 /// Terminal records are kept this long so retries and late events still find them.
@@ -63,15 +63,20 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
             .await
             .context("connecting the Socket.IO Redis adapter")?;
             let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(adapter).build_layer();
-            let store = RedisStore::connect(client, keys.deadlines()).await.context("connecting to Redis")?;
-            let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), Engine::new(store, &sig.redis_prefix, timing));
+            let store = RedisStore::connect(client.clone(), keys.deadlines()).await.context("connecting to Redis")?;
+            let nodes = NodeRegistry::join(client, &sig.redis_prefix).await.context("registering with Redis")?;
+            tracing::info!(node = nodes.uid(), "joined the cluster");
+            let engine = Engine::new(store, &sig.redis_prefix, timing);
+            let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), engine, Some(nodes.clone()));
+            tokio::spawn(reap_dead_nodes(gw.clone(), nodes));
             socket::register(gw.clone()).await.map_err(|e| anyhow::anyhow!("Socket.IO Redis adapter: {e}"))?;
             tracing::info!("call state and rooms in Redis (several instances may run)");
             serve(cfg.clone(), auth, listener, layer, gw).await
         }
         None => {
             let (layer, io) = builder.build_layer();
-            let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), Engine::new(MemoryStore::new(), "mem", timing));
+            let engine = Engine::new(MemoryStore::new(), "mem", timing);
+            let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), engine, None);
             socket::register(gw.clone());
             tracing::info!("call state in memory (single instance)");
             serve(cfg.clone(), auth, listener, layer, gw).await
@@ -94,6 +99,7 @@ fn gateway<S: KvStore, A: Adapter>(
     webhook: Webhook,
     io: SocketIo<A>,
     engine: Engine<S>,
+    nodes: Option<NodeRegistry>,
 ) -> Arc<Gateway<S, A>> {
     Arc::new(Gateway {
         engine,
@@ -102,6 +108,8 @@ fn gateway<S: KvStore, A: Adapter>(
         origins: cfg.signaling.cors_origins.clone(),
         max_event_bytes: cfg.signaling.max_event_bytes,
         webhook,
+        tasks: Arc::new(()),
+        nodes,
     })
 }
 
@@ -142,7 +150,15 @@ async fn serve<S: KvStore + Clone, A: Adapter + DefinedAdapter>(
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;
+    // Let the socket tasks record their disconnects (bounded: a hung store must not block exit).
+    for _ in 0..100 {
+        if Arc::strong_count(&gw.tasks) <= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     poller.abort();
+    tracing::info!(unfinished = Arc::strong_count(&gw.tasks) - 1, "stopped");
     Ok(())
 }
 
@@ -168,6 +184,36 @@ async fn poll_deadlines<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, every: D
             };
             tracing::debug!(call = %d.call_id, kind = ?d.kind, "deadline due");
             gw.run(Input::Deadline { call_id: d.call_id, kind: d.kind }).await;
+        }
+    }
+}
+
+/// Keeps this instance's registry entry alive and disconnects, through the state machine, the
+/// sockets of instances that stopped doing so (crashed without running disconnect handlers).
+async fn reap_dead_nodes<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, nodes: NodeRegistry) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = nodes.heartbeat().await {
+            tracing::warn!(error = %e, "node heartbeat failed");
+            continue;
+        }
+        let dead = match nodes.claim_dead().await {
+            Ok(dead) => dead,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for dead nodes");
+                continue;
+            }
+        };
+        for (uid, sockets) in dead {
+            tracing::warn!(node = %uid, sockets = sockets.len(), "instance died: disconnecting its sockets");
+            for (sid, user) in sockets {
+                gw.run(Input::Disconnected { user, sid }).await;
+            }
+            if let Err(e) = nodes.forget(&uid).await {
+                tracing::warn!(node = %uid, error = %e, "could not forget dead node");
+            }
         }
     }
 }

@@ -15,8 +15,12 @@
 //! --no-cli --no-tcp --no-tcp-relay"` runs the relay tests against coturn for comparison).
 
 pub mod client;
+pub mod netns;
+pub mod peers;
 pub mod process;
+pub mod signaling;
 pub mod stun;
+pub mod turn_wire;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -42,7 +42,10 @@ fn time_claims() {
     let a = Authenticator::from_config(&SignalingConfig { jwt_leeway_secs: 0, ..cfg() }).unwrap();
     let now = jsonwebtoken::get_current_timestamp();
     assert_eq!(a.verify_jwt(&hs(json!({"sub": "a", "exp": now - 10})), now), Err(AuthError::Expired));
-    assert_eq!(a.verify_jwt(&hs(json!({"sub": "a", "exp": now + 60, "nbf": now + 30})), now), Err(AuthError::NotYetValid));
+    assert_eq!(
+        a.verify_jwt(&hs(json!({"sub": "a", "exp": now + 60, "nbf": now + 30})), now),
+        Err(AuthError::NotYetValid)
+    );
     assert!(matches!(a.verify_jwt(&hs(json!({"sub": "a"})), now), Err(AuthError::Claims(_))));
 }
 
@@ -50,9 +53,19 @@ fn time_claims() {
 fn signature_algorithm_and_garbage() {
     let a = Authenticator::from_config(&cfg()).unwrap();
     let exp = jsonwebtoken::get_current_timestamp() + 60;
-    let other = encode(&Header::new(Algorithm::HS256), &json!({"sub": "a", "exp": exp}), &EncodingKey::from_secret(b"another-secret-of-16")).unwrap();
+    let other = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "a", "exp": exp}),
+        &EncodingKey::from_secret(b"another-secret-of-16"),
+    )
+    .unwrap();
     assert_eq!(a.verify_jwt(&other, now()), Err(AuthError::BadSignature));
-    let hs384 = encode(&Header::new(Algorithm::HS384), &json!({"sub": "a", "exp": exp}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+    let hs384 = encode(
+        &Header::new(Algorithm::HS384),
+        &json!({"sub": "a", "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
     assert!(matches!(a.verify_jwt(&hs384, now()), Err(AuthError::Algorithm(_))));
     // alg "none" with no signature.
     let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIn0.";
@@ -76,8 +89,14 @@ fn issuer_audience_and_user_claim() {
     let exp = jsonwebtoken::get_current_timestamp() + 60;
     let ok = hs(json!({"uid": "u1", "iss": "https://m.example", "aud": "calls", "exp": exp}));
     assert_eq!(a.verify_jwt(&ok, now()).unwrap().user, "u1");
-    assert_eq!(a.verify_jwt(&hs(json!({"uid": "u1", "iss": "x", "aud": "calls", "exp": exp})), now()), Err(AuthError::Issuer));
-    assert_eq!(a.verify_jwt(&hs(json!({"uid": "u1", "iss": "https://m.example", "aud": "x", "exp": exp})), now()), Err(AuthError::Audience));
+    assert_eq!(
+        a.verify_jwt(&hs(json!({"uid": "u1", "iss": "x", "aud": "calls", "exp": exp})), now()),
+        Err(AuthError::Issuer)
+    );
+    assert_eq!(
+        a.verify_jwt(&hs(json!({"uid": "u1", "iss": "https://m.example", "aud": "x", "exp": exp})), now()),
+        Err(AuthError::Audience)
+    );
     assert!(a.verify_jwt(&hs(json!({"uid": "u1", "aud": "calls", "exp": exp})), now()).is_err());
     assert_eq!(
         a.verify_jwt(&hs(json!({"sub": "u1", "iss": "https://m.example", "aud": "calls", "exp": exp})), now()),
@@ -114,7 +133,10 @@ fn rs256_and_es256_public_keys() {
     // An ES256 token is not accepted by the RSA-only verifier.
     assert!(rsa.verify_jwt(&token, now()).is_err());
     assert!(matches!(
-        Authenticator::from_config(&SignalingConfig { jwt_public_key: Some(testdata("README")), ..SignalingConfig::default() }),
+        Authenticator::from_config(&SignalingConfig {
+            jwt_public_key: Some(testdata("README")),
+            ..SignalingConfig::default()
+        }),
         Err(KeyError::Format(_))
     ));
 }
@@ -123,10 +145,7 @@ fn rs256_and_es256_public_keys() {
 fn api_keys_need_a_user() {
     let a = Authenticator::from_config(&cfg()).unwrap();
     assert_eq!(a.authenticate("server-key-0123456789", Some("bob"), now()).unwrap().user, "bob");
-    assert_eq!(
-        a.authenticate("server-key-0123456789", None, now()),
-        Err(AuthError::ApiKeyWithoutUser("user".into()))
-    );
+    assert_eq!(a.authenticate("server-key-0123456789", None, now()), Err(AuthError::ApiKeyWithoutUser("user".into())));
     assert!(a.authenticate("server-key-012345678", Some("bob"), now()).is_err());
 }
 

@@ -364,7 +364,9 @@ impl Machine {
             (CallState::Accepted, Role::Callee) if call.callee_socket.as_deref() == Some(sid) => {
                 Target::Socket(call.caller_socket.clone())
             }
-            (CallState::Accepted, _) => return Reply::err(ErrorCode::AnsweredElsewhere, call_id),
+            // The caller's other devices are not in the call; the callee's lost the race.
+            (CallState::Accepted, Role::Caller) => return Reply::err(ErrorCode::Forbidden, call_id),
+            (CallState::Accepted, Role::Callee) => return Reply::err(ErrorCode::AnsweredElsewhere, call_id),
             _ => return Reply::err(ErrorCode::InvalidState, call_id),
         };
         self.emit(to, Event::IceCandidate, data);
@@ -388,7 +390,8 @@ impl Machine {
                 }
                 Role::Callee
                     if call.state == CallState::Accepted
-                        && (call.callee_lost_at_ms.is_some() || (named && call.callee_socket.as_deref() != Some(sid))) =>
+                        && (call.callee_lost_at_ms.is_some()
+                            || (named && call.callee_socket.as_deref() != Some(sid))) =>
                 {
                     call.callee_socket = Some(sid.to_owned());
                     call.callee_lost_at_ms = None;
@@ -467,7 +470,9 @@ impl Machine {
             return Reply::Ok(Ack::default());
         };
         let id = call.id.clone();
-        self.writes.arm.insert(Deadline { call_id: id.clone(), kind: DeadlineKind::Grace(role) }, now + self.timing.grace_ms);
+        self.writes
+            .arm
+            .insert(Deadline { call_id: id.clone(), kind: DeadlineKind::Grace(role) }, now + self.timing.grace_ms);
         self.put_live(now, call);
         Reply::ok(&id, CallState::Ringing).with_state_of(&self.writes, &id)
     }
@@ -497,7 +502,12 @@ impl Machine {
                     Event::Cancelled,
                     json!({"callId": call_id, "reason": "caller-disconnected"}),
                 );
-                self.effects.push(Effect::Webhook(hook_with_reason(HookKind::Missed, &call, now, "caller-disconnected")));
+                self.effects.push(Effect::Webhook(hook_with_reason(
+                    HookKind::Missed,
+                    &call,
+                    now,
+                    "caller-disconnected",
+                )));
                 self.finish_call(now, call, CallState::Cancelled, "caller-disconnected");
                 Reply::ok(call_id, CallState::Cancelled)
             }

@@ -63,10 +63,7 @@ impl World {
     }
 
     fn fire(&mut self, now: u64) -> Vec<(Reply, Vec<Effect>)> {
-        self.due(now)
-            .into_iter()
-            .map(|d| self.run(now, Input::Deadline { call_id: d.call_id, kind: d.kind }))
-            .collect()
+        self.due(now).into_iter().map(|d| self.run(now, Input::Deadline { call_id: d.call_id, kind: d.kind })).collect()
     }
 
     fn state(&self, id: &str) -> CallState {
@@ -162,7 +159,12 @@ fn initiate_then_offer_rings_on_the_offer() {
     let (r, fx) = w.run(1_000, initiate("c1", "alice", "a1", "bob", None));
     assert!(r.is_ok());
     assert!(fx.is_empty(), "nothing rings before there is an offer");
-    let offer = Input::Offer { call_id: "c1".into(), user: "alice".into(), sid: "a1".into(), sdp: json!({"type": "offer", "sdp": "v=0"}) };
+    let offer = Input::Offer {
+        call_id: "c1".into(),
+        user: "alice".into(),
+        sid: "a1".into(),
+        sdp: json!({"type": "offer", "sdp": "v=0"}),
+    };
     let (r, fx) = w.run(1_100, offer.clone());
     assert_eq!(r, Reply::ok("c1", CallState::Ringing));
     assert_eq!(names(&fx), vec!["call:offer"]);
@@ -174,7 +176,12 @@ fn initiate_then_offer_rings_on_the_offer() {
 #[test]
 fn offer_only_from_the_calling_device() {
     let mut w = ringing();
-    let from = |user: &str, sid: &str| Input::Offer { call_id: "c1".into(), user: user.into(), sid: sid.into(), sdp: json!("x") };
+    let from = |user: &str, sid: &str| Input::Offer {
+        call_id: "c1".into(),
+        user: user.into(),
+        sid: sid.into(),
+        sdp: json!("x"),
+    };
     assert_eq!(w.run(1_100, from("bob", "b1")).0.code(), Some(ErrorCode::Forbidden));
     assert_eq!(w.run(1_100, from("alice", "a2")).0.code(), Some(ErrorCode::Forbidden));
     assert_eq!(w.run(1_100, from("mallory", "m1")).0.code(), Some(ErrorCode::Forbidden));
@@ -199,7 +206,10 @@ fn answer_accepts_and_tells_the_other_devices() {
     assert_eq!(r, Reply::ok("c1", CallState::Accepted));
     let e = emits(&fx);
     assert_eq!(e[0], (sock("a1"), "call:answer", json!({"callId": "c1", "sdp": "answer-sdp"})));
-    assert_eq!(e[1], (Target::UserExcept("bob".into(), "b1".into()), "call:answered-elsewhere", json!({"callId": "c1"})));
+    assert_eq!(
+        e[1],
+        (Target::UserExcept("bob".into(), "b1".into()), "call:answered-elsewhere", json!({"callId": "c1"}))
+    );
     assert!(w.deadlines.is_empty(), "ring timer disarmed");
     assert_eq!(w.calls["c1"].callee_socket.as_deref(), Some("b1"));
 }
@@ -280,7 +290,12 @@ fn end_of_an_accepted_call_reaches_the_peer_once() {
 #[test]
 fn candidates_are_routed_to_the_peer() {
     let mut w = ringing();
-    let cand = |u: &str, s: &str| Input::Candidate { call_id: "c1".into(), user: u.into(), sid: s.into(), candidate: json!({"candidate": "x"}) };
+    let cand = |u: &str, s: &str| Input::Candidate {
+        call_id: "c1".into(),
+        user: u.into(),
+        sid: s.into(),
+        candidate: json!({"candidate": "x"}),
+    };
     let (_, fx) = w.run(1_100, cand("alice", "a1"));
     assert_eq!(emits(&fx)[0].0, user("bob"));
     assert_eq!(emits(&fx)[0].1, "call:ice-candidate");
@@ -288,6 +303,7 @@ fn candidates_are_routed_to_the_peer() {
     assert_eq!(emits(&w.run(2_100, cand("alice", "a1")).1)[0].0, sock("b1"));
     assert_eq!(emits(&w.run(2_100, cand("bob", "b1")).1)[0].0, sock("a1"));
     assert_eq!(w.run(2_100, cand("bob", "b2")).0.code(), Some(ErrorCode::AnsweredElsewhere));
+    assert_eq!(w.run(2_100, cand("alice", "a2")).0.code(), Some(ErrorCode::Forbidden));
     assert_eq!(w.run(2_100, cand("eve", "e1")).0.code(), Some(ErrorCode::Forbidden));
     w.run(3_000, end("c1", "alice", "a1"));
     let (r, fx) = w.run(3_100, cand("bob", "b1"));
@@ -337,7 +353,11 @@ fn glare_lower_call_id_wins_when_it_is_the_new_call() {
     assert_eq!(w.slots["alice"], "a-call");
     assert_eq!(w.slots["bob"], "a-call");
     let e = emits(&fx);
-    assert!(e.contains(&(sock("a1"), "call:cancelled", json!({"callId": "b-call", "reason": "glare", "replacedBy": "a-call"}))));
+    assert!(e.contains(&(
+        sock("a1"),
+        "call:cancelled",
+        json!({"callId": "b-call", "reason": "glare", "replacedBy": "a-call"})
+    )));
     assert!(e.iter().any(|(t, n, d)| *t == user("alice") && *n == "call:offer" && d["callId"] == "a-call"));
     assert_eq!(w.deadlines.len(), 1, "only the winner's ring timer remains");
     assert!(hooks(&fx).iter().all(|(k, _)| *k == HookKind::Offer), "a glare loser is not a missed call");
@@ -349,7 +369,10 @@ fn glare_lower_call_id_wins_when_it_is_the_existing_call() {
     w.run(1_000, initiate("a-call", "alice", "a1", "bob", Some("o1")));
     let (r, fx) = w.run(1_010, initiate("b-call", "bob", "b1", "alice", Some("o2")));
     assert_eq!(r, Reply::Err { code: ErrorCode::Glare, call_id: Some("b-call".into()), winner: Some("a-call".into()) });
-    assert_eq!(emits(&fx), vec![(sock("b1"), "call:cancelled", json!({"callId": "b-call", "reason": "glare", "replacedBy": "a-call"}))]);
+    assert_eq!(
+        emits(&fx),
+        vec![(sock("b1"), "call:cancelled", json!({"callId": "b-call", "reason": "glare", "replacedBy": "a-call"}))]
+    );
     assert_eq!(w.state("a-call"), CallState::Ringing);
     assert_eq!(w.state("b-call"), CallState::Cancelled);
     // bob answers the winner and the call proceeds normally.
@@ -421,7 +444,10 @@ fn dropped_party_reconnects_within_grace() {
     assert!(fx.is_empty());
     assert_eq!(w.state("c1"), CallState::Accepted);
     // bob's candidates now reach the new socket.
-    let (_, fx) = w.run(9_000, Input::Candidate { call_id: "c1".into(), user: "bob".into(), sid: "b1".into(), candidate: json!("c") });
+    let (_, fx) = w.run(
+        9_000,
+        Input::Candidate { call_id: "c1".into(), user: "bob".into(), sid: "b1".into(), candidate: json!("c") },
+    );
     assert_eq!(emits(&fx)[0].0, sock("a2"));
 }
 
@@ -433,7 +459,10 @@ fn dropped_party_that_does_not_return_ends_the_call_for_the_peer() {
     let fired = w.fire(25_000);
     let (r, fx) = &fired[0];
     assert_eq!(*r, Reply::ok("c1", CallState::Ended));
-    assert_eq!(emits(fx), vec![(sock("a1"), "call:end", json!({"callId": "c1", "reason": "peer-disconnected", "by": "bob"}))]);
+    assert_eq!(
+        emits(fx),
+        vec![(sock("a1"), "call:end", json!({"callId": "c1", "reason": "peer-disconnected", "by": "bob"}))]
+    );
     assert!(w.slots.is_empty() && w.deadlines.is_empty());
 }
 
@@ -522,4 +551,102 @@ fn records_carry_a_bounded_lifetime() {
     assert_eq!(c.keep_until_ms, 46_000 + T.grace_ms + T.record_ttl_ms);
     let w = accepted();
     assert_eq!(w.calls["c1"].keep_until_ms, 2_000 + T.max_call_ms);
+}
+
+/// Every slot points at a live call its user is in; every live call holds both slots; every
+/// deadline belongs to a call that can still use it.
+fn check_invariants(w: &World, step: usize, history: &[String]) {
+    let ctx = || format!("after step {step}:\n{}", history.join("\n"));
+    for (user, id) in &w.slots {
+        let call = w.calls.get(id).unwrap_or_else(|| panic!("slot {user}->{id} dangles {}", ctx()));
+        assert!(call.state.is_live(), "slot {user}->{id} points at a {:?} call {}", call.state, ctx());
+        assert!(call.role_of(user).is_some(), "slot {user}->{id}: not a party {}", ctx());
+    }
+    for call in w.calls.values().filter(|c| c.state.is_live()) {
+        for user in [&call.caller, &call.callee] {
+            assert_eq!(w.slots.get(user), Some(&call.id), "live call {} lost {user}'s slot {}", call.id, ctx());
+        }
+        if call.state == CallState::Accepted {
+            assert!(call.callee_socket.is_some(), "{}", ctx());
+        }
+    }
+    for d in w.deadlines.keys() {
+        let call = &w.calls[&d.call_id];
+        match d.kind {
+            DeadlineKind::Ring => assert_eq!(call.state, CallState::Ringing, "ring deadline of {} {}", call.id, ctx()),
+            DeadlineKind::Grace(Role::Caller) => {
+                assert!(
+                    call.state.is_live() && call.caller_lost_at_ms.is_some(),
+                    "caller grace of {} {}",
+                    call.id,
+                    ctx()
+                )
+            }
+            DeadlineKind::Grace(Role::Callee) => assert!(
+                call.state == CallState::Accepted && call.callee_lost_at_ms.is_some(),
+                "callee grace of {} {}",
+                call.id,
+                ctx()
+            ),
+        }
+    }
+    for call in w.calls.values().filter(|c| c.state == CallState::Ringing) {
+        assert!(
+            w.deadlines.contains_key(&Deadline { call_id: call.id.clone(), kind: DeadlineKind::Ring }),
+            "{}",
+            ctx()
+        );
+    }
+}
+
+#[test]
+fn random_sequences_keep_the_invariants() {
+    // A small deterministic generator (no dependency): many seeds, short sequences over three
+    // users with two devices each and a handful of call ids, so collisions (busy, glare,
+    // duplicates, late events, strangers) are frequent.
+    let users = ["a", "b", "c"];
+    for seed in 1..=300u64 {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut w = World::default();
+        let mut now = 1_000u64;
+        let mut history = Vec::new();
+        for step in 0..60 {
+            now += next(20_000);
+            for (r, _) in w.fire(now) {
+                history.push(format!("{now}: deadline -> {r:?}"));
+            }
+            let u = users[next(3) as usize];
+            let sid = format!("{u}{}", next(2));
+            let id = format!("k{}", next(5));
+            let input = match next(10) {
+                0 | 1 => Input::Initiate {
+                    call_id: id,
+                    user: u.into(),
+                    sid,
+                    callee: users[next(3) as usize].into(),
+                    chat_id: String::new(),
+                    call_type: CallType::Audio,
+                    sdp: (next(2) == 0).then(|| json!("o")),
+                },
+                2 => Input::Offer { call_id: id, user: u.into(), sid, sdp: json!("o") },
+                3 => Input::Answer { call_id: id, user: u.into(), sid, sdp: json!("a") },
+                4 => Input::Reject { call_id: id, user: u.into(), sid },
+                5 => Input::End { call_id: id, user: u.into(), sid },
+                6 => Input::Candidate { call_id: id, user: u.into(), sid, candidate: json!("c") },
+                7 => Input::Sync { user: u.into(), sid, resume: vec![id] },
+                8 => Input::Disconnected { user: u.into(), sid },
+                _ => Input::Connected { user: u.into(), sid },
+            };
+            let desc = format!("{now}: {input:?}");
+            let (reply, _) = w.run(now, input);
+            history.push(format!("{desc} -> {reply:?}"));
+            check_invariants(&w, step, &history);
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! Redis, for running several instances: the shared call store (compare-and-set commits and
 //! leased deadlines as Lua scripts) and the connection the Socket.IO Redis adapter uses to
-//! share rooms. Without `redis_url` none of this runs and the memory store is used instead.
+//! share rooms, and the node registry that reaps the sockets of instances that died. Without `redis_url` none of this runs and the memory store is used instead.
 
+mod nodes;
 mod redis_store;
 
+pub use nodes::{NodeRegistry, ALIVE_TTL, HEARTBEAT};
 pub use redis_store::RedisStore;
 
 /// The adapter needs RESP3 (pub/sub on the same connection); add it to the URL unless given.

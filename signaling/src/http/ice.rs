@@ -79,7 +79,7 @@ fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> String
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .map(str::trim);
-        if let Some(ip) = real.or(forwarded).filter(|s| s.parse::<std::net::IpAddr>().is_ok()) {
+        if let Some(ip) = [real, forwarded].into_iter().flatten().find(|s| s.parse::<std::net::IpAddr>().is_ok()) {
             return ip.to_owned();
         }
     }

@@ -25,6 +25,17 @@ pub enum Refused {
     Auth(#[from] AuthError),
 }
 
+/// A browser origin from the configured list, or the service's own origin: native clients
+/// (python-engineio, Starscream on iOS) send `Origin: <the URL they connect to>`, which is not
+/// a cross-site request.
+pub fn origin_allowed(allowed: &[String], origin: &str, host: Option<&str>) -> bool {
+    if allowed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
+}
+
 /// Aborts the token-expiry timer when the socket goes first.
 #[derive(Clone)]
 struct ExpiryTimer(AbortHandle);
@@ -34,7 +45,8 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
     pub(super) fn authenticate(&self, s: &SocketRef<A>, auth: Option<Value>) -> Result<(), Refused> {
         let headers = &s.req_parts().headers;
         if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
-            if !self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+            let host = headers.get("host").and_then(|v| v.to_str().ok());
+            if !origin_allowed(&self.origins, origin, host) {
                 tracing::info!(%origin, "socket refused: origin");
                 return Err(Refused::Origin);
             }
@@ -53,14 +65,17 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         Ok(())
     }
 
-    /// The connect handler, after the middleware accepted.
-    pub(super) async fn connected(self: Arc<Self>, s: SocketRef<A>) {
+    /// The connect handler, after the middleware accepted. Synchronous on purpose: socketioxide
+    /// sends the CONNECT packet before calling it and processes the socket's next packet only
+    /// after a sync handler returns, so handlers registered here catch the client's very first
+    /// event; an async handler would run as a task and race with it.
+    pub(super) fn connected(self: Arc<Self>, s: SocketRef<A>) {
         let Some(principal) = s.extensions.get::<Principal>() else { return };
         let sid = s.id.to_string();
         // Its own room makes the socket addressable from any instance through the adapter.
         s.join([user_room(&principal.user), sid.clone()]);
         tracing::info!(user = %principal.user, %sid, transport = ?s.transport_type(), "socket connected");
-        self.listen(&s);
+        self.listen(&s, principal.user.clone());
         {
             let gw = self.clone();
             let user = principal.user.clone();
@@ -73,7 +88,7 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
                     }
                     let sid = s.id.to_string();
                     tracing::info!(%user, %sid, "socket disconnected");
-                    gw.run(Input::Disconnected { user, sid }).await;
+                    gw.gone(&s).await;
                 }
             });
         }
@@ -83,12 +98,34 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
             let task = tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 tracing::info!(sid = %s2.id, "token expired: disconnecting");
-                let _ = s2.emit("call:error", &serde_json::json!({"ok": false, "error": "token_expired", "code": "token_expired"}));
+                let _ = s2.emit(
+                    "call:error",
+                    &serde_json::json!({"ok": false, "error": "token_expired", "code": "token_expired"}),
+                );
                 let _ = s2.disconnect();
             });
             s.extensions.insert(ExpiryTimer(task.abort_handle()));
         }
         // A phone woken by a push connects while the call still rings: give it the offer now.
-        self.run(Input::Connected { user: principal.user.clone(), sid }).await;
+        let gw = self.clone();
+        tokio::spawn(async move { gw.run(Input::Connected { user: principal.user.clone(), sid }).await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins() {
+        let list = vec!["https://app.example".to_owned()];
+        assert!(origin_allowed(&list, "https://app.example", None));
+        assert!(origin_allowed(&list, "HTTPS://APP.EXAMPLE", None));
+        assert!(!origin_allowed(&list, "https://evil.example", Some("calls.example")));
+        assert!(origin_allowed(&list, "https://calls.example", Some("calls.example")));
+        assert!(origin_allowed(&list, "http://127.0.0.1:8080", Some("127.0.0.1:8080")));
+        assert!(!origin_allowed(&list, "http://127.0.0.1:8081", Some("127.0.0.1:8080")));
+        assert!(origin_allowed(&["*".to_owned()], "https://any.example", None));
+        assert!(!origin_allowed(&[], "https://any.example", None));
     }
 }

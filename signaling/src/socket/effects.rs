@@ -22,15 +22,23 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
                         tracing::debug!(?to, event = event.name(), error = %e, "emit failed");
                     }
                 }
-                Effect::PushIfOffline { user, hook } => match self.io.to(user_room(&user)).fetch_sockets().await {
-                    Ok(sockets) if sockets.is_empty() => self.webhook.post(hook),
-                    Ok(_) => {}
-                    Err(e) => {
-                        // Unsure whether a device is online: a redundant push beats a missed call.
-                        tracing::warn!(error = %e, "could not list the callee's sockets; pushing anyway");
-                        self.webhook.post(hook);
-                    }
-                },
+                Effect::PushIfOffline { user, hook } => {
+                    // Asking every instance who is online can take a round trip through Redis;
+                    // the requester's ack must not wait for it.
+                    let (io, webhook) = (self.io.clone(), self.webhook.clone());
+                    tokio::spawn(async move {
+                        match io.to(user_room(&user)).fetch_sockets().await {
+                            Ok(sockets) if sockets.is_empty() => webhook.post(hook),
+                            Ok(_) => {}
+                            Err(e) => {
+                                // Unsure whether a device is online: a redundant push beats a
+                                // missed call.
+                                tracing::warn!(error = %e, "could not list the callee's sockets; pushing anyway");
+                                webhook.post(hook);
+                            }
+                        }
+                    });
+                }
                 Effect::Webhook(hook) => self.webhook.post(hook),
             }
         }

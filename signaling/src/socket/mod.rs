@@ -8,12 +8,13 @@ mod request;
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
 use socketioxide_core::adapter::DefinedAdapter;
-use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::auth::Authenticator;
 use crate::calls::{ErrorCode, Event, Input, Reply};
@@ -41,6 +42,11 @@ pub struct Gateway<S, A: Adapter> {
     pub max_event_bytes: usize,
     /// Push notifications.
     pub webhook: Webhook,
+    /// One clone per live socket task; shutdown waits for them to finish so every socket's
+    /// disconnect (which starts its calls' reconnect grace) reaches the store before exit.
+    pub tasks: Arc<()>,
+    /// With Redis: where this instance records its sockets, so another can reap them if it dies.
+    pub nodes: Option<crate::cluster::NodeRegistry>,
 }
 
 /// Registers the default namespace with auth middleware and event handlers. The result is the
@@ -49,10 +55,7 @@ pub fn register<S: KvStore, A: Adapter + DefinedAdapter>(gateway: Arc<Gateway<S,
     let io = gateway.io.clone();
     let on_connect = {
         let gw = gateway.clone();
-        move |s: SocketRef<A>| {
-            let gw = gw.clone();
-            async move { gw.connected(s).await }
-        }
+        move |s: SocketRef<A>| gw.clone().connected(s)
     };
     let middleware = {
         let gw = gateway.clone();
@@ -64,29 +67,85 @@ pub fn register<S: KvStore, A: Adapter + DefinedAdapter>(gateway: Arc<Gateway<S,
     io.ns("/", on_connect.with(middleware))
 }
 
+/// Requests a socket may have queued before it is told to slow down.
+const QUEUE_DEPTH: usize = 64;
+
+/// Work for a socket's serial task.
+enum Job<A: Adapter> {
+    Request(ClientEvent, Option<Value>, AckSender<A>),
+    Gone,
+}
+
+/// The sending end of a socket's queue, kept in its extensions.
+struct Queue<A: Adapter>(mpsc::Sender<Job<A>>);
+
+impl<A: Adapter> Clone for Queue<A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
 impl<S: KvStore, A: Adapter> Gateway<S, A> {
-    fn listen(self: &Arc<Self>, s: &SocketRef<A>) {
+    /// Handlers push onto a per-socket queue served by one task, so a client's events are
+    /// handled in the order it sent them (socketioxide spawns async handlers concurrently, which
+    /// could run a `call:offer` before the `call:initiate` sent just before it), and the
+    /// disconnect is handled after everything the socket sent.
+    fn listen(self: &Arc<Self>, s: &SocketRef<A>, user: String) {
+        let (tx, mut rx) = mpsc::channel::<Job<A>>(QUEUE_DEPTH);
+        s.extensions.insert(Queue(tx));
         for event in ClientEvent::ALL {
-            let gw = self.clone();
             s.on(event.name(), move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>| {
-                let gw = gw.clone();
-                async move { gw.request(s, event, data.ok(), ack).await }
+                let Some(queue) = s.extensions.get::<Queue<A>>() else { return };
+                if let Err(mpsc::error::TrySendError::Full(Job::Request(_, _, ack))) =
+                    queue.0.try_send(Job::Request(event, data.ok(), ack))
+                {
+                    tracing::warn!(sid = %s.id, "request queue full: refusing");
+                    let reply = Reply::Err { code: ErrorCode::Unavailable, call_id: None, winner: None };
+                    let _ = ack.send(&reply.to_json());
+                }
             });
         }
+        let gw = self.clone();
+        let socket = s.clone();
+        let alive = self.tasks.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            let sid = socket.id.to_string();
+            if let Some(nodes) = &gw.nodes {
+                if let Err(e) = nodes.add(&sid, &user).await {
+                    tracing::warn!(error = %e, "node registry: socket not recorded");
+                }
+            }
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Request(event, data, ack) => gw.request(&socket, &user, &sid, event, data, ack).await,
+                    Job::Gone => {
+                        gw.run(Input::Disconnected { user: user.clone(), sid: sid.clone() }).await;
+                        if let Some(nodes) = &gw.nodes {
+                            let _ = nodes.remove(&sid).await;
+                        }
+                        break;
+                    }
+                }
+            }
+        });
     }
 
-    async fn request(&self, s: SocketRef<A>, event: ClientEvent, data: Option<Value>, ack: AckSender<A>) {
-        let Some(principal) = s.extensions.get::<crate::auth::Principal>() else {
-            // Unreachable: the middleware stores it before any handler can run.
-            return;
-        };
-        let sid = s.id.to_string();
-        let reply = match parse(event, &principal.user, &sid, data, self.max_event_bytes) {
+    async fn request(
+        &self,
+        s: &SocketRef<A>,
+        user: &str,
+        sid: &str,
+        event: ClientEvent,
+        data: Option<Value>,
+        ack: AckSender<A>,
+    ) {
+        let reply = match parse(event, user, sid, data, self.max_event_bytes) {
             Ok(input) => self.run(input).await,
             Err(reply) => reply,
         };
         if let Reply::Err { code, call_id, .. } = &reply {
-            tracing::info!(user = %principal.user, %sid, event = event.name(), error = code.as_str(), call = ?call_id, "request refused");
+            tracing::info!(%user, %sid, event = event.name(), error = code.as_str(), call = ?call_id, "request refused");
             let mut data = reply.to_json();
             data["code"] = data["error"].clone();
             if let Err(e) = s.emit(Event::Error.name(), &data) {
@@ -95,6 +154,13 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         }
         if let Err(e) = ack.send(&reply.to_json()) {
             tracing::debug!(error = %e, "ack not sent");
+        }
+    }
+
+    /// Queues the socket's disconnect behind its pending requests.
+    async fn gone(&self, s: &SocketRef<A>) {
+        if let Some(queue) = s.extensions.get::<Queue<A>>() {
+            let _ = queue.0.send(Job::Gone).await;
         }
     }
 

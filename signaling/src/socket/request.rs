@@ -67,7 +67,11 @@ pub fn parse(event: ClientEvent, user: &str, sid: &str, data: Option<Value>, max
     let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(usize::MAX);
     let claimed_id = string_field(&data, "callId").filter(|id| valid_call_id(id));
     if size > max_bytes {
-        return Err(Reply::Err { code: ErrorCode::PayloadTooLarge, call_id: claimed_id.map(str::to_owned), winner: None });
+        return Err(Reply::Err {
+            code: ErrorCode::PayloadTooLarge,
+            call_id: claimed_id.map(str::to_owned),
+            winner: None,
+        });
     }
     let (user, sid) = (user.to_owned(), sid.to_owned());
     if event == ClientEvent::Sync {
@@ -140,7 +144,9 @@ mod tests {
     #[test]
     fn initiate_fields() {
         let id = "6f1c2a9e-4b7d-4c2e-9f00-0123456789ab";
-        let input = p(ClientEvent::Initiate, json!({"callId": id, "calleeId": "bob", "chatId": 7, "callType": "video"})).unwrap();
+        let input =
+            p(ClientEvent::Initiate, json!({"callId": id, "calleeId": "bob", "chatId": 7, "callType": "video"}))
+                .unwrap();
         assert_eq!(
             input,
             Input::Initiate {
@@ -185,7 +191,10 @@ mod tests {
 
     #[test]
     fn sync_payloads() {
-        assert_eq!(p(ClientEvent::Sync, Value::Null).unwrap(), Input::Sync { user: "alice".into(), sid: "s1".into(), resume: vec![] });
+        assert_eq!(
+            p(ClientEvent::Sync, Value::Null).unwrap(),
+            Input::Sync { user: "alice".into(), sid: "s1".into(), resume: vec![] }
+        );
         assert_eq!(
             p(ClientEvent::Sync, json!({"callIds": ["a"]})).unwrap(),
             Input::Sync { user: "alice".into(), sid: "s1".into(), resume: vec!["a".into()] }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::calls::{Call, Effect, Input, Machine, Reply, Timing, View, Writes};
 
-use super::{Commit, KvStore, Keys, StoreError};
+use super::{Commit, Keys, KvStore, StoreError};
 
 /// Attempts before giving up with [`StoreError::Contention`]; a conflict needs another writer
 /// touching the same call in the few milliseconds between read and commit.
@@ -160,7 +160,8 @@ mod tests {
         assert!(e.store().claim_due(t + 999, 5_000, 10).await.unwrap().is_empty());
         let due = e.store().claim_due(t + 1_000, 5_000, 10).await.unwrap();
         assert_eq!(due, vec![Deadline { call_id: "c1".into(), kind: DeadlineKind::Ring }.member()]);
-        let (r, _) = e.run(t + 1_000, Input::Deadline { call_id: "c1".into(), kind: DeadlineKind::Ring }).await.unwrap();
+        let (r, _) =
+            e.run(t + 1_000, Input::Deadline { call_id: "c1".into(), kind: DeadlineKind::Ring }).await.unwrap();
         assert_eq!(r, Reply::ok("c1", CallState::NoAnswer));
         let slots = e.store().get_many(&["t:slot:alice".into(), "t:slot:bob".into()]).await.unwrap();
         assert_eq!(slots, vec![None, None]);
