@@ -414,6 +414,11 @@ impl Server {
         tail(&self.child.stderr(), 40)
     }
 
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the server process.
+    pub fn signal(&self, signal: i32) {
+        self.child.signal(signal);
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.exited().is_none()
