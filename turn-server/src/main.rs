@@ -37,7 +37,15 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = load_config(args.config.as_deref())?;
     args.apply(&mut cfg);
     if args.check_config {
-        return Ok(match settings::resolve(&cfg) {
+        let checked = settings::resolve(&cfg).map_err(|e| e.to_string()).and_then(|s| {
+            // The certificate is part of the configuration: a reload must not be approved with a
+            // key that does not match or a file that does not parse.
+            match &s.tls_files {
+                Some(files) => files.load().map(|_| s).map_err(|e| format!("turn.cert: {e}")),
+                None => Ok(s),
+            }
+        });
+        return Ok(match checked {
             Ok(s) => {
                 println!("configuration OK\n{}", s.describe());
                 ExitCode::SUCCESS
