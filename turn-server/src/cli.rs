@@ -193,6 +193,11 @@ impl RunArgs {
         set(&mut t.user_quota, self.user_quota);
         set(&mut t.total_quota, self.total_quota);
         set(&mut t.max_allocate_lifetime_secs, self.max_allocate_lifetime);
+        // coturn semantics: a maximum below the default lowers the default too, so the flag alone
+        // is a complete setting.
+        if self.max_allocate_lifetime.is_some() {
+            t.default_allocate_lifetime_secs = t.default_allocate_lifetime_secs.min(t.max_allocate_lifetime_secs);
+        }
         set(&mut t.max_session_lifetime_secs, self.max_session_lifetime);
         t.use_auth_secret |= self.use_auth_secret;
         t.allow_loopback_peers |= self.allow_loopback_peers;

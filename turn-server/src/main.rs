@@ -11,7 +11,15 @@ use turn_server::cli::{Cli, Command, CredentialsArgs, QuickstartArgs, RunArgs};
 use turn_server::{ops, runner, settings};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A bad flag is a configuration error like any other: exit 1, as `--check-config` does for a
+    // bad file (clap's own convention would be 2).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
     let result = match cli.command {
         Some(Command::Credentials(args)) => credentials(&args),
         Some(Command::Quickstart(args)) => quickstart(&args),
@@ -125,7 +133,7 @@ fn quickstart(args: &QuickstartArgs) -> anyhow::Result<ExitCode> {
          ICE config for new RTCPeerConnection(...) (valid 24 h):\n{servers}\n\n\
          Try it with coturn's test tools (Debian package coturn):\n  \
          turnutils_peer -L 127.0.0.1 -p 3480 &\n  \
-         turnutils_uclient -W {secret} -u demo -r localhost -e 127.0.0.1 -n 100 -p {port} 127.0.0.1\n\n\
+         turnutils_uclient -W {secret} -u demo -e 127.0.0.1 -r 3480 -n 100 -p {port} 127.0.0.1\n\n\
          More credentials: turn-server credentials --secret {secret} --user alice --ttl 1h\n\
          Stop with Ctrl-C.\n",
         port = args.port,

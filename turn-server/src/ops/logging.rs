@@ -2,6 +2,7 @@
 //! or a file (coturn's `--log-file`). `RUST_LOG` overrides the level chosen by `-v`.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -17,8 +18,11 @@ pub fn init(verbose: u8, json: bool, file: Option<&Path>) -> anyhow::Result<()> 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match file.and_then(Path::to_str) {
-        None | Some("stderr") => finish(builder.with_writer(std::io::stderr), json),
-        Some("stdout") => finish(builder.with_writer(std::io::stdout), json),
+        // Colour only for a person at a terminal: journald and log files must not get escape codes.
+        None | Some("stderr") => {
+            finish(builder.with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()), json)
+        }
+        Some("stdout") => finish(builder.with_writer(std::io::stdout).with_ansi(std::io::stdout().is_terminal()), json),
         Some(_) => {
             let path = file.unwrap_or(Path::new(""));
             let f = OpenOptions::new()

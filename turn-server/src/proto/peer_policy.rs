@@ -169,8 +169,13 @@ impl PeerPolicy {
         }
     }
 
+    /// An own address is opened only by `allow_loopback` (for loopback) or by an allow rule naming
+    /// exactly that address: a broad rule such as 10.0.0.0/8 must not expose the relay host's own
+    /// services by accident.
     fn is_own_refused(&self, canonical: IpAddr) -> bool {
-        self.own.contains(&canonical) && !(self.allow_loopback && is_loopback(canonical))
+        self.own.contains(&canonical)
+            && !(self.allow_loopback && is_loopback(canonical))
+            && !self.allowed.iter().any(|r| r.start() == r.end() && r.contains(canonical))
     }
 
     fn is_allowed(&self, ip: IpAddr) -> bool {
@@ -739,6 +744,14 @@ mod tests {
         }
         assert_eq!(p.check(ip("8.8.4.4")), Ok(()));
         assert_eq!(p.check(ip("10.0.0.6")), Ok(()));
+        // An allow entry naming exactly an own address opens it (ARCHITECTURE.md: "unless an
+        // allow-list entry opens them").
+        let opened = PeerPolicy::new(PeerPolicyConfig {
+            allowed: vec![range("8.8.8.8")],
+            own_addresses: vec![ip("8.8.8.8")],
+            ..Default::default()
+        });
+        assert_eq!(opened.check(ip("8.8.8.8")), Ok(()));
     }
 
     #[test]
