@@ -75,7 +75,7 @@ pub fn rest_credential(secret: &str, user: &str, ttl_secs: i64) -> (String, Stri
 }
 
 /// The directory holding the test executable's profile outputs (`target/debug`).
-fn profile_dir() -> PathBuf {
+pub(crate) fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/debug/deps/<test>-<hash>  ->  target/debug
     let deps = exe.parent().expect("test executable has a directory");
@@ -482,37 +482,8 @@ pub fn start_turnutils_peer(args: &[String], addr: SocketAddr, dir: &Path) -> Ch
     panic!("turnutils_peer {} did not echo on {addr} within 10 s: {}", args.join(" "), tail(&peer.stderr(), 20));
 }
 
-/// Writes a self-signed certificate for 127.0.0.1/localhost with `openssl` into `dir`, returning
-/// `(cert.pem, key.pem)`.
+/// Writes a self-signed certificate for 127.0.0.1, ::1 and localhost with `openssl` into `dir`,
+/// returning `(certificate, key)`.
 pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let openssl = require_program("openssl", "openssl");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let args: Vec<String> = [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost",
-        "-keyout",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .chain([key.display().to_string(), "-out".to_owned(), cert.display().to_string()])
-    .collect();
-    let run = process::run("openssl", &openssl, &args, dir, Duration::from_secs(30));
-    assert!(
-        run.success() && cert.is_file() && key.is_file(),
-        "openssl req failed ({}): {}",
-        run.describe_status(),
-        tail(&run.stderr, 10)
-    );
-    (cert, key)
+    peers::named_cert(dir, "cert", "localhost", &["IP:127.0.0.1", "IP:::1"])
 }

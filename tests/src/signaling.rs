@@ -35,22 +35,12 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository root").to_path_buf()
 }
 
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test executable has a directory");
-    if deps.file_name().is_some_and(|n| n == "deps") {
-        deps.parent().unwrap_or(deps).to_path_buf()
-    } else {
-        deps.to_path_buf()
-    }
-}
-
 /// The built `signaling` binary (`E2E_SIGNALING` overrides).
 pub fn signaling_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("E2E_SIGNALING") {
         return PathBuf::from(p);
     }
-    let p = profile_dir().join("signaling");
+    let p = crate::profile_dir().join("signaling");
     assert!(p.is_file(), "{} not found: run `cargo build -p signaling` first", p.display());
     p
 }

@@ -300,15 +300,8 @@ impl Server {
     }
 
     pub(super) fn refresh(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>, sockets: &mut dyn RelaySockets) {
-        let Some(auth) = self.authenticate(now, tuple, req) else { return };
-        let key = auth.response_key;
-        let Some(alloc) = self.allocations.get(&tuple) else {
-            return self.reply_error(tuple, req, 437, Some(&key), "no allocation");
-        };
-        let unknown: Vec<u16> = req.unknown_required().collect();
-        if !unknown.is_empty() {
-            return self.reply_unknown(tuple, req, &unknown, Some(&key));
-        }
+        let Some(key) = self.on_allocation(now, tuple, req) else { return };
+        let Some(alloc) = self.allocations.get(&tuple) else { return };
         if let Some(value) = req.get(attr::REQUESTED_ADDRESS_FAMILY) {
             let family_matches = match attr::decode_family(value) {
                 Ok(f) => alloc.relays.iter().any(|r| r.is_ipv4() == (f == FAMILY_IPV4)),

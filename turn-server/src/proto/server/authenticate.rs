@@ -101,6 +101,23 @@ impl Server {
         }
     }
 
+    /// The common start of every request on an existing allocation: authenticated, the allocation
+    /// exists (else 437) and no comprehension-required attribute is unknown (else 420). Returns the
+    /// key to protect the answer with; on `None` the error is already queued.
+    pub(super) fn on_allocation(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) -> Option<ResponseKey> {
+        let key = self.authenticate(now, tuple, req)?.response_key;
+        if !self.allocations.contains_key(&tuple) {
+            self.reply_error(tuple, req, 437, Some(&key), "no allocation");
+            return None;
+        }
+        let unknown: Vec<u16> = req.unknown_required().collect();
+        if !unknown.is_empty() {
+            self.reply_unknown(tuple, req, &unknown, Some(&key));
+            return None;
+        }
+        Some(key)
+    }
+
     /// RFC 8489 9.2.4: PASSWORD-ALGORITHM and PASSWORD-ALGORITHMS come together or not at all; the
     /// echoed list must be ours and the choice must be on it. Neither means MD5 (RFC 5389 clients).
     fn negotiated_algorithm(&self, req: &Message<'_>) -> Option<PasswordAlgorithm> {

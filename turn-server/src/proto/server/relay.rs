@@ -17,15 +17,8 @@ pub const DATA_INDICATION_HEADROOM: usize = HEADER_LEN + 24 + 4;
 
 impl Server {
     pub(super) fn create_permission(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) {
-        let Some(auth) = self.authenticate(now, tuple, req) else { return };
-        let key = auth.response_key;
-        let Some(alloc) = self.allocations.get(&tuple) else {
-            return self.reply_error(tuple, req, 437, Some(&key), "no allocation");
-        };
-        let unknown: Vec<u16> = req.unknown_required().collect();
-        if !unknown.is_empty() {
-            return self.reply_unknown(tuple, req, &unknown, Some(&key));
-        }
+        let Some(key) = self.on_allocation(now, tuple, req) else { return };
+        let Some(alloc) = self.allocations.get(&tuple) else { return };
         let mut peers = Vec::new();
         for value in req.attributes().filter(|a| a.code == XOR_PEER_ADDRESS).map(|a| a.value) {
             match attr::decode_xor_address(value, req.transaction_id()) {
@@ -58,15 +51,8 @@ impl Server {
     }
 
     pub(super) fn channel_bind(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) {
-        let Some(auth) = self.authenticate(now, tuple, req) else { return };
-        let key = auth.response_key;
-        let Some(alloc) = self.allocations.get(&tuple) else {
-            return self.reply_error(tuple, req, 437, Some(&key), "no allocation");
-        };
-        let unknown: Vec<u16> = req.unknown_required().collect();
-        if !unknown.is_empty() {
-            return self.reply_unknown(tuple, req, &unknown, Some(&key));
-        }
+        let Some(key) = self.on_allocation(now, tuple, req) else { return };
+        let Some(alloc) = self.allocations.get(&tuple) else { return };
         let number = req.get(attr::CHANNEL_NUMBER).map(attr::decode_channel_number);
         let peer = req.get(XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, req.transaction_id()));
         let (Some(Ok(number)), Some(Ok(peer))) = (number, peer) else {

@@ -64,17 +64,10 @@ impl Server {
     }
 
     pub(super) fn connect(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) {
-        let Some(auth) = self.authenticate(now, tuple, req) else { return };
-        let key = auth.response_key;
-        let Some(alloc) = self.allocations.get(&tuple) else {
-            return self.reply_error(tuple, req, 437, Some(&key), "no allocation");
-        };
+        let Some(key) = self.on_allocation(now, tuple, req) else { return };
+        let Some(alloc) = self.allocations.get(&tuple) else { return };
         if alloc.relay_transport != RelayTransport::Tcp {
             return self.reply_error(tuple, req, 400, Some(&key), "Connect on a UDP allocation");
-        }
-        let unknown: Vec<u16> = req.unknown_required().collect();
-        if !unknown.is_empty() {
-            return self.reply_unknown(tuple, req, &unknown, Some(&key));
         }
         let Some(Ok(peer)) = req.get(XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, req.transaction_id()))
         else {
