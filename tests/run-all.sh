@@ -44,6 +44,9 @@ on_exit() {
     if [[ $rc -ne 0 ]]; then
         echo "=== FAILED (exit $rc) in: ${FAILED_SECTION:-?}"
     fi
+    if [[ -n "${TESTS_PASSED:-}" ]]; then
+        echo "tests: $TESTS_PASSED passed, $TESTS_FAILED failed"
+    fi
 }
 trap 'FAILED_SECTION=$SECTION' ERR
 trap on_exit EXIT
@@ -130,7 +133,17 @@ section "cargo build --workspace --bins (the e2e tests run target/debug/turn-ser
 cargo build --workspace --bins
 
 section "cargo test --workspace --no-fail-fast"
-cargo test --workspace --no-fail-fast
+TEST_LOG=target/run-all-cargo-test.log
+mkdir -p target
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"
+test_rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite, summed over every test binary.
+read -r TESTS_PASSED TESTS_FAILED < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$TEST_LOG")
+if ((test_rc != 0)); then
+    exit "$test_rc"
+fi
 
 if [[ "$FUZZ_SECONDS" -gt 0 ]]; then
     section "cargo-fuzz $CARGO_FUZZ_VERSION"
