@@ -9,7 +9,7 @@ use ice_config::{long_term_key, PasswordAlgorithm, RestSecrets};
 use super::auth::CredentialStore;
 use super::peer_policy::{PeerPolicy, PeerPolicyConfig};
 use super::server::{BindError, Now, RelaySockets, Server, DATA_INDICATION_HEADROOM};
-use super::stun::{attr, Message};
+use super::stun::{attr, Class, Message, MessageBuilder, MessageType, Method};
 use super::{channel_data, ClientTransport, FiveTuple, Lifetimes, Quotas, RelayIp, ServerConfig};
 
 /// Parses `data` as STUN (decoding every attribute and checking integrity) and as ChannelData.
@@ -65,6 +65,39 @@ impl RelaySockets for NoSockets {
 /// Feeds `data` to a fresh server as a client datagram, then as peer data on a relay, then moves
 /// time past every lifetime.
 pub fn server_datagram(data: &[u8]) {
+    let mut server = fuzz_server();
+    let t0 = Instant::now();
+    let now = Now { instant: t0, unix_secs: 1_800_000_000 };
+    let tuple = FiveTuple {
+        client: SocketAddr::from(([198, 51, 100, 1], 4000)),
+        server: SocketAddr::from(([192, 0, 2, 1], 3478)),
+        transport: ClientTransport::Udp,
+    };
+    let _ = server.handle_client(now, tuple, data, &mut NoSockets);
+    while server.poll_transmit().is_some() {}
+
+    // Behind authentication: an allocation made with valid credentials, then the fuzz bytes as a
+    // request signed with the same credentials, so the checks after MESSAGE-INTEGRITY are reached.
+    let session = FiveTuple { client: SocketAddr::from(([198, 51, 100, 2], 4000)), ..tuple };
+    if let Some(nonce) = challenge(&mut server, now, session) {
+        let allocate = signed(Method::Allocate, &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])], &nonce, [1; 12]);
+        let _ = server.handle_client(now, session, &allocate, &mut NoSockets);
+        let fuzzed = fuzzed_request(data, &nonce);
+        let _ = server.handle_client(now, session, &fuzzed, &mut NoSockets);
+        let _ = server.handle_client(now, session, data, &mut NoSockets);
+        while server.poll_transmit().is_some() {}
+    }
+    let mut buf = vec![0u8; DATA_INDICATION_HEADROOM + data.len() + 4];
+    buf[DATA_INDICATION_HEADROOM..DATA_INDICATION_HEADROOM + data.len()].copy_from_slice(data);
+    let relay = SocketAddr::from(([192, 0, 2, 1], 50000));
+    let peer = SocketAddr::from(([93, 184, 216, 34], 9));
+    let _ =
+        server.handle_peer(t0, relay, peer, &mut buf, DATA_INDICATION_HEADROOM, DATA_INDICATION_HEADROOM + data.len());
+    server.handle_timeout(t0 + Duration::from_secs(100_000), &mut NoSockets);
+}
+
+/// A server with one REST secret, relays in a small port range and RFC 5780 enabled.
+fn fuzz_server() -> Server {
     let cfg = ServerConfig {
         realm: "realm".into(),
         software: Some("fuzz".into()),
@@ -90,32 +123,83 @@ pub fn server_datagram(data: &[u8]) {
             alternate_port: 3479,
         }),
     };
-    let mut server = Server::new(cfg, [0; 32]);
-    let t0 = Instant::now();
-    let now = Now { instant: t0, unix_secs: 1_800_000_000 };
-    let tuple = FiveTuple {
-        client: SocketAddr::from(([198, 51, 100, 1], 4000)),
-        server: SocketAddr::from(([192, 0, 2, 1], 3478)),
-        transport: ClientTransport::Udp,
-    };
-    let _ = server.handle_client(now, tuple, data, &mut NoSockets);
-    while server.poll_transmit().is_some() {}
-    let mut buf = vec![0u8; DATA_INDICATION_HEADROOM + data.len() + 4];
-    buf[DATA_INDICATION_HEADROOM..DATA_INDICATION_HEADROOM + data.len()].copy_from_slice(data);
-    let relay = SocketAddr::from(([192, 0, 2, 1], 50000));
-    let peer = SocketAddr::from(([93, 184, 216, 34], 9));
-    let _ =
-        server.handle_peer(t0, relay, peer, &mut buf, DATA_INDICATION_HEADROOM, DATA_INDICATION_HEADROOM + data.len());
-    server.handle_timeout(t0 + Duration::from_secs(100_000), &mut NoSockets);
+    Server::new(cfg, [0; 32])
+}
+
+const FUZZ_USER: &str = "1800003600:fuzz";
+
+/// The nonce a 401 hands out.
+fn challenge(server: &mut Server, now: Now, tuple: FiveTuple) -> Option<Vec<u8>> {
+    let mut b = MessageBuilder::new(MessageType::new(Method::Allocate, Class::Request), &[9; 12]);
+    b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    let _ = server.handle_client(now, tuple, &b.finish(), &mut NoSockets);
+    let reply = server.poll_transmit()?;
+    Message::parse(&reply.data).ok()?.get(attr::NONCE).map(<[u8]>::to_vec)
+}
+
+/// A request with USERNAME, REALM, NONCE and a valid MESSAGE-INTEGRITY for the fuzz user.
+fn signed(method: Method, attrs: &[(u16, &[u8])], nonce: &[u8], tid: [u8; 12]) -> Vec<u8> {
+    let password = ice_config::rest_password(b"secret", FUZZ_USER);
+    let key = long_term_key(PasswordAlgorithm::Md5, FUZZ_USER, "realm", &password);
+    let mut b = MessageBuilder::new(MessageType::new(method, Class::Request), &tid);
+    for (code, value) in attrs {
+        b.attr(*code, value);
+    }
+    b.attr(attr::USERNAME, FUZZ_USER.as_bytes()).attr(attr::REALM, b"realm").attr(attr::NONCE, nonce);
+    b.integrity_sha1(key.as_bytes()).fingerprint();
+    b.finish()
+}
+
+/// Byte 0 picks the method, the rest is read as attribute type-length-value triples.
+fn fuzzed_request(data: &[u8], nonce: &[u8]) -> Vec<u8> {
+    const METHODS: [Method; 7] = [
+        Method::Allocate,
+        Method::Refresh,
+        Method::CreatePermission,
+        Method::ChannelBind,
+        Method::Connect,
+        Method::ConnectionBind,
+        Method::Binding,
+    ];
+    let Some((selector, mut rest)) = data.split_first() else { return Vec::new() };
+    let mut attrs: Vec<(u16, &[u8])> = Vec::new();
+    while rest.len() >= 3 {
+        let code = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = usize::from(rest[2]).min(rest.len() - 3);
+        attrs.push((code, &rest[3..3 + len]));
+        rest = &rest[3 + len..];
+    }
+    signed(METHODS[usize::from(*selector) % METHODS.len()], &attrs, nonce, [2; 12])
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn entry_points_survive_edge_inputs() {
-        for input in [&b""[..], &[0u8; 20], &[0x40, 0, 0xff, 0xff], &[0xff; 64]] {
+        // The last input is a signed CreatePermission with one XOR-PEER-ADDRESS (code 0x0012).
+        let create_permission = [2u8, 0x00, 0x12, 8, 0, 1, 0x11, 0x2b, 0x7c, 0xb8, 0xd8, 0x76];
+        for input in [&b""[..], &[0u8; 20], &[0x40, 0, 0xff, 0xff], &[0xff; 64], &create_permission] {
             super::parse_message(input);
             super::server_datagram(input);
         }
+    }
+
+    #[test]
+    fn signed_requests_get_past_authentication() {
+        use super::*;
+        let mut server = fuzz_server();
+        let now = Now { instant: Instant::now(), unix_secs: 1_800_000_000 };
+        let tuple = FiveTuple {
+            client: SocketAddr::from(([198, 51, 100, 2], 4000)),
+            server: SocketAddr::from(([192, 0, 2, 1], 3478)),
+            transport: ClientTransport::Udp,
+        };
+        let nonce = challenge(&mut server, now, tuple).expect("a 401 with a nonce");
+        let allocate = signed(Method::Allocate, &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])], &nonce, [1; 12]);
+        let _ = server.handle_client(now, tuple, &allocate, &mut NoSockets);
+        assert_eq!(server.allocation_count(), 1);
+        let refresh_zero = [1u8, 0x00, 0x0D, 4, 0, 0, 0, 0];
+        let _ = server.handle_client(now, tuple, &fuzzed_request(&refresh_zero, &nonce), &mut NoSockets);
+        assert_eq!(server.allocation_count(), 0, "the fuzzed Refresh(LIFETIME 0) was authenticated and applied");
     }
 }
