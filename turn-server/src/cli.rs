@@ -28,6 +28,41 @@ pub enum Command {
     Credentials(CredentialsArgs),
     /// Run on 127.0.0.1 with a throwaway secret and print a working ICE config: for trying it out.
     Quickstart(QuickstartArgs),
+    /// Check STUN/TURN servers as a client would: allocate, relay a datagram back, report.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// ICE URL to check (repeatable): stun:HOST[:PORT], turn:HOST[:PORT]?transport=udp|tcp,
+    /// turns:HOST[:PORT]?transport=tcp. Default: every URL of the config's [[relays]].
+    #[arg(long, value_name = "URL")]
+    pub url: Vec<crate::probe::url::IceUrl>,
+    /// REST shared secret to mint a credential with (default: the config's first auth.secrets).
+    #[arg(long, env = "TURN_STATIC_AUTH_SECRET")]
+    pub secret: Option<String>,
+    /// User id for the minted REST credential.
+    #[arg(long, default_value = "probe")]
+    pub user: String,
+    /// Long-term username instead of a REST secret.
+    #[arg(long, requires = "password")]
+    pub username: Option<String>,
+    #[arg(long, requires = "username")]
+    pub password: Option<String>,
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Time allowed for each step, e.g. 3s.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+    /// PEM file of CAs to trust for turns: (default: the system's).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the TLS certificate (test deployments only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Default)]

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod net;
 pub mod ops;
+pub mod probe;
 pub mod proto;
 pub mod runner;
 pub mod settings;

@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use ice_config::{ice_servers, Config, RelayEndpoint, RestSecrets, Transport};
-use turn_server::cli::{Cli, Command, CredentialsArgs, QuickstartArgs, RunArgs};
+use turn_server::cli::{Cli, Command, CredentialsArgs, ProbeArgs, QuickstartArgs, RunArgs};
+use turn_server::probe::conn::Trust;
+use turn_server::probe::url::IceUrl;
+use turn_server::probe::{self as prober, Credentials};
 use turn_server::{ops, runner, settings};
 
 fn main() -> ExitCode {
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Credentials(args)) => credentials(&args),
         Some(Command::Quickstart(args)) => quickstart(&args),
+        Some(Command::Probe(args)) => probe(&args),
         None => run(&cli.run),
     };
     match result {
@@ -140,4 +144,59 @@ fn quickstart(args: &QuickstartArgs) -> anyhow::Result<ExitCode> {
     );
     runner::run(settings)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(args.config.as_deref())?;
+    let mut urls = args.url.clone();
+    if urls.is_empty() {
+        // Only the URLs are used; the credential comes from the flags below.
+        let none = ice_config::RestCredential { username: String::new(), password: String::new(), expires_at: 0 };
+        for server in ice_servers(&cfg.relays, &none) {
+            for u in &server.urls {
+                urls.push(u.parse::<IceUrl>().map_err(|e| anyhow::anyhow!("relays: {e}"))?);
+            }
+        }
+    }
+    anyhow::ensure!(!urls.is_empty(), "nothing to probe: give --url, or --config with [[relays]]");
+    let creds = match (&args.username, &args.password, &args.secret) {
+        (Some(u), Some(p), _) => Some(Credentials { username: u.clone(), password: p.clone() }),
+        (_, _, Some(secret)) => {
+            let c = RestSecrets::new([secret.clone()])?.issue(Some(&args.user), unix_now(), 3600);
+            Some(Credentials { username: c.username, password: c.password })
+        }
+        _ => cfg.rest_secrets().ok().map(|s| {
+            let c = s.issue(Some(&args.user), unix_now(), 3600);
+            Credentials { username: c.username, password: c.password }
+        }),
+    };
+    let trust = match (&args.ca, args.insecure) {
+        (_, true) => Trust::Insecure,
+        (Some(ca), false) => Trust::CaFile(ca),
+        (None, false) => Trust::System,
+    };
+    let results: Vec<_> = urls.iter().map(|u| prober::probe(u, creds.as_ref(), args.timeout, &trust)).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        let dash = |a: Option<std::net::SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
+        println!("{:<44} {:<4} {:<6} {:<24} {:<24} {:>9}", "URL", "VIA", "RESULT", "MAPPED", "RELAYED", "RTT");
+        for r in &results {
+            let rtt = r.rtt_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
+            let result = if r.ok { "ok" } else { "FAIL" };
+            println!(
+                "{:<44} {:<4} {:<6} {:<24} {:<24} {:>9}",
+                r.url,
+                r.transport,
+                result,
+                dash(r.mapped),
+                dash(r.relayed),
+                rtt
+            );
+            if let (Some(error), Some(hint)) = (&r.error, &r.hint) {
+                println!("    error: {error}\n    hint:  {hint}");
+            }
+        }
+    }
+    Ok(if results.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
