@@ -282,6 +282,12 @@ pub struct TurnConfig {
     pub alt_listening_ip: Option<IpAddr>,
     /// Second port for RFC 5780; 0 = `listening_port` + 1 (coturn `alt-listening-port`).
     pub alt_listening_port: u16,
+    /// Serve Prometheus metrics (coturn `prometheus`).
+    pub prometheus: bool,
+    /// Metrics port (coturn `prometheus-port`).
+    pub prometheus_port: u16,
+    /// Metrics address; keep it local or firewalled.
+    pub prometheus_address: IpAddr,
     /// Do not listen on UDP (coturn `no-udp`).
     pub no_udp: bool,
     /// Do not listen on TCP (coturn `no-tcp`).
@@ -328,6 +334,9 @@ impl Default for TurnConfig {
             no_stun: false,
             software: "turn-server".into(),
             workers: 0,
+            prometheus: false,
+            prometheus_port: 9641,
+            prometheus_address: IpAddr::from([127, 0, 0, 1]),
             alt_listening_ip: None,
             alt_listening_port: 0,
             no_udp: false,

@@ -142,6 +142,15 @@ pub struct RunArgs {
     /// PEM private key for TLS.
     #[arg(long, value_name = "FILE")]
     pub pkey: Option<PathBuf>,
+    /// Serve Prometheus metrics on --prometheus-address:--prometheus-port.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Metrics port (default 9641).
+    #[arg(long = "prometheus-port", value_name = "PORT")]
+    pub prometheus_port: Option<u16>,
+    /// Metrics address (default 127.0.0.1).
+    #[arg(long = "prometheus-address", value_name = "IP")]
+    pub prometheus_address: Option<IpAddr>,
     /// Second listening address for RFC 5780 NAT behaviour discovery.
     #[arg(long = "alt-listening-ip", value_name = "IP")]
     pub alt_listening_ip: Option<IpAddr>,
@@ -254,6 +263,9 @@ impl RunArgs {
         set(&mut t.unauthenticated_rate, self.unauthenticated_rate);
         set(&mut cfg.auth.max_credential_lifetime_secs, self.max_credential_lifetime);
         set(&mut t.alt_listening_port, self.alt_listening_port);
+        t.prometheus |= self.prometheus;
+        set(&mut t.prometheus_port, self.prometheus_port);
+        set(&mut t.prometheus_address, self.prometheus_address);
         if self.alt_listening_ip.is_some() {
             t.alt_listening_ip = self.alt_listening_ip;
         }

@@ -63,6 +63,14 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
         let worker = Rc::new(worker);
         tokio::task::spawn_local(reload_on_sighup(worker.clone()));
+        if let Some(addr) = settings.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr} (--prometheus-port)"))?;
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            let scraped = worker.clone();
+            tokio::task::spawn_local(crate::ops::metrics::serve(listener, move || scraped.metrics_text()));
+        }
         tokio::select! {
             () = worker.run() => {}
             signal = shutdown_signal() => {

@@ -21,6 +21,8 @@ pub struct Settings {
     pub tls_listen: Vec<SocketAddr>,
     pub tls_files: Option<TlsFiles>,
     pub stream_limits: StreamLimits,
+    /// Where to serve Prometheus metrics, if at all.
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,7 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         tls_listen,
         tls_files,
         stream_limits,
+        metrics: t.prometheus.then(|| SocketAddr::new(t.prometheus_address, t.prometheus_port)),
     })
 }
 

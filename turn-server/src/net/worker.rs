@@ -143,6 +143,12 @@ impl Worker {
         out
     }
 
+    /// The Prometheus text for a scrape.
+    pub fn metrics_text(&self) -> String {
+        let gauges = crate::ops::metrics::DriverGauges { stream_connections: self.shared.streams.borrow().len() };
+        crate::ops::metrics::render(&self.shared.server.borrow(), gauges)
+    }
+
     pub fn allocation_count(&self) -> usize {
         self.shared.server.borrow().allocation_count()
     }
@@ -213,7 +219,7 @@ impl Shared {
         let mut server = self.server.borrow_mut();
         if let Some(out) = server.handle_client(now(), tuple, data, &mut Opener { shared: self }) {
             if let Some(relay) = self.relays.borrow().get(&out.relay) {
-                if let Err(e) = relay.socket.try_send_to(out.data, out.peer) {
+                if let Err(e) = socket::send_datagram(&relay.socket, out.data, out.peer) {
                     tracing::trace!(relay = %out.relay, peer = %out.peer, error = %e, "dropped datagram to peer");
                 }
             }
@@ -236,7 +242,7 @@ impl Shared {
             return;
         }
         let Some(listener) = self.listeners.get(&tuple.server) else { return };
-        if let Err(e) = listener.try_send_to(data, tuple.client) {
+        if let Err(e) = socket::send_datagram(listener, data, tuple.client) {
             tracing::trace!(client = %tuple.client, error = %e, "dropped datagram to client");
         }
     }
@@ -246,7 +252,7 @@ impl Shared {
         let mut server = self.server.borrow_mut();
         if let Some(out) = server.handle_client(now(), tuple, frame, &mut Opener { shared: self }) {
             if let Some(relay) = self.relays.borrow().get(&out.relay) {
-                let _ = relay.socket.try_send_to(out.data, out.peer);
+                let _ = socket::send_datagram(&relay.socket, out.data, out.peer);
             }
         }
         self.flush(&mut server);
@@ -293,7 +299,7 @@ impl Shared {
                 None => self.send_to_client(&t.tuple, &t.data),
                 Some((from, to)) => {
                     if let Some(listener) = self.listeners.get(&from) {
-                        let _ = listener.try_send_to(&t.data, to);
+                        let _ = socket::send_datagram(listener, &t.data, to);
                     }
                 }
             }

@@ -1,3 +1,4 @@
-//! Operations around the relay: logging now; metrics, health, reload and drain later.
+//! Operations around the relay: logging and Prometheus metrics; reload and drain come later.
 
 pub mod logging;
+pub mod metrics;

@@ -43,6 +43,17 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthFailure::UnknownUser => "unknown_user",
+            AuthFailure::Expired => "expired",
+            AuthFailure::LifetimeTooLong => "lifetime_too_long",
+            AuthFailure::BadIntegrity => "bad_integrity",
+            AuthFailure::AlgorithmUnavailable => "algorithm_unavailable",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuthFailure::UnknownUser => "unknown user",

@@ -12,6 +12,7 @@ pub mod peer_policy;
 pub mod ports;
 pub mod ratelimit;
 pub mod server;
+pub mod stats;
 pub mod stun;
 
 pub use allocation::{ClientTransport, FiveTuple};

@@ -122,6 +122,7 @@ impl Server {
             relays: relays.to_vec(),
             lifetime,
         });
+        self.stats.allocation_created(tuple.transport, relay_transport);
         let expires = now + lifetime;
         self.allocations.insert(
             tuple,

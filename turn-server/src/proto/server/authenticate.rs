@@ -95,6 +95,7 @@ impl Server {
             }),
             Err(why) => {
                 tracing::debug!(client = %tuple.client, username, reason = why.as_str(), "refused {}: 401", method.name());
+                *self.stats.auth_failures.entry(why.label()).or_default() += 1;
                 self.reply_challenge(tuple, req, 401, now.unix_secs);
                 None
             }

@@ -29,6 +29,7 @@ use super::config::ServerConfig;
 use super::nonce::NonceMinter;
 use super::ports::PortPool;
 use super::ratelimit::SourceLimiter;
+use super::stats::Stats;
 use super::stun::{Class, Message, Method};
 
 pub use relay::DATA_INDICATION_HEADROOM;
@@ -103,6 +104,16 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Deleted => "deleted",
+            EndReason::SessionLimit => "session_limit",
+            EndReason::ConnectionClosed => "connection_closed",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Expired => "expired",
@@ -188,6 +199,7 @@ pub struct Server {
     tcp_connections: HashMap<u32, tcp::TcpConnection>,
     next_connection_id: u32,
     commands: VecDeque<Command>,
+    pub(super) stats: Stats,
 }
 
 impl Server {
@@ -221,11 +233,16 @@ impl Server {
             tcp_connections: HashMap::new(),
             next_connection_id,
             commands: VecDeque::new(),
+            stats: Stats::default(),
         }
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     pub fn allocation_count(&self) -> usize {
@@ -361,6 +378,7 @@ impl Server {
             self.by_relay.remove(relay);
             self.release_port(*relay, sockets);
         }
+        self.stats.allocation_ended(reason);
         decrement(&mut self.per_user, &alloc.quota_user);
         decrement(&mut self.per_source, &alloc.tuple.client.ip());
         self.events.push_back(Event::AllocationEnded {

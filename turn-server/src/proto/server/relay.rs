@@ -35,6 +35,7 @@ impl Server {
                 return self.reply_error(tuple, req, 443, Some(&key), "no relay of the peer's address family");
             }
             if let Err(why) = self.cfg.peer_policy.check(peer.ip()) {
+                *self.stats.peers_refused.entry(why.as_str()).or_default() += 1;
                 let why = format!("peer {peer} refused: {}", why.as_str());
                 return self.reply_error(tuple, req, 403, Some(&key), &why);
             }
@@ -75,6 +76,7 @@ impl Server {
             return self.reply_error(tuple, req, 400, Some(&key), "ChannelBind on a TCP allocation");
         }
         if let Err(why) = self.cfg.peer_policy.check_peer(peer) {
+            *self.stats.peers_refused.entry(why.as_str()).or_default() += 1;
             let why = format!("peer {peer} refused: {}", why.as_str());
             return self.reply_error(tuple, req, 403, Some(&key), &why);
         }
@@ -117,6 +119,8 @@ impl Server {
         }
         alloc.traffic.packets_to_peer += 1;
         alloc.traffic.bytes_to_peer += data.len() as u64;
+        self.stats.packets_to_peer += 1;
+        self.stats.bytes_to_peer += data.len() as u64;
         Some(ToPeer { relay, peer, data })
     }
 
@@ -135,6 +139,8 @@ impl Server {
         }
         alloc.traffic.packets_to_peer += 1;
         alloc.traffic.bytes_to_peer += payload.len() as u64;
+        self.stats.packets_to_peer += 1;
+        self.stats.bytes_to_peer += payload.len() as u64;
         Some(ToPeer { relay, peer, data: payload })
     }
 
@@ -158,6 +164,8 @@ impl Server {
         let len = end.checked_sub(start)?;
         alloc.traffic.packets_from_peer += 1;
         alloc.traffic.bytes_from_peer += len as u64;
+        self.stats.packets_from_peer += 1;
+        self.stats.bytes_from_peer += len as u64;
         if let Some(number) = alloc.channel_for_peer(peer, now) {
             let header = start.checked_sub(channel_data::HEADER_LEN)?;
             if len > usize::from(u16::MAX) {

@@ -80,8 +80,10 @@ impl Server {
         let method = req.message_type().method.name();
         tracing::debug!(client = %tuple.client, method, code, why, "refused request");
         if key.is_none() && !self.unauthenticated.allow(tuple.client.ip(), self.now) {
+            self.stats.unauthenticated_suppressed += 1;
             return;
         }
+        self.stats.refused(code);
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(code, reason(code));
         self.queue(tuple, b, key);
@@ -97,8 +99,10 @@ impl Server {
     ) {
         tracing::debug!(client = %tuple.client, method = req.message_type().method.name(), ?unknown, "refused request: 420");
         if key.is_none() && !self.unauthenticated.allow(tuple.client.ip(), self.now) {
+            self.stats.unauthenticated_suppressed += 1;
             return;
         }
+        self.stats.refused(420);
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(420, reason(420)).unknown_attributes(unknown);
         self.queue(tuple, b, key);
@@ -108,8 +112,10 @@ impl Server {
     pub(super) fn reply_challenge(&mut self, tuple: FiveTuple, req: &Message<'_>, code: u16, now_unix: u64) {
         if !self.unauthenticated.allow(tuple.client.ip(), self.now) {
             tracing::debug!(client = %tuple.client, code, "challenge suppressed: source over its rate");
+            self.stats.unauthenticated_suppressed += 1;
             return;
         }
+        self.stats.refused(code);
         let nonce = self.nonces.mint(tuple.client.ip(), now_unix);
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(code, reason(code))

@@ -77,6 +77,7 @@ impl Server {
             return self.reply_error(tuple, req, 443, Some(&key), "no relay of the peer's address family");
         };
         if let Err(why) = self.cfg.peer_policy.check_peer(peer) {
+            *self.stats.peers_refused.entry(why.as_str()).or_default() += 1;
             return self.reply_error(tuple, req, 403, Some(&key), &format!("peer {peer} refused: {}", why.as_str()));
         }
         if self.tcp_connections.values().any(|c| c.allocation == tuple && c.peer == peer) {

@@ -1,0 +1,69 @@
+//! `--prometheus`: the relay serves its counters in Prometheus text format on a local port, and
+//! they move with what clients do (allocations, relayed traffic, authentication failures).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use e2e::{process, ServerBuilder};
+
+fn scrape(port: u16, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The value of the sample `name{labels}` (exact text before the value).
+fn sample(body: &str, series: &str) -> Option<u64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_follow_what_clients_do() {
+    // A port of a block reserved for this test, so parallel tests cannot collide on it.
+    let block = e2e::PortBlock::reserve();
+    let metrics_port = block.peer_port(7);
+    let server = ServerBuilder::new("metrics")
+        .arg("--prometheus")
+        .arg("--prometheus-port")
+        .arg(metrics_port.to_string())
+        .start();
+    let probe = |secret: &str| {
+        let args: Vec<String> =
+            ["probe", "--timeout", "3s", "--secret", secret, "--url", &format!("turn:{}?transport=udp", server.addr())]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+        process::run("probe", &e2e::server_binary(), &args, server.log_dir(), Duration::from_secs(30))
+    };
+    let good = probe(server.secret());
+    server.check(good.success(), || format!("a good probe passes:\n{}\n{}", good.stdout, good.stderr));
+    assert!(!probe("not-the-secret").success(), "a bad secret fails");
+
+    let (status, body) = scrape(metrics_port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let created = sample(&body, "turn_allocations_created_total{transport=\"udp\",relay_transport=\"udp\"}");
+    server.check(created == Some(1), || format!("allocations created: {created:?}\n{body}"));
+    assert_eq!(sample(&body, "turn_allocations_ended_total{reason=\"deleted\"}"), Some(1), "{body}");
+    assert_eq!(sample(&body, "turn_allocations_active"), Some(0), "{body}");
+    assert!(sample(&body, "turn_relayed_packets_total{direction=\"to_peer\"}") >= Some(1), "{body}");
+    assert!(sample(&body, "turn_relayed_bytes_total{direction=\"from_peer\"}") >= Some(1), "{body}");
+    assert_eq!(sample(&body, "turn_auth_failures_total{reason=\"bad_integrity\"}"), Some(1), "{body}");
+    // Every sample belongs to a family declared with TYPE just before it.
+    let mut declared = String::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            declared = rest.split_whitespace().next().unwrap().to_owned();
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert_eq!(name, declared, "sample outside its family: {line}");
+        }
+    }
+    assert_eq!(scrape(metrics_port, "/healthz").0, "HTTP/1.1 200 OK");
+    assert_eq!(scrape(metrics_port, "/other").0, "HTTP/1.1 404 Not Found");
+}
