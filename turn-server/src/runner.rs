@@ -8,6 +8,7 @@ use anyhow::Context;
 use std::rc::Rc;
 
 use crate::net::{socket, Listeners, StreamOptions, Worker};
+use crate::ops::systemd;
 use crate::proto::Server;
 use crate::settings::Settings;
 
@@ -71,9 +72,19 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             let scraped = worker.clone();
             tokio::task::spawn_local(crate::ops::metrics::serve(listener, move || scraped.metrics_text()));
         }
+        if let Some(every) = systemd::watchdog_interval() {
+            tokio::task::spawn_local(async move {
+                loop {
+                    systemd::notify("WATCHDOG=1");
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+        systemd::notify("READY=1");
         tokio::select! {
             () = worker.run() => {}
             signal = shutdown_signal() => {
+                systemd::notify("STOPPING=1");
                 tracing::info!(signal, allocations = worker.allocation_count(), "shutting down");
             }
         }
@@ -88,7 +99,10 @@ async fn reload_on_sighup(worker: Rc<Worker>) {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            match worker.reload_tls() {
+            systemd::notify("RELOADING=1");
+            let result = worker.reload_tls();
+            systemd::notify("READY=1");
+            match result {
                 Ok(()) => tracing::info!("SIGHUP: reloaded"),
                 Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current certificate"),
             }
