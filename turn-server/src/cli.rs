@@ -65,7 +65,7 @@ pub struct ProbeArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct RunArgs {
     /// The shared TOML config file (see ice-config/config.example.toml).
     #[arg(short = 'c', long, value_name = "FILE")]

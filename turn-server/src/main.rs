@@ -73,7 +73,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     for line in settings.describe().lines() {
         tracing::info!("{line}");
     }
-    runner::run(settings)?;
+    let path = args.config.clone();
+    let flags = RunArgs::clone(args);
+    let reload: runner::Reloader = Box::new(move || {
+        let mut cfg = load_config(path.as_deref())?;
+        flags.apply(&mut cfg);
+        Ok(settings::resolve(&cfg)?)
+    });
+    runner::run(settings, Some(reload))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -142,7 +149,7 @@ fn quickstart(args: &QuickstartArgs) -> anyhow::Result<ExitCode> {
          Stop with Ctrl-C.\n",
         port = args.port,
     );
-    runner::run(settings)?;
+    runner::run(settings, None)?;
     Ok(ExitCode::SUCCESS)
 }
 

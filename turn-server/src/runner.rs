@@ -49,8 +49,11 @@ fn bind_each<T>(
     Ok(sockets)
 }
 
-/// Runs the relay until SIGINT or SIGTERM.
-pub fn run(settings: Settings) -> anyhow::Result<()> {
+/// Produces fresh settings from the config file and flags, for SIGHUP.
+pub type Reloader = Box<dyn Fn() -> anyhow::Result<Settings>>;
+
+/// Runs the relay until SIGINT or SIGTERM; SIGHUP re-reads the configuration through `reload`.
+pub fn run(settings: Settings, reload: Option<Reloader>) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
     let local = tokio::task::LocalSet::new();
@@ -63,7 +66,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::info!(%addr, "listening on {transport}");
         }
         let worker = Rc::new(worker);
-        tokio::task::spawn_local(reload_on_sighup(worker.clone()));
+        tokio::task::spawn_local(reload_on_sighup(worker.clone(), reload));
         if let Some(addr) = settings.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -93,23 +96,40 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// SIGHUP reloads what can change without dropping allocations: for now the TLS certificate.
-async fn reload_on_sighup(worker: Rc<Worker>) {
+/// SIGHUP: the configuration (secrets, peer policy, quotas, lifetimes) and the TLS certificate are
+/// re-read; anything invalid keeps what runs now, with the reason logged.
+async fn reload_on_sighup(worker: Rc<Worker>, reload: Option<Reloader>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
             systemd::notify("RELOADING=1");
-            let result = worker.reload_tls();
-            systemd::notify("READY=1");
-            match result {
+            if let Some(reload) = &reload {
+                match reload() {
+                    Ok(settings) => {
+                        let ignored = worker.reload_config(settings.server);
+                        if ignored.is_empty() {
+                            tracing::info!("SIGHUP: configuration reloaded");
+                        } else {
+                            tracing::warn!(?ignored, "SIGHUP: configuration reloaded; these changes need a restart");
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "SIGHUP: invalid configuration; keeping the current one"
+                    ),
+                }
+            }
+            match worker.reload_tls() {
                 Ok(()) => tracing::info!("SIGHUP: reloaded"),
                 Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current certificate"),
             }
+            systemd::notify("READY=1");
         }
     }
     #[cfg(not(unix))]
-    let _ = worker;
+    let _ = (worker, reload);
 }
 
 async fn shutdown_signal() -> &'static str {

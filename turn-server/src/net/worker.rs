@@ -124,6 +124,11 @@ impl Worker {
         })
     }
 
+    /// Applies a reloaded configuration to the core (see `Server::reload`).
+    pub fn reload_config(&self, server: crate::proto::ServerConfig) -> Vec<&'static str> {
+        self.shared.server.borrow_mut().reload(server)
+    }
+
     /// Reloads the TLS certificate; on failure the current one stays.
     pub fn reload_tls(&self) -> Result<(), TlsError> {
         let Some(files) = &self.shared.tls_files else { return Ok(()) };

@@ -39,6 +39,11 @@ impl NonceMinter {
         NonceMinter { key, lifetime_secs: lifetime_secs.max(1) }
     }
 
+    /// Changes how long new nonces live; issued ones keep the expiry they carry.
+    pub fn set_lifetime(&mut self, lifetime_secs: u64) {
+        self.lifetime_secs = lifetime_secs.max(1);
+    }
+
     pub fn mint(&self, client: IpAddr, now_unix: u64) -> String {
         // Expiry is a u32 of unix seconds: good until 2106, and it keeps the nonce short.
         let expiry = (now_unix + self.lifetime_secs).min(u64::from(u32::MAX)) as u32;

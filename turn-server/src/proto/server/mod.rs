@@ -241,6 +241,40 @@ impl Server {
         &self.cfg
     }
 
+    /// Applies a new configuration without touching live allocations: credentials (so secrets
+    /// rotate while calls keep the key they were created with), peer policy, quotas, lifetimes of
+    /// what is created from now on, rate limits. Addresses, ports and the realm need a restart;
+    /// their names are returned when they differ, and the old values stay.
+    pub fn reload(&mut self, new: ServerConfig) -> Vec<&'static str> {
+        let mut needs_restart = Vec::new();
+        if new.realm != self.cfg.realm {
+            needs_restart.push("realm");
+        }
+        if new.relay_ips != self.cfg.relay_ips {
+            needs_restart.push("turn.relay_ips");
+        }
+        if (new.min_port, new.max_port) != (self.cfg.min_port, self.cfg.max_port) {
+            needs_restart.push("turn.min_port/max_port");
+        }
+        if new.nat_discovery != self.cfg.nat_discovery {
+            needs_restart.push("turn.alt_listening_ip");
+        }
+        if new.unauthenticated_rate != self.cfg.unauthenticated_rate {
+            self.unauthenticated = SourceLimiter::new(new.unauthenticated_rate);
+        }
+        self.nonces.set_lifetime(new.nonce_lifetime_secs);
+        let cfg = &mut self.cfg;
+        cfg.software = new.software;
+        cfg.credentials = new.credentials;
+        cfg.nonce_lifetime_secs = new.nonce_lifetime_secs;
+        cfg.unauthenticated_rate = new.unauthenticated_rate;
+        cfg.lifetimes = new.lifetimes;
+        cfg.quotas = new.quotas;
+        cfg.peer_policy = new.peer_policy;
+        cfg.no_stun = new.no_stun;
+        needs_restart
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

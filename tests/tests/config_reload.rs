@@ -1,0 +1,66 @@
+//! SIGHUP re-reads the config file: a rotated REST secret takes effect at once, a live allocation
+//! made with the old one keeps working, and a broken file is refused with the reason logged while
+//! the running configuration stays.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use e2e::turn_wire::{TurnClient, Wire};
+use e2e::{process, ServerBuilder};
+use turn_server::proto::stun::Class;
+
+fn config(secret: &str) -> String {
+    format!("realm = \"e2e.test\"\n[auth]\nsecrets = [\"{secret}\"]\n[turn]\nallow_loopback_peers = true\n")
+}
+
+fn probe_ok(server: &e2e::Server, secret: &str) -> bool {
+    let url = format!("turn:{}?transport=udp", server.addr());
+    let args: Vec<String> =
+        ["probe", "--timeout", "3s", "--secret", secret, "--url", &url].iter().map(|s| (*s).to_owned()).collect();
+    process::run("probe", &e2e::server_binary(), &args, server.log_dir(), Duration::from_secs(30)).success()
+}
+
+fn wait_log(server: &e2e::Server, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr_tail().contains(needle) {
+        server.check(Instant::now() < deadline, || format!("no log line containing {needle:?}"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn sighup_rotates_the_secret_and_refuses_a_broken_file() {
+    let dir = e2e::LogDir::new("config_reload-files");
+    let path = dir.path().join("config.toml");
+    write(&path, &config("first-secret"));
+    let server =
+        ServerBuilder::new("config_reload").without_secret().arg("--config").arg(path.display().to_string()).start();
+    assert!(probe_ok(&server, "first-secret"));
+
+    // A call in progress, made with the first secret.
+    let username = format!("{}:live", e2e::unix_now() + 3600);
+    let password = e2e::rest_password("first-secret", &username);
+    let mut live = TurnClient::new(Wire::udp(server.addr()).unwrap(), &username, &password);
+    let relayed = live.allocate(17).unwrap().relayed;
+
+    write(&path, &config("second-secret"));
+    server.signal(libc::SIGHUP);
+    wait_log(&server, "configuration reloaded");
+    server.check(probe_ok(&server, "second-secret"), || "the new secret does not work".into());
+    server.check(!probe_ok(&server, "first-secret"), || "the old secret still allocates".into());
+    // The live allocation still refreshes with the key it was created with.
+    let refreshed = live.refresh(600).unwrap();
+    assert_eq!(refreshed.class, Class::Success, "the call in progress must survive the rotation (relayed {relayed})");
+
+    write(&path, "this is = not toml [");
+    server.signal(libc::SIGHUP);
+    wait_log(&server, "invalid configuration; keeping the current one");
+    server.check(probe_ok(&server, "second-secret"), || "a broken file must not change what runs".into());
+}
