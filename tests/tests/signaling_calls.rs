@@ -292,6 +292,11 @@ fn bad_input_gets_error_acks_and_does_not_disturb_other_calls() {
         assert_eq!(ack["error"], code, "{event} {data}: {ack}");
         assert_eq!(d.expect("eve", "call:error", EVENT_TIMEOUT)["error"], code);
     }
+    // An event name the service does not handle gets an error ack (not a silent drop).
+    for event in ["call:bogus", "chat:typing"] {
+        let ack = d.emit("eve", event, json!({"callId": id}));
+        assert_eq!(ack, json!({"ok": false, "error": "unknown_event"}), "{event}");
+    }
     // The call eve poked at is untouched.
     assert_eq!(d.emit("bob", "call:answer", json!({"callId": id, "sdp": "a"}))["state"], "accepted");
     assert_eq!(d.expect("alice", "call:answer", EVENT_TIMEOUT)["sdp"], "a");

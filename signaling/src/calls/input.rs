@@ -134,6 +134,8 @@ pub enum ErrorCode {
     AnsweredElsewhere,
     /// Store unreachable or contention; retry.
     Unavailable,
+    /// An event name the service does not handle.
+    UnknownEvent,
 }
 
 impl ErrorCode {
@@ -151,6 +153,7 @@ impl ErrorCode {
             Self::SelfCall => "self_call",
             Self::AnsweredElsewhere => "answered_elsewhere",
             Self::Unavailable => "unavailable",
+            Self::UnknownEvent => "unknown_event",
         }
     }
 }

@@ -66,9 +66,9 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
     }
 
     /// The connect handler, after the middleware accepted. Synchronous on purpose: socketioxide
-    /// sends the CONNECT packet before calling it and processes the socket's next packet only
-    /// after a sync handler returns, so handlers registered here catch the client's very first
-    /// event; an async handler would run as a task and race with it.
+    /// calls the handler closure inline right after sending the CONNECT packet (only the future
+    /// it returns is spawned), so handlers registered here catch the client's very first event;
+    /// registering them in the future would race with it.
     pub(super) fn connected(self: Arc<Self>, s: SocketRef<A>) {
         let Some(principal) = s.extensions.get::<Principal>() else { return };
         let sid = s.id.to_string();

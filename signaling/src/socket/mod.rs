@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event as EventName, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
 use socketioxide_core::adapter::DefinedAdapter;
@@ -53,9 +53,15 @@ pub struct Gateway<S, A: Adapter> {
 /// adapter's initialisation: `()` in memory, a future to await (Redis subscriptions) otherwise.
 pub fn register<S: KvStore, A: Adapter + DefinedAdapter>(gateway: Arc<Gateway<S, A>>) -> A::InitRes {
     let io = gateway.io.clone();
+    // socketioxide 0.18 only takes async handlers and spawns the future they return, but it
+    // calls the closure itself inline: the work is done there (see `Gateway::connected`) and the
+    // future is empty.
     let on_connect = {
         let gw = gateway.clone();
-        move |s: SocketRef<A>| gw.clone().connected(s)
+        move |s: SocketRef<A>| {
+            gw.clone().connected(s);
+            std::future::ready(())
+        }
     };
     let middleware = {
         let gw = gateway.clone();
@@ -93,18 +99,21 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
     fn listen(self: &Arc<Self>, s: &SocketRef<A>, user: String) {
         let (tx, mut rx) = mpsc::channel::<Job<A>>(QUEUE_DEPTH);
         s.extensions.insert(Queue(tx));
+        // As for the connect handler, the closures enqueue inline (socketioxide calls them as
+        // the packets arrive, in order) and return an empty future: enqueueing inside the
+        // future would race, as socketioxide spawns each one.
         for event in ClientEvent::ALL {
             s.on(event.name(), move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>| {
-                let Some(queue) = s.extensions.get::<Queue<A>>() else { return };
-                if let Err(mpsc::error::TrySendError::Full(Job::Request(_, _, ack))) =
-                    queue.0.try_send(Job::Request(event, data.ok(), ack))
-                {
-                    tracing::warn!(sid = %s.id, "request queue full: refusing");
-                    let reply = Reply::Err { code: ErrorCode::Unavailable, call_id: None, winner: None };
-                    let _ = ack.send(&reply.to_json());
-                }
+                enqueue(&s, event, data.ok(), ack);
+                std::future::ready(())
             });
         }
+        // Any other event name: refused at once with an error ack (it touches no state, so it
+        // need not wait in the queue).
+        s.on_fallback(|s: SocketRef<A>, EventName(name): EventName, ack: AckSender<A>| {
+            unknown_event(&s, &name, ack);
+            std::future::ready(())
+        });
         let gw = self.clone();
         let socket = s.clone();
         let alive = self.tasks.clone();
@@ -176,6 +185,33 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
                 Reply::Err { code: ErrorCode::Unavailable, call_id: None, winner: None }
             }
         }
+    }
+}
+
+/// Puts a request on the socket's queue, or refuses it if the queue is full.
+fn enqueue<A: Adapter>(s: &SocketRef<A>, event: ClientEvent, data: Option<Value>, ack: AckSender<A>) {
+    let Some(queue) = s.extensions.get::<Queue<A>>() else { return };
+    if let Err(mpsc::error::TrySendError::Full(Job::Request(_, _, ack))) =
+        queue.0.try_send(Job::Request(event, data, ack))
+    {
+        tracing::warn!(sid = %s.id, "request queue full: refusing");
+        let reply = Reply::Err { code: ErrorCode::Unavailable, call_id: None, winner: None };
+        let _ = ack.send(&reply.to_json());
+    }
+}
+
+/// Longest event name logged as is.
+const LOGGED_NAME_CHARS: usize = 64;
+
+/// Acknowledges an event name the service does not handle with `unknown_event` (if the client
+/// asked for an ack) and logs it.
+fn unknown_event<A: Adapter>(s: &SocketRef<A>, name: &str, ack: AckSender<A>) {
+    let user = s.extensions.get::<crate::auth::Principal>().map(|p| p.user.clone()).unwrap_or_default();
+    let event: String = name.chars().take(LOGGED_NAME_CHARS).collect();
+    tracing::info!(%user, sid = %s.id, %event, error = ErrorCode::UnknownEvent.as_str(), "request refused");
+    let reply = Reply::Err { code: ErrorCode::UnknownEvent, call_id: None, winner: None };
+    if let Err(e) = ack.send(&reply.to_json()) {
+        tracing::debug!(error = %e, "ack not sent");
     }
 }
 
