@@ -2,7 +2,7 @@
 # THE test command (README "Tests"; .ci/run runs exactly this):
 #   bash tests/run-all.sh
 # 1. installs the Debian packages the end-to-end tests use (coturn's turnutils_* tools, openssl,
-#    redis-server, nginx, iproute2, node, python3) with apt-get when run as root; as another
+#    redis-server, nginx, iproute2, node, python3, chromium) with apt-get when run as root; as another
 #    user with something missing, prints the apt-get line and fails; then the pinned npm and
 #    PyPI test clients of tests/clients/ (npm ci, python venvs);
 # 2. cargo fmt --check, clippy -D warnings, builds the binaries, cargo test --workspace;
@@ -55,11 +55,13 @@ section "Debian packages"
 # command -> Debian package: coturn's turnutils_* clients and turnserver; openssl for test
 # certificates; redis-server and nginx for the signaling tests; iproute2 for the NAT tests'
 # network namespaces; node/npm and python3 for the Socket.IO and aioice clients; c++ for
-# libFuzzer.
+# libFuzzer; chromium for the browser call (tests/tests/browser_call.rs, driven by playwright-core,
+# which never downloads a browser of its own).
 NEEDS=(
     turnserver:coturn turnutils_uclient:coturn turnutils_peer:coturn turnutils_stunclient:coturn
     openssl:openssl redis-server:redis-server nginx:nginx ip:iproute2 timeout:coreutils
     node:nodejs npm:npm python3:python3 c++:g++ iptables:iptables
+    chromium:chromium
 )
 missing=()
 DEB_PACKAGES=()

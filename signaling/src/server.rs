@@ -134,7 +134,9 @@ async fn serve<S: KvStore + Clone, A: Adapter + DefinedAdapter>(
         limiter: Arc::new(RateLimiter::new()),
         ready,
     };
-    let app = http::router(state).layer(layer);
+    let cors = http::cors_layer(&cfg.signaling.cors_origins);
+    // CORS outermost: Socket.IO long-polling from a page on a configured origin needs it too.
+    let app = http::router(state).layer(layer).layer(cors);
     let poller = tokio::spawn(poll_deadlines(gw.clone(), Duration::from_millis(cfg.signaling.deadline_poll_ms)));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, socketio_path = %cfg.signaling.socketio_path, "signaling listening");

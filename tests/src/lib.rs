@@ -487,3 +487,11 @@ pub fn start_turnutils_peer(args: &[String], addr: SocketAddr, dir: &Path) -> Ch
 pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     peers::named_cert(dir, "cert", "localhost", &["IP:127.0.0.1", "IP:::1"])
 }
+
+/// Load runs that are judged on loss (turnutils_uclient) take turns within a test binary: on two
+/// cores, two of them side by side starve each other and the client stops waiting before its last
+/// echoes arrive, which reads as loss the relay did not cause.
+pub fn exclusive_load() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -201,6 +201,7 @@ fn judge(run: &Finished, (mode, transport): (Mode, Transport)) -> Result<Summary
 /// Starts our server (also on ::1 when `ip` is IPv6, with TLS for [`Transport::Tls`]), an echo
 /// peer on `ip`, and judges a uclient run between them.
 fn uclient_against_our_server(name: &str, mode: Mode, ip: IpAddr, transport: Transport) {
+    let _turn = e2e::exclusive_load();
     let mut builder = ServerBuilder::new(name);
     if ip.is_ipv6() {
         builder = builder.arg("--listening-ip").arg(ip.to_string()).arg("--relay-ip").arg(ip.to_string());
@@ -266,6 +267,7 @@ fn uclient_rtp_rtcp_allocation_pairs_lose_nothing() {
 /// with the installed coturn, so a failure above is about our server.
 #[test]
 fn uclient_harness_works_against_coturn_itself() {
+    let _turn = e2e::exclusive_load();
     let turnserver = require_tool("turnserver");
     let server = ServerBuilder::new("coturn_reference")
         .program(turnserver)

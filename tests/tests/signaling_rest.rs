@@ -273,6 +273,17 @@ fn cors_for_configured_origins_only() {
     assert_eq!(evil.header("access-control-allow-origin"), None, "{evil:?}");
     let r = s.get("/v1/ice-servers", Some(&s.token("a", 60)), &[("Origin", "https://app.example")]);
     assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
+    // Socket.IO long-polling (socket.io-client's default first transport) from that page too.
+    let poll_path = "/socket.io/?EIO=4&transport=polling";
+    let poll = e2e::signaling::http(s.addr, "GET", poll_path, &[("Origin", "https://app.example")]);
+    assert_eq!(poll.header("access-control-allow-origin"), Some("https://app.example"), "{poll:?}");
+    let preflight = e2e::signaling::http(
+        s.addr,
+        "OPTIONS",
+        poll_path,
+        &[("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")],
+    );
+    assert!(preflight.status == 200 || preflight.status == 204, "{preflight:?}");
 }
 
 #[test]

@@ -48,6 +48,7 @@ fn lost_packets(out: &str) -> Option<u64> {
 /// `turnutils_uclient -T` (with `-S`: control and data connections over TLS): pairs of clients
 /// with RFC 6062 TCP allocations send to each other's relayed address.
 fn uclient_rfc6062(name: &str, tls: bool) {
+    let _turn = e2e::exclusive_load();
     let mut builder = ServerBuilder::new(name);
     let cert_dir = e2e::LogDir::new(&format!("{name}-cert"));
     if tls {

@@ -39,18 +39,18 @@ pub struct AppState {
     pub ready: ReadyCheck,
 }
 
-/// The routes, with CORS for the configured origins.
+/// The routes. CORS is applied by the caller around these and the Socket.IO layer together, so
+/// long-polling answers carry the same headers as the REST API.
 pub fn router(state: AppState) -> Router {
-    let cors = cors_layer(&state.config.signaling.cors_origins);
     Router::new()
         .route("/v1/ice-servers", get(ice::ice_servers))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)
-        .layer(cors)
 }
 
-fn cors_layer(origins: &[String]) -> CorsLayer {
+/// CORS for the configured origins.
+pub fn cors_layer(origins: &[String]) -> CorsLayer {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
@@ -60,7 +60,7 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))
