@@ -64,3 +64,29 @@ fn probe_checks_every_transport_and_explains_failures() {
     let refused = run_probe(&server, &["--secret".into(), server.secret().into(), "--url".into(), closed]);
     assert!(!refused.success() && refused.stdout.contains("nothing listens"), "{}", refused.stdout);
 }
+
+#[test]
+fn probe_checks_what_the_signaling_service_hands_out() {
+    let relay = ServerBuilder::new("probe_signaling_relay").start();
+    let port = relay.addr().port();
+    let mut args = Vec::new();
+    for u in [
+        format!("stun:127.0.0.1:{port}"),
+        format!("turn:127.0.0.1:{port}?transport=udp"),
+        format!("turn:127.0.0.1:{port}?transport=tcp"),
+    ] {
+        args.extend(["--turn-url".to_owned(), u]);
+    }
+    let signaling =
+        e2e::signaling::SignalingBuilder::new("probe_signaling").turn_secret(relay.secret()).args(args).start();
+    let base = format!("http://{}", signaling.addr);
+    let token = signaling.token("alice", 600);
+    let run = run_probe(&relay, &["--signaling".into(), base.clone(), "--token".into(), token, "--json".into()]);
+    relay.check(run.success(), || format!("probe via signaling failed:\n{}\n{}", run.stdout, run.stderr));
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report.as_array().map(Vec::len), Some(3), "{report}");
+    assert!(report.as_array().unwrap().iter().all(|r| r["ok"] == true), "{report}");
+    // A bad token: the signaling service's 401 is reported and the probe fails.
+    let bad = run_probe(&relay, &["--signaling".into(), base, "--token".into(), "not-a-jwt".into()]);
+    assert!(!bad.success() && bad.stderr.contains("401"), "{}", bad.stderr);
+}

@@ -51,6 +51,12 @@ pub struct ProbeArgs {
     pub password: Option<String>,
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Signaling service base URL: probe the iceServers its /v1/ice-servers hands out (with --token).
+    #[arg(long, value_name = "URL", requires = "token")]
+    pub signaling: Option<String>,
+    /// Bearer token (the messenger's JWT) for --signaling.
+    #[arg(long, value_name = "JWT", env = "SIGNALING_TOKEN")]
+    pub token: Option<String>,
     /// Time allowed for each step, e.g. 3s.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub timeout: Duration,

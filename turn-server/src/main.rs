@@ -154,6 +154,9 @@ fn quickstart(args: &QuickstartArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(base), Some(token)) = (&args.signaling, &args.token) {
+        return probe_from_signaling(args, base, token);
+    }
     let cfg = load_config(args.config.as_deref())?;
     let mut urls = args.url.clone();
     if urls.is_empty() {
@@ -177,18 +180,62 @@ fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
             Credentials { username: c.username, password: c.password }
         }),
     };
-    let trust = match (&args.ca, args.insecure) {
+    let trust = trust_of(args);
+    let results: Vec<_> = urls.iter().map(|u| prober::probe(u, creds.as_ref(), args.timeout, &trust)).collect();
+    report(args, &results)
+}
+
+fn trust_of(args: &ProbeArgs) -> Trust<'_> {
+    match (&args.ca, args.insecure) {
         (_, true) => Trust::Insecure,
         (Some(ca), false) => Trust::CaFile(ca),
         (None, false) => Trust::System,
-    };
-    let results: Vec<_> = urls.iter().map(|u| prober::probe(u, creds.as_ref(), args.timeout, &trust)).collect();
+    }
+}
+
+/// Fetches the ICE config a client would get and probes every server in it with its credential.
+fn probe_from_signaling(args: &ProbeArgs, base: &str, token: &str) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/ice-servers", base.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let body: serde_json::Value = runtime.block_on(async {
+        let response = reqwest::Client::builder()
+            .timeout(args.timeout)
+            .build()?
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        anyhow::ensure!(status.is_success(), "GET {url}: {status}: {text}");
+        serde_json::from_str(&text).with_context(|| format!("GET {url}: not JSON"))
+    })?;
+    let servers: Vec<ice_config::IceServer> = serde_json::from_value(body["iceServers"].clone())
+        .with_context(|| format!("GET {url}: no iceServers array"))?;
+    let trust = trust_of(args);
+    let mut results = Vec::new();
+    for server in &servers {
+        let creds = match (&server.username, &server.credential) {
+            (Some(u), Some(p)) => Some(Credentials { username: u.clone(), password: p.clone() }),
+            _ => None,
+        };
+        for u in &server.urls {
+            let parsed = u.parse::<IceUrl>().map_err(|e| anyhow::anyhow!("iceServers: {e}"))?;
+            results.push(prober::probe(&parsed, creds.as_ref(), args.timeout, &trust));
+        }
+    }
+    anyhow::ensure!(!results.is_empty(), "GET {url}: the iceServers array is empty");
+    report(args, &results)
+}
+
+fn report(args: &ProbeArgs, results: &[prober::ProbeResult]) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         let dash = |a: Option<std::net::SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
         println!("{:<44} {:<4} {:<6} {:<24} {:<24} {:>9}", "URL", "VIA", "RESULT", "MAPPED", "RELAYED", "RTT");
-        for r in &results {
+        for r in results {
             let rtt = r.rtt_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
             let result = if r.ok { "ok" } else { "FAIL" };
             println!(
