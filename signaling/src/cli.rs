@@ -143,6 +143,9 @@ pub struct RunArgs {
     /// Webhook request timeout in seconds [signaling.webhook_timeout_secs].
     #[arg(long, value_name = "SECS")]
     pub webhook_timeout: Option<u64>,
+    /// Do not serve the diagnostics page at /diag (404) [signaling.diag_enabled = false].
+    #[arg(long)]
+    pub no_diag: bool,
     /// TURN REST shared secret, as the relay's flag (repeatable; first signs) [auth.secrets].
     #[arg(long = "static-auth-secret", value_name = "S", env = "TURN_STATIC_AUTH_SECRET", hide_env_values = true)]
     pub static_auth_secret: Vec<String>,
@@ -212,6 +215,9 @@ impl RunArgs {
         set!(s.rate_limit_per_user, self.rate_limit_per_user);
         set!(s.rate_limit_per_ip, self.rate_limit_per_ip);
         s.trust_proxy_headers |= self.trust_proxy_headers;
+        if self.no_diag {
+            s.diag_enabled = false;
+        }
         set!(s.credential_bucket_secs, self.credential_bucket);
         set!(s.reconnect_grace_secs, self.reconnect_grace);
         set!(s.max_event_bytes, self.max_event_bytes);

@@ -63,6 +63,9 @@ pub struct SignalingConfig {
     pub webhook_max_attempts: u32,
     /// Timeout of one webhook request.
     pub webhook_timeout_secs: u64,
+    /// Serve the ICE diagnostics page at `GET /diag` (public; it holds no secret and fetches
+    /// the ICE config with the token the operator types in). Off: 404.
+    pub diag_enabled: bool,
 }
 
 impl Default for SignalingConfig {
@@ -92,6 +95,7 @@ impl Default for SignalingConfig {
             webhook_secret: None,
             webhook_max_attempts: 5,
             webhook_timeout_secs: 5,
+            diag_enabled: true,
         }
     }
 }
@@ -125,6 +129,7 @@ impl fmt::Debug for SignalingConfig {
             .field("webhook_secret", &redact(&self.webhook_secret))
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
+            .field("diag_enabled", &self.diag_enabled)
             .finish()
     }
 }

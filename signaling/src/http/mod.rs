@@ -1,6 +1,7 @@
-//! The HTTP side: `GET /v1/ice-servers`, `/healthz`, `/readyz`, CORS, and the router the
+//! The HTTP side: `GET /v1/ice-servers`, `/healthz`, `/readyz`, `/diag`, CORS, and the router the
 //! Socket.IO layer is mounted on.
 
+mod diag;
 mod error;
 mod health;
 mod ice;
@@ -42,7 +43,9 @@ pub struct AppState {
 /// The routes. CORS is applied by the caller around these and the Socket.IO layer together, so
 /// long-polling answers carry the same headers as the REST API.
 pub fn router(state: AppState) -> Router {
+    let diag = state.config.signaling.diag_enabled;
     Router::new()
+        .merge(diag::routes(diag))
         .route("/v1/ice-servers", get(ice::ice_servers))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
