@@ -8,7 +8,7 @@
 // kind, state, host, srflx, relay, relayAddresses, ok, hint}], cspViolations, screenshot} or
 // {ok: false, error}. Progress and the page's console go to stderr.
 "use strict";
-const { chromium } = require("playwright-core");
+const { launchChromium } = require("./chromium");
 
 const cfg = JSON.parse(process.argv[2]);
 const started = Date.now();
@@ -31,21 +31,7 @@ const deadline = setTimeout(async () => {
 
 async function main() {
   log(`launching ${cfg.chromium}`);
-  browser = await chromium.launch({
-    executablePath: cfg.chromium,
-    timeout: 30000,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--allow-loopback-in-peer-connection",
-    ],
-  });
+  browser = await launchChromium(cfg.chromium, 30000);
   result.browserVersion = browser.version();
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();

@@ -13,7 +13,7 @@
 // setup result, selected-pair stats and final state, or {ok: false, error, ...}. Progress and
 // the pages' console go to stderr.
 "use strict";
-const { chromium } = require("playwright-core");
+const { launchChromium } = require("./chromium");
 
 const cfg = JSON.parse(process.argv[2]);
 const WAIT = 30000; // any single wait in a page
@@ -60,25 +60,10 @@ async function flowingStats(page, name) {
 
 async function main() {
   log(`launching ${cfg.chromium}`);
-  browser = await chromium.launch({
-    executablePath: cfg.chromium,
-    timeout: WAIT,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
-      // Without it Chromium ignores the loopback interface when gathering: on a host with only
-      // `lo` (a bare network namespace, some CI sandboxes) no candidate, not even a relay one.
-      "--allow-loopback-in-peer-connection",
-    ],
-  });
+  browser = await launchChromium(cfg.chromium, WAIT, [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+  ]);
   result.browserVersion = browser.version();
   log(`Chromium ${result.browserVersion}`);
   const pages = {};
