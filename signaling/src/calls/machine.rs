@@ -327,14 +327,7 @@ impl Machine {
         };
         match (call.state, role) {
             (CallState::Ringing, Role::Caller) => {
-                self.emit(
-                    Target::User(call.callee.clone()),
-                    Event::Cancelled,
-                    json!({"callId": call_id, "reason": "caller-cancelled"}),
-                );
-                self.effects.push(Effect::Webhook(hook_with_reason(HookKind::Missed, &call, now, "caller-cancelled")));
-                self.finish_call(now, call, CallState::Cancelled, "caller-cancelled");
-                Reply::ok(call_id, CallState::Cancelled)
+                self.stop_ringing(now, call, CallState::Cancelled, "caller-cancelled")
             }
             // Hanging up on a ringing call from a callee device is declining it.
             (CallState::Ringing, Role::Callee) => self.reject(now, call_id, user, sid),
@@ -487,29 +480,10 @@ impl Machine {
         match (kind, call.state) {
             (DeadlineKind::Ring, CallState::Ringing) => {
                 self.emit(Target::Socket(call.caller_socket.clone()), Event::NoAnswer, json!({"callId": call_id}));
-                self.emit(
-                    Target::User(call.callee.clone()),
-                    Event::Cancelled,
-                    json!({"callId": call_id, "reason": "no-answer"}),
-                );
-                self.effects.push(Effect::Webhook(hook_with_reason(HookKind::Missed, &call, now, "no-answer")));
-                self.finish_call(now, call, CallState::NoAnswer, "no-answer");
-                Reply::ok(call_id, CallState::NoAnswer)
+                self.stop_ringing(now, call, CallState::NoAnswer, "no-answer")
             }
             (DeadlineKind::Grace(Role::Caller), CallState::Ringing) if call.caller_lost_at_ms.is_some() => {
-                self.emit(
-                    Target::User(call.callee.clone()),
-                    Event::Cancelled,
-                    json!({"callId": call_id, "reason": "caller-disconnected"}),
-                );
-                self.effects.push(Effect::Webhook(hook_with_reason(
-                    HookKind::Missed,
-                    &call,
-                    now,
-                    "caller-disconnected",
-                )));
-                self.finish_call(now, call, CallState::Cancelled, "caller-disconnected");
-                Reply::ok(call_id, CallState::Cancelled)
+                self.stop_ringing(now, call, CallState::Cancelled, "caller-disconnected")
             }
             (DeadlineKind::Grace(role), CallState::Accepted) => {
                 let lost = match role {
@@ -589,6 +563,16 @@ impl Machine {
     }
 
     /// Moves a live call to a terminal state: frees both slots and every deadline.
+    /// A ringing call that will not be answered: the callee's devices stop ringing (`call:cancelled`
+    /// with `reason`), the backend hears of a missed call, and the call ends in `state`.
+    fn stop_ringing(&mut self, now: u64, call: Call, state: CallState, reason: &str) -> Reply {
+        let call_id = call.id.clone();
+        self.emit(Target::User(call.callee.clone()), Event::Cancelled, json!({"callId": call_id, "reason": reason}));
+        self.effects.push(Effect::Webhook(hook_with_reason(HookKind::Missed, &call, now, reason)));
+        self.finish_call(now, call, state, reason);
+        Reply::ok(&call_id, state)
+    }
+
     fn finish_call(&mut self, now: u64, mut call: Call, state: CallState, reason: &str) {
         call.state = state;
         call.reason = Some(reason.to_owned());
