@@ -217,7 +217,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         loop {
             match framing::frame_len(&buf[consumed..]) {
                 Ok(Some(len)) => {
-                    shared.on_stream_frame(tuple, &buf[consumed..consumed + len]);
+                    shared.on_client_message(tuple, &buf[consumed..consumed + len]);
                     consumed += len;
                     completed = true;
                     let splice = conn.splice.borrow_mut().take();

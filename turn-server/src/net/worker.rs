@@ -221,6 +221,11 @@ async fn timer_loop(shared: Rc<Shared>) {
 impl Shared {
     fn on_client_datagram(self: &Rc<Self>, local: SocketAddr, from: SocketAddr, data: &[u8]) {
         let tuple = FiveTuple { client: from, server: local, transport: ClientTransport::Udp };
+        self.on_client_message(tuple, data);
+    }
+
+    /// One message from a client, a UDP datagram or a complete TCP/TLS frame.
+    pub(super) fn on_client_message(self: &Rc<Self>, tuple: FiveTuple, data: &[u8]) {
         let mut server = self.server.borrow_mut();
         if let Some(out) = server.handle_client(now(), tuple, data, &mut Opener { shared: self }) {
             if let Some(relay) = self.relays.borrow().get(&out.relay) {
@@ -250,17 +255,6 @@ impl Shared {
         if let Err(e) = socket::send_datagram(listener, data, tuple.client) {
             tracing::trace!(client = %tuple.client, error = %e, "dropped datagram to client");
         }
-    }
-
-    /// One complete frame from a TCP or TLS client.
-    pub(super) fn on_stream_frame(self: &Rc<Self>, tuple: FiveTuple, frame: &[u8]) {
-        let mut server = self.server.borrow_mut();
-        if let Some(out) = server.handle_client(now(), tuple, frame, &mut Opener { shared: self }) {
-            if let Some(relay) = self.relays.borrow().get(&out.relay) {
-                let _ = socket::send_datagram(&relay.socket, out.data, out.peer);
-            }
-        }
-        self.flush(&mut server);
     }
 
     pub(super) fn on_connection_closed(self: &Rc<Self>, tuple: FiveTuple) {
