@@ -14,6 +14,7 @@
 //! (e.g. `E2E_TURN_SERVER=/usr/bin/turnserver E2E_TURN_SERVER_ARGS="--no-tls --no-dtls
 //! --no-cli --no-tcp --no-tcp-relay"` runs the relay tests against coturn for comparison).
 
+pub mod browser;
 pub mod client;
 pub mod netns;
 pub mod peers;

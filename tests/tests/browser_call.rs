@@ -192,41 +192,6 @@ impl Drop for TcpOnlyRelay {
     }
 }
 
-/// Playwright launches Chromium in its own process group, so killing the driver's group can miss
-/// it. Every Chromium process of a run has the run's own TMPDIR in its command line (the profile
-/// Playwright makes there): on drop, any still alive is killed by pid.
-struct ChromiumReaper {
-    dir: PathBuf,
-}
-
-impl ChromiumReaper {
-    fn survivors(&self) -> Vec<i32> {
-        let needle = self.dir.display().to_string();
-        let me = std::process::id();
-        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-        entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|&pid| pid != me)
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle.as_str()))
-            })
-            .filter_map(|pid| i32::try_from(pid).ok())
-            .collect()
-    }
-}
-
-impl Drop for ChromiumReaper {
-    fn drop(&mut self) {
-        for pid in self.survivors() {
-            // SAFETY: kill has no memory-safety preconditions; the pid runs with our profile dir.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
 /// Where the browsers are told to relay, and what the selected pair must look like.
 struct Scenario<'a> {
     name: &'a str,
@@ -253,9 +218,8 @@ fn run_call(sc: &Scenario<'_>, (chromium, node): (PathBuf, PathBuf)) {
     let signaling: Signaling =
         SignalingBuilder::new(&format!("{}_signaling", sc.name)).turn_secret(sc.secret).config(&config).start();
     let logs = LogDir::new(sc.name);
-    let tmp = logs.path().join("tmp");
-    std::fs::create_dir_all(&tmp).expect("browser tmp dir");
-    let reaper = ChromiumReaper { dir: tmp.clone() };
+    let reaper = e2e::browser::ChromiumRun::new();
+    let tmp = reaper.tmpdir().to_path_buf();
     let cfg = json!({
         "chromium": chromium,
         "pageUrl": format!("{}/", site.origin()),

@@ -24,33 +24,6 @@ fn clients_dir() -> PathBuf {
     repo_root().join("tests").join("clients")
 }
 
-/// Kills any Chromium still running with this run's TMPDIR (the profile Playwright makes there)
-/// in its command line, as browser_call.rs does.
-struct ChromiumReaper {
-    dir: PathBuf,
-}
-
-impl Drop for ChromiumReaper {
-    fn drop(&mut self) {
-        let needle = self.dir.display().to_string();
-        let me = std::process::id();
-        let Ok(entries) = std::fs::read_dir("/proc") else { return };
-        for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-            if pid == me {
-                continue;
-            }
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle.as_str()));
-            if let (true, Ok(pid)) = (ours, i32::try_from(pid)) {
-                // SAFETY: kill has no memory-safety preconditions; the pid runs with our profile dir.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
 fn is_png(path: &Path) -> Result<(u32, u32, u64), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" || &bytes[12..16] != b"IHDR" {
@@ -65,9 +38,8 @@ fn is_png(path: &Path) -> Result<(u32, u32, u64), String> {
 /// the log directory (holding `diag.png`) and a description of the run for failure messages.
 fn open_page(signaling: &Signaling, name: &str, chromium: &Path, node: &Path) -> (Value, LogDir, String) {
     let logs = LogDir::new(name);
-    let tmp = logs.path().join("tmp");
-    std::fs::create_dir_all(&tmp).expect("browser tmp dir");
-    let reaper = ChromiumReaper { dir: tmp.clone() };
+    let reaper = e2e::browser::ChromiumRun::new();
+    let tmp = reaper.tmpdir().to_path_buf();
     let cfg = json!({
         "chromium": chromium,
         "url": format!("{}/diag#token={}", signaling.url(), signaling.token("diag-operator", 600)),
