@@ -30,11 +30,23 @@ fn wait_for(socket: &UnixDatagram, want: &str, within: Duration, seen: &mut Vec<
     false
 }
 
+/// Deletes the socket file however the test ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn notifies_ready_watchdog_reloading_and_stopping() {
-    let dir = e2e::LogDir::new("systemd_notify");
-    let path = dir.path().join("notify.sock");
+    // Directly under the temp dir: a unix socket path must stay under 108 bytes, which a socket in
+    // a deep checkout's target/e2e-logs can exceed.
+    let path = std::env::temp_dir().join(format!("e2e-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
     let socket = UnixDatagram::bind(&path).unwrap();
+    let _remove = RemoveOnDrop(path.clone());
     let ports = e2e::PortBlock::reserve();
     let mut child = Command::new(e2e::server_binary())
         .args(["-L", "127.0.0.1", "-p", &ports.listen_port().to_string()])
