@@ -15,7 +15,7 @@ mod static_user;
 mod validate;
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -306,6 +306,28 @@ pub struct TurnConfig {
     pub stream_idle_timeout_secs: u64,
     /// A TLS handshake, or a message that has started to arrive, must finish within this.
     pub stream_handshake_timeout_secs: u64,
+    /// Relayed bytes per second one allocation may carry, each direction counted on its own
+    /// (coturn `max-bps`); 0 = unlimited. Datagrams over the rate are dropped.
+    pub max_bps: u64,
+    /// Relayed bytes per second all of one user's allocations may carry together, each direction
+    /// on its own; 0 = unlimited.
+    pub user_max_bps: u64,
+    /// Relays to send clients to with 300 Try Alternate while this one drains (coturn
+    /// `alternate-server`, `IP:port`).
+    pub alternate_servers: Vec<SocketAddr>,
+    /// After SIGTERM, how long existing allocations keep relaying before the process exits;
+    /// new Allocates are refused (or redirected) from the first moment. 0 = exit at once.
+    pub drain_timeout_secs: u64,
+    /// Log filter (`info`, `debug`, `turn_server=debug,info`); `-v` flags override it; SIGHUP
+    /// applies a changed value.
+    pub log_level: String,
+    /// Admin HTTP interface address (coturn `cli-ip`); served only when `admin_token` is set.
+    pub admin_address: IpAddr,
+    /// Admin HTTP interface port (coturn `cli-port`).
+    pub admin_port: u16,
+    /// Bearer token the admin interface requires (coturn `cli-password`); unset = no admin
+    /// interface.
+    pub admin_token: Option<String>,
 }
 
 impl Default for TurnConfig {
@@ -348,6 +370,14 @@ impl Default for TurnConfig {
             max_connections_per_ip: 64,
             stream_idle_timeout_secs: 60,
             stream_handshake_timeout_secs: 10,
+            max_bps: 0,
+            user_max_bps: 0,
+            alternate_servers: Vec::new(),
+            drain_timeout_secs: 30,
+            log_level: "info".into(),
+            admin_address: IpAddr::from([127, 0, 0, 1]),
+            admin_port: 5766,
+            admin_token: None,
         }
     }
 }
