@@ -9,6 +9,7 @@ use ice_config::{Config, ConfigError};
 
 use crate::net::{StreamLimits, TlsFiles};
 use crate::proto::auth::CredentialStore;
+use crate::proto::bandwidth::BandwidthCaps;
 use crate::proto::peer_policy::{PeerPolicy, PeerPolicyConfig};
 use crate::proto::{Lifetimes, NatDiscovery, Quotas, RelayIp, ServerConfig};
 
@@ -134,6 +135,8 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
             peer_policy,
             no_stun: t.no_stun,
             nat_discovery,
+            bandwidth: BandwidthCaps { per_allocation: t.max_bps, per_user: t.user_max_bps },
+            alternate_servers: t.alternate_servers.clone(),
         },
         listen,
         tcp_listen,

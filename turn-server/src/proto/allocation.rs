@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use ice_config::LongTermKey;
 
+use super::bandwidth::DirectionalBuckets;
 use super::stun::TransactionId;
 
 /// Transport between client and server.
@@ -83,6 +84,8 @@ pub struct Allocation {
     pub permissions: Vec<Permission>,
     pub channels: Vec<Channel>,
     pub traffic: Traffic,
+    /// The per-allocation bandwidth allowance; boxed, so allocations without a cap stay small.
+    pub bandwidth: Option<Box<DirectionalBuckets>>,
 }
 
 /// Why a channel cannot be bound (RFC 8656 11.2: both answered 400).
@@ -180,6 +183,7 @@ mod tests {
             permissions: Vec::new(),
             channels: Vec::new(),
             traffic: Traffic::default(),
+            bandwidth: None,
         }
     }
 

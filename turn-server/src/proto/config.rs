@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::auth::CredentialStore;
+use super::bandwidth::BandwidthCaps;
 use super::peer_policy::PeerPolicy;
 
 /// One address relay sockets bind to, and the address clients are told (differs behind 1:1 NAT,
@@ -77,6 +78,10 @@ pub struct ServerConfig {
     pub no_stun: bool,
     /// RFC 5780 NAT behaviour discovery, when a second address and port are configured.
     pub nat_discovery: Option<NatDiscovery>,
+    /// Relayed bytes per second per allocation and per user.
+    pub bandwidth: BandwidthCaps,
+    /// Where new Allocates are sent (300 Try Alternate) while this relay drains.
+    pub alternate_servers: Vec<SocketAddr>,
 }
 
 /// The two addresses and two ports of an RFC 5780 server; the driver listens on all four pairs.

@@ -122,6 +122,8 @@ fn fuzz_server() -> Server {
             primary_port: 3478,
             alternate_port: 3479,
         }),
+        bandwidth: Default::default(),
+        alternate_servers: Vec::new(),
     };
     Server::new(cfg, [0; 32])
 }

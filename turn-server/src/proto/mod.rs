@@ -3,6 +3,7 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod bandwidth;
 pub mod channel_data;
 pub mod config;
 pub mod framing;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::allocation::{ClientTransport, RelayTransport};
+use super::bandwidth::Direction;
 use super::server::EndReason;
 
 #[derive(Debug, Clone, Default)]
@@ -23,6 +24,26 @@ pub struct Stats {
     pub peers_refused: BTreeMap<&'static str, u64>,
     /// Answers to unauthenticated requests not sent because the source was over its rate.
     pub unauthenticated_suppressed: u64,
+    /// Datagrams dropped by a bandwidth cap, by direction, then by cap (allocation, user).
+    pub bandwidth_dropped: [[u64; 2]; 2],
+}
+
+/// Which bandwidth cap dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapKind {
+    Allocation = 0,
+    User = 1,
+}
+
+impl CapKind {
+    pub const ALL: [CapKind; 2] = [CapKind::Allocation, CapKind::User];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CapKind::Allocation => "allocation",
+            CapKind::User => "user",
+        }
+    }
 }
 
 impl Stats {
@@ -36,6 +57,10 @@ impl Stats {
 
     pub(crate) fn allocation_ended(&mut self, reason: EndReason) {
         *self.allocations_ended.entry(reason.label()).or_default() += 1;
+    }
+
+    pub(crate) fn bandwidth_dropped(&mut self, direction: Direction, cap: CapKind) {
+        self.bandwidth_dropped[direction as usize][cap as usize] += 1;
     }
 
     pub(crate) fn refused(&mut self, code: u16) {

@@ -61,6 +61,9 @@ impl Server {
         if !unknown.is_empty() {
             return self.reply_unknown(tuple, req, &unknown, Some(&key));
         }
+        if self.draining {
+            return self.refuse_while_draining(tuple, req, &key);
+        }
         let request = match parse_allocate(req, tuple.transport) {
             Ok(r) => r,
             Err(code) => {
@@ -80,6 +83,23 @@ impl Server {
         let lifetime = self.clamp_lifetime(request.lifetime, now.instant, now.instant);
         self.insert_allocation(now.instant, tuple, req, auth, &opened.relays, request.relay_transport, lifetime);
         self.reply_allocated(tuple, req, &opened.relays, lifetime, opened.token, &opened.unsupported, &key);
+    }
+
+    /// RFC 8489 section 10: send the client to the next alternate server of its address family
+    /// (authenticated, so the client can trust the redirect), or 508 when there is none.
+    fn refuse_while_draining(&mut self, tuple: FiveTuple, req: &Message<'_>, key: &ResponseKey) {
+        let same_family: Vec<SocketAddr> =
+            self.cfg.alternate_servers.iter().copied().filter(|a| a.is_ipv4() == tuple.server.is_ipv4()).collect();
+        if same_family.is_empty() {
+            return self.reply_error(tuple, req, 508, Some(key), "draining, and no alternate server");
+        }
+        let alternate = same_family[self.next_alternate % same_family.len()];
+        self.next_alternate = self.next_alternate.wrapping_add(1);
+        tracing::debug!(client = %tuple.client, %alternate, "draining: Allocate redirected");
+        self.stats.refused(300);
+        let mut b = MessageBuilder::response_to(req, Class::Error);
+        b.error_code(300, super::reply::reason(300)).address(attr::ALTERNATE_SERVER, &alternate);
+        self.queue(tuple, b, Some(key));
     }
 
     fn check_quota(&self, auth: &Authorized, client: IpAddr) -> Result<(), Refusal> {
@@ -141,6 +161,7 @@ impl Server {
                 permissions: Vec::new(),
                 channels: Vec::new(),
                 traffic: Traffic::default(),
+                bandwidth: None,
             },
         );
         self.schedule_allocation(&tuple, expires);

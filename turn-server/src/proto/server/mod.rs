@@ -24,6 +24,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::allocation::{Allocation, FiveTuple, Traffic};
+use super::bandwidth::DirectionalBuckets;
 use super::channel_data;
 use super::config::ServerConfig;
 use super::nonce::NonceMinter;
@@ -101,6 +102,8 @@ pub enum EndReason {
     SessionLimit,
     /// The client's TCP or TLS connection closed (RFC 8656 section 3.1: the allocation goes with it).
     ConnectionClosed,
+    /// An operator dropped it (admin interface).
+    Dropped,
 }
 
 impl EndReason {
@@ -111,6 +114,7 @@ impl EndReason {
             EndReason::Deleted => "deleted",
             EndReason::SessionLimit => "session_limit",
             EndReason::ConnectionClosed => "connection_closed",
+            EndReason::Dropped => "dropped",
         }
     }
 
@@ -120,6 +124,7 @@ impl EndReason {
             EndReason::Deleted => "deleted by client",
             EndReason::SessionLimit => "maximum session length",
             EndReason::ConnectionClosed => "connection closed",
+            EndReason::Dropped => "dropped by an operator",
         }
     }
 }
@@ -186,6 +191,12 @@ pub struct Server {
     per_user: HashMap<String, u32>,
     /// Allocations per client IP, for `Quotas::per_source`.
     per_source: HashMap<IpAddr, u32>,
+    /// Bandwidth allowances of users with allocations, when a per-user cap is set.
+    user_bandwidth: HashMap<String, DirectionalBuckets>,
+    /// Set by [`Server::start_drain`]: new allocations are redirected or refused.
+    draining: bool,
+    /// Round-robin position in `alternate_servers`.
+    next_alternate: usize,
     /// Limits answers to unauthenticated requests (amplification and reflection).
     unauthenticated: SourceLimiter,
     /// The time of the input being handled, for code paths that are not handed it.
@@ -222,6 +233,9 @@ impl Server {
             ports,
             per_user: HashMap::new(),
             per_source: HashMap::new(),
+            user_bandwidth: HashMap::new(),
+            draining: false,
+            next_alternate: 0,
             unauthenticated,
             now: Instant::now(),
             rng,
@@ -272,6 +286,11 @@ impl Server {
         cfg.quotas = new.quotas;
         cfg.peer_policy = new.peer_policy;
         cfg.no_stun = new.no_stun;
+        cfg.bandwidth = new.bandwidth;
+        cfg.alternate_servers = new.alternate_servers;
+        if cfg.bandwidth.per_user == 0 {
+            self.user_bandwidth.clear();
+        }
         needs_restart
     }
 
@@ -285,6 +304,32 @@ impl Server {
 
     pub fn allocation(&self, tuple: &FiveTuple) -> Option<&Allocation> {
         self.allocations.get(tuple)
+    }
+
+    /// Every allocation, in no particular order (for the admin interface).
+    pub fn allocations(&self) -> impl Iterator<Item = &Allocation> {
+        self.allocations.values()
+    }
+
+    /// Ends every allocation whose username or quota user (a REST credential's user id) is `user`.
+    /// Returns how many ended.
+    pub fn drop_user(&mut self, now: Instant, user: &str, sockets: &mut dyn RelaySockets) -> usize {
+        let doomed: Vec<FiveTuple> =
+            self.allocations.values().filter(|a| a.username == user || a.quota_user == user).map(|a| a.tuple).collect();
+        for tuple in &doomed {
+            self.remove_allocation(tuple, now, EndReason::Dropped, sockets);
+        }
+        doomed.len()
+    }
+
+    /// Stops taking new allocations: from now on an Allocate is answered 300 Try Alternate (when
+    /// alternate servers are configured) or 508, while existing allocations carry on.
+    pub fn start_drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Relay ports held, allocations and reservations together (for leak checks and metrics).
@@ -414,6 +459,9 @@ impl Server {
         }
         self.stats.allocation_ended(reason);
         decrement(&mut self.per_user, &alloc.quota_user);
+        if !self.per_user.contains_key(&alloc.quota_user) {
+            self.user_bandwidth.remove(&alloc.quota_user);
+        }
         decrement(&mut self.per_source, &alloc.tuple.client.ip());
         self.events.push_back(Event::AllocationEnded {
             tuple: alloc.tuple,

@@ -1,12 +1,15 @@
 //! Permissions, channels and the data path (RFC 8656 sections 9-12): who may reach the client
 //! through its relay, and moving payloads both ways without allocating.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::super::allocation::{ChannelConflict, ClientTransport, FiveTuple, RelayTransport};
+use super::super::allocation::{Allocation, ChannelConflict, ClientTransport, FiveTuple, RelayTransport};
+use super::super::bandwidth::{BandwidthCaps, Direction, DirectionalBuckets};
 use super::super::channel_data;
 use super::super::framing::stream_padding;
+use super::super::stats::{CapKind, Stats};
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
 use super::super::stun::{Class, Message, MessageBuilder, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
 use super::{Now, Server, ToClient, ToPeer};
@@ -117,6 +120,10 @@ impl Server {
         {
             return None;
         }
+        let caps = self.cfg.bandwidth;
+        if !within_caps(caps, alloc, &mut self.user_bandwidth, &mut self.stats, now, Direction::ToPeer, data.len()) {
+            return None;
+        }
         alloc.traffic.packets_to_peer += 1;
         alloc.traffic.bytes_to_peer += data.len() as u64;
         self.stats.packets_to_peer += 1;
@@ -135,6 +142,10 @@ impl Server {
         let peer = alloc.channel_peer(number, now)?;
         let relay = alloc.relay_for(&peer)?;
         if !alloc.has_permission(peer.ip(), now) {
+            return None;
+        }
+        let caps = self.cfg.bandwidth;
+        if !within_caps(caps, alloc, &mut self.user_bandwidth, &mut self.stats, now, Direction::ToPeer, payload.len()) {
             return None;
         }
         alloc.traffic.packets_to_peer += 1;
@@ -162,6 +173,10 @@ impl Server {
             return None;
         }
         let len = end.checked_sub(start)?;
+        let caps = self.cfg.bandwidth;
+        if !within_caps(caps, alloc, &mut self.user_bandwidth, &mut self.stats, now, Direction::FromPeer, len) {
+            return None;
+        }
         alloc.traffic.packets_from_peer += 1;
         alloc.traffic.bytes_from_peer += len as u64;
         self.stats.packets_from_peer += 1;
@@ -181,6 +196,46 @@ impl Server {
         let tid = indication_tid(self.indication_salt, self.indications_sent);
         frame_data_indication(buf, start, end, peer, &tid).map(|(start, end)| ToClient { tuple, start, end })
     }
+}
+
+/// Whether the bandwidth caps let a datagram of `bytes` through; a refusal is counted. The
+/// allocation's allowance is given back when the user's cap refuses, so one cap never charges for
+/// a datagram the other dropped. Buckets appear on first use, so a cap added by a reload applies
+/// to live allocations too.
+fn within_caps(
+    caps: BandwidthCaps,
+    alloc: &mut Allocation,
+    users: &mut HashMap<String, DirectionalBuckets>,
+    stats: &mut Stats,
+    now: Instant,
+    direction: Direction,
+    bytes: usize,
+) -> bool {
+    if caps == BandwidthCaps::default() {
+        return true;
+    }
+    let bytes = bytes as u64;
+    if caps.per_allocation > 0 {
+        let own = alloc.bandwidth.get_or_insert_with(|| Box::new(DirectionalBuckets::new(now, caps.per_allocation)));
+        if !own.take(now, direction, bytes, caps.per_allocation) {
+            stats.bandwidth_dropped(direction, CapKind::Allocation);
+            return false;
+        }
+    }
+    if caps.per_user > 0 {
+        if !users.contains_key(&alloc.quota_user) {
+            users.insert(alloc.quota_user.clone(), DirectionalBuckets::new(now, caps.per_user));
+        }
+        let user_ok = users.get_mut(&alloc.quota_user).is_some_and(|b| b.take(now, direction, bytes, caps.per_user));
+        if !user_ok {
+            if let (Some(own), true) = (alloc.bandwidth.as_mut(), caps.per_allocation > 0) {
+                own.refund(direction, bytes);
+            }
+            stats.bandwidth_dropped(direction, CapKind::User);
+            return false;
+        }
+    }
+    true
 }
 
 /// Writes a Data indication header (XOR-PEER-ADDRESS, DATA) before `buf[start..end]` and pads the

@@ -69,6 +69,8 @@ fn config() -> ServerConfig {
         peer_policy: PeerPolicy::new(PeerPolicyConfig::default()),
         no_stun: false,
         nat_discovery: None,
+        bandwidth: Default::default(),
+        alternate_servers: Vec::new(),
     }
 }
 
@@ -1215,4 +1217,148 @@ fn reload_rotates_secrets_without_dropping_live_allocations() {
         .class,
         Class::Success
     );
+}
+
+// ---- Operations: drain, bandwidth caps, dropping a user ----
+
+/// An allocation with a channel to PEER; returns the bound relay address.
+fn allocation_with_channel(h: &mut Harness, c: &mut Client) -> SocketAddr {
+    let advertised = relayed(&{
+        let r = c.allocate(h, &[]);
+        c.verify(&r)
+    })[0];
+    let bind = peer_request(c, Method::ChannelBind, PEER, &[(attr::CHANNEL_NUMBER, vec![0x40, 0x01, 0, 0])]);
+    assert_eq!(c.verify(&h.send(c.tuple, &bind).unwrap()).message_type().class, Class::Success);
+    SocketAddr::new("10.0.0.10".parse().unwrap(), advertised.port())
+}
+
+fn from_peer(h: &mut Harness, relay: SocketAddr, len: usize) -> bool {
+    let headroom = DATA_INDICATION_HEADROOM;
+    let mut buf = vec![0u8; headroom + len + 4];
+    h.server.handle_peer(h.now().instant, relay, PEER.parse().unwrap(), &mut buf, headroom, headroom + len).is_some()
+}
+
+#[test]
+fn draining_redirects_new_allocations_and_keeps_existing_ones() {
+    let mut cfg = config();
+    let alternates: Vec<SocketAddr> = vec!["192.0.2.50:3478".parse().unwrap(), "192.0.2.51:3478".parse().unwrap()];
+    cfg.alternate_servers = alternates.clone();
+    cfg.alternate_servers.push("[2001:db8::50]:3478".parse().unwrap());
+    let mut h = Harness::new(cfg);
+    let mut live = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let relay = allocation_with_channel(&mut h, &mut live);
+    h.server.start_drain();
+    assert!(h.server.is_draining());
+
+    // New Allocates: 300 with the IPv4 alternates in turn, integrity-protected.
+    let mut seen = Vec::new();
+    for port in 2..4 {
+        let mut c = Client::rest(&format!("203.0.113.6:{port}"), "carol", T0_UNIX + 3600);
+        let reply = c.allocate(&mut h, &[]);
+        let msg = c.verify(&reply);
+        assert_eq!(error_code(&msg), 300);
+        seen.push(attr::decode_plain_address(msg.get(attr::ALTERNATE_SERVER).unwrap()).unwrap());
+    }
+    assert_eq!(seen, alternates);
+    assert_eq!(h.server.allocation_count(), 1);
+
+    // The live allocation relays and refreshes as before.
+    assert!(h.relay(live.tuple, &channel_data(0x4001, b"media")).is_some());
+    assert!(from_peer(&mut h, relay, 100));
+    let refresh = live.request(Method::Refresh, &[lifetime(600)]);
+    assert_eq!(live.verify(&h.send(live.tuple, &refresh).unwrap()).message_type().class, Class::Success);
+}
+
+#[test]
+fn draining_without_an_alternate_of_the_family_is_508() {
+    let mut cfg = config();
+    cfg.alternate_servers = vec!["[2001:db8::50]:3478".parse().unwrap()];
+    let mut h = Harness::new(cfg);
+    h.server.start_drain();
+    let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let reply = c.allocate(&mut h, &[]);
+    let msg = c.verify(&reply);
+    assert_eq!(error_code(&msg), 508);
+    assert!(msg.get(attr::ALTERNATE_SERVER).is_none());
+    assert_eq!(h.server.ports_in_use(), 0);
+}
+
+#[test]
+fn per_allocation_cap_drops_over_the_rate_each_direction_on_its_own() {
+    let mut cfg = config();
+    cfg.bandwidth.per_allocation = 100_000;
+    let mut h = Harness::new(cfg);
+    let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let relay = allocation_with_channel(&mut h, &mut c);
+    let payload = vec![0u8; 1000];
+    let sent = (0..150).filter(|_| h.relay(c.tuple, &channel_data(0x4001, &payload)).is_some()).count();
+    assert_eq!(sent, 100, "one second's worth at 100 kB/s");
+    // The other direction has its own allowance.
+    let received = (0..150).filter(|_| from_peer(&mut h, relay, 1000)).count();
+    assert_eq!(received, 100);
+    assert_eq!(h.server.stats().bandwidth_dropped, [[50, 0], [50, 0]]);
+    // Half a second later, half the allowance is back.
+    h.advance(Duration::from_millis(500));
+    let sent = (0..150).filter(|_| h.relay(c.tuple, &channel_data(0x4001, &payload)).is_some()).count();
+    assert_eq!(sent, 50);
+    // Dropped datagrams are not counted as relayed.
+    assert_eq!(h.server.allocation(&c.tuple).unwrap().traffic.packets_to_peer, 150);
+}
+
+#[test]
+fn per_user_cap_is_shared_by_the_users_allocations() {
+    let mut cfg = config();
+    cfg.bandwidth.per_user = 100_000;
+    let mut h = Harness::new(cfg);
+    let mut a = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let mut b = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
+    let mut other = Client::rest("203.0.113.5:3", "carol", T0_UNIX + 3600);
+    allocation_with_channel(&mut h, &mut a);
+    allocation_with_channel(&mut h, &mut b);
+    allocation_with_channel(&mut h, &mut other);
+    let payload = vec![0u8; 1000];
+    let mut sent = (0..60).filter(|_| h.relay(a.tuple, &channel_data(0x4001, &payload)).is_some()).count();
+    sent += (0..60).filter(|_| h.relay(b.tuple, &channel_data(0x4001, &payload)).is_some()).count();
+    assert_eq!(sent, 100, "bob's two allocations share one allowance");
+    assert!(h.relay(other.tuple, &channel_data(0x4001, &payload)).is_some(), "carol has her own");
+    assert_eq!(h.server.stats().bandwidth_dropped[0], [0, 20]);
+}
+
+#[test]
+fn a_cap_set_by_reload_applies_to_live_allocations() {
+    let mut h = Harness::new(config());
+    let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    allocation_with_channel(&mut h, &mut c);
+    let payload = vec![0u8; 1000];
+    assert_eq!((0..150).filter(|_| h.relay(c.tuple, &channel_data(0x4001, &payload)).is_some()).count(), 150);
+    let mut capped = config();
+    capped.bandwidth.per_allocation = 100_000;
+    assert!(h.server.reload(capped).is_empty());
+    assert_eq!((0..150).filter(|_| h.relay(c.tuple, &channel_data(0x4001, &payload)).is_some()).count(), 100);
+}
+
+#[test]
+fn dropping_a_user_ends_only_their_allocations_and_frees_ports() {
+    let mut h = Harness::new(config());
+    let mut a = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let mut b = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
+    let mut other = Client::rest("203.0.113.5:3", "carol", T0_UNIX + 3600);
+    for c in [&mut a, &mut b, &mut other] {
+        let reply = c.allocate(&mut h, &[]);
+        c.verify(&reply);
+    }
+    h.events();
+    let now = h.now().instant;
+    assert_eq!(h.server.drop_user(now, "bob", &mut h.sockets), 2);
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.ports_in_use(), 1);
+    assert_eq!(h.sockets.open.len(), 1);
+    let ended =
+        h.events().iter().filter(|e| matches!(e, Event::AllocationEnded { reason: EndReason::Dropped, .. })).count();
+    assert_eq!(ended, 2);
+    assert_eq!(h.server.drop_user(now, "nobody", &mut h.sockets), 0);
+    // bob may allocate again at once.
+    let mut again = Client::rest("203.0.113.5:4", "bob", T0_UNIX + 3600);
+    let reply = again.allocate(&mut h, &[]);
+    assert_eq!(again.verify(&reply).message_type().class, Class::Success);
 }

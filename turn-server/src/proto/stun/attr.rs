@@ -35,6 +35,7 @@ pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
 pub const SOFTWARE: u16 = 0x8022;
+pub const ALTERNATE_SERVER: u16 = 0x8023;
 pub const FINGERPRINT: u16 = 0x8028;
 pub const RESPONSE_ORIGIN: u16 = 0x802B;
 pub const OTHER_ADDRESS: u16 = 0x802C;
