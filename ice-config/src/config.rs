@@ -102,6 +102,28 @@ impl Config {
         toml::from_str(&text).map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))
     }
 
+    /// The config as TOML with every secret, password and token replaced by `<redacted>`: what an
+    /// operator may be shown (the admin interface) without handing out credentials.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        const REDACTED: &str = "<redacted>";
+        let mut c = self.clone();
+        c.auth.secrets.iter_mut().for_each(|s| *s = REDACTED.into());
+        for user in &mut c.auth.users {
+            let name = user.split_once(':').map_or("<malformed>", |(name, _)| name);
+            *user = format!("{name}:{REDACTED}");
+        }
+        let hide = |slot: &mut Option<String>| {
+            if slot.is_some() {
+                *slot = Some(REDACTED.into());
+            }
+        };
+        hide(&mut c.turn.admin_token);
+        hide(&mut c.signaling.jwt_secret);
+        hide(&mut c.signaling.webhook_secret);
+        c.signaling.api_keys.iter_mut().for_each(|k| *k = REDACTED.into());
+        toml::to_string(&c).map_err(|e| ConfigError::Parse(format!("cannot write the config as TOML: {e}")))
+    }
+
     /// The REST secrets, as an error naming `auth.secrets` when there are none or one is empty.
     pub fn rest_secrets(&self) -> Result<RestSecrets, ConfigError> {
         RestSecrets::new(self.auth.secrets.iter().cloned()).map_err(|e| match e {

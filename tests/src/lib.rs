@@ -321,6 +321,11 @@ impl ServerBuilder {
             ]);
         }
         args.extend(self.args.iter().cloned());
+        // A stopped test server need not drain its allocations (SIGTERM would otherwise keep it
+        // up to 30 s); the drain tests set their own timeout.
+        if !reference && !self.args.iter().any(|a| a == "--drain-timeout") {
+            args.extend(["--drain-timeout".to_owned(), "0".to_owned()]);
+        }
         if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
             args.extend(extra.split_whitespace().map(str::to_owned));
         }

@@ -30,6 +30,43 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Check STUN/TURN servers as a client would: allocate, relay a datagram back, report.
     Probe(ProbeArgs),
+    /// Talk to a running relay's admin interface: list allocations, drop a user, show the
+    /// effective config, reload.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Admin interface base URL (default: from --config's admin_address/admin_port, else
+    /// http://127.0.0.1:5766).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Admin token (default: the config's admin_token).
+    #[arg(long, env = "TURN_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub action: AdminAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// Allocations with user, 5-tuple, relayed addresses, age and bytes.
+    List {
+        /// Only this user's (REST user id or username).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// End every allocation of a user (REST user id or username).
+    Drop { user: String },
+    /// The effective configuration (secrets redacted) and the relay's state.
+    Config,
+    /// Re-read the config file, as SIGHUP does.
+    Reload,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +224,33 @@ pub struct RunArgs {
     /// Log as JSON lines.
     #[arg(long = "log-json")]
     pub log_json: bool,
+    /// Relayed bytes per second per allocation, each direction on its own (0 = unlimited).
+    #[arg(long = "max-bps", value_name = "BYTES")]
+    pub max_bps: Option<u64>,
+    /// Relayed bytes per second for all of one user's allocations together (0 = unlimited).
+    #[arg(long = "user-max-bps", value_name = "BYTES")]
+    pub user_max_bps: Option<u64>,
+    /// Relay to send new clients to (300 Try Alternate) while draining, IP:PORT (repeatable).
+    #[arg(long = "alternate-server", value_name = "IP:PORT")]
+    pub alternate_server: Vec<std::net::SocketAddr>,
+    /// After SIGTERM, seconds existing allocations keep relaying before exit (default 30).
+    #[arg(long = "drain-timeout", value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
+    /// Admin interface address (default 127.0.0.1).
+    #[arg(long = "admin-address", visible_alias = "cli-ip", value_name = "IP")]
+    pub admin_address: Option<IpAddr>,
+    /// Admin interface port (default 5766).
+    #[arg(long = "admin-port", visible_alias = "cli-port", value_name = "PORT")]
+    pub admin_port: Option<u16>,
+    /// Bearer token for the admin interface; without one there is no admin interface.
+    #[arg(
+        long = "admin-token",
+        visible_alias = "cli-password",
+        value_name = "TOKEN",
+        env = "TURN_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +338,17 @@ impl RunArgs {
         set(&mut t.prometheus_address, self.prometheus_address);
         if self.alt_listening_ip.is_some() {
             t.alt_listening_ip = self.alt_listening_ip;
+        }
+        set(&mut t.max_bps, self.max_bps);
+        set(&mut t.user_max_bps, self.user_max_bps);
+        if !self.alternate_server.is_empty() {
+            t.alternate_servers = self.alternate_server.clone();
+        }
+        set(&mut t.drain_timeout_secs, self.drain_timeout);
+        set(&mut t.admin_address, self.admin_address);
+        set(&mut t.admin_port, self.admin_port);
+        if self.admin_token.is_some() {
+            t.admin_token = self.admin_token.clone();
         }
         t.allowed_peer_ips.extend(self.allowed_peer_ip.iter().cloned());
         t.denied_peer_ips.extend(self.denied_peer_ip.iter().cloned());

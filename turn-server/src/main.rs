@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Some(Command::Credentials(args)) => credentials(&args),
         Some(Command::Quickstart(args)) => quickstart(&args),
         Some(Command::Probe(args)) => probe(&args),
+        Some(Command::Admin(args)) => turn_server::admin_client::run(&args),
         None => run(&cli.run),
     };
     match result {
@@ -68,8 +69,8 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    ops::logging::init(args.verbose, args.log_json, args.log_file.as_deref())?;
     let settings = settings::resolve(&cfg).context("invalid configuration")?;
+    let log = ops::logging::init(args.verbose, args.log_json, args.log_file.as_deref(), &settings.log_level)?;
     for line in settings.describe().lines() {
         tracing::info!("{line}");
     }
@@ -80,7 +81,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         flags.apply(&mut cfg);
         Ok(settings::resolve(&cfg)?)
     });
-    runner::run(settings, Some(reload))?;
+    runner::run(settings, Some(reload), Some(log))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -116,7 +117,7 @@ fn credentials(args: &CredentialsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn quickstart(args: &QuickstartArgs) -> anyhow::Result<ExitCode> {
-    ops::logging::init(args.verbose, false, None)?;
+    ops::logging::init(args.verbose, false, None, "info")?;
     let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut cfg = Config { realm: "localhost".into(), ..Config::default() };
@@ -149,7 +150,7 @@ fn quickstart(args: &QuickstartArgs) -> anyhow::Result<ExitCode> {
          Stop with Ctrl-C.\n",
         port = args.port,
     );
-    runner::run(settings, None)?;
+    runner::run(settings, None, None)?;
     Ok(ExitCode::SUCCESS)
 }
 

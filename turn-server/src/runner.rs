@@ -1,5 +1,5 @@
 //! Starting and stopping the relay: bind listeners (so errors surface before "ready"), run the
-//! worker, stop on SIGINT/SIGTERM.
+//! worker, stop at once on SIGINT (Ctrl-C), drain on SIGTERM (systemd's stop) and stop after.
 
 use std::net::SocketAddr;
 
@@ -8,6 +8,8 @@ use anyhow::Context;
 use std::rc::Rc;
 
 use crate::net::{socket, Listeners, StreamOptions, Worker};
+use crate::ops::control::Control;
+use crate::ops::logging::LogControl;
 use crate::ops::systemd;
 use crate::proto::Server;
 use crate::settings::Settings;
@@ -49,11 +51,11 @@ fn bind_each<T>(
     Ok(sockets)
 }
 
-/// Produces fresh settings from the config file and flags, for SIGHUP.
-pub type Reloader = Box<dyn Fn() -> anyhow::Result<Settings>>;
+pub use crate::ops::control::Reloader;
 
-/// Runs the relay until SIGINT or SIGTERM; SIGHUP re-reads the configuration through `reload`.
-pub fn run(settings: Settings, reload: Option<Reloader>) -> anyhow::Result<()> {
+/// Runs the relay until SIGINT, or SIGTERM and the drain after it; SIGHUP re-reads the
+/// configuration through `reload`. `log` lets a reload change the log level.
+pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
     let local = tokio::task::LocalSet::new();
@@ -66,15 +68,22 @@ pub fn run(settings: Settings, reload: Option<Reloader>) -> anyhow::Result<()> {
             tracing::info!(%addr, "listening on {transport}");
         }
         let worker = Rc::new(worker);
-        tokio::task::spawn_local(reload_on_sighup(worker.clone(), reload));
+        let control = Rc::new(Control::new(worker.clone(), settings.effective_config.clone(), reload, log));
         if let Some(addr) = settings.metrics {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot serve metrics on {addr} (--prometheus-port)"))?;
+            let listener = bind_local(addr, "metrics", "--prometheus-port").await?;
             tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-            let scraped = worker.clone();
+            let scraped = control.clone();
             tokio::task::spawn_local(crate::ops::metrics::serve(listener, move || scraped.metrics_text()));
         }
+        if let Some(admin) = &settings.admin {
+            let listener = bind_local(admin.addr, "the admin interface", "--admin-port").await?;
+            if !admin.addr.ip().is_loopback() {
+                tracing::warn!(addr = %admin.addr, "the admin interface listens beyond loopback: firewall it");
+            }
+            tracing::info!(addr = %admin.addr, "serving the admin interface");
+            tokio::task::spawn_local(crate::ops::admin::serve(listener, control.clone(), admin.token.clone()));
+        }
+        tokio::task::spawn_local(reload_on_sighup(control.clone()));
         if let Some(every) = systemd::watchdog_interval() {
             tokio::task::spawn_local(async move {
                 loop {
@@ -83,53 +92,37 @@ pub fn run(settings: Settings, reload: Option<Reloader>) -> anyhow::Result<()> {
                 }
             });
         }
+        let running = worker.clone();
+        let relaying = tokio::task::spawn_local(async move { running.run().await });
         systemd::notify("READY=1");
-        tokio::select! {
-            () = worker.run() => {}
-            signal = shutdown_signal() => {
-                systemd::notify("STOPPING=1");
-                tracing::info!(signal, allocations = worker.allocation_count(), "shutting down");
-            }
+        let signal = shutdown_signal().await;
+        systemd::notify("STOPPING=1");
+        tracing::info!(signal, allocations = worker.allocation_count(), "shutting down");
+        if signal == "SIGTERM" {
+            control.drain(settings.drain_timeout, shutdown_signal()).await;
         }
+        relaying.abort();
         Ok(())
     })
 }
 
-/// SIGHUP reloads what can change without dropping allocations: for now the TLS certificate.
-/// SIGHUP: the configuration (secrets, peer policy, quotas, lifetimes) and the TLS certificate are
-/// re-read; anything invalid keeps what runs now, with the reason logged.
-async fn reload_on_sighup(worker: Rc<Worker>, reload: Option<Reloader>) {
+async fn bind_local(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot serve {what} on {addr} ({flag})"))
+}
+
+/// SIGHUP: the configuration (secrets, peer policy, quotas, caps, lifetimes, log level) and the
+/// TLS certificate are re-read; anything invalid keeps what runs now, with the reason logged.
+async fn reload_on_sighup(control: Rc<Control>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
         while hup.recv().await.is_some() {
-            systemd::notify("RELOADING=1");
-            if let Some(reload) = &reload {
-                match reload() {
-                    Ok(settings) => {
-                        let ignored = worker.reload_config(settings.server);
-                        if ignored.is_empty() {
-                            tracing::info!("SIGHUP: configuration reloaded");
-                        } else {
-                            tracing::warn!(?ignored, "SIGHUP: configuration reloaded; these changes need a restart");
-                        }
-                    }
-                    Err(e) => tracing::error!(
-                        error = format!("{e:#}"),
-                        "SIGHUP: invalid configuration; keeping the current one"
-                    ),
-                }
-            }
-            match worker.reload_tls() {
-                Ok(()) => tracing::info!("SIGHUP: reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current certificate"),
-            }
-            systemd::notify("READY=1");
+            let _ = control.reload("SIGHUP");
         }
     }
     #[cfg(not(unix))]
-    let _ = (worker, reload);
+    let _ = control;
 }
 
 async fn shutdown_signal() -> &'static str {

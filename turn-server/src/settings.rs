@@ -24,7 +24,25 @@ pub struct Settings {
     pub stream_limits: StreamLimits,
     /// Where to serve Prometheus metrics, if at all.
     pub metrics: Option<SocketAddr>,
+    /// The admin interface, when a token is configured.
+    pub admin: Option<AdminListen>,
+    /// How long existing allocations may keep relaying after SIGTERM.
+    pub drain_timeout: Duration,
+    /// `turn.log_level`, validated.
+    pub log_level: String,
+    /// The configuration these settings came from, as TOML with secrets redacted (admin `config`).
+    pub effective_config: String,
 }
+
+/// Where the admin interface listens and the token it demands.
+#[derive(Clone)]
+pub struct AdminListen {
+    pub addr: SocketAddr,
+    pub token: String,
+}
+
+/// Shorter admin tokens are refused: the interface can end every call on the relay.
+const MIN_ADMIN_TOKEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -120,6 +138,17 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         per_source: t.max_allocations_per_ip,
         ..Quotas::default()
     };
+    crate::ops::logging::check_level(&t.log_level).map_err(|e| invalid("turn.log_level", e))?;
+    let admin = match &t.admin_token {
+        Some(token) if token.len() < MIN_ADMIN_TOKEN => {
+            return Err(invalid("turn.admin_token", format!("must be at least {MIN_ADMIN_TOKEN} characters")));
+        }
+        Some(token) => Some(AdminListen { addr: SocketAddr::new(t.admin_address, t.admin_port), token: token.clone() }),
+        None => None,
+    };
+    if let Some(alt) = t.alternate_servers.iter().find(|a| a.ip().is_unspecified() || a.port() == 0) {
+        return Err(invalid("turn.alternate_servers", format!("{alt} is not an address clients can be sent to")));
+    }
     Ok(Settings {
         server: ServerConfig {
             realm: cfg.realm.clone(),
@@ -144,6 +173,10 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         tls_files,
         stream_limits,
         metrics: t.prometheus.then(|| SocketAddr::new(t.prometheus_address, t.prometheus_port)),
+        admin,
+        drain_timeout: Duration::from_secs(t.drain_timeout_secs),
+        log_level: t.log_level.clone(),
+        effective_config: cfg.to_redacted_toml()?,
     })
 }
 
@@ -206,7 +239,8 @@ impl Settings {
         format!(
             "listening: {}\nrelay addresses: {}\nrelay ports: {}-{}\nrealm: {}\nREST secrets: {}\nstatic users: {}\n\
              lifetimes: allocation {}s (max {}s), permission {}s, channel {}s, session max {}\n\
-             quotas: per user {}, total {}\nSTUN: {}",
+             quotas: per user {}, total {}\nbandwidth caps: per allocation {}, per user {}\nSTUN: {}\n\
+             drain: {}s{}\nadmin: {}",
             listen.join(", "),
             relays.join(", "),
             s.min_port,
@@ -221,8 +255,26 @@ impl Settings {
             s.lifetimes.max_session.map_or("unlimited".to_owned(), |d| format!("{}s", d.as_secs())),
             quota(s.quotas.per_user),
             quota(s.quotas.total),
+            rate(s.bandwidth.per_allocation),
+            rate(s.bandwidth.per_user),
             if s.no_stun { "off" } else { "on" },
+            self.drain_timeout.as_secs(),
+            if s.alternate_servers.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = s.alternate_servers.iter().map(ToString::to_string).collect();
+                format!(" (new allocations redirected to {})", list.join(", "))
+            },
+            self.admin.as_ref().map_or("off".to_owned(), |a| format!("http://{}", a.addr)),
         )
+    }
+}
+
+fn rate(bytes_per_sec: u64) -> String {
+    if bytes_per_sec == 0 {
+        "unlimited".into()
+    } else {
+        format!("{bytes_per_sec} B/s")
     }
 }
 

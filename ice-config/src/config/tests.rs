@@ -597,3 +597,26 @@ fn signaling_errors_name_their_key() {
     }
     assert!(parse_err("[signaling]\nlisten_addr = \"127.0.0.1:1\"\n").contains("listen_addr"));
 }
+
+#[test]
+fn redacted_toml_hides_every_credential_and_reads_back() {
+    let mut c = minimal();
+    c.auth.secrets = vec!["rest-secret-1".into(), "rest-secret-2".into()];
+    c.auth.users = vec!["alice:alice-password".into()];
+    c.turn.admin_token = Some("admin-token-value".into());
+    c.signaling.jwt_secret = Some("jwt-secret-value-0123".into());
+    c.signaling.webhook_secret = Some("webhook-secret-value".into());
+    c.signaling.api_keys = vec!["api-key-value-0123".into()];
+    c.turn.max_bps = 125_000;
+    let text = c.to_redacted_toml().unwrap();
+    for secret in
+        ["rest-secret", "alice-password", "admin-token-value", "jwt-secret", "webhook-secret", "api-key-value"]
+    {
+        assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
+    }
+    let back = Config::from_toml_str(&text).unwrap();
+    assert_eq!(back.auth.users, vec!["alice:<redacted>"]);
+    assert_eq!(back.auth.secrets.len(), 2);
+    assert_eq!(back.turn.max_bps, 125_000);
+    assert_eq!(back.realm, c.realm);
+}

@@ -148,14 +148,33 @@ impl Worker {
         out
     }
 
-    /// The Prometheus text for a scrape.
-    pub fn metrics_text(&self) -> String {
-        let gauges = crate::ops::metrics::DriverGauges { stream_connections: self.shared.streams.borrow().len() };
+    /// The Prometheus text for a scrape; `gauges` brings what the caller counts.
+    pub fn metrics_text(&self, gauges: crate::ops::metrics::DriverGauges) -> String {
+        let gauges =
+            crate::ops::metrics::DriverGauges { stream_connections: self.shared.streams.borrow().len(), ..gauges };
         crate::ops::metrics::render(&self.shared.server.borrow(), gauges)
     }
 
     pub fn allocation_count(&self) -> usize {
         self.shared.server.borrow().allocation_count()
+    }
+
+    /// Reads the core's state (for the admin interface).
+    pub fn with_server<R>(&self, read: impl FnOnce(&Server) -> R) -> R {
+        read(&self.shared.server.borrow())
+    }
+
+    /// Ends every allocation of `user` (see `Server::drop_user`); their sockets close at once.
+    pub fn drop_user(&self, user: &str) -> usize {
+        let mut server = self.shared.server.borrow_mut();
+        let dropped = server.drop_user(Instant::now(), user, &mut Opener { shared: &self.shared });
+        self.shared.flush(&mut server);
+        dropped
+    }
+
+    /// New allocations are redirected or refused from now on; existing ones carry on.
+    pub fn start_drain(&self) {
+        self.shared.server.borrow_mut().start_drain();
     }
 
     /// Runs until the future is dropped. Must be polled inside a `LocalSet`.

@@ -2,10 +2,10 @@
 //! separate local listener so scrapes never share a socket with TURN traffic.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use super::http::Response;
 
 use crate::proto::Server;
 
@@ -13,6 +13,9 @@ use crate::proto::Server;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DriverGauges {
     pub stream_connections: usize,
+    /// Configuration reloads (SIGHUP or admin) applied and refused.
+    pub reloads_ok: u64,
+    pub reloads_invalid: u64,
 }
 
 /// One metric family: its header, then `(labels, value)` samples (`labels` like `a="b"` or empty).
@@ -92,42 +95,43 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
         "Open TCP and TLS client connections.",
         one(driver.stream_connections),
     );
+    let dropped = crate::proto::bandwidth::Direction::ALL.into_iter().flat_map(|d| {
+        crate::proto::stats::CapKind::ALL.into_iter().map(move |c| {
+            (format!("direction=\"{}\",cap=\"{}\"", d.label(), c.label()), s.bandwidth_dropped[d as usize][c as usize])
+        })
+    });
+    family(
+        o,
+        "turn_bandwidth_dropped_packets_total",
+        "counter",
+        "Datagrams dropped by a bandwidth cap (max_bps per allocation, user_max_bps per user).",
+        dropped,
+    );
+    family(
+        o,
+        "turn_draining",
+        "gauge",
+        "1 while the relay drains after SIGTERM: new allocations are redirected or refused.",
+        one(u64::from(server.is_draining())),
+    );
+    let reloads =
+        [("result=\"ok\"".to_owned(), driver.reloads_ok), ("result=\"invalid\"".to_owned(), driver.reloads_invalid)];
+    family(
+        o,
+        "turn_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP or admin), applied or refused as invalid.",
+        reloads,
+    );
     out
 }
 
 /// Serves `/metrics` and `/healthz` until the task is dropped. `snapshot` renders the current text.
 pub async fn serve(listener: TcpListener, snapshot: impl Fn() -> String + 'static) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let body = snapshot();
-        tokio::task::spawn_local(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, body)).await;
-        });
-    }
-}
-
-async fn answer(mut stream: TcpStream, metrics: String) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&chunk[..n]);
-    }
-    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
-    let path = std::str::from_utf8(line).unwrap_or_default().split_whitespace().nth(1).unwrap_or_default();
-    let (status, kind, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics),
-        "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    super::http::serve(listener, move |request| match request.path.as_str() {
+        "/metrics" => Response { content_type: "text/plain; version=0.0.4", ..Response::text(200, snapshot()) },
+        "/healthz" => Response::text(200, "ok\n"),
+        _ => Response::text(404, "not found\n"),
+    })
+    .await;
 }

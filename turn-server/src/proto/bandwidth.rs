@@ -25,6 +25,8 @@ pub enum Direction {
 }
 
 impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::ToPeer, Direction::FromPeer];
+
     pub fn label(self) -> &'static str {
         match self {
             Direction::ToPeer => "to_peer",
