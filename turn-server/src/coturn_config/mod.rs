@@ -233,6 +233,8 @@ impl Reader {
             }
         }
         self.peer_policy_notes();
+        // Notes raised at the end still belong with their line; file-wide ones go last.
+        self.notes.sort_by_key(|n| n.line.unwrap_or(usize::MAX));
         Import { config: self.config, log_file: self.log_file, notes: self.notes }
     }
 
