@@ -392,7 +392,9 @@ mod tests {
         assert_eq!(cli.run.coturn_config.as_deref(), Some(std::path::Path::new("/etc/turnserver.conf")));
         // One file or the other: both is a mistake, not a merge.
         assert!(Cli::try_parse_from(["turn-server", "--coturn-config", "a.conf", "--config", "b.toml"]).is_err());
-        for args in [["turn-server", "migrate", "t.conf"], ["turn-server", "migrate", "--coturn-config", "t.conf"]] {
+        let forms: [&[&str]; 2] =
+            [&["turn-server", "migrate", "t.conf"], &["turn-server", "migrate", "--coturn-config", "t.conf"]];
+        for args in forms {
             match Cli::try_parse_from(args).unwrap().command {
                 Some(Command::Migrate(m)) => assert_eq!(m.input(), Some(std::path::Path::new("t.conf"))),
                 other => panic!("unexpected {other:?}"),

@@ -67,7 +67,7 @@ fn without_defaults(values: Table, defaults: &Table) -> Table {
         .filter_map(|(key, value)| match (value, defaults.get(&key)) {
             (Value::Table(sub), Some(Value::Table(default_sub))) => {
                 let sub = without_defaults(sub, default_sub);
-                (!sub.is_empty()).then(|| (key, Value::Table(sub)))
+                (!sub.is_empty()).then_some((key, Value::Table(sub)))
             }
             (value, Some(default)) if value == *default => None,
             (value, _) => Some((key, value)),
