@@ -230,6 +230,7 @@ pub struct ServerBuilder {
     stun_probe: bool,
     program: Option<PathBuf>,
     tls: Option<(PathBuf, PathBuf)>,
+    bare: bool,
 }
 
 impl ServerBuilder {
@@ -244,7 +245,19 @@ impl ServerBuilder {
             stun_probe: true,
             program: None,
             tls: None,
+            bare: false,
         }
+    }
+
+    /// Only the arguments given with [`arg`](Self::arg): no address, port, realm, secret or
+    /// loopback flags, because the config file passed that way says all of it (flags would
+    /// override the file and hide what it does). `secret` is the REST secret the file holds, for
+    /// [`Server::credential`]. Start it with [`start_on`](Self::start_on) and the block whose
+    /// listening port the file names.
+    pub fn bare(mut self, secret: Option<&str>) -> Self {
+        self.bare = true;
+        self.secret = secret.map(str::to_owned);
+        self
     }
 
     /// Also serve TURN over TLS with this PEM certificate chain and key, on
@@ -288,10 +301,22 @@ impl ServerBuilder {
 
     /// Starts the server and waits until it answers; panics with its stderr if it does not.
     pub fn start(self) -> Server {
+        self.start_on(PortBlock::reserve())
+    }
+
+    /// [`start`](Self::start) on a block the test reserved itself (to write a config file naming
+    /// its ports first).
+    pub fn start_on(self, ports: PortBlock) -> Server {
         let reference = self.program.is_some();
         let binary = self.program.clone().unwrap_or_else(server_binary);
-        let ports = PortBlock::reserve();
         let logs = LogDir::new(&self.name);
+        if self.bare {
+            let mut args = self.args.clone();
+            if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
+                args.extend(extra.split_whitespace().map(str::to_owned));
+            }
+            return Server::spawn(binary, args, ports, logs, self.secret, self.stun_probe);
+        }
         let mut args: Vec<String> = ["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "-r", REALM]
             .iter()
             .map(|s| (*s).to_owned())
@@ -329,18 +354,7 @@ impl ServerBuilder {
         if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
             args.extend(extra.split_whitespace().map(str::to_owned));
         }
-        let child = process::spawn("server", &binary, &args, logs.path(), SERVER_MAX_LIFE);
-        let mut server = Server {
-            child,
-            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports.listen_port())),
-            secret: self.secret,
-            command: format!("{} {}", binary.display(), args.join(" ")),
-            ports,
-            logs,
-            reported: AtomicBool::new(false),
-        };
-        server.wait_ready(self.stun_probe);
-        server
+        Server::spawn(binary, args, ports, logs, self.secret, self.stun_probe)
     }
 }
 
@@ -359,6 +373,28 @@ pub struct Server {
 }
 
 impl Server {
+    fn spawn(
+        binary: PathBuf,
+        args: Vec<String>,
+        ports: PortBlock,
+        logs: LogDir,
+        secret: Option<String>,
+        stun_probe: bool,
+    ) -> Server {
+        let child = process::spawn("server", &binary, &args, logs.path(), SERVER_MAX_LIFE);
+        let mut server = Server {
+            child,
+            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports.listen_port())),
+            secret,
+            command: format!("{} {}", binary.display(), args.join(" ")),
+            ports,
+            logs,
+            reported: AtomicBool::new(false),
+        };
+        server.wait_ready(stun_probe);
+        server
+    }
+
     fn wait_ready(&mut self, stun_probe: bool) {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
         let start = Instant::now();

@@ -33,6 +33,8 @@ pub enum Command {
     /// Talk to a running relay's admin interface: list allocations, drop a user, show the
     /// effective config, reload.
     Admin(AdminArgs),
+    /// Print a coturn turnserver.conf as the equivalent TOML for --config (warnings on stderr).
+    Migrate(MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +69,24 @@ pub enum AdminAction {
     Config,
     /// Re-read the config file, as SIGHUP does.
     Reload,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["file", "coturn_config"])))]
+pub struct MigrateArgs {
+    /// coturn config file, e.g. /etc/turnserver.conf.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The same, as a flag (as the relay takes it).
+    #[arg(long = "coturn-config", value_name = "FILE", conflicts_with = "file")]
+    pub coturn_config: Option<PathBuf>,
+}
+
+impl MigrateArgs {
+    /// The coturn file named either way (clap makes sure there is exactly one).
+    pub fn input(&self) -> Option<&std::path::Path> {
+        self.file.as_deref().or(self.coturn_config.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +133,10 @@ pub struct RunArgs {
     /// The shared TOML config file (see ice-config/config.example.toml).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// A coturn turnserver.conf instead of --config (pick one): read as coturn reads it, with a
+    /// warning for each option turn-server ignores.
+    #[arg(long = "coturn-config", value_name = "FILE", conflicts_with = "config")]
+    pub coturn_config: Option<PathBuf>,
     /// Validate the config file and flags, print the effective settings, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -434,6 +458,25 @@ mod tests {
             Some(Command::Credentials(c)) => assert_eq!(c.ttl, Some(Duration::from_secs(3600))),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn coturn_config_and_migrate_parse() {
+        let cli =
+            Cli::try_parse_from(["turn-server", "--coturn-config", "/etc/turnserver.conf", "-p", "3479"]).unwrap();
+        assert_eq!(cli.run.coturn_config.as_deref(), Some(std::path::Path::new("/etc/turnserver.conf")));
+        // One file or the other: both is a mistake, not a merge.
+        assert!(Cli::try_parse_from(["turn-server", "--coturn-config", "a.conf", "--config", "b.toml"]).is_err());
+        let forms: [&[&str]; 2] =
+            [&["turn-server", "migrate", "t.conf"], &["turn-server", "migrate", "--coturn-config", "t.conf"]];
+        for args in forms {
+            match Cli::try_parse_from(args).unwrap().command {
+                Some(Command::Migrate(m)) => assert_eq!(m.input(), Some(std::path::Path::new("t.conf"))),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(Cli::try_parse_from(["turn-server", "migrate"]).is_err(), "migrate needs a file");
+        assert!(Cli::try_parse_from(["turn-server", "migrate", "a.conf", "--coturn-config", "b.conf"]).is_err());
     }
 
     #[test]

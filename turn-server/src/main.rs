@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use ice_config::{ice_servers, Config, RelayEndpoint, RestSecrets, Transport};
-use turn_server::cli::{Cli, Command, CredentialsArgs, ProbeArgs, QuickstartArgs, RunArgs};
+use turn_server::cli::{Cli, Command, CredentialsArgs, MigrateArgs, ProbeArgs, QuickstartArgs, RunArgs};
+use turn_server::coturn_config::{self, Import, Note, Severity};
 use turn_server::probe::conn::Trust;
 use turn_server::probe::url::IceUrl;
 use turn_server::probe::{self as prober, Credentials};
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Some(Command::Quickstart(args)) => quickstart(&args),
         Some(Command::Probe(args)) => probe(&args),
         Some(Command::Admin(args)) => turn_server::admin_client::run(&args),
+        Some(Command::Migrate(args)) => migrate(&args),
         None => run(&cli.run),
     };
     match result {
@@ -47,7 +49,8 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = load_config(args.config.as_deref())?;
+    // Logging is not up yet, and the operator converting a file must see every note.
+    let (mut cfg, coturn_log_file) = run_config(args, &|note| eprintln!("turn-server: {}: {note}", note.severity))?;
     args.apply(&mut cfg);
     if args.check_config {
         let checked = settings::resolve(&cfg).map_err(|e| e.to_string()).and_then(|s| {
@@ -70,14 +73,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let settings = settings::resolve(&cfg).context("invalid configuration")?;
-    let log = ops::logging::init(args.verbose, args.log_json, args.log_file.as_deref(), &settings.log_level)?;
+    let log_file = args.log_file.as_deref().or(coturn_log_file.as_deref());
+    let log = ops::logging::init(args.verbose, args.log_json, log_file, &settings.log_level)?;
     for line in settings.describe().lines() {
         tracing::info!("{line}");
     }
-    let path = args.config.clone();
     let flags = RunArgs::clone(args);
     let reload: runner::Reloader = Box::new(move || {
-        let mut cfg = load_config(path.as_deref())?;
+        let (mut cfg, _) = run_config(&flags, &log_note)?;
         flags.apply(&mut cfg);
         Ok(settings::resolve(&cfg)?)
     });
@@ -254,4 +257,45 @@ fn report(args: &ProbeArgs, results: &[prober::ProbeResult]) -> anyhow::Result<E
         }
     }
     Ok(if results.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The file the relay runs from: `--coturn-config` converted (its notes passed to `report`), or
+/// `--config`, or the defaults. Also coturn's `log-file`, which is a flag here.
+fn run_config(args: &RunArgs, report: &dyn Fn(&Note)) -> anyhow::Result<(Config, Option<std::path::PathBuf>)> {
+    match &args.coturn_config {
+        Some(path) => {
+            let import = import_coturn(path)?;
+            import.notes.iter().for_each(report);
+            Ok((import.config, import.log_file))
+        }
+        None => Ok((load_config(args.config.as_deref())?, None)),
+    }
+}
+
+/// On SIGHUP the notes were already shown at start; only what is ignored bears repeating.
+fn log_note(note: &Note) {
+    if note.severity == Severity::Warning {
+        tracing::warn!("{note}");
+    }
+}
+
+fn import_coturn(path: &std::path::Path) -> anyhow::Result<Import> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read coturn config file {}", path.display()))?;
+    Ok(coturn_config::parse(&text, &path.display().to_string())?)
+}
+
+/// Prints the TOML for `--config`; exits 1 (after printing) when the result would not start.
+fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+    let path = args.input().context("no coturn config file given")?;
+    let import = import_coturn(path)?;
+    for note in &import.notes {
+        eprintln!("turn-server: {}: {note}", note.severity);
+    }
+    print!("{}", coturn_config::render_toml(&import, &path.display().to_string())?);
+    if let Err(e) = settings::resolve(&import.config) {
+        eprintln!("turn-server: the converted configuration would not start: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
