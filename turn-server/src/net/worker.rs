@@ -150,8 +150,9 @@ impl Worker {
 
     /// The Prometheus text for a scrape; `gauges` brings what the caller counts.
     pub fn metrics_text(&self, gauges: crate::ops::metrics::DriverGauges) -> String {
-        let gauges =
-            crate::ops::metrics::DriverGauges { stream_connections: self.shared.streams.borrow().len(), ..gauges };
+        let streams = self.shared.streams.borrow();
+        let tls = streams.keys().filter(|t| t.transport == ClientTransport::Tls).count();
+        let gauges = crate::ops::metrics::DriverGauges { stream_connections: (streams.len() - tls, tls), ..gauges };
         crate::ops::metrics::render(&self.shared.server.borrow(), gauges)
     }
 

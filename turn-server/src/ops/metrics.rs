@@ -7,12 +7,16 @@ use tokio::net::TcpListener;
 
 use super::http::Response;
 
-use crate::proto::Server;
+use std::collections::BTreeMap;
+
+use crate::proto::allocation::relay_family;
+use crate::proto::{ClientTransport, Server};
 
 /// Gauges only the driver knows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DriverGauges {
-    pub stream_connections: usize,
+    /// Open TCP and TLS client connections: (tcp, tls).
+    pub stream_connections: (usize, usize),
     /// Configuration reloads (SIGHUP or admin) applied and refused.
     pub reloads_ok: u64,
     pub reloads_invalid: u64,
@@ -39,14 +43,32 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
     let s = server.stats();
     let mut out = String::with_capacity(4096);
     let o = &mut out;
-    family(o, "turn_allocations_active", "gauge", "Allocations that currently exist.", one(server.allocation_count()));
-    let created =
-        s.allocations_created.iter().map(|((c, r), v)| (format!("transport=\"{c}\",relay_transport=\"{r}\""), *v));
+    let mut active: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for t in [ClientTransport::Udp, ClientTransport::Tcp, ClientTransport::Tls] {
+        for f in ["ipv4", "ipv6", "dual"] {
+            active.insert((t.as_str(), f), 0);
+        }
+    }
+    for a in server.allocations() {
+        *active.entry((a.tuple.transport.as_str(), relay_family(&a.relays))).or_default() += 1;
+    }
+    let active = active.into_iter().map(|((t, f), v)| (format!("transport=\"{t}\",family=\"{f}\""), v));
+    family(
+        o,
+        "turn_allocations_active",
+        "gauge",
+        "Allocations that exist now, by client transport and relayed family.",
+        active,
+    );
+    let created = s
+        .allocations_created
+        .iter()
+        .map(|((c, r, f), v)| (format!("transport=\"{c}\",relay_transport=\"{r}\",family=\"{f}\""), *v));
     family(
         o,
         "turn_allocations_created_total",
         "counter",
-        "Allocations created, by client and relay transport.",
+        "Allocations created, by client transport, relay transport and relayed address family.",
         created,
     );
     let ended = s.allocations_ended.iter().map(|(r, v)| (format!("reason=\"{r}\""), *v));
@@ -93,7 +115,10 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
         "turn_stream_connections",
         "gauge",
         "Open TCP and TLS client connections.",
-        one(driver.stream_connections),
+        [
+            ("transport=\"tcp\"".to_owned(), driver.stream_connections.0 as u64),
+            ("transport=\"tls\"".to_owned(), driver.stream_connections.1 as u64),
+        ],
     );
     let dropped = crate::proto::bandwidth::Direction::ALL.into_iter().flat_map(|d| {
         crate::proto::stats::CapKind::ALL.into_iter().map(move |c| {

@@ -96,6 +96,15 @@ pub enum ChannelConflict {
     TooMany,
 }
 
+/// The address families of a set of relayed addresses, as a metric label.
+pub fn relay_family(relays: &[SocketAddr]) -> &'static str {
+    match (relays.iter().any(SocketAddr::is_ipv4), relays.iter().any(SocketAddr::is_ipv6)) {
+        (true, true) => "dual",
+        (false, true) => "ipv6",
+        _ => "ipv4",
+    }
+}
+
 impl Allocation {
     pub fn relay_for(&self, peer: &SocketAddr) -> Option<SocketAddr> {
         self.relays.iter().copied().find(|r| r.is_ipv4() == peer.is_ipv4())

@@ -9,8 +9,8 @@ use super::server::EndReason;
 
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
-    /// Allocations created, by client transport and relay transport.
-    pub allocations_created: BTreeMap<(&'static str, &'static str), u64>,
+    /// Allocations created, by client transport, relay transport and relayed address family.
+    pub allocations_created: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     pub allocations_ended: BTreeMap<&'static str, u64>,
     pub packets_to_peer: u64,
     pub bytes_to_peer: u64,
@@ -47,12 +47,12 @@ impl CapKind {
 }
 
 impl Stats {
-    pub(crate) fn allocation_created(&mut self, client: ClientTransport, relay: RelayTransport) {
+    pub(crate) fn allocation_created(&mut self, client: ClientTransport, relay: RelayTransport, family: &'static str) {
         let relay = match relay {
             RelayTransport::Udp => "udp",
             RelayTransport::Tcp => "tcp",
         };
-        *self.allocations_created.entry((client.as_str(), relay)).or_default() += 1;
+        *self.allocations_created.entry((client.as_str(), relay, family)).or_default() += 1;
     }
 
     pub(crate) fn allocation_ended(&mut self, reason: EndReason) {

@@ -142,7 +142,7 @@ impl Server {
             relays: relays.to_vec(),
             lifetime,
         });
-        self.stats.allocation_created(tuple.transport, relay_transport);
+        self.stats.allocation_created(tuple.transport, relay_transport, super::super::allocation::relay_family(relays));
         let expires = now + lifetime;
         self.allocations.insert(
             tuple,
