@@ -9,14 +9,17 @@ use super::*;
 
 const T: Timing = Timing { ring_timeout_ms: 45_000, grace_ms: 20_000, record_ttl_ms: 600_000, max_call_ms: 86_400_000 };
 
+/// A committed transition as `(call, from, to, ringing_ms, talking_ms)`.
+type Move = (CallId, Option<CallState>, CallState, Option<u64>, Option<u64>);
+
 /// The whole state, applied the way the stores apply `Writes`.
 #[derive(Default)]
 struct World {
     calls: BTreeMap<CallId, Call>,
     slots: BTreeMap<UserId, CallId>,
     deadlines: BTreeMap<Deadline, u64>,
-    /// Every committed transition, in order, as `(call, from, to, ringing_ms, talking_ms)`.
-    moves: Vec<(CallId, Option<CallState>, CallState, Option<u64>, Option<u64>)>,
+    /// Every committed transition, in order.
+    moves: Vec<Move>,
 }
 
 impl World {
@@ -660,13 +663,7 @@ fn random_sequences_keep_the_invariants() {
 
 use CallState::{Accepted, Busy, Cancelled, Ended, NoAnswer, Rejected, Ringing};
 
-fn mv(
-    id: &str,
-    from: Option<CallState>,
-    to: CallState,
-    ringing: Option<u64>,
-    talking: Option<u64>,
-) -> (CallId, Option<CallState>, CallState, Option<u64>, Option<u64>) {
+fn mv(id: &str, from: Option<CallState>, to: CallState, ringing: Option<u64>, talking: Option<u64>) -> Move {
     (id.into(), from, to, ringing, talking)
 }
 
