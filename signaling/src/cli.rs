@@ -74,6 +74,12 @@ pub struct RunArgs {
     /// HTTP listen address [signaling.listen].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Local Prometheus listener, e.g. 127.0.0.1:9642 [signaling.metrics_listen].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Longest SIGTERM drain in seconds [signaling.drain_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
     /// Socket.IO path [signaling.socketio_path].
     #[arg(long, value_name = "PATH")]
     pub socketio_path: Option<String>,
@@ -199,6 +205,8 @@ impl RunArgs {
         let s = &mut cfg.signaling;
         set!(s.listen, self.listen);
         set!(s.socketio_path, self.socketio_path);
+        set_opt!(s.metrics_listen, self.metrics_listen);
+        set!(s.drain_timeout_secs, self.drain_timeout);
         set_opt!(s.jwt_secret, self.jwt_secret);
         set_opt!(s.jwt_public_key, self.jwt_public_key);
         set_opt!(s.jwt_issuer, self.jwt_issuer);

@@ -4,7 +4,8 @@
 //! - [`store`]: where call records live (memory or Redis) and the engine that runs the machine
 //!   against them with compare-and-set commits.
 //! - [`cluster`]: Redis: the shared store and the Socket.IO adapter.
-//! - [`http`]: axum routes (`/v1/ice-servers`, health).
+//! - [`http`]: axum routes (`/v1/ice-servers`, health, the metrics listener).
+//! - [`metrics`]: Prometheus counters, counted where transitions are committed.
 //! - [`socket`]: the Socket.IO gateway (auth on connect, events, effects).
 //! - [`auth`], [`webhook`], [`config`], [`cli`]: around them.
 
@@ -13,6 +14,7 @@ pub mod calls;
 pub mod cli;
 pub mod cluster;
 pub mod http;
+pub mod metrics;
 pub mod quickstart;
 pub mod server;
 pub mod socket;

@@ -1,7 +1,9 @@
 //! Wires the parts together and runs them: the store (memory or Redis), the Socket.IO layer
-//! (local or Redis adapter), the HTTP routes, the deadline poller, and shutdown on SIGTERM.
+//! (local or Redis adapter), the HTTP routes, the metrics listener, the deadline poller, systemd
+//! notifications, and the drain on SIGTERM.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +14,9 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use std::future::IntoFuture as _;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use ice_config::Config;
 
@@ -20,6 +24,7 @@ use crate::auth::Authenticator;
 use crate::calls::{Deadline, Input, Timing};
 use crate::cluster::{resp3_url, NodeRegistry, RedisStore, HEARTBEAT};
 use crate::http::{self, rate_limit::RateLimiter, AppState, ReadyCheck};
+use crate::metrics::{Metrics, RedisComponent};
 use crate::socket::{self, Gateway};
 use crate::store::{Engine, Keys, KvStore, MemoryStore};
 use crate::webhook::{Webhook, WebhookConfig};
@@ -30,6 +35,11 @@ const RECORD_TTL: Duration = Duration::from_secs(600);
 const MAX_CALL: Duration = Duration::from_secs(86_400);
 /// Deadlines claimed per poll.
 const CLAIM_BATCH: usize = 64;
+/// The client event sent to every socket before a drain closes it.
+pub const SHUTDOWN_EVENT: &str = "server:shutdown";
+/// Between the shutdown event and closing the sockets: lets the event and pending acks leave, and
+/// load balancers polling `/readyz` see the 503 (capped at a quarter of the drain timeout).
+const SHUTDOWN_NOTICE: Duration = Duration::from_secs(1);
 
 /// Runs the service on `listener` (already bound) until SIGTERM/SIGINT.
 pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
@@ -52,6 +62,7 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
         max_call_ms: MAX_CALL.as_millis() as u64,
     };
     let keys = Keys::new(&sig.redis_prefix);
+    let metrics = Arc::new(Metrics::new());
     let builder = socketio_builder(&cfg);
     match &sig.redis_url {
         Some(url) => {
@@ -66,7 +77,7 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
             let store = RedisStore::connect(client.clone(), keys.deadlines()).await.context("connecting to Redis")?;
             let nodes = NodeRegistry::join(client, &sig.redis_prefix).await.context("registering with Redis")?;
             tracing::info!(node = nodes.uid(), "joined the cluster");
-            let engine = Engine::new(store, &sig.redis_prefix, timing);
+            let engine = Engine::new(store, &sig.redis_prefix, timing).with_metrics(metrics);
             let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), engine, Some(nodes.clone()));
             tokio::spawn(reap_dead_nodes(gw.clone(), nodes));
             socket::register(gw.clone()).await.map_err(|e| anyhow::anyhow!("Socket.IO Redis adapter: {e}"))?;
@@ -75,7 +86,7 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
         }
         None => {
             let (layer, io) = builder.build_layer();
-            let engine = Engine::new(MemoryStore::new(), "mem", timing);
+            let engine = Engine::new(MemoryStore::new(), "mem", timing).with_metrics(metrics);
             let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), engine, None);
             socket::register(gw.clone());
             tracing::info!("call state in memory (single instance)");
@@ -101,6 +112,7 @@ fn gateway<S: KvStore, A: Adapter>(
     engine: Engine<S>,
     nodes: Option<NodeRegistry>,
 ) -> Arc<Gateway<S, A>> {
+    let engine_metrics = engine.metrics().clone();
     Arc::new(Gateway {
         engine,
         io,
@@ -110,6 +122,7 @@ fn gateway<S: KvStore, A: Adapter>(
         webhook,
         tasks: Arc::new(()),
         nodes,
+        metrics: engine_metrics,
     })
 }
 
@@ -127,12 +140,25 @@ async fn serve<S: KvStore + Clone, A: Adapter + DefinedAdapter>(
             async move { store.ping().await.map_err(|e| e.to_string()) }.boxed()
         })
     };
+    let metrics = gw.metrics.clone();
+    let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         auth,
         secrets: cfg.rest_secrets()?,
         config: cfg.clone(),
         limiter: Arc::new(RateLimiter::new()),
-        ready,
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+        draining: draining.clone(),
+    };
+    let metrics_task = match cfg.signaling.metrics_listen {
+        Some(addr) => {
+            let l =
+                TcpListener::bind(addr).await.with_context(|| format!("binding signaling.metrics_listen {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics at /metrics");
+            Some(tokio::spawn(http::metrics::serve(l, metrics.clone(), ready)))
+        }
+        None => None,
     };
     let cors = http::cors_layer(&cfg.signaling.cors_origins);
     // CORS outermost: Socket.IO long-polling from a page on a configured origin needs it too.
@@ -140,28 +166,91 @@ async fn serve<S: KvStore + Clone, A: Adapter + DefinedAdapter>(
     let poller = tokio::spawn(poll_deadlines(gw.clone(), Duration::from_millis(cfg.signaling.deadline_poll_ms)));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, socketio_path = %cfg.signaling.socketio_path, "signaling listening");
-    let io = gw.io.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: closing sockets");
-        // Disconnecting runs each socket's disconnect handler, which starts the reconnect grace
-        // of its calls, so clients that reconnect to another instance keep their calls.
-        io.close().await;
-    };
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")?;
-    // Let the socket tasks record their disconnects (bounded: a hung store must not block exit).
-    for _ in 0..100 {
-        if Arc::strong_count(&gw.tasks) <= 1 {
-            break;
+    // Ready for systemd once the listener is bound and the store answered at startup (with Redis,
+    // `run` connected to it first). A later Redis outage leaves the unit active: /readyz reports it
+    // (503) and `signaling_redis_up` drops, so the load balancer, not systemd, reacts.
+    sdnotify::notify("READY=1");
+    let watchdog = sdnotify::watchdog_interval().map(|every| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                sdnotify::notify("WATCHDOG=1");
+            }
+        })
+    });
+    let drain_timeout = Duration::from_secs(cfg.signaling.drain_timeout_secs);
+    let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let shutdown = {
+        let (gw, draining) = (gw.clone(), draining.clone());
+        async move {
+            shutdown_signal().await;
+            let deadline = Instant::now() + drain_timeout;
+            let _ = deadline_tx.send(deadline);
+            drain(&gw, &draining, deadline).await;
         }
+    };
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    let mut deadline = None;
+    tokio::pin!(server);
+    tokio::pin!(deadline_rx);
+    loop {
+        tokio::select! {
+            result = &mut server => {
+                result.context("HTTP server")?;
+                break;
+            }
+            at = &mut deadline_rx, if deadline.is_none() => {
+                deadline = Some(at.unwrap_or_else(|_| Instant::now()));
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                // A client that keeps an HTTP connection open must not hold the process.
+                tracing::warn!("drain deadline passed with connections open: stopping");
+                break;
+            }
+        }
+    }
+    // Let the socket tasks record their disconnects (bounded: a hung store must not block exit).
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + drain_timeout);
+    while Arc::strong_count(&gw.tasks) > 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     poller.abort();
+    for task in [metrics_task.map(|t| t.abort_handle()), watchdog.map(|t| t.abort_handle())].into_iter().flatten() {
+        task.abort();
+    }
     tracing::info!(unfinished = Arc::strong_count(&gw.tasks) - 1, "stopped");
     Ok(())
+}
+
+/// SIGTERM: stop being ready, tell every local client to reconnect elsewhere, then close the
+/// sockets at the transport. socket.io-client reconnects by itself after a transport close
+/// (reason "transport close") but not after a Socket.IO DISCONNECT packet ("io server
+/// disconnect"), so the sockets are not disconnected one by one. Each socket's disconnect is
+/// recorded first, which starts the reconnect grace of its calls, so clients that reconnect to
+/// another instance and `call:sync` keep their calls.
+async fn drain<S: KvStore, A: Adapter>(gw: &Gateway<S, A>, draining: &AtomicBool, deadline: Instant) {
+    let io = &gw.io;
+    draining.store(true, Ordering::Relaxed);
+    gw.metrics.draining();
+    sdnotify::notify("STOPPING=1");
+    let sockets = io.local().sockets().len();
+    tracing::info!(sockets, "draining: telling clients to reconnect elsewhere");
+    // Only this instance's sockets: through the Redis adapter a plain emit would reach every instance.
+    if let Err(e) = io.local().emit(SHUTDOWN_EVENT, &serde_json::json!({"reason": "shutdown", "reconnect": true})).await
+    {
+        tracing::warn!(error = %e, "shutdown notice not sent to every socket");
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::sleep(SHUTDOWN_NOTICE.min(left / 4)).await;
+    tracing::info!("draining: closing sockets");
+    gw.leave_all_local().await;
+    if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), io.close()).await.is_err() {
+        tracing::warn!("draining: closing the sockets outlived the drain timeout");
+    }
+    tracing::info!("draining: sockets closed, finishing open HTTP requests");
 }
 
 /// Claims due deadlines from the store (any instance may, exactly one gets each) and feeds them
@@ -175,6 +264,7 @@ async fn poll_deadlines<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, every: D
         let due = match gw.engine.store().claim_due(socket::now_ms(), lease, CLAIM_BATCH).await {
             Ok(due) => due,
             Err(e) => {
+                gw.metrics.redis_error(RedisComponent::Store);
                 tracing::warn!(error = %e, "cannot claim deadlines");
                 continue;
             }
@@ -198,12 +288,14 @@ async fn reap_dead_nodes<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, nodes: 
     loop {
         tick.tick().await;
         if let Err(e) = nodes.heartbeat().await {
+            gw.metrics.redis_error(RedisComponent::Nodes);
             tracing::warn!(error = %e, "node heartbeat failed");
             continue;
         }
         let dead = match nodes.claim_dead().await {
             Ok(dead) => dead,
             Err(e) => {
+                gw.metrics.redis_error(RedisComponent::Nodes);
                 tracing::warn!(error = %e, "cannot look for dead nodes");
                 continue;
             }

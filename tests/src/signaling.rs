@@ -251,6 +251,21 @@ impl SignalingBuilder {
     }
 }
 
+/// A scraped Prometheus/OpenMetrics text.
+#[derive(Debug, Clone)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the sample written exactly `series` (`name` or `name{a="b"}`); 0 when absent,
+    /// as Prometheus treats a labelled counter that never moved.
+    pub fn value(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
 /// A running signaling instance, killed on drop (stderr shown if the test is failing).
 #[derive(Debug)]
 pub struct Signaling {
@@ -321,6 +336,40 @@ impl Signaling {
 
     pub fn stderr_tail(&self) -> String {
         tail(&self.child.stderr(), 60)
+    }
+
+    /// The metrics listener's address, from the log line of an instance started with
+    /// `--metrics-listen 127.0.0.1:0` (waits for it, bounded).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            // "metrics at /metrics addr=127.0.0.1:PORT"
+            if let Some(addr) = self.child.stderr().lines().find_map(|l| {
+                l.split_once("metrics at /metrics addr=")
+                    .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            }) {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no metrics listener logged\nstderr:\n{}", self.stderr_tail());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One scrape of `/metrics` (status 200 required).
+    pub fn scrape(&self) -> Metrics {
+        let resp = http(self.metrics_addr(), "GET", "/metrics", &[]);
+        assert_eq!(resp.status, 200, "scrape failed: {}", resp.body);
+        Metrics(resp.body)
+    }
+
+    /// SIGTERM: the instance drains and exits by itself.
+    pub fn terminate(&self) {
+        self.child.signal(libc::SIGTERM);
+    }
+
+    /// Waits until the process exits (bounded); its status, if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.child.wait_until(Instant::now() + within)
     }
 
     /// SIGKILL: the instance dies without any cleanup, as in a crash.

@@ -66,6 +66,12 @@ pub struct SignalingConfig {
     /// Serve the ICE diagnostics page at `GET /diag` (public; it holds no secret and fetches
     /// the ICE config with the token the operator types in). Off: 404.
     pub diag_enabled: bool,
+    /// Local listener for Prometheus `/metrics`, apart from the public port (behind nginx the
+    /// public one must never expose it). Off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Upper bound on the SIGTERM drain: warning clients, closing their sockets and recording
+    /// their disconnects in the store.
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for SignalingConfig {
@@ -96,6 +102,8 @@ impl Default for SignalingConfig {
             webhook_max_attempts: 5,
             webhook_timeout_secs: 5,
             diag_enabled: true,
+            metrics_listen: None,
+            drain_timeout_secs: 10,
         }
     }
 }
@@ -130,6 +138,8 @@ impl fmt::Debug for SignalingConfig {
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
             .field("diag_enabled", &self.diag_enabled)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("drain_timeout_secs", &self.drain_timeout_secs)
             .finish()
     }
 }

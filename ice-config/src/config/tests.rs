@@ -620,3 +620,17 @@ fn redacted_toml_hides_every_credential_and_reads_back() {
     assert_eq!(back.turn.max_bps, 125_000);
     assert_eq!(back.realm, c.realm);
 }
+
+#[test]
+fn signaling_metrics_listener_and_drain_timeout() {
+    let c = Config::from_toml_str(&format!("{MINIMAL}\n[signaling]\nmetrics_listen = \"127.0.0.1:9642\"\n")).unwrap();
+    assert_eq!(c.signaling.metrics_listen, Some("127.0.0.1:9642".parse().unwrap()));
+    c.validate().unwrap();
+    assert_eq!(Config::default().signaling.metrics_listen, None);
+    let mut same = minimal();
+    same.signaling.metrics_listen = Some(same.signaling.listen);
+    assert_eq!(invalid_key(&same).0, "signaling.metrics_listen");
+    let mut zero = minimal();
+    zero.signaling.drain_timeout_secs = 0;
+    assert_eq!(invalid_key(&zero).0, "signaling.drain_timeout_secs");
+}

@@ -89,9 +89,18 @@ impl Config {
             ("signaling.deadline_poll_ms", s.deadline_poll_ms),
             ("signaling.webhook_max_attempts", u64::from(s.webhook_max_attempts)),
             ("signaling.webhook_timeout_secs", s.webhook_timeout_secs),
+            ("signaling.drain_timeout_secs", s.drain_timeout_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if let Some(addr) = s.metrics_listen {
+            if addr.port() != 0 && addr == s.listen {
+                return Err(ConfigError::invalid(
+                    "signaling.metrics_listen",
+                    "must differ from signaling.listen (metrics stay off the public port)",
+                ));
             }
         }
         if s.max_event_bytes < 1024 {

@@ -53,6 +53,25 @@ pub enum AuthError {
     ApiKeyWithoutUser(String),
 }
 
+impl AuthError {
+    /// A short stable name for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Algorithm(_) => "algorithm",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Claims(_) => "claims",
+            Self::Issuer => "issuer",
+            Self::Audience => "audience",
+            Self::NoUser(_) => "no_user",
+            Self::ApiKeyWithoutUser(_) => "api_key_without_user",
+        }
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

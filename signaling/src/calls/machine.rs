@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::effect::{Effect, Event, Hook, HookKind, Target};
 use super::input::{Ack, ErrorCode, Input, Reply, SyncEntry};
 use super::model::{Call, CallId, CallState, Deadline, DeadlineKind, Role, UserId};
+use super::transition::Transition;
 
 /// Durations the machine needs, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,9 @@ pub struct Writes {
     pub arm: BTreeMap<Deadline, u64>,
     /// Deadlines to remove.
     pub disarm: BTreeSet<Deadline>,
+    /// The state changes these writes make (filled by [`Machine::finish`]); nothing to store,
+    /// they are counted once the commit succeeds.
+    pub transitions: Vec<Transition>,
 }
 
 impl Writes {
@@ -109,6 +113,9 @@ impl Writes {
 pub struct Machine {
     timing: Timing,
     view: View,
+    /// Each loaded call's state before the input, to derive [`Transition`]s from the writes.
+    before: BTreeMap<CallId, CallState>,
+    now_ms: u64,
     writes: Writes,
     effects: Vec<Effect>,
 }
@@ -116,16 +123,29 @@ pub struct Machine {
 impl Machine {
     /// A machine over `view`.
     pub fn new(timing: Timing, view: View) -> Self {
-        Self { timing, view, writes: Writes::default(), effects: Vec::new() }
+        let before = view.calls.iter().map(|(id, c)| (id.clone(), c.state)).collect();
+        Self { timing, view, before, now_ms: 0, writes: Writes::default(), effects: Vec::new() }
     }
 
-    /// The writes and effects accumulated by [`handle`](Self::handle).
-    pub fn finish(self) -> (Writes, Vec<Effect>) {
+    /// The writes (with their [`Transition`]s) and effects accumulated by [`handle`](Self::handle).
+    pub fn finish(mut self) -> (Writes, Vec<Effect>) {
+        let now = self.now_ms;
+        let before = &self.before;
+        self.writes.transitions = self
+            .writes
+            .calls
+            .values()
+            .filter_map(|call| {
+                let from = before.get(&call.id).copied();
+                (from != Some(call.state)).then(|| transition(from, call, now))
+            })
+            .collect();
         (self.writes, self.effects)
     }
 
     /// Handles `input` at unix time `now_ms`.
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Reply {
+        self.now_ms = now_ms;
         match input {
             Input::Initiate { call_id, user, sid, callee, chat_id, call_type, sdp } => {
                 self.initiate(now_ms, call_id, user, sid, callee, chat_id, call_type, sdp)
@@ -598,6 +618,21 @@ impl Reply {
             (reply, _) => reply,
         }
     }
+}
+
+fn transition(from: Option<CallState>, call: &Call, now: u64) -> Transition {
+    let ringing_ms = match (from, call.state) {
+        (Some(CallState::Ringing), CallState::Accepted) => {
+            Some(call.answered_at_ms.unwrap_or(now).saturating_sub(call.created_at_ms))
+        }
+        (Some(CallState::Ringing), to) if !to.is_live() => Some(now.saturating_sub(call.created_at_ms)),
+        _ => None,
+    };
+    let talking_ms = match (from, call.state) {
+        (Some(CallState::Accepted), CallState::Ended) => call.answered_at_ms.map(|at| now.saturating_sub(at)),
+        _ => None,
+    };
+    Transition { call_id: call.id.clone(), from, to: call.state, reason: call.reason.clone(), ringing_ms, talking_ms }
 }
 
 fn offer_payload(call: &Call) -> Value {

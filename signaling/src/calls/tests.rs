@@ -9,12 +9,17 @@ use super::*;
 
 const T: Timing = Timing { ring_timeout_ms: 45_000, grace_ms: 20_000, record_ttl_ms: 600_000, max_call_ms: 86_400_000 };
 
+/// A committed transition as `(call, from, to, ringing_ms, talking_ms)`.
+type Move = (CallId, Option<CallState>, CallState, Option<u64>, Option<u64>);
+
 /// The whole state, applied the way the stores apply `Writes`.
 #[derive(Default)]
 struct World {
     calls: BTreeMap<CallId, Call>,
     slots: BTreeMap<UserId, CallId>,
     deadlines: BTreeMap<Deadline, u64>,
+    /// Every committed transition, in order.
+    moves: Vec<Move>,
 }
 
 impl World {
@@ -37,6 +42,9 @@ impl World {
         if !reply.is_ok() {
             // Refusals may record a terminal call (busy, glare) but never touch live state.
             assert!(writes.set_slots.is_empty() && writes.clear_slots.is_empty() && writes.arm.is_empty());
+        }
+        for t in writes.transitions {
+            self.moves.push((t.call_id, t.from, t.to, t.ringing_ms, t.talking_ms));
         }
         for (id, c) in writes.calls {
             self.calls.insert(id, c);
@@ -649,4 +657,71 @@ fn random_sequences_keep_the_invariants() {
             check_invariants(&w, step, &history);
         }
     }
+}
+
+// --- transitions (what metrics count) ---
+
+use CallState::{Accepted, Busy, Cancelled, Ended, NoAnswer, Rejected, Ringing};
+
+fn mv(id: &str, from: Option<CallState>, to: CallState, ringing: Option<u64>, talking: Option<u64>) -> Move {
+    (id.into(), from, to, ringing, talking)
+}
+
+#[test]
+fn transitions_of_an_answered_call_that_ends() {
+    let mut w = accepted();
+    w.run(2_500, end("c1", "bob", "b1"));
+    // Ring time from the initiate (1 000) to the answer (2 000); talk time to the hang-up.
+    assert_eq!(
+        w.moves,
+        vec![
+            mv("c1", None, Ringing, None, None),
+            mv("c1", Some(Ringing), Accepted, Some(1_000), None),
+            mv("c1", Some(Accepted), Ended, None, Some(500)),
+        ]
+    );
+    // A duplicate hang-up and a retried answer move nothing.
+    w.run(2_600, end("c1", "alice", "a1"));
+    w.run(2_600, answer("c1", "bob", "b1"));
+    assert_eq!(w.moves.len(), 3);
+}
+
+#[test]
+fn transitions_of_calls_that_never_connect() {
+    let mut w = ringing();
+    w.run(1_400, Input::Reject { call_id: "c1".into(), user: "bob".into(), sid: "b1".into() });
+    assert_eq!(w.moves.last(), Some(&mv("c1", Some(Ringing), Rejected, Some(400), None)));
+
+    let mut w = ringing();
+    w.run(1_700, end("c1", "alice", "a1"));
+    assert_eq!(w.moves.last(), Some(&mv("c1", Some(Ringing), Cancelled, Some(700), None)));
+
+    let mut w = ringing();
+    w.fire(46_000);
+    assert_eq!(w.moves.last(), Some(&mv("c1", Some(Ringing), NoAnswer, Some(45_000), None)));
+
+    let mut w = accepted();
+    w.run(5_000, initiate("c2", "carol", "k1", "bob", None));
+    assert_eq!(w.moves.last(), Some(&mv("c2", None, Busy, None, None)));
+    // The retried busy initiate is not a second busy call.
+    let n = w.moves.len();
+    w.run(5_100, initiate("c2", "carol", "k1", "bob", None));
+    assert_eq!(w.moves.len(), n);
+}
+
+#[test]
+fn transitions_of_a_glare_and_a_dropped_caller() {
+    let mut w = World::default();
+    w.run(1_000, initiate("b-call", "alice", "a1", "bob", Some("o1")));
+    w.run(1_010, initiate("a-call", "bob", "b1", "alice", Some("o2")));
+    assert_eq!(
+        w.moves[1..],
+        [mv("a-call", None, Ringing, None, None), mv("b-call", Some(Ringing), Cancelled, Some(10), None)]
+    );
+    // A disconnect only starts the grace: no state change, nothing counted until it expires.
+    let mut w = ringing();
+    w.run(2_000, Input::Disconnected { user: "alice".into(), sid: "a1".into() });
+    assert_eq!(w.moves.len(), 1);
+    w.fire(22_000);
+    assert_eq!(w.moves.last(), Some(&mv("c1", Some(Ringing), Cancelled, Some(21_000), None)));
 }

@@ -1,4 +1,7 @@
-//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: Redis too, if used).
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: Redis too, if used, and
+//! not draining after SIGTERM).
+
+use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,6 +17,9 @@ pub async fn healthz() -> Json<Value> {
 
 /// 200 when every dependency answers, 503 with the reason otherwise.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining", "reason": "shutting down"})));
+    }
     match (state.ready)().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": why}))),

@@ -14,27 +14,42 @@ use ice_config::ice_servers as build_ice_servers;
 
 use super::{ApiError, AppState};
 use crate::auth::bearer;
+use crate::metrics::AuthEndpoint;
 
-/// The handler.
+/// The handler; every answer is counted by result.
 pub async fn ice_servers(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let result = issue(&state, peer, &query, &headers);
+    state.metrics.ice_request(match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    });
+    result
+}
+
+fn issue(
+    state: &AppState,
+    peer: SocketAddr,
+    query: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let now_unix = now.as_secs();
     let sig = &state.config.signaling;
-    let ip = client_ip(&headers, peer, sig.trust_proxy_headers);
+    let ip = client_ip(headers, peer, sig.trust_proxy_headers);
     state.limiter.check(&format!("ip:{ip}"), sig.rate_limit_per_ip, now_unix).map_err(ApiError::rate_limited)?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer).ok_or_else(|| {
+        state.metrics.auth_failure(AuthEndpoint::Http, crate::auth::AuthError::Missing.reason());
+        ApiError::unauthorized("missing bearer token")
+    })?;
     let api_user = query.get(state.auth.api_key_user_param()).map(String::as_str);
     let principal = state.auth.authenticate(token, api_user, now_unix).map_err(|e| {
         tracing::debug!(%ip, error = %e, "ice-servers: unauthorized");
+        state.metrics.auth_failure(AuthEndpoint::Http, e.reason());
         match e {
             crate::auth::AuthError::ApiKeyWithoutUser(_) => ApiError::bad_request(e.to_string()),
             _ => ApiError::unauthorized(e.to_string()),

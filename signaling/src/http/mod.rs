@@ -5,6 +5,7 @@ mod diag;
 mod error;
 mod health;
 mod ice;
+pub mod metrics;
 pub mod rate_limit;
 
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Readiness.
     pub ready: ReadyCheck,
+    /// Counters of ICE config requests and refused credentials.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop routing here.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The routes. CORS is applied by the caller around these and the Socket.IO layer together, so

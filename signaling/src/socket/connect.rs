@@ -1,6 +1,7 @@
 //! The handshake: origin and token checks (refusals reach the client as `connect_error` with
 //! the reason), rooms, the token-expiry disconnect, and the pending offer for a late device.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::task::AbortHandle;
 use super::{user_room, Gateway};
 use crate::auth::{bearer, AuthError, Principal};
 use crate::calls::Input;
+use crate::metrics::AuthEndpoint;
 use crate::store::KvStore;
 
 /// Why a connection was refused; the text is the `connect_error` message.
@@ -47,6 +49,7 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
             let host = headers.get("host").and_then(|v| v.to_str().ok());
             if !origin_allowed(&self.origins, origin, host) {
+                self.metrics.auth_failure(AuthEndpoint::Socket, "origin");
                 tracing::info!(%origin, "socket refused: origin");
                 return Err(Refused::Origin);
             }
@@ -56,11 +59,13 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         let from_auth = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str).map(str::to_owned);
         let from_header =
             headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(bearer).map(str::to_owned);
-        let token = from_auth.or(from_header).ok_or(AuthError::Missing)?;
         let now = super::now_ms() / 1000;
-        let principal = self.auth.verify_jwt(&token, now).inspect_err(|e| {
-            tracing::info!(error = %e, "socket refused: token");
-        })?;
+        let principal = from_auth.or(from_header).ok_or(AuthError::Missing).and_then(|token| {
+            self.auth.verify_jwt(&token, now).inspect_err(|e| {
+                tracing::info!(error = %e, "socket refused: token");
+            })
+        });
+        let principal = principal.inspect_err(|e| self.metrics.auth_failure(AuthEndpoint::Socket, e.reason()))?;
         s.extensions.insert(principal);
         Ok(())
     }
@@ -75,21 +80,14 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         // Its own room makes the socket addressable from any instance through the adapter.
         s.join([user_room(&principal.user), sid.clone()]);
         tracing::info!(user = %principal.user, %sid, transport = ?s.transport_type(), "socket connected");
+        self.metrics.socket_delta(1);
         self.listen(&s, principal.user.clone());
+        s.extensions.insert(Present(Arc::new(AtomicBool::new(true))));
         {
             let gw = self.clone();
-            let user = principal.user.clone();
             s.on_disconnect(move |s: SocketRef<A>| {
                 let gw = gw.clone();
-                let user = user.clone();
-                async move {
-                    if let Some(timer) = s.extensions.get::<ExpiryTimer>() {
-                        timer.0.abort();
-                    }
-                    let sid = s.id.to_string();
-                    tracing::info!(%user, %sid, "socket disconnected");
-                    gw.gone(&s).await;
-                }
+                async move { gw.left(&s).await }
             });
         }
         if let Some(exp) = principal.expires_at {
@@ -111,6 +109,38 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         tokio::spawn(async move { gw.run(Input::Connected { user: principal.user.clone(), sid }).await });
     }
 }
+
+impl<S: KvStore, A: Adapter> Gateway<S, A> {
+    /// A socket is gone (disconnect handler, or a drain closing it): stop its expiry timer,
+    /// uncount it, and queue its disconnect for the state machine behind its pending requests.
+    /// Runs once per socket whichever comes first.
+    pub(super) async fn left(&self, s: &SocketRef<A>) {
+        let Some(present) = s.extensions.get::<Present>() else { return };
+        if !present.0.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(timer) = s.extensions.get::<ExpiryTimer>() {
+            timer.0.abort();
+        }
+        let user = s.extensions.get::<Principal>().map(|p| p.user).unwrap_or_default();
+        tracing::info!(%user, sid = %s.id, "socket disconnected");
+        self.metrics.socket_delta(-1);
+        self.gone(s).await;
+    }
+
+    /// Records the disconnect of every socket on this instance, before the drain closes their
+    /// transports: socketioxide's `SocketIo::close` drops its namespaces first, so it never runs
+    /// the disconnect handlers itself.
+    pub async fn leave_all_local(&self) {
+        for s in self.io.local().sockets() {
+            self.left(&s).await;
+        }
+    }
+}
+
+/// Set while the socket counts as connected; [`Gateway::left`] clears it exactly once.
+#[derive(Clone)]
+struct Present(Arc<AtomicBool>);
 
 #[cfg(test)]
 mod tests {

@@ -47,6 +47,8 @@ pub struct Gateway<S, A: Adapter> {
     pub tasks: Arc<()>,
     /// With Redis: where this instance records its sockets, so another can reap them if it dies.
     pub nodes: Option<crate::cluster::NodeRegistry>,
+    /// Sockets gauge, handshake refusals, adapter and registry errors.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Registers the default namespace with auth middleware and event handlers. The result is the
@@ -122,6 +124,7 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
             let sid = socket.id.to_string();
             if let Some(nodes) = &gw.nodes {
                 if let Err(e) = nodes.add(&sid, &user).await {
+                    gw.metrics.redis_error(crate::metrics::RedisComponent::Nodes);
                     tracing::warn!(error = %e, "node registry: socket not recorded");
                 }
             }

@@ -1,11 +1,14 @@
 //! Runs one input through the state machine against a store: load, decide, compare-and-set,
 //! retry on conflict. Effects are returned only for a committed transition, so an event is
-//! never emitted for a change that another instance overwrote.
+//! never emitted for a change that another instance overwrote. The committed transitions are
+//! counted here for the same reason: exactly once, by the instance whose commit applied them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::calls::{Call, Effect, Input, Machine, Reply, Timing, View, Writes};
+use crate::metrics::{Metrics, RedisComponent};
 
 use super::{Commit, Keys, KvStore, StoreError};
 
@@ -19,12 +22,24 @@ pub struct Engine<S> {
     store: S,
     keys: Keys,
     timing: Timing,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: KvStore> Engine<S> {
     /// An engine over `store` with keys under `prefix`.
     pub fn new(store: S, prefix: &str, timing: Timing) -> Self {
-        Self { store, keys: Keys::new(prefix), timing }
+        Self { store, keys: Keys::new(prefix), timing, metrics: Arc::new(Metrics::new()) }
+    }
+
+    /// Counts transitions and store failures in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where transitions are counted.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The store (readiness checks).
@@ -39,6 +54,14 @@ impl<S: KvStore> Engine<S> {
 
     /// Handles `input` at `now_ms`; the effects are for the shell to perform.
     pub async fn run(&self, now_ms: u64, input: Input) -> Result<(Reply, Vec<Effect>), StoreError> {
+        let result = self.run_once_committed(now_ms, input).await;
+        if let Err(StoreError::Redis(_)) = &result {
+            self.metrics.redis_error(RedisComponent::Store);
+        }
+        result
+    }
+
+    async fn run_once_committed(&self, now_ms: u64, input: Input) -> Result<(Reply, Vec<Effect>), StoreError> {
         for attempt in 0..MAX_ATTEMPTS {
             let (view, expect) = self.load(&input).await?;
             let mut machine = Machine::new(self.timing, view);
@@ -49,6 +72,9 @@ impl<S: KvStore> Engine<S> {
             }
             let commit = self.commit_for(now_ms, expect, &writes)?;
             if self.store.commit(&commit).await? {
+                for t in &writes.transitions {
+                    self.metrics.transition(t);
+                }
                 return Ok((reply, effects));
             }
             tracing::debug!(attempt, ?input, "call record changed under us; retrying");
@@ -199,5 +225,76 @@ mod tests {
             }
         }
         assert_eq!(winners, 1);
+        // Eight runs raced, several retried after a conflict: the answer is counted once.
+        assert_eq!(e.metrics().calls_of(crate::metrics::Outcome::answered), 1);
+    }
+
+    /// A store whose commits fail the compare-and-set a given number of times, as when another
+    /// instance writes the same call in between.
+    #[derive(Clone)]
+    struct Conflicting {
+        inner: MemoryStore,
+        conflicts: Arc<std::sync::atomic::AtomicU32>,
+    }
+
+    impl KvStore for Conflicting {
+        async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+            self.inner.get_many(keys).await
+        }
+        async fn commit(&self, commit: &crate::store::Commit) -> Result<bool, StoreError> {
+            use std::sync::atomic::Ordering;
+            if self.conflicts.load(Ordering::SeqCst) > 0 {
+                self.conflicts.fetch_sub(1, Ordering::SeqCst);
+                return Ok(false);
+            }
+            self.inner.commit(commit).await
+        }
+        async fn claim_due(&self, now_ms: u64, lease_ms: u64, max: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.claim_due(now_ms, lease_ms, max).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn transitions_are_counted_once_committed_and_not_per_attempt() {
+        use crate::metrics::Outcome;
+        let conflicts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let store = Conflicting { inner: MemoryStore::new(), conflicts: conflicts.clone() };
+        let e = Engine::new(store, "t", Timing { ring_timeout_ms: 1_000, ..Timing::default() });
+        let t = now();
+        let init = Input::Initiate {
+            call_id: "c1".into(),
+            user: "alice".into(),
+            sid: "a1".into(),
+            callee: "bob".into(),
+            chat_id: "chat".into(),
+            call_type: CallType::Audio,
+            sdp: Some(json!("o")),
+        };
+        e.run(t, init).await.unwrap();
+        // Three lost compare-and-sets, then the commit: one rejection counted.
+        conflicts.store(3, std::sync::atomic::Ordering::SeqCst);
+        let reject = Input::Reject { call_id: "c1".into(), user: "bob".into(), sid: "b1".into() };
+        assert!(e.run(t + 10, reject).await.unwrap().0.is_ok());
+        assert_eq!(e.metrics().calls_of(Outcome::rejected), 1);
+        // Contention to the end: nothing applied, nothing counted.
+        let init2 = Input::Initiate {
+            call_id: "c2".into(),
+            user: "alice".into(),
+            sid: "a1".into(),
+            callee: "carol".into(),
+            chat_id: "chat".into(),
+            call_type: CallType::Audio,
+            sdp: None,
+        };
+        e.run(t + 20, init2).await.unwrap();
+        conflicts.store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+        let end = Input::End { call_id: "c2".into(), user: "alice".into(), sid: "a1".into() };
+        assert!(matches!(e.run(t + 30, end).await, Err(StoreError::Contention)));
+        assert_eq!(e.metrics().calls_of(Outcome::cancelled), 0);
+        let text = e.metrics().render();
+        assert!(text.contains("signaling_calls_started_total 2\n"), "{text}");
     }
 }

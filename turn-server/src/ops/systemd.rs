@@ -1,44 +1,5 @@
-//! sd_notify (systemd's `Type=notify` protocol): READY once every listener is bound, RELOADING and
-//! READY around a SIGHUP reload, STOPPING on shutdown, and WATCHDOG pings when `WatchdogSec=` is
-//! set. Without `NOTIFY_SOCKET` in the environment every call is a no-op.
+//! sd_notify for the relay: READY once every listener is bound, RELOADING and READY around a
+//! SIGHUP reload, STOPPING on shutdown, WATCHDOG pings. The protocol lives in the workspace's
+//! `sdnotify` crate (`systemd/sdnotify/`), shared with the signaling service.
 
-use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
-
-/// Sends one state string (`READY=1`, `STATUS=...`) to the service manager.
-pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(socket) = UnixDatagram::unbound() else { return };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        // An abstract socket: Linux only, named without the '@'.
-        abstract_addr(name).and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        socket.send_to(state.as_bytes(), path)
-    };
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn abstract_addr(name: &[u8]) -> std::io::Result<std::os::unix::net::SocketAddr> {
-    use std::os::linux::net::SocketAddrExt;
-    std::os::unix::net::SocketAddr::from_abstract_name(name)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn abstract_addr(_name: &[u8]) -> std::io::Result<std::os::unix::net::SocketAddr> {
-    Err(std::io::ErrorKind::Unsupported.into())
-}
-
-/// How often to ping the watchdog: half of `WATCHDOG_USEC`, when it is set for this process.
-pub fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
-        if pid != std::process::id() {
-            return None;
-        }
-    }
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
-}
+pub use sdnotify::{notify, watchdog_interval};
