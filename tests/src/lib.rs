@@ -17,6 +17,7 @@
 pub mod browser;
 pub mod client;
 pub mod netns;
+pub mod notify;
 pub mod peers;
 pub mod process;
 pub mod signaling;

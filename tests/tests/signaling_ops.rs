@@ -6,10 +6,10 @@
 //! reconnection follows to the next instance on the same address.
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use e2e::notify::NotifySocket;
 use e2e::signaling::{
     call_id, free_port, http, signaling_binary, Driver, Metrics, Signaling, SignalingBuilder, EVENT_TIMEOUT,
 };
@@ -118,51 +118,11 @@ fn metrics_follow_real_calls() {
     until(&s, "signaling_sockets_connected", 2.0);
 }
 
-/// Collects notifications until one equals `want`, bounded by `within`.
-fn wait_for(socket: &UnixDatagram, want: &str, within: Duration, seen: &mut Vec<String>) -> bool {
-    let deadline = Instant::now() + within;
-    let mut buf = [0u8; 512];
-    while Instant::now() < deadline {
-        socket
-            .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
-            .unwrap();
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let hit = msg.lines().any(|l| l == want);
-                seen.push(msg);
-                if hit {
-                    return true;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    false
-}
-
-/// Removes the socket file however the test ends.
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A notify socket directly under /tmp: unix socket paths are limited to 108 bytes.
-fn notify_socket(tag: &str) -> (UnixDatagram, std::path::PathBuf, RemoveOnDrop) {
-    let path = std::path::PathBuf::from(format!("/tmp/e2e-sig-{tag}-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let socket = UnixDatagram::bind(&path).unwrap();
-    (socket, path.clone(), RemoveOnDrop(path))
-}
-
-fn signaling_command(port: u16, notify: &std::path::Path) -> Command {
+fn signaling_command(port: u16, notify: &NotifySocket) -> Command {
     let mut cmd = Command::new(signaling_binary());
     cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--jwt-secret", "notify-test-jwt-secret-0123"])
         .args(["--static-auth-secret", "s", "--turn-url", "turn:127.0.0.1:3478?transport=udp"])
-        .env("NOTIFY_SOCKET", notify)
+        .env("NOTIFY_SOCKET", notify.path())
         .env("WATCHDOG_USEC", "200000")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -185,42 +145,40 @@ fn reap(child: &mut std::process::Child, within: Duration) -> Option<std::proces
 
 #[test]
 fn notifies_ready_once_serving_then_watchdog_and_stopping() {
-    let (socket, path, _remove) = notify_socket("notify");
+    let mut socket = NotifySocket::bind("signaling").unwrap();
     let port = free_port();
-    let mut child = signaling_command(port, &path).spawn().unwrap();
+    let mut child = signaling_command(port, &socket).spawn().unwrap();
     let pid = i32::try_from(child.id()).unwrap();
-    let mut seen = Vec::new();
-    let ready = wait_for(&socket, "READY=1", Duration::from_secs(15), &mut seen);
+    let ready = socket.wait_for("READY=1", Duration::from_secs(15));
     // READY means serving: /readyz answers at once, without any retry.
     let readyz = ready.then(|| http(([127, 0, 0, 1], port).into(), "GET", "/readyz", &[]).status);
     let ok = ready
-        && wait_for(&socket, "WATCHDOG=1", Duration::from_secs(2), &mut seen)
-        && wait_for(&socket, "WATCHDOG=1", Duration::from_secs(2), &mut seen)
+        && socket.wait_for("WATCHDOG=1", Duration::from_secs(2))
+        && socket.wait_for("WATCHDOG=1", Duration::from_secs(2))
         && {
             // SAFETY: sending a signal to our own child process.
             unsafe { libc::kill(pid, libc::SIGTERM) };
-            wait_for(&socket, "STOPPING=1", Duration::from_secs(5), &mut seen)
+            socket.wait_for("STOPPING=1", Duration::from_secs(5))
         };
     let status = reap(&mut child, Duration::from_secs(15));
-    assert!(ok, "notifications seen: {seen:?}");
+    assert!(ok, "notifications seen: {:?}", socket.seen);
     assert_eq!(readyz, Some(200));
     assert!(status.is_some_and(|s| s.success()), "SIGTERM must end signaling cleanly: {status:?}");
 }
 
 #[test]
 fn no_ready_when_redis_is_unreachable_at_start() {
-    let (socket, path, _remove) = notify_socket("noredis");
+    let mut socket = NotifySocket::bind("noredis").unwrap();
     // A port nobody listens on: connection refused at once.
     let dead = free_port();
-    let mut child = signaling_command(free_port(), &path)
+    let mut child = signaling_command(free_port(), &socket)
         .args(["--redis-url", &format!("redis://127.0.0.1:{dead}/0")])
         .spawn()
         .unwrap();
     let status = reap(&mut child, Duration::from_secs(20));
-    let mut seen = Vec::new();
-    let ready = wait_for(&socket, "READY=1", Duration::from_millis(200), &mut seen);
+    let ready = socket.wait_for("READY=1", Duration::from_millis(200));
     assert!(status.is_some_and(|s| !s.success()), "signaling must fail to start without Redis: {status:?}");
-    assert!(!ready, "READY=1 sent without Redis: {seen:?}");
+    assert!(!ready, "READY=1 sent without Redis: {:?}", socket.seen);
 }
 
 #[test]

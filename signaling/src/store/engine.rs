@@ -160,6 +160,19 @@ mod tests {
         Engine::new(MemoryStore::new(), "t", Timing { ring_timeout_ms: 1_000, ..Timing::default() })
     }
 
+    /// alice (socket a1) calls `callee` with an offer.
+    fn initiate(call_id: &str, callee: &str) -> Input {
+        Input::Initiate {
+            call_id: call_id.into(),
+            user: "alice".into(),
+            sid: "a1".into(),
+            callee: callee.into(),
+            chat_id: "chat".into(),
+            call_type: CallType::Audio,
+            sdp: Some(json!("o")),
+        }
+    }
+
     fn now() -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
     }
@@ -168,15 +181,7 @@ mod tests {
     async fn a_call_through_the_store() {
         let e = engine();
         let t = now();
-        let init = Input::Initiate {
-            call_id: "c1".into(),
-            user: "alice".into(),
-            sid: "a1".into(),
-            callee: "bob".into(),
-            chat_id: "chat".into(),
-            call_type: CallType::Audio,
-            sdp: Some(json!("o")),
-        };
+        let init = initiate("c1", "bob");
         let (r, fx) = e.run(t, init).await.unwrap();
         assert!(r.is_ok());
         assert_eq!(fx.len(), 2);
@@ -199,15 +204,7 @@ mod tests {
     async fn concurrent_answers_have_one_winner() {
         let e = engine();
         let t = now();
-        let init = Input::Initiate {
-            call_id: "c1".into(),
-            user: "alice".into(),
-            sid: "a1".into(),
-            callee: "bob".into(),
-            chat_id: "chat".into(),
-            call_type: CallType::Audio,
-            sdp: Some(json!("o")),
-        };
+        let init = initiate("c1", "bob");
         e.run(t, init).await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..8 {
@@ -264,15 +261,7 @@ mod tests {
         let store = Conflicting { inner: MemoryStore::new(), conflicts: conflicts.clone() };
         let e = Engine::new(store, "t", Timing { ring_timeout_ms: 1_000, ..Timing::default() });
         let t = now();
-        let init = Input::Initiate {
-            call_id: "c1".into(),
-            user: "alice".into(),
-            sid: "a1".into(),
-            callee: "bob".into(),
-            chat_id: "chat".into(),
-            call_type: CallType::Audio,
-            sdp: Some(json!("o")),
-        };
+        let init = initiate("c1", "bob");
         e.run(t, init).await.unwrap();
         // Three lost compare-and-sets, then the commit: one rejection counted.
         conflicts.store(3, std::sync::atomic::Ordering::SeqCst);
@@ -280,15 +269,7 @@ mod tests {
         assert!(e.run(t + 10, reject).await.unwrap().0.is_ok());
         assert_eq!(e.metrics().calls_of(Outcome::rejected), 1);
         // Contention to the end: nothing applied, nothing counted.
-        let init2 = Input::Initiate {
-            call_id: "c2".into(),
-            user: "alice".into(),
-            sid: "a1".into(),
-            callee: "carol".into(),
-            chat_id: "chat".into(),
-            call_type: CallType::Audio,
-            sdp: None,
-        };
+        let init2 = initiate("c2", "carol");
         e.run(t + 20, init2).await.unwrap();
         conflicts.store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
         let end = Input::End { call_id: "c2".into(), user: "alice".into(), sid: "a1".into() };
