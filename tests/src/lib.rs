@@ -462,6 +462,16 @@ impl Server {
         self.child.signal(signal);
     }
 
+    /// The server's own resident memory in KiB (VmRSS), read from /proc. The spawned process is
+    /// coreutils `timeout`; the server is its child.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let parent = self.child.pid();
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+        let pid: u32 = children.split_whitespace().next()?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.exited().is_none()

@@ -45,6 +45,11 @@ impl Wire {
         Ok(Wire::Udp { socket, server })
     }
 
+    /// A UDP socket bound to `local` (e.g. `127.0.0.2:0`, to come from another source address).
+    pub fn udp_from(local: SocketAddr, server: SocketAddr) -> std::io::Result<Self> {
+        Ok(Wire::Udp { socket: UdpSocket::bind(local)?, server })
+    }
+
     /// A TCP connection to `server`, connected within 5 s.
     pub fn tcp(server: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
@@ -260,6 +265,18 @@ impl TurnClient {
     }
 
     fn build(&self, method: Method, attrs: &[Attr], authenticate: bool) -> (TransactionId, Vec<u8>) {
+        self.build_signed(method, attrs, authenticate, &[])
+    }
+
+    /// A request signed with the credentials learned so far, with `after_integrity` placed
+    /// between MESSAGE-INTEGRITY and FINGERPRINT (where RFC 8489 says a server must ignore them).
+    pub fn build_signed(
+        &self,
+        method: Method,
+        attrs: &[Attr],
+        authenticate: bool,
+        after_integrity: &[Attr],
+    ) -> (TransactionId, Vec<u8>) {
         let tid: TransactionId = rand::random();
         let mut b = MessageBuilder::new(MessageType::new(method, Class::Request), &tid);
         for a in attrs {
@@ -273,6 +290,12 @@ impl TurnClient {
             b.attr(attr::REALM, realm.as_bytes());
             b.attr(attr::NONCE, nonce);
             b.integrity_sha1(key);
+        }
+        for a in after_integrity {
+            match a {
+                Attr::Raw(code, value) => b.attr(*code, value),
+                Attr::Xor(code, addr) => b.xor_address(*code, addr),
+            };
         }
         b.fingerprint();
         (tid, b.finish())
