@@ -104,7 +104,10 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
     own.extend(t.external_ips.iter().map(|e| e.public));
     own.sort();
     own.dedup();
-    let peer_policy = PeerPolicy::new(PeerPolicyConfig::from_turn_config(t, own));
+    let peer_policy = PeerPolicy::new(PeerPolicyConfig {
+        service_endpoints: service_endpoints(cfg),
+        ..PeerPolicyConfig::from_turn_config(t, own)
+    });
 
     let rest = if t.use_auth_secret && !cfg.auth.secrets.is_empty() { Some(cfg.rest_secrets()?) } else { None };
     let static_users: HashMap<_, _> = cfg.auth.static_users()?.into_iter().collect();
@@ -178,6 +181,54 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         log_level: t.log_level.clone(),
         effective_config: cfg.to_redacted_toml()?,
     })
+}
+
+/// The signaling service and Redis from the shared config, which no peer may be. Redis is named by
+/// URL; only IP literals and `localhost` are taken (a host name would need DNS at start, and its
+/// address may change): a Redis behind a name needs a `denied_peer_ips` entry.
+fn service_endpoints(cfg: &Config) -> Vec<SocketAddr> {
+    let mut endpoints = Vec::new();
+    let mut add = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            // Listening on every address: loopback is the one the own-address rule may not cover.
+            endpoints.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port()));
+            endpoints.push(SocketAddr::new(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), addr.port()));
+        } else {
+            endpoints.push(addr);
+        }
+    };
+    add(cfg.signaling.listen);
+    if let Some(metrics) = cfg.signaling.metrics_listen {
+        add(metrics);
+    }
+    for addr in cfg.signaling.redis_url.as_deref().map(redis_endpoints).unwrap_or_default() {
+        add(addr);
+    }
+    endpoints
+}
+
+/// `redis://[user:password@]host[:port][/db]` (and `rediss://`) as socket addresses.
+fn redis_endpoints(url: &str) -> Vec<SocketAddr> {
+    let Some(rest) = url.strip_prefix("redis://").or_else(|| url.strip_prefix("rediss://")) else {
+        return Vec::new(); // redis+unix:// and the like: no network address
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => return Vec::new(),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    let Some(port) = port.map_or(Some(6379), |p| p.parse::<u16>().ok()) else { return Vec::new() };
+    if host.eq_ignore_ascii_case("localhost") {
+        return vec![SocketAddr::from(([127, 0, 0, 1], port)), SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port))];
+    }
+    host.parse::<IpAddr>().map(|ip| vec![SocketAddr::new(ip, port)]).unwrap_or_default()
 }
 
 /// Relay sockets bind to, in order of preference: `relay_ips`; the specific listening addresses;
@@ -283,5 +334,38 @@ fn quota(n: u32) -> String {
         "unlimited".into()
     } else {
         n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn redis_urls_give_their_endpoints() {
+        let one = |url: &str| redis_endpoints(url);
+        assert_eq!(one("redis://10.0.0.5:6380/0"), vec!["10.0.0.5:6380".parse().unwrap()]);
+        assert_eq!(one("rediss://user:p%40ss@10.0.0.5/2"), vec!["10.0.0.5:6379".parse().unwrap()]);
+        assert_eq!(one("redis://[fd00::5]:7000"), vec!["[fd00::5]:7000".parse().unwrap()]);
+        assert_eq!(one("redis://localhost").len(), 2);
+        assert!(one("redis://redis.internal:6379").is_empty());
+        assert!(one("redis+unix:///run/redis.sock").is_empty());
+        assert!(one("redis://10.0.0.5:notaport").is_empty());
+    }
+
+    #[test]
+    fn the_signaling_service_and_redis_are_no_peers() {
+        let mut cfg = Config::default();
+        cfg.auth.secrets = vec!["s".into()];
+        cfg.turn.listening_ips = vec![IpAddr::from([192, 0, 2, 1])];
+        cfg.turn.allowed_peer_ips = vec!["10.0.0.0/8".parse().unwrap()];
+        cfg.signaling.redis_url = Some("redis://10.0.0.5:6379/0".into());
+        cfg.signaling.listen = "0.0.0.0:8080".parse().unwrap();
+        let settings = resolve(&cfg).unwrap();
+        let policy = &settings.server.peer_policy;
+        assert!(policy.check_peer("10.0.0.5:6379".parse().unwrap()).is_err());
+        assert!(policy.check_peer("10.0.0.5:6378".parse().unwrap()).is_ok());
+        assert!(policy.check_own_port("127.0.0.1:8080".parse().unwrap()).is_err());
     }
 }

@@ -53,6 +53,8 @@ pub enum DenyReason {
     DeniedByRule,
     /// Teredo, 2001::/32.
     Teredo,
+    /// The signaling service or Redis named in the shared config.
+    ServiceEndpoint,
 }
 
 impl DenyReason {
@@ -71,6 +73,7 @@ impl DenyReason {
             Self::OwnAddress => "own_address",
             Self::DeniedByRule => "denied_by_rule",
             Self::Teredo => "teredo",
+            Self::ServiceEndpoint => "service_endpoint",
         }
     }
 }
@@ -89,6 +92,10 @@ pub struct PeerPolicyConfig {
     /// The relay port range. When set, an own address is a valid peer on these ports only: that is
     /// another allocation of this same server, the usual path when both callers relay through it.
     pub relay_ports: Option<RangeInclusive<u16>>,
+    /// The signaling service's and Redis's addresses from the shared config: refused as peers even
+    /// when an allow rule opens their network, so a TURN credential never reaches the
+    /// infrastructure behind the relay. A port of 0 stands for every port of that address.
+    pub service_endpoints: Vec<SocketAddr>,
 }
 
 impl PeerPolicyConfig {
@@ -100,6 +107,7 @@ impl PeerPolicyConfig {
             denied: turn.denied_peer_ips.clone(),
             own_addresses,
             relay_ports: Some(turn.min_port..=turn.max_port),
+            service_endpoints: Vec::new(),
         }
     }
 }
@@ -112,6 +120,7 @@ pub struct PeerPolicy {
     denied: Vec<IpRange>,
     own: Vec<IpAddr>,
     relay_ports: Option<RangeInclusive<u16>>,
+    service_endpoints: Vec<SocketAddr>,
 }
 
 impl PeerPolicy {
@@ -126,6 +135,11 @@ impl PeerPolicy {
             denied: cfg.denied,
             own,
             relay_ports: cfg.relay_ports,
+            service_endpoints: cfg
+                .service_endpoints
+                .into_iter()
+                .map(|e| SocketAddr::new(canonical_ip(e.ip()), e.port()))
+                .collect(),
         }
     }
 
@@ -161,6 +175,9 @@ impl PeerPolicy {
     /// when its permission was installed.
     pub fn check_own_port(&self, peer: SocketAddr) -> Result<(), DenyReason> {
         let canonical = canonical_ip(peer.ip());
+        if self.service_endpoints.iter().any(|e| e.ip() == canonical && (e.port() == 0 || e.port() == peer.port())) {
+            return Err(DenyReason::ServiceEndpoint);
+        }
         match &self.relay_ports {
             Some(ports) if !ports.contains(&peer.port()) && self.is_own_refused(canonical) => {
                 Err(DenyReason::OwnAddress)
@@ -785,6 +802,7 @@ mod tests {
                 denied: vec![range("10.1.0.0/16")],
                 own_addresses: vec![ip("203.0.113.7")],
                 relay_ports: Some(49_152..=65_535),
+                service_endpoints: Vec::new(),
             }
         );
         let p = PeerPolicy::new(cfg);
@@ -815,5 +833,21 @@ mod tests {
         let mapped: SocketAddr = "[::ffff:8.8.8.8]:22".parse().unwrap();
         assert_eq!(policy.check_own_port(mapped), Err(DenyReason::OwnAddress));
         assert_eq!(policy.check_own_port("8.8.4.4:22".parse().unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn service_endpoints_stay_refused_even_inside_an_allowed_network() {
+        let policy = PeerPolicy::new(PeerPolicyConfig {
+            allowed: vec![range("10.0.0.0/8")],
+            service_endpoints: vec!["10.0.0.5:6379".parse().unwrap(), "10.0.0.6:0".parse().unwrap()],
+            ..PeerPolicyConfig::default()
+        });
+        assert_eq!(policy.check_peer("10.0.0.9:6379".parse().unwrap()), Ok(()));
+        assert_eq!(policy.check_peer("10.0.0.5:5000".parse().unwrap()), Ok(()));
+        for peer in ["10.0.0.5:6379", "[::ffff:10.0.0.5]:6379", "10.0.0.6:1", "10.0.0.6:8080"] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            assert_eq!(policy.check_peer(peer), Err(DenyReason::ServiceEndpoint), "{peer}");
+            assert_eq!(policy.check_own_port(peer), Err(DenyReason::ServiceEndpoint), "{peer}");
+        }
     }
 }
