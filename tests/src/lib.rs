@@ -462,14 +462,29 @@ impl Server {
         self.child.signal(signal);
     }
 
-    /// The server's own resident memory in KiB (VmRSS), read from /proc. The spawned process is
-    /// coreutils `timeout`; the server is its child.
-    pub fn rss_kib(&self) -> Option<u64> {
+    /// The server's own process id. The spawned process is coreutils `timeout`; the server is its
+    /// child.
+    pub fn server_pid(&self) -> Option<u32> {
         let parent = self.child.pid();
         let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
-        let pid: u32 = children.split_whitespace().next()?.parse().ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// The server's resident memory in KiB (VmRSS), read from /proc.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.server_pid()?)).ok()?;
         status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+    }
+
+    /// Sends `signal` to the server alone, not to its `timeout` wrapper: `timeout` answers a
+    /// SIGTERM by killing the server 5 s later, which would cut a drain short.
+    pub fn signal_server(&self, signal: i32) {
+        let Some(pid) = self.server_pid().and_then(|p| libc::pid_t::try_from(p).ok()) else { return };
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's child, alive
+        // while `timeout` (not yet reaped) waits for it.
+        unsafe {
+            libc::kill(pid, signal);
+        }
     }
 
     /// Whether it is still running.

@@ -92,14 +92,16 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
                 }
             });
         }
+        // Registered before READY, so a stop right after it is not missed.
+        let mut signals = ShutdownSignals::register();
         let running = worker.clone();
         let relaying = tokio::task::spawn_local(async move { running.run().await });
         systemd::notify("READY=1");
-        let signal = shutdown_signal().await;
+        let signal = signals.next().await;
         systemd::notify("STOPPING=1");
         tracing::info!(signal, allocations = worker.allocation_count(), "shutting down");
         if signal == "SIGTERM" {
-            control.drain(settings.drain_timeout, shutdown_signal()).await;
+            control.drain(settings.drain_timeout, signals.next()).await;
         }
         relaying.abort();
         Ok(())
@@ -125,24 +127,52 @@ async fn reload_on_sighup(control: Rc<Control>) {
     let _ = control;
 }
 
-async fn shutdown_signal() -> &'static str {
+/// SIGINT and SIGTERM, registered once for the life of the process: a listener registered anew
+/// would be woken by a signal that an earlier one already took (tokio remembers the last
+/// delivery), so the drain would end at once on the SIGTERM that started it.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignals { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+        }
+        #[cfg(not(unix))]
+        ShutdownSignals {}
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match &mut self.term {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match &mut self.int {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = int => "SIGINT",
+                _ = term => "SIGTERM",
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }
