@@ -363,11 +363,16 @@ fn unauthenticated_answers_are_small_and_rate_limited() {
 
 #[test]
 fn quotas_are_reached_and_released() {
+    let spare = e2e::PortBlock::reserve();
+    let metrics_port = spare.peer_port(0);
     let server = ServerBuilder::new("attacker_quota")
         .arg("--user-quota")
         .arg("2")
         .arg("--max-allocations-per-ip")
         .arg("3")
+        .arg("--prometheus")
+        .arg("--prometheus-port")
+        .arg(metrics_port.to_string())
         .start();
     let allocate = |user: &str, from: &str| {
         let (username, password) = server.credential(user);
@@ -394,6 +399,20 @@ fn quotas_are_reached_and_released() {
     assert!(a1.refresh(0).unwrap().is_success());
     let (_c2, r) = allocate("mallory", "127.0.0.3:0");
     assert!(r.is_success(), "the released quota is usable again: {}", r.describe());
+    // Each refusal is counted under the quota that made it.
+    let metrics = scrape_metrics(metrics_port);
+    assert!(metrics.contains("turn_quota_refusals_total{quota=\"user\"} 2\n"), "{metrics}");
+    assert!(metrics.contains("turn_quota_refusals_total{quota=\"source\"} 1\n"), "{metrics}");
+}
+
+fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
 
 #[test]

@@ -94,6 +94,10 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
     family(o, "turn_responses_refused_total", "counter", "Error responses sent, by STUN error code.", refused);
     let auth = s.auth_failures.iter().map(|(r, v)| (format!("reason=\"{r}\""), *v));
     family(o, "turn_auth_failures_total", "counter", "Failed authentications, by reason.", auth);
+    family(o, "turn_auth_successes_total", "counter", "Requests that authenticated.", one(s.auth_successes));
+    let quotas =
+        ["user", "source", "total"].map(|q| (format!("quota=\"{q}\""), s.quota_refusals.get(q).copied().unwrap_or(0)));
+    family(o, "turn_quota_refusals_total", "counter", "Allocates refused by a quota, by quota.", quotas);
     let peers = s.peers_refused.iter().map(|(r, v)| (format!("reason=\"{r}\""), *v));
     family(o, "turn_peers_refused_total", "counter", "Peers refused by the peer policy, by reason.", peers);
     family(

@@ -20,6 +20,10 @@ pub struct Stats {
     pub refused: BTreeMap<u16, u64>,
     /// Authentication failures by reason (a subset of the 401s).
     pub auth_failures: BTreeMap<&'static str, u64>,
+    /// Requests that authenticated.
+    pub auth_successes: u64,
+    /// Allocates refused by a quota, by quota (`user`, `source`, `total`).
+    pub quota_refusals: BTreeMap<&'static str, u64>,
     /// Peers refused by policy, by reason.
     pub peers_refused: BTreeMap<&'static str, u64>,
     /// Answers to unauthenticated requests not sent because the source was over its rate.

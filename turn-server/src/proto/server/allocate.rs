@@ -70,8 +70,9 @@ impl Server {
                 return self.reply_error(tuple, req, code, Some(&key), "bad Allocate attributes");
             }
         };
-        if let Err(code) = self.check_quota(&auth, tuple.client.ip()) {
-            let why = format!("quota reached for user {}", auth.quota_user);
+        if let Err((code, quota)) = self.check_quota(&auth, tuple.client.ip()) {
+            *self.stats.quota_refusals.entry(quota).or_default() += 1;
+            let why = format!("{quota} quota reached (user {})", auth.quota_user);
             return self.reply_error(tuple, req, code, Some(&key), &why);
         }
         let opened = match self.open_relays(now.instant, &request, sockets) {
@@ -102,18 +103,19 @@ impl Server {
         self.queue(tuple, b, Some(key));
     }
 
-    fn check_quota(&self, auth: &Authorized, client: IpAddr) -> Result<(), Refusal> {
+    /// The error code and the name of the quota an Allocate would exceed.
+    fn check_quota(&self, auth: &Authorized, client: IpAddr) -> Result<(), (Refusal, &'static str)> {
         let quotas = self.cfg.quotas;
         if quotas.total > 0 && self.allocations.len() >= quotas.total as usize {
-            return Err(508);
+            return Err((508, "total"));
         }
         let held = self.per_user.get(&auth.quota_user).copied().unwrap_or(0);
         if quotas.per_user > 0 && held >= quotas.per_user {
-            return Err(486);
+            return Err((486, "user"));
         }
         let from_source = self.per_source.get(&client).copied().unwrap_or(0);
         if quotas.per_source > 0 && from_source >= quotas.per_source {
-            return Err(486);
+            return Err((486, "source"));
         }
         Ok(())
     }

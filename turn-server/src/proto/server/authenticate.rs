@@ -71,6 +71,7 @@ impl Server {
             if alloc.key.algorithm() == password_algorithm
                 && req.check_integrity(alloc.key.as_bytes()) == Integrity::Valid
             {
+                self.stats.auth_successes += 1;
                 return Some(Authorized {
                     username: alloc.username.clone(),
                     quota_user: alloc.quota_user.clone(),
@@ -88,11 +89,14 @@ impl Server {
             now.unix_secs,
             enforce_expiry,
         ) {
-            Ok(ok) => Some(Authorized {
-                username: username.to_owned(),
-                quota_user: ok.quota_user,
-                response_key: ResponseKey { key: ok.key, algorithm },
-            }),
+            Ok(ok) => {
+                self.stats.auth_successes += 1;
+                Some(Authorized {
+                    username: username.to_owned(),
+                    quota_user: ok.quota_user,
+                    response_key: ResponseKey { key: ok.key, algorithm },
+                })
+            }
             Err(why) => {
                 tracing::debug!(client = %tuple.client, username, reason = why.as_str(), "refused {}: 401", method.name());
                 *self.stats.auth_failures.entry(why.label()).or_default() += 1;
