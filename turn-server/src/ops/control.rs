@@ -117,6 +117,7 @@ impl Control {
         );
         systemd::notify(&format!("STATUS=draining, {left} allocations left"));
         let deadline = Instant::now() + timeout;
+        let mut reported = left;
         tokio::pin!(stop_now);
         loop {
             tokio::select! {
@@ -136,7 +137,10 @@ impl Control {
                 tracing::info!(allocations = left, "drain timeout passed; stopping");
                 return;
             }
-            systemd::notify(&format!("STATUS=draining, {left} allocations left"));
+            if left != reported {
+                reported = left;
+                systemd::notify(&format!("STATUS=draining, {left} allocations left"));
+            }
         }
     }
 }
