@@ -350,6 +350,18 @@ pub struct TurnConfig {
     /// Bearer token the admin interface requires (coturn `cli-password`); unset = no admin
     /// interface.
     pub admin_token: Option<String>,
+    /// Redis of the fleet registry (coturn `redis-statsdb`): the relay keeps a record of itself
+    /// there (URLs, region, load, draining) under `signaling.redis_prefix`. Unset = no registry.
+    pub redis_url: Option<String>,
+    /// Host name (or IP) clients reach this relay at, for its registry record; default: its
+    /// first advertised relay address.
+    pub public_host: Option<String>,
+    /// Region label in the registry record (e.g. "eu-west"), for region-aware ICE configs.
+    pub region: String,
+    /// Allocations this relay should take at most, as the registry reports load; 0 = not stated.
+    pub capacity: u32,
+    /// How often the registry record is rewritten; it expires after three of these.
+    pub registry_heartbeat_secs: u64,
 }
 
 impl Default for TurnConfig {
@@ -400,6 +412,11 @@ impl Default for TurnConfig {
             admin_address: IpAddr::from([127, 0, 0, 1]),
             admin_port: 5766,
             admin_token: None,
+            redis_url: None,
+            public_host: None,
+            region: String::new(),
+            capacity: 0,
+            registry_heartbeat_secs: 5,
         }
     }
 }

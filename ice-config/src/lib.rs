@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod fleet;
 pub mod ice;
 pub mod keys;
 

@@ -275,6 +275,18 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// Redis of the fleet registry, e.g. redis://10.0.0.5:6379/0 (coturn's --redis-statsdb).
+    #[arg(long = "redis-url", visible_alias = "redis-statsdb", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Host name clients reach this relay at, for its registry record.
+    #[arg(long = "public-host", value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// Region label for the registry record.
+    #[arg(long, value_name = "LABEL")]
+    pub region: Option<String>,
+    /// Allocations this relay should take at most, for the registry's load figure.
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -374,6 +386,14 @@ impl RunArgs {
         if self.admin_token.is_some() {
             t.admin_token = self.admin_token.clone();
         }
+        if self.redis_url.is_some() {
+            t.redis_url = self.redis_url.clone();
+        }
+        if self.public_host.is_some() {
+            t.public_host = self.public_host.clone();
+        }
+        set(&mut t.region, self.region.clone());
+        set(&mut t.capacity, self.capacity);
         t.allowed_peer_ips.extend(self.allowed_peer_ip.iter().cloned());
         t.denied_peer_ips.extend(self.denied_peer_ip.iter().cloned());
         if let Some(r) = &self.realm {

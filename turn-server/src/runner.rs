@@ -68,7 +68,18 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
             tracing::info!(%addr, "listening on {transport}");
         }
         let worker = Rc::new(worker);
-        let control = Rc::new(Control::new(worker.clone(), settings.effective_config.clone(), reload, log));
+        let registry_wake = Rc::new(tokio::sync::Notify::new());
+        let control = Rc::new(Control::new(
+            worker.clone(),
+            settings.effective_config.clone(),
+            reload,
+            log,
+            registry_wake.clone(),
+        ));
+        if let Some(registry) = settings.registry.clone() {
+            tracing::info!(id = %registry.identity.id, urls = ?registry.identity.urls, "registering in the fleet registry");
+            tokio::task::spawn_local(crate::ops::registry::run(registry, worker.clone(), registry_wake));
+        }
         if let Some(addr) = settings.metrics {
             let listener = bind_local(addr, "metrics", "--prometheus-port").await?;
             tracing::info!(%addr, "serving Prometheus metrics at /metrics");
@@ -104,6 +115,9 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
             control.drain(settings.drain_timeout, signals.next()).await;
         }
         relaying.abort();
+        if let Some(registry) = &settings.registry {
+            crate::ops::registry::remove(registry).await;
+        }
         Ok(())
     })
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ice_config::{Config, ConfigError};
 
 use crate::net::{StreamLimits, TlsFiles};
+use crate::ops::registry::RegistrySettings;
 use crate::proto::auth::CredentialStore;
 use crate::proto::bandwidth::BandwidthCaps;
 use crate::proto::peer_policy::{PeerPolicy, PeerPolicyConfig};
@@ -32,6 +33,8 @@ pub struct Settings {
     pub log_level: String,
     /// The configuration these settings came from, as TOML with secrets redacted (admin `config`).
     pub effective_config: String,
+    /// The fleet registry record, when `turn.redis_url` is set.
+    pub registry: Option<RegistrySettings>,
 }
 
 /// Where the admin interface listens and the token it demands.
@@ -152,6 +155,12 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
     if let Some(alt) = t.alternate_servers.iter().find(|a| a.ip().is_unspecified() || a.port() == 0) {
         return Err(invalid("turn.alternate_servers", format!("{alt} is not an address clients can be sent to")));
     }
+    let registry = t.redis_url.as_ref().map(|url| RegistrySettings {
+        url: url.clone(),
+        prefix: cfg.signaling.redis_prefix.clone(),
+        heartbeat: Duration::from_secs(t.registry_heartbeat_secs),
+        identity: registry_identity(cfg, &relay_ips, !listen.is_empty(), !tcp_listen.is_empty(), tls_listen.first()),
+    });
     Ok(Settings {
         server: ServerConfig {
             realm: cfg.realm.clone(),
@@ -180,7 +189,51 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         drain_timeout: Duration::from_secs(t.drain_timeout_secs),
         log_level: t.log_level.clone(),
         effective_config: cfg.to_redacted_toml()?,
+        registry,
     })
+}
+
+/// The fixed part of this relay's registry record: what clients are told and where a full relay
+/// may send them.
+fn registry_identity(
+    cfg: &Config,
+    relay_ips: &[RelayIp],
+    udp: bool,
+    tcp: bool,
+    tls: Option<&SocketAddr>,
+) -> ice_config::fleet::RelayRecord {
+    let t = &cfg.turn;
+    let advertised = relay_ips.iter().map(|r| r.advertised).find(IpAddr::is_ipv4).or(relay_ips.first().map(|r| r.advertised));
+    let host = match (&t.public_host, advertised) {
+        (Some(h), _) => h.clone(),
+        (None, Some(IpAddr::V6(v6))) => format!("[{v6}]"),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => "localhost".into(),
+    };
+    let port = t.listening_port;
+    let mut urls = Vec::new();
+    if udp {
+        urls.push(format!("turn:{host}:{port}?transport=udp"));
+    }
+    if tcp {
+        urls.push(format!("turn:{host}:{port}?transport=tcp"));
+    }
+    if let Some(tls) = tls {
+        urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
+    }
+    ice_config::fleet::RelayRecord {
+        id: format!("{host}:{port}"),
+        urls,
+        stun: (udp && !t.no_stun).then(|| format!("stun:{host}:{port}")),
+        region: t.region.clone(),
+        alternate: advertised.filter(|_| udp).map(|ip| SocketAddr::new(ip, port)),
+        capacity: t.capacity,
+        allocations: 0,
+        relayed_bps: 0,
+        cpu: 0.0,
+        draining: false,
+        updated_at: 0,
+    }
 }
 
 /// The signaling service and Redis from the shared config, which no peer may be. Redis is named by

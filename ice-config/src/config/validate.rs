@@ -116,12 +116,7 @@ impl Config {
             ));
         }
         if let Some(url) = &s.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
-                return Err(ConfigError::invalid(
-                    "signaling.redis_url",
-                    "must start with redis://, rediss:// or redis+unix://",
-                ));
-            }
+            check_redis_url("signaling.redis_url", url)?;
         }
         if s.redis_prefix.is_empty() || s.redis_prefix.contains(char::is_whitespace) {
             return Err(ConfigError::invalid("signaling.redis_prefix", "must be non-empty without spaces"));
@@ -184,6 +179,15 @@ impl Config {
 
     fn validate_turn(&self) -> Result<(), ConfigError> {
         let turn = &self.turn;
+        if let Some(url) = &turn.redis_url {
+            check_redis_url("turn.redis_url", url)?;
+        }
+        if !(1..=60).contains(&turn.registry_heartbeat_secs) {
+            return Err(ConfigError::invalid("turn.registry_heartbeat_secs", "must be between 1 and 60"));
+        }
+        if turn.public_host.as_deref().is_some_and(|h| h.is_empty() || h.contains(['/', ' ', '?', '#'])) {
+            return Err(ConfigError::invalid("turn.public_host", "must be a bare host name or IP address"));
+        }
         if turn.listening_port == 0 {
             return Err(ConfigError::invalid("turn.listening_port", "must not be 0"));
         }
@@ -358,4 +362,12 @@ fn stun_text(key: &str, value: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(key, "must not contain control characters"));
     }
     Ok(())
+}
+
+fn check_redis_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, "must start with redis://, rediss:// or redis+unix://"))
+    }
 }

@@ -26,6 +26,8 @@ pub struct Control {
     reloads_invalid: Cell<u64>,
     /// The redacted TOML of what runs now.
     effective_config: RefCell<String>,
+    /// Makes the registry publish at once (a drain must be known to the fleet immediately).
+    registry_wake: Rc<tokio::sync::Notify>,
 }
 
 /// The outcome of a reload that was applied.
@@ -43,6 +45,7 @@ impl Control {
         effective_config: String,
         reloader: Option<Reloader>,
         log: Option<LogControl>,
+        registry_wake: Rc<tokio::sync::Notify>,
     ) -> Self {
         Control {
             worker,
@@ -51,6 +54,7 @@ impl Control {
             reloads_ok: Cell::new(0),
             reloads_invalid: Cell::new(0),
             effective_config: RefCell::new(effective_config),
+            registry_wake,
         }
     }
 
@@ -110,6 +114,7 @@ impl Control {
             return;
         }
         self.worker.start_drain();
+        self.registry_wake.notify_one();
         tracing::info!(
             allocations = left,
             timeout_secs = timeout.as_secs(),

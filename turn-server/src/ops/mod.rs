@@ -6,4 +6,5 @@ pub mod control;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod registry;
 pub mod systemd;

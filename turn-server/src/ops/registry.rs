@@ -1,0 +1,196 @@
+//! The relay's record in the fleet registry (`turn.redis_url`, coturn's `redis-statsdb`): every
+//! heartbeat it rewrites `ice_config::fleet::RelayRecord` with a TTL of three heartbeats, so a
+//! relay that dies drops out on its own, and a drain is published at once. Redis being down never
+//! touches relaying: the record just goes stale until Redis answers again.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ice_config::fleet::{record_key, registry_key, RelayRecord};
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
+
+use crate::net::Worker;
+
+/// What the registry needs from the settings.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub url: String,
+    pub prefix: String,
+    pub heartbeat: Duration,
+    /// The record's fixed part; the load fields are filled in at each heartbeat.
+    pub identity: RelayRecord,
+}
+
+/// Counters read at one heartbeat, to turn into rates at the next.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    relayed_bytes: u64,
+    cpu_ticks: u64,
+}
+
+/// The record for this heartbeat: the identity plus load measured since `previous`.
+fn record(identity: &RelayRecord, previous: Sample, now: Sample, allocations: u64, draining: bool) -> RelayRecord {
+    let secs = now.at.saturating_duration_since(previous.at).as_secs_f64().max(1e-3);
+    let bytes = now.relayed_bytes.saturating_sub(previous.relayed_bytes) as f64;
+    let ticks = now.cpu_ticks.saturating_sub(previous.cpu_ticks) as f64;
+    RelayRecord {
+        allocations,
+        relayed_bps: (bytes * 8.0 / secs) as u64,
+        cpu: ticks / clock_ticks_per_second() / secs,
+        draining,
+        updated_at: unix_now(),
+        ..identity.clone()
+    }
+}
+
+/// Keeps the record fresh until the task is dropped; `wake` publishes at once (a drain began).
+pub async fn run(settings: RegistrySettings, worker: Rc<Worker>, wake: Rc<Notify>) {
+    let mut connection: Option<ConnectionManager> = None;
+    let mut previous = sample(&worker);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(settings.heartbeat) => {}
+            () = wake.notified() => {}
+        }
+        let now = sample(&worker);
+        let (allocations, draining) = worker.with_server(|s| (s.allocation_count() as u64, s.is_draining()));
+        let rec = record(&settings.identity, previous, now, allocations, draining);
+        previous = now;
+        match publish(&settings, &mut connection, &rec).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!(id = %rec.id, "registry: Redis reachable again; record published");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                // Dropped so the next heartbeat reconnects from scratch.
+                connection = None;
+                if !failing {
+                    failing = true;
+                    tracing::warn!(error = %e, "registry: cannot reach Redis; relaying goes on, the record goes stale");
+                }
+            }
+        }
+    }
+}
+
+async fn publish(
+    settings: &RegistrySettings,
+    connection: &mut Option<ConnectionManager>,
+    rec: &RelayRecord,
+) -> Result<(), redis::RedisError> {
+    if connection.is_none() {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let manager = tokio::time::timeout(settings.heartbeat, client.get_connection_manager())
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+        *connection = Some(manager);
+    }
+    let Some(conn) = connection.as_mut() else { return Ok(()) };
+    let ttl = settings.heartbeat * 3;
+    let json = serde_json::to_string(rec).map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "json", e.to_string())))?;
+    let expires = unix_now() + ttl.as_secs();
+    let registry = registry_key(&settings.prefix);
+    let mut pipe = redis::pipe();
+    pipe.set_ex(record_key(&settings.prefix, &rec.id), json, ttl.as_secs())
+        .ignore()
+        .zadd(&registry, &rec.id, expires)
+        .ignore()
+        // Ids of relays that died without removing themselves.
+        .zrembyscore(&registry, "-inf", unix_now())
+        .ignore();
+    let work = pipe.query_async::<()>(conn);
+    tokio::time::timeout(settings.heartbeat, work)
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "write timed out")))?
+}
+
+/// On a clean stop: the record goes at once instead of lingering for its TTL.
+pub async fn remove(settings: &RegistrySettings) {
+    let work = async {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::pipe()
+            .del(record_key(&settings.prefix, &settings.identity.id))
+            .ignore()
+            .zrem(registry_key(&settings.prefix), &settings.identity.id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(1), work).await {
+        Ok(Ok(())) => tracing::info!(id = %settings.identity.id, "registry: record removed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "registry: cannot remove the record; it expires on its own"),
+        Err(_) => tracing::warn!("registry: Redis too slow to remove the record; it expires on its own"),
+    }
+}
+
+fn sample(worker: &Worker) -> Sample {
+    let relayed_bytes = worker.with_server(|s| s.stats().bytes_to_peer + s.stats().bytes_from_peer);
+    Sample { at: Instant::now(), relayed_bytes, cpu_ticks: own_cpu_ticks().unwrap_or(0) }
+}
+
+/// utime + stime of this process, in clock ticks (`/proc/self/stat` fields 14 and 15).
+fn own_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; fields after it start behind its ')'.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn rates_come_from_the_difference_of_two_samples() {
+        let identity = RelayRecord {
+            id: "relay:3478".into(),
+            urls: vec!["turn:relay:3478?transport=udp".into()],
+            stun: None,
+            region: "eu".into(),
+            alternate: None,
+            capacity: 100,
+            allocations: 0,
+            relayed_bps: 0,
+            cpu: 0.0,
+            draining: false,
+            updated_at: 0,
+        };
+        let t0 = Instant::now();
+        let ticks = clock_ticks_per_second() as u64;
+        let before = Sample { at: t0, relayed_bytes: 1_000, cpu_ticks: 10 };
+        let after = Sample { at: t0 + Duration::from_secs(2), relayed_bytes: 251_000, cpu_ticks: 10 + ticks };
+        let r = record(&identity, before, after, 7, true);
+        assert_eq!(r.relayed_bps, 1_000_000, "250 kB in 2 s");
+        assert!((r.cpu - 0.5).abs() < 1e-9, "one second of CPU in two: {}", r.cpu);
+        assert_eq!((r.allocations, r.draining, r.region.as_str()), (7, true, "eu"));
+        assert!(r.updated_at > 0);
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        assert!(own_cpu_ticks().is_some());
+    }
+}
