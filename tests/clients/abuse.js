@@ -95,7 +95,7 @@ function noread() {
     else if (m === '2') ws.send('3');
     else if (m.startsWith('40')) {
       out({ type: 'connect', data: m.slice(2) });
-      ws.send('421' + JSON.stringify(['call:initiate', { callId, calleeId: callee, callType: 'audio' }]));
+      ws.send('421' + JSON.stringify(['call:initiate', { callId, calleeId: callee, callType: 'audio', sdp: 'v=0' }]));
     } else if (m.startsWith('42') && m.includes('"call:answer"')) {
       // Answered: from now on nothing is read from the socket, not even heartbeats.
       ws._socket.pause();
