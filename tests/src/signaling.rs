@@ -684,8 +684,12 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, free_port())
+    }
+
+    /// On `port` (e.g. the port of one that was stopped, to bring it back).
+    pub fn start_on(dir: &Path, port: u16) -> Self {
         let bin = require("redis-server", "apt-get install -y redis-server");
-        let port = free_port();
         let args: Vec<String> =
             ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
                 .iter()
