@@ -143,14 +143,18 @@ fn client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
         let mut acks = Vec::new();
         for _ in 0..600 / 16 {
             let candidate = json!({"callId": id, "candidate": {"candidate": candidate}});
-            let reqs: Vec<u64> = (0..16).map(|_| d.emit_nowait("bob", "call:ice-candidate", candidate.clone())).collect();
+            let reqs: Vec<u64> =
+                (0..16).map(|_| d.emit_nowait("bob", "call:ice-candidate", candidate.clone())).collect();
             acks.extend(reqs.into_iter().map(|r| d.ack("bob", "call:ice-candidate", r)));
         }
         acks
     });
     let grown = peak.saturating_sub(base);
     let ok = acks.iter().filter(|a| a["ok"] == true).count();
-    eprintln!("non-reader flood: {ok}/{} candidates accepted; RSS {base} KiB -> peak {peak} KiB (+{grown} KiB)", acks.len());
+    eprintln!(
+        "non-reader flood: {ok}/{} candidates accepted; RSS {base} KiB -> peak {peak} KiB (+{grown} KiB)",
+        acks.len()
+    );
     assert!(grown * 1024 < 20 * MIB, "RSS grew by {grown} KiB for a client that reads nothing");
 
     // Dropped by the heartbeat (its queue is full or its pong never comes), so the call ends
