@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one fuzz target for a bounded time on the stable toolchain.
-#   fuzz/run.sh TARGET [SECONDS]      TARGET: stun_message | server_datagram; SECONDS default 30
+#   fuzz/run.sh TARGET [SECONDS]      TARGET: a directory of seeds/ (stun_message, server_datagram, stream_framing, signaling_event); SECONDS default 30
 # Needs cargo-fuzz (cargo install cargo-fuzz --version 0.13.2 --locked). See fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"

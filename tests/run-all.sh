@@ -153,7 +153,7 @@ if [[ "$FUZZ_SECONDS" -gt 0 ]]; then
         cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
     fi
     cargo fuzz --version
-    for target in stun_message server_datagram stream_framing; do
+    for target in stun_message server_datagram stream_framing signaling_event; do
         section "fuzz smoke: $target for ${FUZZ_SECONDS}s"
         bash fuzz/run.sh "$target" "$FUZZ_SECONDS"
     done

@@ -80,6 +80,18 @@ pub struct RunArgs {
     /// Longest SIGTERM drain in seconds [signaling.drain_timeout_secs].
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u64>,
+    /// Seconds to send the Socket.IO CONNECT after opening a session [signaling.socket_connect_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    pub socket_connect_timeout: Option<u64>,
+    /// Packets queued towards one socket [signaling.socket_send_queue].
+    #[arg(long, value_name = "N")]
+    pub socket_send_queue: Option<usize>,
+    /// New Socket.IO sessions per minute per client address [signaling.socket_connects_per_ip].
+    #[arg(long, value_name = "N")]
+    pub socket_connects_per_ip: Option<u32>,
+    /// Refused handshakes per minute per client address [signaling.socket_auth_failures_per_ip].
+    #[arg(long, value_name = "N")]
+    pub socket_auth_failures_per_ip: Option<u32>,
     /// Socket.IO path [signaling.socketio_path].
     #[arg(long, value_name = "PATH")]
     pub socketio_path: Option<String>,
@@ -207,6 +219,10 @@ impl RunArgs {
         set!(s.socketio_path, self.socketio_path);
         set_opt!(s.metrics_listen, self.metrics_listen);
         set!(s.drain_timeout_secs, self.drain_timeout);
+        set!(s.socket_connect_timeout_secs, self.socket_connect_timeout);
+        set!(s.socket_send_queue, self.socket_send_queue);
+        set!(s.socket_connects_per_ip, self.socket_connects_per_ip);
+        set!(s.socket_auth_failures_per_ip, self.socket_auth_failures_per_ip);
         set_opt!(s.jwt_secret, self.jwt_secret);
         set_opt!(s.jwt_public_key, self.jwt_public_key);
         set_opt!(s.jwt_issuer, self.jwt_issuer);

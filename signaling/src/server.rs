@@ -102,6 +102,16 @@ fn socketio_builder(cfg: &Config) -> SocketIoBuilder {
         .ping_interval(Duration::from_secs(cfg.call.heartbeat_interval_secs))
         .ping_timeout(Duration::from_secs(cfg.call.heartbeat_timeout_secs))
         .max_payload(max_payload)
+        // WebSocket messages get the same bound as a polling body. engineioxide's defaults (64 MiB
+        // messages, 16 MiB frames) would let one client make the server buffer megabytes before
+        // any size check; tungstenite refuses a frame from its header, before reading it.
+        .ws_max_message_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
+        .ws_max_frame_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
+        // Each queued packet can be up to max_payload bytes: this bounds a non-reading client's
+        // memory, and a full queue makes the next heartbeat ping fail, which closes the session.
+        .max_buffer_size(cfg.signaling.socket_send_queue)
+        // socketioxide waits 45 s by default for the CONNECT packet that carries the token.
+        .connect_timeout(Duration::from_secs(cfg.signaling.socket_connect_timeout_secs))
 }
 
 fn gateway<S: KvStore, A: Adapter>(
@@ -116,12 +126,23 @@ fn gateway<S: KvStore, A: Adapter>(
     Arc::new(Gateway {
         engine,
         io,
-        auth,
+        auth: auth.clone(),
         origins: cfg.signaling.cors_origins.clone(),
         max_event_bytes: cfg.signaling.max_event_bytes,
         webhook,
         tasks: Arc::new(()),
         nodes,
+        guard: Arc::new(socket::guard::Guard {
+            path: cfg.signaling.socketio_path.clone(),
+            origins: cfg.signaling.cors_origins.clone(),
+            trust_proxy: cfg.signaling.trust_proxy_headers,
+            connects_per_ip: cfg.signaling.socket_connects_per_ip,
+            failures_per_ip: cfg.signaling.socket_auth_failures_per_ip,
+            connects: socket::limits::SourceLimiter::new(),
+            failures: socket::limits::SourceLimiter::new(),
+            auth: auth.clone(),
+            metrics: engine_metrics.clone(),
+        }),
         metrics: engine_metrics,
     })
 }
@@ -161,8 +182,10 @@ async fn serve<S: KvStore + Clone, A: Adapter + DefinedAdapter>(
         None => None,
     };
     let cors = http::cors_layer(&cfg.signaling.cors_origins);
-    // CORS outermost: Socket.IO long-polling from a page on a configured origin needs it too.
-    let app = http::router(state).layer(layer).layer(cors);
+    // CORS outermost: Socket.IO long-polling from a page on a configured origin needs it too. The
+    // guard sits outside the Socket.IO layer, so it refuses before a session or upgrade exists.
+    let guard = axum::middleware::from_fn_with_state(gw.guard.clone(), socket::guard::layer);
+    let app = http::router(state).layer(layer).layer(guard).layer(cors);
     let poller = tokio::spawn(poll_deadlines(gw.clone(), Duration::from_millis(cfg.signaling.deadline_poll_ms)));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, socketio_path = %cfg.signaling.socketio_path, "signaling listening");

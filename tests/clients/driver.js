@@ -1,7 +1,7 @@
 // Drives socket.io-client (npm) for the e2e tests over stdin/stdout JSON lines, so a Rust test
 // can run several named clients in one process. Commands (one JSON object per line on stdin):
 //   {"op":"connect","id":"alice","url":"http://127.0.0.1:P","path":"/socket.io","token":"JWT",
-//    "headers":{...},"transports":["websocket"],"reconnection":false}
+//    "headers":{...},"transports":["websocket"],"reconnection":false,"localAddress":"127.0.0.2"}
 //   {"op":"emit","id":"alice","event":"call:initiate","data":{...},"req":1}
 //   {"op":"disconnect","id":"alice"}            {"op":"exit"}
 // Output lines: {"id","type":"connect"|"connect_error"|"disconnect"|"event"|"ack", ...}.
@@ -26,6 +26,7 @@ function connect(cmd) {
   };
   if (cmd.token !== undefined) opts.auth = { token: cmd.token };
   if (cmd.headers) opts.extraHeaders = cmd.headers;
+  if (cmd.localAddress) opts.localAddress = cmd.localAddress;
   const s = io(cmd.url, opts);
   sockets.set(cmd.id, s);
   s.on('connect', () => out({ id: cmd.id, type: 'connect', sid: s.id }));

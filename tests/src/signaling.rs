@@ -372,6 +372,19 @@ impl Signaling {
         self.child.wait_until(Instant::now() + within)
     }
 
+    /// Resident memory of the service process in KiB, from /proc (the child is coreutils
+    /// `timeout`; the service is its only child).
+    pub fn rss_kib(&self) -> u64 {
+        let wrapper = self.child.pid();
+        let children = std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children")).unwrap_or_default();
+        let pid = children.split_whitespace().next().unwrap_or_else(|| panic!("no child under timeout pid {wrapper}"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// SIGKILL: the instance dies without any cleanup, as in a crash.
     pub fn kill(&mut self) {
         self.child.signal(libc::SIGKILL);
@@ -600,6 +613,69 @@ impl Drop for Driver {
     }
 }
 
+/// A running `tests/clients/abuse.js`, killed on drop.
+pub struct AbuseClient {
+    child: Child,
+    rx: mpsc::Receiver<Value>,
+}
+
+impl AbuseClient {
+    pub fn spawn(logs: &Path, mode: &str, url: &str, local: &str, args: &[&str]) -> Self {
+        let node = require("node", "apt-get install -y nodejs npm");
+        let dir = clients_dir();
+        assert!(
+            dir.join("node_modules").join("ws").is_dir(),
+            "the ws package is not installed: run `npm ci --prefix tests/clients` (tests/run-all.sh does this)"
+        );
+        let stderr = std::fs::File::create(logs.join(format!("abuse-{mode}.stderr"))).expect("stderr file");
+        let mut child = Command::new(node)
+            .arg(dir.join("abuse.js"))
+            .args([mode, url, local])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .expect("start abuse.js");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Self { child, rx }
+    }
+
+    /// The next line of `type` within `within`.
+    pub fn next(&mut self, within: Duration, kind: &str) -> Option<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+            if v["type"] == kind {
+                return Some(v);
+            }
+        }
+    }
+}
+
+impl Drop for AbuseClient {
+    fn drop(&mut self) {
+        if let Ok(pgid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: killpg has no memory-safety preconditions; the group is the client's own.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
 /// A real `redis-server` on a free loopback port, without persistence.
 pub struct Redis {
     child: ChildGuard,
@@ -608,8 +684,12 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, free_port())
+    }
+
+    /// On `port` (e.g. the port of one that was stopped, to bring it back).
+    pub fn start_on(dir: &Path, port: u16) -> Self {
         let bin = require("redis-server", "apt-get install -y redis-server");
-        let port = free_port();
         let args: Vec<String> =
             ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
                 .iter()

@@ -72,6 +72,17 @@ pub struct SignalingConfig {
     /// Upper bound on the SIGTERM drain: warning clients, closing their sockets and recording
     /// their disconnects in the store.
     pub drain_timeout_secs: u64,
+    /// Seconds a client has, after opening an engine.io session, to send its Socket.IO CONNECT
+    /// (which carries the token); sessions that never authenticate are closed after it.
+    pub socket_connect_timeout_secs: u64,
+    /// Packets queued towards one socket before sends to it are dropped; a client that stops
+    /// reading is then closed at the next heartbeat.
+    pub socket_send_queue: usize,
+    /// New Socket.IO sessions per minute from one client address (an IPv6 /64 counts as one).
+    pub socket_connects_per_ip: u32,
+    /// Refused Socket.IO handshakes (bad, expired or missing token) per minute from one client
+    /// address before its new sessions are refused without looking at the token.
+    pub socket_auth_failures_per_ip: u32,
 }
 
 impl Default for SignalingConfig {
@@ -104,6 +115,10 @@ impl Default for SignalingConfig {
             diag_enabled: true,
             metrics_listen: None,
             drain_timeout_secs: 10,
+            socket_connect_timeout_secs: 5,
+            socket_send_queue: 64,
+            socket_connects_per_ip: 60,
+            socket_auth_failures_per_ip: 20,
         }
     }
 }
@@ -140,6 +155,10 @@ impl fmt::Debug for SignalingConfig {
             .field("diag_enabled", &self.diag_enabled)
             .field("metrics_listen", &self.metrics_listen)
             .field("drain_timeout_secs", &self.drain_timeout_secs)
+            .field("socket_connect_timeout_secs", &self.socket_connect_timeout_secs)
+            .field("socket_send_queue", &self.socket_send_queue)
+            .field("socket_connects_per_ip", &self.socket_connects_per_ip)
+            .field("socket_auth_failures_per_ip", &self.socket_auth_failures_per_ip)
             .finish()
     }
 }

@@ -579,7 +579,10 @@ fn signaling_needs_a_way_to_authenticate_a_secret_and_a_relay() {
 
 #[test]
 fn signaling_errors_name_their_key() {
-    let cases: [(&str, &str); 10] = [
+    let cases: [(&str, &str); 13] = [
+        ("[signaling]\nsocket_connect_timeout_secs = 0\n", "signaling.socket_connect_timeout_secs"),
+        ("[signaling]\nsocket_send_queue = 100000\n", "signaling.socket_send_queue"),
+        ("[signaling]\nsocket_auth_failures_per_ip = 0\n", "signaling.socket_auth_failures_per_ip"),
         ("[signaling]\nsocketio_path = \"socket.io\"\n", "signaling.socketio_path"),
         ("[signaling]\nsocketio_path = \"/calls/\"\n", "signaling.socketio_path"),
         ("[signaling]\njwt_secret = \"short\"\n", "signaling.jwt_secret"),

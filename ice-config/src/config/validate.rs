@@ -90,6 +90,9 @@ impl Config {
             ("signaling.webhook_max_attempts", u64::from(s.webhook_max_attempts)),
             ("signaling.webhook_timeout_secs", s.webhook_timeout_secs),
             ("signaling.drain_timeout_secs", s.drain_timeout_secs),
+            ("signaling.socket_connect_timeout_secs", s.socket_connect_timeout_secs),
+            ("signaling.socket_connects_per_ip", u64::from(s.socket_connects_per_ip)),
+            ("signaling.socket_auth_failures_per_ip", u64::from(s.socket_auth_failures_per_ip)),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
@@ -107,6 +110,18 @@ impl Config {
             return Err(ConfigError::invalid(
                 "signaling.max_event_bytes",
                 "must be at least 1024 (an SDP does not fit in less)",
+            ));
+        }
+        if s.socket_connect_timeout_secs > 60 {
+            return Err(ConfigError::invalid(
+                "signaling.socket_connect_timeout_secs",
+                "must be at most 60: unauthenticated sessions would be held open",
+            ));
+        }
+        if !(8..=4096).contains(&s.socket_send_queue) {
+            return Err(ConfigError::invalid(
+                "signaling.socket_send_queue",
+                "must be 8-4096 packets (heartbeats and acks share the queue)",
             ));
         }
         if s.deadline_poll_ms > 5_000 {

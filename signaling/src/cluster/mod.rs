@@ -8,6 +8,18 @@ mod redis_store;
 pub use nodes::{NodeRegistry, ALIVE_TTL, HEARTBEAT};
 pub use redis_store::RedisStore;
 
+/// How the store's and the registry's Redis connections behave in an outage. The defaults of
+/// `redis` (no response timeout, six reconnect attempts backing off to seconds) make every
+/// request wait on a dead Redis; with these a request fails within about two seconds, is
+/// acknowledged `unavailable`, and the next one tries to reconnect again.
+pub fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_max_delay(std::time::Duration::from_millis(500))
+}
+
 /// The adapter needs RESP3 (pub/sub on the same connection); add it to the URL unless given.
 pub fn resp3_url(url: &str) -> String {
     if url.contains("protocol=") {

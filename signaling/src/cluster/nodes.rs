@@ -33,7 +33,7 @@ impl std::fmt::Debug for NodeRegistry {
 impl NodeRegistry {
     /// Registers a new instance with a random id.
     pub async fn join(client: redis::Client, prefix: &str) -> redis::RedisResult<Self> {
-        let conn = ConnectionManager::new(client).await?;
+        let conn = ConnectionManager::new_with_config(client, super::manager_config()).await?;
         let uid = format!("{:016x}", rand::random::<u64>());
         let me = Self { conn, prefix: prefix.to_owned(), uid };
         me.heartbeat().await?;

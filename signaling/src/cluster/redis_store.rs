@@ -55,7 +55,7 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects (reconnecting by itself later) and keeps deadlines under `deadlines_key`.
     pub async fn connect(client: redis::Client, deadlines_key: String) -> Result<Self, StoreError> {
-        let conn = ConnectionManager::new(client).await?;
+        let conn = ConnectionManager::new_with_config(client, super::manager_config()).await?;
         Ok(Self { conn, deadlines_key, commit: Script::new(COMMIT_LUA), claim: Script::new(CLAIM_LUA) })
     }
 }

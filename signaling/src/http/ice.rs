@@ -86,7 +86,7 @@ fn issue(
 
 /// The client's address: the TCP peer, or (behind a trusted proxy) `X-Real-IP` / the last
 /// `X-Forwarded-For` entry, which is the one the proxy itself appended.
-fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> String {
+pub(crate) fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> String {
     if trust_proxy {
         let real = headers.get("x-real-ip").and_then(|v| v.to_str().ok()).map(str::trim);
         let forwarded = headers

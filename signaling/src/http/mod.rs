@@ -21,6 +21,7 @@ use ice_config::{Config, RestSecrets};
 
 use crate::auth::Authenticator;
 pub use error::ApiError;
+pub(crate) use ice::client_ip;
 use rate_limit::RateLimiter;
 
 /// Readiness probe: resolves to `Err(reason)` when a dependency (Redis) is unreachable.

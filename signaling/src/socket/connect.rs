@@ -1,10 +1,12 @@
 //! The handshake: origin and token checks (refusals reach the client as `connect_error` with
 //! the reason), rooms, the token-expiry disconnect, and the pending offer for a late device.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
@@ -65,7 +67,11 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
                 tracing::info!(error = %e, "socket refused: token");
             })
         });
-        let principal = principal.inspect_err(|e| self.metrics.auth_failure(AuthEndpoint::Socket, e.reason()))?;
+        let principal = principal.inspect_err(|e| {
+            self.metrics.auth_failure(AuthEndpoint::Socket, e.reason());
+            let peer = s.req_parts().extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+            self.guard.failed(self.guard.source(headers, peer), now);
+        })?;
         s.extensions.insert(principal);
         Ok(())
     }

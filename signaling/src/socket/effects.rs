@@ -25,6 +25,17 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
                         if matches!(e, BroadcastError::Adapter(_)) {
                             self.metrics.redis_error(RedisComponent::Adapter);
                             tracing::warn!(?to, event = event.name(), error = %e, "emit through the adapter failed");
+                            // The Redis adapter publishes before it delivers locally, so a broken
+                            // Redis connection would also cut off this instance's own sockets.
+                            let local = self.io.local();
+                            let op = match &to {
+                                Target::User(u) => local.to(user_room(u)),
+                                Target::UserExcept(u, sid) => local.to(user_room(u)).except(sid.clone()),
+                                Target::Socket(sid) => local.to(sid.clone()),
+                            };
+                            if let Err(e) = op.emit(event.name(), &data).await {
+                                tracing::debug!(?to, event = event.name(), error = %e, "local emit failed");
+                            }
                         } else {
                             tracing::debug!(?to, event = event.name(), error = %e, "emit failed");
                         }

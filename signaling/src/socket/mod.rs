@@ -4,6 +4,8 @@
 
 mod connect;
 mod effects;
+pub mod guard;
+pub mod limits;
 mod request;
 
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct Gateway<S, A: Adapter> {
     pub nodes: Option<crate::cluster::NodeRegistry>,
     /// Sockets gauge, handshake refusals, adapter and registry errors.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Pre-upgrade checks and per-source limits; the handshake records its refusals there.
+    pub guard: Arc<guard::Guard>,
 }
 
 /// Registers the default namespace with auth middleware and event handlers. The result is the
