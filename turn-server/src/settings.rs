@@ -203,7 +203,8 @@ fn registry_identity(
     tls: Option<&SocketAddr>,
 ) -> ice_config::fleet::RelayRecord {
     let t = &cfg.turn;
-    let advertised = relay_ips.iter().map(|r| r.advertised).find(IpAddr::is_ipv4).or(relay_ips.first().map(|r| r.advertised));
+    let advertised =
+        relay_ips.iter().map(|r| r.advertised).find(IpAddr::is_ipv4).or(relay_ips.first().map(|r| r.advertised));
     let host = match (&t.public_host, advertised) {
         (Some(h), _) => h.clone(),
         (None, Some(IpAddr::V6(v6))) => format!("[{v6}]"),

@@ -91,7 +91,8 @@ async fn publish(
     }
     let Some(conn) = connection.as_mut() else { return Ok(()) };
     let ttl = settings.heartbeat * 3;
-    let json = serde_json::to_string(rec).map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "json", e.to_string())))?;
+    let json = serde_json::to_string(rec)
+        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "json", e.to_string())))?;
     let expires = unix_now() + ttl.as_secs();
     let registry = registry_key(&settings.prefix);
     let mut pipe = redis::pipe();
