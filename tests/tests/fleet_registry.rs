@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use e2e::peers::UdpEcho;
 use e2e::signaling::Redis;
-use e2e::turn_wire::{TurnClient, Wire};
+use e2e::turn_wire::{Attr, TurnClient, Wire};
 use e2e::{process, LogDir, Server, ServerBuilder};
 use serde_json::Value;
+use turn_server::proto::stun::{attr, Method};
 
 const PREFIX: &str = "fleet-e2e";
 
@@ -155,4 +156,61 @@ fn a_killed_relay_expires_and_redis_outages_do_not_stop_relaying() {
         assert!(killed.elapsed() < Duration::from_secs(6), "the dead relay's record outlived its 3 s TTL");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_full_relay_sends_new_clients_to_a_less_loaded_one() {
+    let dir = LogDir::new("fleet_registry_capacity");
+    let redis = Redis::start(dir.path());
+    let full = relay_with_capacity("relay-full", &redis, dir.path(), 1);
+    let spare = relay_with_capacity("relay-spare", &redis, dir.path(), 100);
+    let spare_id = format!("relay-spare.example.test:{}", spare.addr().port());
+    wait_record(&redis, dir.path(), &spare_id, Duration::from_secs(10), |v| v["id"] == spare_id.as_str());
+
+    let (username, password) = full.credential("first");
+    let mut first = TurnClient::new(Wire::udp(full.addr()).unwrap(), &username, &password);
+    first.allocate(17).unwrap();
+    // The full relay learns of the spare one at its next heartbeat (1 s); until then it serves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let redirect = loop {
+        let (username, password) = full.credential("newcomer");
+        let mut c = TurnClient::new(Wire::udp(full.addr()).unwrap(), &username, &password);
+        let reply = c.request(Method::Allocate, &[Attr::Raw(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])]).unwrap();
+        if reply.error_code() == Some(300) {
+            assert_eq!(reply.integrity_ok, Some(true), "the redirect is integrity-protected");
+            break reply.plain_address(attr::ALTERNATE_SERVER).unwrap();
+        }
+        assert!(reply.is_success(), "{}", reply.describe());
+        // Served here (no alternate known yet): give it back and try again shortly.
+        assert!(c.refresh(0).unwrap().is_success());
+        assert!(Instant::now() < deadline, "the full relay never redirected");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(redirect, spare.addr(), "sent to the relay with room");
+    // The client follows the redirect and relays through the spare relay.
+    let echo = UdpEcho::start(format!("127.0.0.1:{}", spare.ports().peer_port(0)).parse().unwrap());
+    let (username, password) = spare.credential("newcomer");
+    let mut moved = TurnClient::new(Wire::udp(redirect).unwrap(), &username, &password);
+    moved.allocate(17).unwrap();
+    assert!(moved.channel_bind(0x4000, echo.addr()).unwrap().is_success());
+    moved.send_channel_data(0x4000, b"via the alternate").unwrap();
+    let echoed = moved.recv_data(Duration::from_secs(2)).unwrap();
+    assert_eq!(echoed.map(|(_, d)| d), Some(b"via the alternate".to_vec()));
+    // The call already on the full relay is untouched.
+    assert!(first.refresh(600).unwrap().is_success());
+}
+
+fn relay_with_capacity(name: &str, redis: &Redis, dir: &std::path::Path, capacity: u32) -> Server {
+    let text = format!(
+        "[turn]\nregistry_heartbeat_secs = 1\ncapacity = {capacity}\n[signaling]\nredis_prefix = \"{PREFIX}\"\n"
+    );
+    let config = e2e::peers::write_file(dir, &format!("{name}.toml"), &text);
+    ServerBuilder::new(name)
+        .arg("--config")
+        .arg(config.display().to_string())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .arg("--public-host")
+        .arg(format!("{name}.example.test"))
+        .start()
 }

@@ -178,6 +178,7 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
             nat_discovery,
             bandwidth: BandwidthCaps { per_allocation: t.max_bps, per_user: t.user_max_bps },
             alternate_servers: t.alternate_servers.clone(),
+            capacity: t.capacity,
         },
         listen,
         tcp_listen,

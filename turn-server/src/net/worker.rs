@@ -178,6 +178,11 @@ impl Worker {
         self.shared.server.borrow_mut().start_drain();
     }
 
+    /// The fleet's less loaded relays, best first, for redirects (see `Server::set_fleet_alternates`).
+    pub fn set_fleet_alternates(&self, alternates: Vec<SocketAddr>) {
+        self.shared.server.borrow_mut().set_fleet_alternates(alternates);
+    }
+
     /// Runs until the future is dropped. Must be polled inside a `LocalSet`.
     pub async fn run(&self) {
         for (local, socket) in &self.shared.listeners {

@@ -94,6 +94,15 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
     family(o, "turn_responses_refused_total", "counter", "Error responses sent, by STUN error code.", refused);
     let auth = s.auth_failures.iter().map(|(r, v)| (format!("reason=\"{r}\""), *v));
     family(o, "turn_auth_failures_total", "counter", "Failed authentications, by reason.", auth);
+    let redirects =
+        ["draining", "capacity"].map(|r| (format!("reason=\"{r}\""), s.redirects.get(r).copied().unwrap_or(0)));
+    family(
+        o,
+        "turn_redirects_total",
+        "counter",
+        "Allocates sent to another relay with 300 Try Alternate, by why.",
+        redirects,
+    );
     family(o, "turn_auth_successes_total", "counter", "Requests that authenticated.", one(s.auth_successes));
     let quotas =
         ["user", "source", "total"].map(|q| (format!("quota=\"{q}\""), s.quota_refusals.get(q).copied().unwrap_or(0)));

@@ -1,8 +1,11 @@
 //! The relay's record in the fleet registry (`turn.redis_url`, coturn's `redis-statsdb`): every
 //! heartbeat it rewrites `ice_config::fleet::RelayRecord` with a TTL of three heartbeats, so a
-//! relay that dies drops out on its own, and a drain is published at once. Redis being down never
-//! touches relaying: the record just goes stale until Redis answers again.
+//! relay that dies drops out on its own, and a drain is published at once. It also reads the
+//! other relays' records, so that when this one is full or draining the core can send new clients
+//! to the least loaded of them (300 Try Alternate). Redis being down never touches relaying: the
+//! record goes stale and the last alternates stay until Redis answers again.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +14,9 @@ use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
 use crate::net::Worker;
+
+/// A record older than this is not trusted for redirects even if its key still exists.
+const STALE_AFTER_SECS: u64 = 60;
 
 /// What the registry needs from the settings.
 #[derive(Debug, Clone)]
@@ -59,14 +65,20 @@ pub async fn run(settings: RegistrySettings, worker: Rc<Worker>, wake: Rc<Notify
         let (allocations, draining) = worker.with_server(|s| (s.allocation_count() as u64, s.is_draining()));
         let rec = record(&settings.identity, previous, now, allocations, draining);
         previous = now;
-        match publish(&settings, &mut connection, &rec).await {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!(id = %rec.id, "registry: Redis reachable again; record published");
+        let fleet = match publish(&settings, &mut connection, &rec).await {
+            Ok(()) => read_fleet(&settings, &mut connection).await,
+            Err(e) => Err(e),
+        };
+        match fleet {
+            Ok(records) => {
+                worker.set_fleet_alternates(choose_alternates(&records, &rec.id, unix_now()));
+                if failing {
+                    failing = false;
+                    tracing::info!(id = %rec.id, "registry: Redis reachable again; record published");
+                }
             }
-            Ok(()) => {}
             Err(e) => {
-                // Dropped so the next heartbeat reconnects from scratch.
+                // Dropped so the next heartbeat reconnects from scratch; the last alternates stay.
                 connection = None;
                 if !failing {
                     failing = true;
@@ -75,6 +87,44 @@ pub async fn run(settings: RegistrySettings, worker: Rc<Worker>, wake: Rc<Notify
             }
         }
     }
+}
+
+/// The other relays worth sending a client to, least loaded first: fresh, not draining, not full,
+/// with an address to name in ALTERNATE-SERVER.
+fn choose_alternates(records: &[RelayRecord], own_id: &str, now_unix: u64) -> Vec<SocketAddr> {
+    let mut usable: Vec<&RelayRecord> = records
+        .iter()
+        .filter(|r| r.id != own_id && !r.draining && !r.is_full() && r.alternate.is_some())
+        .filter(|r| now_unix.saturating_sub(r.updated_at) <= STALE_AFTER_SECS)
+        .collect();
+    usable.sort_by(|a, b| a.load().total_cmp(&b.load()));
+    usable.iter().filter_map(|r| r.alternate).collect()
+}
+
+/// Every live record of the registry (ids whose expiry score has not passed).
+async fn read_fleet(
+    settings: &RegistrySettings,
+    connection: &mut Option<ConnectionManager>,
+) -> Result<Vec<RelayRecord>, redis::RedisError> {
+    let Some(conn) = connection.as_mut() else { return Ok(Vec::new()) };
+    let work = async {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(registry_key(&settings.prefix))
+            .arg(unix_now())
+            .arg("+inf")
+            .query_async(conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| record_key(&settings.prefix, id)).collect();
+        let texts: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        // A record that does not parse (another version's, say) is skipped, not fatal.
+        Ok(texts.into_iter().flatten().filter_map(|t| serde_json::from_str(&t).ok()).collect())
+    };
+    tokio::time::timeout(settings.heartbeat, work)
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "read timed out")))?
 }
 
 async fn publish(
@@ -188,6 +238,44 @@ mod tests {
         assert!((r.cpu - 0.5).abs() < 1e-9, "one second of CPU in two: {}", r.cpu);
         assert_eq!((r.allocations, r.draining, r.region.as_str()), (7, true, "eu"));
         assert!(r.updated_at > 0);
+    }
+
+    #[test]
+    fn alternates_are_the_usable_others_least_loaded_first() {
+        let base = RelayRecord {
+            id: String::new(),
+            urls: Vec::new(),
+            stun: None,
+            region: String::new(),
+            alternate: None,
+            capacity: 100,
+            allocations: 0,
+            relayed_bps: 0,
+            cpu: 0.0,
+            draining: false,
+            updated_at: 1_000,
+        };
+        let relay = |id: &str, allocations: u64, f: fn(&mut RelayRecord)| {
+            let mut r = RelayRecord {
+                id: id.into(),
+                alternate: Some(format!("192.0.2.{}:3478", id.len()).parse().unwrap()),
+                allocations,
+                ..base.clone()
+            };
+            f(&mut r);
+            r
+        };
+        let records = vec![
+            relay("self", 0, |_| {}),
+            relay("busy-one", 80, |_| {}),
+            relay("idle", 10, |_| {}),
+            relay("draining-x", 0, |r| r.draining = true),
+            relay("full-relay-y", 100, |_| {}),
+            relay("stale-relay-zz", 0, |r| r.updated_at = 1),
+            relay("no-address-abc", 0, |r| r.alternate = None),
+        ];
+        let chosen = choose_alternates(&records, "self", 1_010);
+        assert_eq!(chosen, vec!["192.0.2.4:3478".parse().unwrap(), "192.0.2.8:3478".parse().unwrap()]);
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub struct ServerConfig {
     pub bandwidth: BandwidthCaps,
     /// Where new Allocates are sent (300 Try Alternate) while this relay drains.
     pub alternate_servers: Vec<SocketAddr>,
+    /// Allocations this relay should hold at most: beyond it, new Allocates are sent to a less
+    /// loaded relay of the fleet when one is known (a soft limit; `quotas.total` is the hard one).
+    /// 0 = no such limit.
+    pub capacity: u32,
 }
 
 /// The two addresses and two ports of an RFC 5780 server; the driver listens on all four pairs.

@@ -124,6 +124,7 @@ fn fuzz_server() -> Server {
         }),
         bandwidth: Default::default(),
         alternate_servers: Vec::new(),
+        capacity: 0,
     };
     Server::new(cfg, [0; 32])
 }

@@ -24,6 +24,8 @@ pub struct Stats {
     pub auth_successes: u64,
     /// Allocates refused by a quota, by quota (`user`, `source`, `total`).
     pub quota_refusals: BTreeMap<&'static str, u64>,
+    /// Allocates sent elsewhere with 300 Try Alternate, by why (`draining`, `capacity`).
+    pub redirects: BTreeMap<&'static str, u64>,
     /// Peers refused by policy, by reason.
     pub peers_refused: BTreeMap<&'static str, u64>,
     /// Answers to unauthenticated requests not sent because the source was over its rate.

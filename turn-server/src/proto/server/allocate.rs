@@ -21,6 +21,22 @@ const PROTO_TCP: u8 = 6;
 /// Bind attempts before giving up with 508 when other processes hold ports of the range.
 const BIND_ATTEMPTS: usize = 16;
 
+/// Why an Allocate is sent elsewhere.
+#[derive(Debug, Clone, Copy)]
+enum Redirect {
+    Draining,
+    OverCapacity,
+}
+
+impl Redirect {
+    fn label(self) -> &'static str {
+        match self {
+            Redirect::Draining => "draining",
+            Redirect::OverCapacity => "capacity",
+        }
+    }
+}
+
 /// What an Allocate asked for, validated.
 struct AllocateRequest {
     relay_transport: RelayTransport,
@@ -62,7 +78,10 @@ impl Server {
             return self.reply_unknown(tuple, req, &unknown, Some(&key));
         }
         if self.draining {
-            return self.refuse_while_draining(tuple, req, &key);
+            return self.redirect(tuple, req, &key, Redirect::Draining);
+        }
+        if self.cfg.capacity > 0 && self.allocations.len() >= self.cfg.capacity as usize && self.has_alternate(&tuple) {
+            return self.redirect(tuple, req, &key, Redirect::OverCapacity);
         }
         let request = match parse_allocate(req, tuple.transport) {
             Ok(r) => r,
@@ -86,17 +105,33 @@ impl Server {
         self.reply_allocated(tuple, req, &opened.relays, lifetime, opened.token, &opened.unsupported, &key);
     }
 
-    /// RFC 8489 section 10: send the client to the next alternate server of its address family
-    /// (authenticated, so the client can trust the redirect), or 508 when there is none.
-    fn refuse_while_draining(&mut self, tuple: FiveTuple, req: &Message<'_>, key: &ResponseKey) {
-        let same_family: Vec<SocketAddr> =
-            self.cfg.alternate_servers.iter().copied().filter(|a| a.is_ipv4() == tuple.server.is_ipv4()).collect();
-        if same_family.is_empty() {
+    /// Alternates of the client's address family: the fleet's less loaded relays first, then the
+    /// configured `alternate_servers`.
+    fn alternates_for(&self, tuple: &FiveTuple) -> Vec<SocketAddr> {
+        let mut list: Vec<SocketAddr> = self.fleet_alternates.clone();
+        list.extend(self.cfg.alternate_servers.iter().filter(|a| !self.fleet_alternates.contains(a)));
+        list.retain(|a| a.is_ipv4() == tuple.server.is_ipv4());
+        list
+    }
+
+    fn has_alternate(&self, tuple: &FiveTuple) -> bool {
+        !self.alternates_for(tuple).is_empty()
+    }
+
+    /// RFC 8489 section 10: send the client to an alternate server of its address family
+    /// (authenticated, so the client can trust the redirect). Draining with none left: 508.
+    fn redirect(&mut self, tuple: FiveTuple, req: &Message<'_>, key: &ResponseKey, why: Redirect) {
+        let alternates = self.alternates_for(&tuple);
+        if alternates.is_empty() {
             return self.reply_error(tuple, req, 508, Some(key), "draining, and no alternate server");
         }
-        let alternate = same_family[self.next_alternate % same_family.len()];
+        // The fleet's list is best first and short: spread over its best two so that one relay
+        // does not take every redirected client until the next heartbeat.
+        let spread = if self.fleet_alternates.is_empty() { alternates.len() } else { alternates.len().min(2) };
+        let alternate = alternates[self.next_alternate % spread];
         self.next_alternate = self.next_alternate.wrapping_add(1);
-        tracing::debug!(client = %tuple.client, %alternate, "draining: Allocate redirected");
+        tracing::debug!(client = %tuple.client, %alternate, reason = why.label(), "Allocate redirected");
+        *self.stats.redirects.entry(why.label()).or_default() += 1;
         self.stats.refused(300);
         let mut b = MessageBuilder::response_to(req, Class::Error);
         b.error_code(300, super::reply::reason(300)).address(attr::ALTERNATE_SERVER, &alternate);

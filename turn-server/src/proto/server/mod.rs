@@ -195,8 +195,10 @@ pub struct Server {
     user_bandwidth: HashMap<String, DirectionalBuckets>,
     /// Set by [`Server::start_drain`]: new allocations are redirected or refused.
     draining: bool,
-    /// Round-robin position in `alternate_servers`.
+    /// Round-robin position in the alternates.
     next_alternate: usize,
+    /// Less loaded relays of the fleet, best first, as the registry last reported them.
+    fleet_alternates: Vec<SocketAddr>,
     /// Limits answers to unauthenticated requests (amplification and reflection).
     unauthenticated: SourceLimiter,
     /// The time of the input being handled, for code paths that are not handed it.
@@ -236,6 +238,7 @@ impl Server {
             user_bandwidth: HashMap::new(),
             draining: false,
             next_alternate: 0,
+            fleet_alternates: Vec::new(),
             unauthenticated,
             now: Instant::now(),
             rng,
@@ -288,6 +291,7 @@ impl Server {
         cfg.no_stun = new.no_stun;
         cfg.bandwidth = new.bandwidth;
         cfg.alternate_servers = new.alternate_servers;
+        cfg.capacity = new.capacity;
         if cfg.bandwidth.per_user == 0 {
             self.user_bandwidth.clear();
         }
@@ -330,6 +334,12 @@ impl Server {
 
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// The fleet's relays a full or draining relay may send clients to, best first (from the
+    /// registry; the driver refreshes it every heartbeat).
+    pub fn set_fleet_alternates(&mut self, alternates: Vec<SocketAddr>) {
+        self.fleet_alternates = alternates;
     }
 
     /// Relay ports held, allocations and reservations together (for leak checks and metrics).

@@ -71,6 +71,7 @@ fn config() -> ServerConfig {
         nat_discovery: None,
         bandwidth: Default::default(),
         alternate_servers: Vec::new(),
+        capacity: 0,
     }
 }
 
@@ -1361,4 +1362,43 @@ fn dropping_a_user_ends_only_their_allocations_and_frees_ports() {
     let mut again = Client::rest("203.0.113.5:4", "bob", T0_UNIX + 3600);
     let reply = again.allocate(&mut h, &[]);
     assert_eq!(again.verify(&reply).message_type().class, Class::Success);
+}
+
+#[test]
+fn over_capacity_sends_new_allocations_to_the_fleet_and_serves_without_one() {
+    let mut cfg = config();
+    cfg.capacity = 1;
+    let mut h = Harness::new(cfg);
+    let mut first = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let reply = first.allocate(&mut h, &[]);
+    assert_eq!(first.verify(&reply).message_type().class, Class::Success);
+    // Full, but no other relay known: a soft limit, so the client is served.
+    let mut second = Client::rest("203.0.113.5:2", "bob", T0_UNIX + 3600);
+    let reply = second.allocate(&mut h, &[]);
+    assert_eq!(second.verify(&reply).message_type().class, Class::Success);
+    // With the fleet known: redirected to its best relays, in turn.
+    let fleet: Vec<SocketAddr> = vec![
+        "192.0.2.60:3478".parse().unwrap(),
+        "192.0.2.61:3478".parse().unwrap(),
+        "192.0.2.62:3478".parse().unwrap(),
+    ];
+    h.server.set_fleet_alternates(fleet.clone());
+    let mut sent_to = Vec::new();
+    for port in 3..6 {
+        let mut c = Client::rest(&format!("203.0.113.5:{port}"), "carol", T0_UNIX + 3600);
+        let reply = c.allocate(&mut h, &[]);
+        let msg = c.verify(&reply);
+        assert_eq!(error_code(&msg), 300);
+        sent_to.push(attr::decode_plain_address(msg.get(attr::ALTERNATE_SERVER).unwrap()).unwrap());
+    }
+    assert_eq!(sent_to, vec![fleet[0], fleet[1], fleet[0]], "spread over the best two");
+    assert_eq!(h.server.stats().redirects.get("capacity"), Some(&3));
+    // Below capacity again: served here.
+    let refresh = first.request(Method::Refresh, &[lifetime(0)]);
+    first.verify(&h.send(first.tuple, &refresh).unwrap());
+    let refresh = second.request(Method::Refresh, &[lifetime(0)]);
+    second.verify(&h.send(second.tuple, &refresh).unwrap());
+    let mut later = Client::rest("203.0.113.5:9", "dave", T0_UNIX + 3600);
+    let reply = later.allocate(&mut h, &[]);
+    assert_eq!(later.verify(&reply).message_type().class, Class::Success);
 }
