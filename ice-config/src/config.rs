@@ -358,7 +358,8 @@ pub struct TurnConfig {
     pub public_host: Option<String>,
     /// Region label in the registry record (e.g. "eu-west"), for region-aware ICE configs.
     pub region: String,
-    /// Allocations this relay should take at most, as the registry reports load; 0 = not stated.
+    /// Allocations this relay should hold at most: past it, new Allocates are redirected (300) to
+    /// a less loaded relay of the registry or `alternate_servers` when one is known; 0 = no limit.
     pub capacity: u32,
     /// How often the registry record is rewritten; it expires after three of these.
     pub registry_heartbeat_secs: u64,
