@@ -9,6 +9,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::signaling::{repo_root, Signaling};
+use crate::{process, tail, LogDir};
 
 pub struct ChromiumRun {
     dir: PathBuf,
@@ -61,4 +67,59 @@ impl Drop for ChromiumRun {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+// ---- The /diag page driver (tests/clients/browser/diag.js) ----
+
+const DRIVER_DEADLINE: Duration = Duration::from_secs(50);
+
+/// `tests/clients/`: the pinned npm and PyPI test clients.
+pub fn clients_dir() -> PathBuf {
+    repo_root().join("tests").join("clients")
+}
+
+/// Width, height and size of a PNG file, or why it is not one.
+pub fn is_png(path: &Path) -> Result<(u32, u32, u64), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" || &bytes[12..16] != b"IHDR" {
+        return Err(format!("{} is not a PNG ({} bytes)", path.display(), bytes.len()));
+    }
+    let be = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    Ok((be(16), be(20), bytes.len() as u64))
+}
+
+/// Opens `/diag#token=...` of `signaling` in Chromium through diag.js: the driver's JSON result,
+/// the log directory (holding `diag.png`) and a description of the run for failure messages.
+pub fn open_diag_page(signaling: &Signaling, name: &str, chromium: &Path, node: &Path) -> (Value, LogDir, String) {
+    let logs = LogDir::new(name);
+    let reaper = ChromiumRun::new();
+    let tmp = reaper.tmpdir().to_path_buf();
+    let cfg = json!({
+        "chromium": chromium,
+        "url": format!("{}/diag#token={}", signaling.url(), signaling.token("diag-operator", 600)),
+        "screenshot": logs.path().join("diag.png"),
+        "deadlineMs": DRIVER_DEADLINE.as_millis(),
+    });
+    let args: Vec<String> = vec![
+        format!("TMPDIR={}", tmp.display()),
+        node.display().to_string(),
+        clients_dir().join("browser").join("diag.js").display().to_string(),
+        cfg.to_string(),
+    ];
+    let run = process::run(
+        "diag-driver",
+        Path::new("/usr/bin/env"),
+        &args,
+        logs.path(),
+        DRIVER_DEADLINE + Duration::from_secs(15),
+    );
+    drop(reaper);
+    let result: Value = run.stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+    let context = format!(
+        "driver {}\nresult: {}\n--- driver stderr (last 60 lines):\n{}",
+        run.describe_status(),
+        serde_json::to_string_pretty(&result).unwrap_or_default(),
+        tail(&run.stderr, 60)
+    );
+    (result, logs, context)
 }

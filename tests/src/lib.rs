@@ -250,6 +250,12 @@ impl ServerBuilder {
         }
     }
 
+    /// Use this REST secret instead of a random one (for relays that must share one).
+    pub fn secret(mut self, secret: &str) -> Self {
+        self.secret = Some(secret.to_owned());
+        self
+    }
+
     /// Only the arguments given with [`arg`](Self::arg): no address, port, realm, secret or
     /// loopback flags, because the config file passed that way says all of it (flags would
     /// override the file and hide what it does). `secret` is the REST secret the file holds, for

@@ -11,64 +11,12 @@
 //! answer 404.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use e2e::signaling::{repo_root, require, Signaling, SignalingBuilder};
-use e2e::{process, tail, LogDir, ServerBuilder};
+use e2e::browser::{clients_dir, is_png, open_diag_page as open_page};
+use e2e::signaling::{require, SignalingBuilder};
+use e2e::ServerBuilder;
 use serde_json::{json, Value};
-
-const DRIVER_DEADLINE: Duration = Duration::from_secs(50);
-
-fn clients_dir() -> PathBuf {
-    repo_root().join("tests").join("clients")
-}
-
-fn is_png(path: &Path) -> Result<(u32, u32, u64), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" || &bytes[12..16] != b"IHDR" {
-        return Err(format!("{} is not a PNG ({} bytes)", path.display(), bytes.len()));
-    }
-    let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
-    let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
-    Ok((w, h, bytes.len() as u64))
-}
-
-/// Opens `/diag#token=...` of `signaling` in Chromium through diag.js: the driver's JSON result,
-/// the log directory (holding `diag.png`) and a description of the run for failure messages.
-fn open_page(signaling: &Signaling, name: &str, chromium: &Path, node: &Path) -> (Value, LogDir, String) {
-    let logs = LogDir::new(name);
-    let reaper = e2e::browser::ChromiumRun::new();
-    let tmp = reaper.tmpdir().to_path_buf();
-    let cfg = json!({
-        "chromium": chromium,
-        "url": format!("{}/diag#token={}", signaling.url(), signaling.token("diag-operator", 600)),
-        "screenshot": logs.path().join("diag.png"),
-        "deadlineMs": DRIVER_DEADLINE.as_millis(),
-    });
-    let args: Vec<String> = vec![
-        format!("TMPDIR={}", tmp.display()),
-        node.display().to_string(),
-        clients_dir().join("browser").join("diag.js").display().to_string(),
-        cfg.to_string(),
-    ];
-    let run = process::run(
-        "diag-driver",
-        Path::new("/usr/bin/env"),
-        &args,
-        logs.path(),
-        DRIVER_DEADLINE + Duration::from_secs(15),
-    );
-    drop(reaper);
-    let result: Value = run.stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
-    let context = format!(
-        "driver {}\nresult: {}\n--- driver stderr (last 60 lines):\n{}",
-        run.describe_status(),
-        serde_json::to_string_pretty(&result).unwrap_or_default(),
-        tail(&run.stderr, 60)
-    );
-    (result, logs, context)
-}
 
 #[test]
 fn diag_page_gathers_relay_candidates_and_can_be_disabled() {

@@ -179,6 +179,11 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
             bandwidth: BandwidthCaps { per_allocation: t.max_bps, per_user: t.user_max_bps },
             alternate_servers: t.alternate_servers.clone(),
             capacity: t.capacity,
+            nonce_keys: if t.use_auth_secret {
+                cfg.auth.secrets.iter().map(|s| crate::proto::nonce::fleet_nonce_key(s.as_bytes())).collect()
+            } else {
+                Vec::new()
+            },
         },
         listen,
         tcp_listen,

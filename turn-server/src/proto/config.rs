@@ -86,6 +86,8 @@ pub struct ServerConfig {
     /// loaded relay of the fleet when one is known (a soft limit; `quotas.total` is the hard one).
     /// 0 = no such limit.
     pub capacity: u32,
+    /// Nonce keys, the first minting (see `NonceMinter::new`); empty = a random key per process.
+    pub nonce_keys: Vec<[u8; 32]>,
 }
 
 /// The two addresses and two ports of an RFC 5780 server; the driver listens on all four pairs.

@@ -125,6 +125,7 @@ fn fuzz_server() -> Server {
         bandwidth: Default::default(),
         alternate_servers: Vec::new(),
         capacity: 0,
+        nonce_keys: Vec::new(),
     };
     Server::new(cfg, [0; 32])
 }

@@ -28,15 +28,25 @@ pub enum NonceCheck {
 }
 
 pub struct NonceMinter {
-    key: [u8; 32],
+    /// The first mints; all verify (for a rotation, as with REST secrets).
+    keys: Vec<[u8; 32]>,
     lifetime_secs: u64,
 }
 
 impl NonceMinter {
-    /// `key` is random per process; restarting the server invalidates outstanding nonces, which
-    /// clients recover from with one 438 round trip.
+    /// `key`: derived from the shared REST secret ([`fleet_nonce_key`]) so that every relay of a
+    /// fleet accepts the others' nonces (a client redirected with 300 Try Alternate carries its
+    /// nonce over, and browsers do not retry an Allocate answered 438); or random, in which case a
+    /// restart invalidates outstanding nonces, which clients recover from with one 438.
     pub fn new(key: [u8; 32], lifetime_secs: u64) -> Self {
-        NonceMinter { key, lifetime_secs: lifetime_secs.max(1) }
+        NonceMinter { keys: vec![key], lifetime_secs: lifetime_secs.max(1) }
+    }
+
+    /// Replaces the keys (config reload); an empty list keeps the current ones.
+    pub fn set_keys(&mut self, keys: &[[u8; 32]]) {
+        if !keys.is_empty() {
+            self.keys = keys.to_vec();
+        }
     }
 
     /// Changes how long new nonces live; issued ones keep the expiry they carry.
@@ -50,7 +60,7 @@ impl NonceMinter {
         let mut nonce = String::with_capacity(NONCE_LEN);
         nonce.push_str(NONCE_PREFIX);
         push_hex(&mut nonce, &expiry.to_be_bytes());
-        push_hex(&mut nonce, &self.tag(expiry, client));
+        push_hex(&mut nonce, &tag_of(&self.keys[0], expiry, client));
         nonce
     }
 
@@ -64,8 +74,11 @@ impl NonceMinter {
             return NonceCheck::Invalid;
         };
         let expiry = u32::from_be_bytes(expiry);
-        let expected = self.tag(expiry, client);
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &tag[..])) {
+        let ours = self
+            .keys
+            .iter()
+            .any(|key| bool::from(subtle::ConstantTimeEq::ct_eq(&tag_of(key, expiry, client)[..], &tag[..])));
+        if !ours {
             return NonceCheck::Invalid;
         }
         if u64::from(expiry) <= now_unix {
@@ -74,20 +87,28 @@ impl NonceMinter {
             NonceCheck::Valid
         }
     }
+}
 
-    fn tag(&self, expiry: u32, client: IpAddr) -> [u8; 8] {
-        let mut mac =
-            <HmacSha256 as hmac::digest::KeyInit>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
-        mac.update(&expiry.to_be_bytes());
-        match client {
-            IpAddr::V4(ip) => mac.update(&ip.octets()),
-            IpAddr::V6(ip) => mac.update(&ip.octets()),
-        }
-        let full = mac.finalize().into_bytes();
-        let mut tag = [0u8; 8];
-        tag.copy_from_slice(&full[..8]);
-        tag
+/// The nonce key every relay sharing `secret` derives alike (a label keeps it apart from the
+/// REST credentials signed with the same secret).
+pub fn fleet_nonce_key(secret: &[u8]) -> [u8; 32] {
+    let mut mac =
+        <HmacSha256 as hmac::digest::KeyInit>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(b"turn-server nonce key v1");
+    mac.finalize().into_bytes().into()
+}
+
+fn tag_of(key: &[u8; 32], expiry: u32, client: IpAddr) -> [u8; 8] {
+    let mut mac = <HmacSha256 as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(&expiry.to_be_bytes());
+    match client {
+        IpAddr::V4(ip) => mac.update(&ip.octets()),
+        IpAddr::V6(ip) => mac.update(&ip.octets()),
     }
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&full[..8]);
+    tag
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
@@ -150,5 +171,27 @@ mod tests {
         for garbage in [&b""[..], b"obMatJos2gAAA", &[0xff; NONCE_LEN], b"obMatJos2gAAAzzzzzzzz0000000000000000"] {
             assert_eq!(m.check(garbage, IP, 1_000), NonceCheck::Invalid);
         }
+    }
+
+    #[test]
+    fn relays_sharing_a_secret_accept_each_others_nonces_and_rotate_like_secrets() {
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        let old = fleet_nonce_key(b"old-secret");
+        let new = fleet_nonce_key(b"new-secret");
+        assert_ne!(old, new);
+        assert_eq!(old, fleet_nonce_key(b"old-secret"), "derived alike on every relay");
+        let relay_a = NonceMinter::new(old, 600);
+        let mut relay_b = NonceMinter::new([9; 32], 600);
+        let nonce = relay_a.mint(client, 1_000);
+        assert_eq!(relay_b.check(nonce.as_bytes(), client, 1_001), NonceCheck::Invalid);
+        relay_b.set_keys(&[old]);
+        assert_eq!(relay_b.check(nonce.as_bytes(), client, 1_001), NonceCheck::Valid);
+        // Rotation: the new key mints, the old one still verifies what it minted.
+        relay_b.set_keys(&[new, old]);
+        assert_eq!(relay_b.check(nonce.as_bytes(), client, 1_001), NonceCheck::Valid);
+        let fresh = relay_b.mint(client, 1_001);
+        assert_eq!(NonceMinter::new(new, 600).check(fresh.as_bytes(), client, 1_002), NonceCheck::Valid);
+        relay_b.set_keys(&[]);
+        assert_eq!(relay_b.check(fresh.as_bytes(), client, 1_002), NonceCheck::Valid, "empty keeps the keys");
     }
 }

@@ -226,7 +226,11 @@ impl Server {
         let unauthenticated = SourceLimiter::new(cfg.unauthenticated_rate);
         let ports = cfg.relay_ips.iter().map(|r| (r.bind, PortPool::new(cfg.min_port, cfg.max_port))).collect();
         Server {
-            nonces: NonceMinter::new(nonce_key, cfg.nonce_lifetime_secs),
+            nonces: {
+                let mut minter = NonceMinter::new(nonce_key, cfg.nonce_lifetime_secs);
+                minter.set_keys(&cfg.nonce_keys);
+                minter
+            },
             cfg,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
@@ -280,6 +284,7 @@ impl Server {
             self.unauthenticated = SourceLimiter::new(new.unauthenticated_rate);
         }
         self.nonces.set_lifetime(new.nonce_lifetime_secs);
+        self.nonces.set_keys(&new.nonce_keys);
         let cfg = &mut self.cfg;
         cfg.software = new.software;
         cfg.credentials = new.credentials;

@@ -72,6 +72,7 @@ fn config() -> ServerConfig {
         bandwidth: Default::default(),
         alternate_servers: Vec::new(),
         capacity: 0,
+        nonce_keys: Vec::new(),
     }
 }
 
