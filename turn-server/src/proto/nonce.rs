@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn relays_sharing_a_secret_accept_each_others_nonces_and_rotate_like_secrets() {
-        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        let client = IP;
         let old = fleet_nonce_key(b"old-secret");
         let new = fleet_nonce_key(b"new-secret");
         assert_ne!(old, new);
