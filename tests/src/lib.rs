@@ -20,6 +20,7 @@ pub mod netns;
 pub mod notify;
 pub mod peers;
 pub mod process;
+pub mod prometheus;
 pub mod signaling;
 pub mod stun;
 pub mod turn_wire;

@@ -400,44 +400,7 @@ fn quotas_are_reached_and_released() {
     let (_c2, r) = allocate("mallory", "127.0.0.3:0");
     assert!(r.is_success(), "the released quota is usable again: {}", r.describe());
     // Each refusal is counted under the quota that made it.
-    let metrics = scrape_metrics(metrics_port);
+    let metrics = e2e::prometheus::scrape(metrics_port);
     assert!(metrics.contains("turn_quota_refusals_total{quota=\"user\"} 2\n"), "{metrics}");
     assert!(metrics.contains("turn_quota_refusals_total{quota=\"source\"} 1\n"), "{metrics}");
-}
-
-fn scrape_metrics(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
-#[test]
-fn the_signaling_service_and_redis_of_the_shared_config_are_no_peers() {
-    // Loopback opened (as a test setup must), yet the services named in the config stay closed.
-    let signaling = Canary::bind("127.0.0.1:0");
-    let redis = Canary::bind("127.0.0.1:0");
-    let dir = e2e::LogDir::new("attacker-services-files");
-    let text = format!(
-        "[signaling]\nlisten = \"127.0.0.1:{}\"\nredis_url = \"redis://127.0.0.1:{}/0\"\n",
-        signaling.port(),
-        redis.port()
-    );
-    let config = e2e::peers::write_file(dir.path(), "config.toml", &text);
-    let server = ServerBuilder::new("attacker_services").arg("--config").arg(config.display().to_string()).start();
-    let (username, password) = server.credential("mallory");
-    let mut c = TurnClient::new(Wire::udp(server.addr()).unwrap(), &username, &password);
-    c.allocate(17).unwrap();
-    for (i, port) in [signaling.port(), redis.port()].into_iter().enumerate() {
-        let peer = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
-        let bind = c.channel_bind(0x4000 + u16::try_from(i).unwrap(), peer).unwrap();
-        assert_eq!(bind.error_code(), Some(403), "ChannelBind to {peer}: {}", bind.describe());
-        // CreatePermission names no port, so it passes for 127.0.0.1; the send is what is stopped.
-        assert!(c.create_permission(peer).unwrap().is_success());
-        c.send_indication(peer, b"to the infrastructure").unwrap();
-    }
-    assert!(signaling.heard().is_empty() && redis.heard().is_empty(), "a service endpoint was reached");
 }

@@ -5,8 +5,7 @@
 //! allocation count is back to zero and its memory back near where it started.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::peers::UdpEcho;
@@ -17,15 +16,7 @@ use e2e::{process, require_tool, PortBlock, Server, ServerBuilder};
 const LIFETIME_SECS: u64 = 5;
 
 fn active_allocations(metrics_port: u16) -> u64 {
-    let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("turn_allocations_active{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    e2e::prometheus::sum(&e2e::prometheus::scrape(metrics_port), "turn_allocations_active")
 }
 
 fn uclient(server: &Server, peer: SocketAddr, mode: &str, clients: u32) -> process::ChildGuard {

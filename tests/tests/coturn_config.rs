@@ -3,8 +3,6 @@
 //! passes `--check-config` and runs a relay with the same effective settings.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -81,15 +79,6 @@ fn assert_relays(server: &Server) {
     }
 }
 
-fn scrape_metrics(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
 /// Waits (up to 10 s) until `path` holds `needle`.
 fn wait_file_contains(server: &Server, path: &Path, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -138,7 +127,7 @@ fn a_coturn_config_runs_the_relay() {
     }
     // log-file and prometheus from the file took effect too.
     wait_file_contains(&server, &log, "realm: e2e.test");
-    let metrics = scrape_metrics(metrics_port);
+    let metrics = e2e::prometheus::scrape(metrics_port);
     server.check(metrics.contains("turn_allocations_created_total"), || {
         format!("no allocation counter on the coturn file's prometheus-port:\n{}", tail(&metrics, 20))
     });

@@ -46,9 +46,19 @@ fn wait_record(
     }
 }
 
-fn relay(name: &str, redis: &Redis, dir: &std::path::Path, drain_secs: u64, heartbeat_secs: u64) -> Server {
-    let text =
-        format!("[turn]\nregistry_heartbeat_secs = {heartbeat_secs}\n[signaling]\nredis_prefix = \"{PREFIX}\"\n");
+/// A relay in the registry under `PREFIX`, heartbeat every `heartbeat_secs`, draining for up to
+/// `drain_secs`, with `extra` lines for its `[turn]` table.
+fn relay(
+    name: &str,
+    redis: &Redis,
+    dir: &std::path::Path,
+    heartbeat_secs: u64,
+    drain_secs: u64,
+    extra: &str,
+) -> Server {
+    let text = format!(
+        "[turn]\nregistry_heartbeat_secs = {heartbeat_secs}\n{extra}[signaling]\nredis_prefix = \"{PREFIX}\"\n"
+    );
     let config = e2e::peers::write_file(dir, &format!("{name}.toml"), &text);
     ServerBuilder::new(name)
         .arg("--config")
@@ -57,10 +67,6 @@ fn relay(name: &str, redis: &Redis, dir: &std::path::Path, drain_secs: u64, hear
         .arg(redis.url())
         .arg("--public-host")
         .arg(format!("{name}.example.test"))
-        .arg("--region")
-        .arg("eu-test")
-        .arg("--capacity")
-        .arg("100")
         .arg("--drain-timeout")
         .arg(drain_secs.to_string())
         .start()
@@ -70,7 +76,7 @@ fn relay(name: &str, redis: &Redis, dir: &std::path::Path, drain_secs: u64, hear
 fn relays_register_report_load_drain_and_leave() {
     let dir = LogDir::new("fleet_registry");
     let redis = Redis::start(dir.path());
-    let mut server = relay("relay-a", &redis, dir.path(), 30, 2);
+    let mut server = relay("relay-a", &redis, dir.path(), 2, 30, "region = \"eu-test\"\ncapacity = 100\n");
     let id = format!("relay-a.example.test:{}", server.addr().port());
 
     // Registered with what clients need and where a full relay may send them.
@@ -124,7 +130,7 @@ fn a_killed_relay_expires_and_redis_outages_do_not_stop_relaying() {
     let dir = LogDir::new("fleet_registry_outage");
     let mut redis = Redis::start(dir.path());
     let redis_port = redis.port;
-    let server = relay("relay-b", &redis, dir.path(), 0, 1);
+    let server = relay("relay-b", &redis, dir.path(), 1, 0, "");
     let id = format!("relay-b.example.test:{}", server.addr().port());
     wait_record(&redis, dir.path(), &id, Duration::from_secs(10), |v| v["id"] == id.as_str());
 
@@ -162,8 +168,8 @@ fn a_killed_relay_expires_and_redis_outages_do_not_stop_relaying() {
 fn a_full_relay_sends_new_clients_to_a_less_loaded_one() {
     let dir = LogDir::new("fleet_registry_capacity");
     let redis = Redis::start(dir.path());
-    let full = relay_with_capacity("relay-full", &redis, dir.path(), 1);
-    let spare = relay_with_capacity("relay-spare", &redis, dir.path(), 100);
+    let full = relay("relay-full", &redis, dir.path(), 1, 0, "capacity = 1\n");
+    let spare = relay("relay-spare", &redis, dir.path(), 1, 0, "capacity = 100\n");
     let spare_id = format!("relay-spare.example.test:{}", spare.addr().port());
     wait_record(&redis, dir.path(), &spare_id, Duration::from_secs(10), |v| v["id"] == spare_id.as_str());
 
@@ -198,19 +204,4 @@ fn a_full_relay_sends_new_clients_to_a_less_loaded_one() {
     assert_eq!(echoed.map(|(_, d)| d), Some(b"via the alternate".to_vec()));
     // The call already on the full relay is untouched.
     assert!(first.refresh(600).unwrap().is_success());
-}
-
-fn relay_with_capacity(name: &str, redis: &Redis, dir: &std::path::Path, capacity: u32) -> Server {
-    let text = format!(
-        "[turn]\nregistry_heartbeat_secs = 1\ncapacity = {capacity}\n[signaling]\nredis_prefix = \"{PREFIX}\"\n"
-    );
-    let config = e2e::peers::write_file(dir, &format!("{name}.toml"), &text);
-    ServerBuilder::new(name)
-        .arg("--config")
-        .arg(config.display().to_string())
-        .arg("--redis-url")
-        .arg(redis.url())
-        .arg("--public-host")
-        .arg(format!("{name}.example.test"))
-        .start()
 }

@@ -2,27 +2,11 @@
 //! they move with what clients do (allocations, relayed traffic, authentication failures).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
+use e2e::prometheus::{get as scrape, sample};
 use e2e::turn_wire::{TurnClient, Wire};
 use e2e::{process, ServerBuilder};
-
-fn scrape(port: u16, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
-}
-
-/// The value of the sample `name{labels}` (exact text before the value).
-fn sample(body: &str, series: &str) -> Option<u64> {
-    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 #[test]
 fn metrics_follow_what_clients_do() {

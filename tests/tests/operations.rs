@@ -5,11 +5,11 @@
 //! bandwidth cap (`--max-bps`) dropping what exceeds the rate, counted in the metrics.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::peers::UdpEcho;
+use e2e::prometheus::{sample, scrape};
 use e2e::turn_wire::{Attr, TurnClient, Wire};
 use e2e::{process, PortBlock, Server, ServerBuilder};
 use turn_server::proto::stun::{attr, Method};
@@ -255,19 +255,6 @@ fn admin_interface_lists_drops_shows_config_and_reloads() {
     assert!(from_config.success(), "{}\n{}", from_config.stdout, from_config.stderr);
 }
 
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
-fn sample(body: &str, series: &str) -> u64 {
-    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
-}
-
 #[test]
 fn max_bps_drops_what_exceeds_the_rate_and_counts_it() {
     const RATE: u64 = 20_000;
@@ -300,8 +287,9 @@ fn max_bps_drops_what_exceeds_the_rate_and_counts_it() {
     server.check(reached <= allowed, || format!("{reached} datagrams passed, at most {allowed} may"));
     server.check(reached >= 60, || format!("only {reached} datagrams passed; the burst alone allows 65"));
     let body = scrape(metrics_port);
-    let dropped = sample(&body, "turn_bandwidth_dropped_packets_total{direction=\"to_peer\",cap=\"allocation\"}");
+    let dropped =
+        sample(&body, "turn_bandwidth_dropped_packets_total{direction=\"to_peer\",cap=\"allocation\"}").unwrap_or(0);
     server
         .check(dropped >= 150 && dropped + reached <= 300, || format!("{dropped} dropped, {reached} passed:\n{body}"));
-    assert_eq!(sample(&body, "turn_relayed_packets_total{direction=\"to_peer\"}"), reached, "{body}");
+    assert_eq!(sample(&body, "turn_relayed_packets_total{direction=\"to_peer\"}"), Some(reached), "{body}");
 }

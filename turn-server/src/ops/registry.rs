@@ -214,21 +214,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn rates_come_from_the_difference_of_two_samples() {
-        let identity = RelayRecord {
-            id: "relay:3478".into(),
-            urls: vec!["turn:relay:3478?transport=udp".into()],
+    /// A record with a capacity of 100 and nothing else to say.
+    fn blank(id: &str, updated_at: u64) -> RelayRecord {
+        RelayRecord {
+            id: id.into(),
+            urls: Vec::new(),
             stun: None,
-            region: "eu".into(),
+            region: String::new(),
             alternate: None,
             capacity: 100,
             allocations: 0,
             relayed_bps: 0,
             cpu: 0.0,
             draining: false,
-            updated_at: 0,
-        };
+            updated_at,
+        }
+    }
+
+    #[test]
+    fn rates_come_from_the_difference_of_two_samples() {
+        let identity = RelayRecord { region: "eu".into(), ..blank("relay:3478", 0) };
         let t0 = Instant::now();
         let ticks = clock_ticks_per_second() as u64;
         let before = Sample { at: t0, relayed_bytes: 1_000, cpu_ticks: 10 };
@@ -242,19 +247,7 @@ mod tests {
 
     #[test]
     fn alternates_are_the_usable_others_least_loaded_first() {
-        let base = RelayRecord {
-            id: String::new(),
-            urls: Vec::new(),
-            stun: None,
-            region: String::new(),
-            alternate: None,
-            capacity: 100,
-            allocations: 0,
-            relayed_bps: 0,
-            cpu: 0.0,
-            draining: false,
-            updated_at: 1_000,
-        };
+        let base = blank("", 1_000);
         let relay = |id: &str, allocations: u64, f: fn(&mut RelayRecord)| {
             let mut r = RelayRecord {
                 id: id.into(),
