@@ -2,10 +2,11 @@
 //! Data indication once a channel is bound. This is the relay's hot path.
 
 /// Channel numbers a client may bind. RFC 8656 section 12 narrowed the range to 0x4000-0x4FFF,
-/// but RFC 5766 clients (coturn's own test client among them) still pick from 0x4000-0x7FFE, and
-/// refusing them would break calls for nothing: the numbers are unambiguous either way.
+/// but RFC 5766 clients still pick from the old range, and coturn's client library (its test
+/// client among them) picks from 0x4000-0x7FFF, 0x7FFF included, which coturn accepts: refusing
+/// any of them would break calls for nothing, since the numbers are unambiguous either way.
 pub const CHANNEL_MIN: u16 = 0x4000;
-pub const CHANNEL_MAX: u16 = 0x7FFE;
+pub const CHANNEL_MAX: u16 = 0x7FFF;
 pub const HEADER_LEN: usize = 4;
 
 pub fn is_valid_channel(number: u16) -> bool {
@@ -21,7 +22,7 @@ pub fn looks_like_channel_data(data: &[u8]) -> bool {
 pub enum ChannelDataError {
     #[error("shorter than the ChannelData header")]
     TooShort,
-    #[error("channel number {0:#06x} is outside 0x4000-0x7FFE")]
+    #[error("channel number {0:#06x} is outside 0x4000-0x7FFF")]
     BadChannel(u16),
     #[error("length field {declared} exceeds the {available} bytes present")]
     BadLength { declared: usize, available: usize },
@@ -65,7 +66,9 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(parse(&[0x40, 0]), Err(ChannelDataError::TooShort));
-        assert_eq!(parse(&[0x7F, 0xFF, 0, 0]), Err(ChannelDataError::BadChannel(0x7FFF)));
+        assert_eq!(parse(&[0x7F, 0xFF, 0, 0]), Ok((0x7FFF, &[][..])), "coturn's clients use 0x7FFF");
+        assert_eq!(parse(&[0x80, 0x00, 0, 0]), Err(ChannelDataError::BadChannel(0x8000)));
+        assert_eq!(parse(&[0x3F, 0xFF, 0, 0]), Err(ChannelDataError::BadChannel(0x3FFF)));
         assert_eq!(parse(&[0x50, 0, 0, 0]), Ok((0x5000, &[][..])));
         assert_eq!(parse(&[0x40, 0, 0, 5, 1]), Err(ChannelDataError::BadLength { declared: 5, available: 1 }));
     }
