@@ -8,7 +8,9 @@
 # target/<profile>/turn-bench, one after the other, step by step. Prints one table with the
 # ratio turn-server / coturn and keeps the raw records and logs in target/bench/<time>/.
 # Environment (defaults in brackets):
-#   BENCH_SECONDS       length of each load probe [3; smoke 1]
+#   BENCH_SECONDS       length of each load probe [2; smoke 1]
+#   BENCH_REPEAT        runs of the relay step per server, alternating; the table keeps each
+#                       server's best [2; smoke 1]
 #   BENCH_PROFILE       release | debug [release; smoke debug]
 #   BENCH_SERVER_CPUS   taskset CPU list for the server under test [1, or 0 on one core]
 #   BENCH_GEN_CPUS      taskset CPU list for the generator and turnutils_* [0]
@@ -29,13 +31,15 @@ esac
 
 if ((SMOKE)); then
     BENCH_SECONDS=${BENCH_SECONDS:-1}
+    BENCH_REPEAT=${BENCH_REPEAT:-1}
     BENCH_PROFILE=${BENCH_PROFILE:-debug}
     BENCH_ALLOCS=${BENCH_ALLOCS:-200}
     RELAY_ARGS=(--payloads 120 --allocations 50 --bisect 1 --max-rate 40000 --start-rate 10000
         --cpu-rate 5000 --cpu-seconds 2 --latency-rate 2000)
     UCLIENT_ARGS=(--clients 10 --messages 100 --length 120 --interval-ms 5 --timeout-secs 30)
 else
-    BENCH_SECONDS=${BENCH_SECONDS:-3}
+    BENCH_SECONDS=${BENCH_SECONDS:-2}
+    BENCH_REPEAT=${BENCH_REPEAT:-2}
     BENCH_PROFILE=${BENCH_PROFILE:-release}
     BENCH_ALLOCS=${BENCH_ALLOCS:-1000,10000}
     RELAY_ARGS=(--payloads 120,1200 --allocations 50,500 --bisect 3 --cpu-rate 20000 --cpu-seconds 8
@@ -172,11 +176,15 @@ for server in "${SERVERS[@]}"; do
     stop_server
 done
 
-for server in "${SERVERS[@]}"; do
-    section "$server: saturation, CPU per datagram, latency (${BENCH_SECONDS}s probes)"
-    start_server "$server"
-    "${GEN[@]}" relay --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" --seconds "$BENCH_SECONDS" "${RELAY_ARGS[@]}"
-    stop_server
+# Alternating servers per repeat keeps each pair close in time: a neighbour's compile then
+# disturbs both rather than one.
+for repeat in $(seq "$BENCH_REPEAT"); do
+    for server in "${SERVERS[@]}"; do
+        section "$server: saturation, CPU per datagram, latency (${BENCH_SECONDS}s probes, run $repeat of $BENCH_REPEAT)"
+        start_server "$server"
+        "${GEN[@]}" relay --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" --seconds "$BENCH_SECONDS" "${RELAY_ARGS[@]}"
+        stop_server
+    done
 done
 
 taskset -c "$BENCH_GEN_CPUS" timeout "$CHILD_MAX_LIFE" turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >"$OUT/turnutils_peer.log" 2>&1 &
@@ -193,7 +201,7 @@ section "results"
     echo "turn-bench $(if ((SMOKE)); then echo smoke; else echo full; fi) run, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(uname -r)"
     echo "coturn: $(turnserver --version 2>/dev/null | head -1); turn-server: $BENCH_PROFILE build $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "servers pinned to CPU $BENCH_SERVER_CPUS, generator to CPU $BENCH_GEN_CPUS; probes ${BENCH_SECONDS}s; load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "servers pinned to CPU $BENCH_SERVER_CPUS, generator to CPU $BENCH_GEN_CPUS; probes ${BENCH_SECONDS}s, relay step best of $BENCH_REPEAT; load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     "$BIN/turn-bench" table "$RESULTS" --servers coturn,turn-server
 } | tee "$OUT/table.md"

@@ -18,6 +18,8 @@ use crate::Common;
 
 /// Loss below which a rate counts as sustained.
 const MAX_LOSS: f64 = 0.01;
+/// A failing probe with less loss than this is tried once more.
+const RETRY_BELOW_LOSS: f64 = 0.10;
 /// A probe whose sender reached less than this share of its target rate measured the generator.
 const MIN_OFFERED: f64 = 0.95;
 /// Bound on opening one batch of allocations.
@@ -184,16 +186,27 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     for &payload in &args.payloads {
         for &n in &args.allocations {
             keep_fresh(&mut allocs)?;
+            let mut peak: f64 = 0.0;
             let mut run = |rate: f64| -> anyhow::Result<Outcome> {
-                let o = probe(&allocs, n, payload, rate, args.seconds, false, args.burst)?;
-                eprintln!(
-                    "[{}]   {payload} B x {n}: asked {rate:.0}/s, offered {:.0}/s, delivered {:.0}/s, loss {:.2}%",
-                    common.label,
-                    o.offered_rate(),
-                    o.peer_received as f64 / o.send_elapsed.as_secs_f64(),
-                    o.loss(false) * 100.0
-                );
-                std::thread::sleep(Duration::from_millis(200));
+                let mut o = probe(&allocs, n, payload, rate, args.seconds, false, args.burst)?;
+                for attempt in 0..2 {
+                    eprintln!(
+                        "[{}]   {payload} B x {n}: asked {rate:.0}/s, offered {:.0}/s, delivered {:.0}/s, loss {:.2}%",
+                        common.label,
+                        o.offered_rate(),
+                        delivered(&o),
+                        o.loss(false) * 100.0
+                    );
+                    peak = peak.max(delivered(&o));
+                    std::thread::sleep(Duration::from_millis(200));
+                    // A marginal failure is most often another process taking the server's core
+                    // for a few ms (the listener's buffer then overflows): one more try.
+                    let marginal = (MAX_LOSS..RETRY_BELOW_LOSS).contains(&o.loss(false));
+                    if attempt == 1 || !marginal {
+                        break;
+                    }
+                    o = probe(&allocs, n, payload, rate, args.seconds, false, args.burst)?;
+                }
                 Ok(o)
             };
             let found = saturate(&mut run, args)?;
@@ -209,6 +222,14 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
                 "dgram/s",
                 Better::Higher,
                 note,
+            )?;
+            sink.record(
+                &format!("peak_{payload}_{n}"),
+                &format!("peak delivered datagrams/s at any loss, {payload} B, {n} allocations"),
+                Some(peak),
+                "dgram/s",
+                Better::Higher,
+                "",
             )?;
         }
     }
@@ -296,6 +317,11 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Datagrams per second that reached the peer.
+fn delivered(o: &Outcome) -> f64 {
+    o.peer_received as f64 / o.send_elapsed.as_secs_f64().max(1e-9)
+}
+
 struct Found {
     best: Option<f64>,
     first_fail: f64,
@@ -306,7 +332,6 @@ struct Found {
 /// Doubles the rate from `start_rate` until loss reaches 1% (or the generator cannot keep up),
 /// then bisects between the last good and first bad rate. At most 7 + 5 + `bisect` probes.
 fn saturate(run: &mut impl FnMut(f64) -> anyhow::Result<Outcome>, args: &RelayArgs) -> anyhow::Result<Found> {
-    let delivered = |o: &Outcome| o.peer_received as f64 / o.send_elapsed.as_secs_f64().max(1e-9);
     let mut probes = 0;
     let mut best: Option<f64> = None;
     let mut good = 0.0;
