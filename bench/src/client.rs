@@ -195,10 +195,17 @@ impl Session {
     }
 }
 
+/// Requests sent again because no answer came in time, over the whole process: a server that
+/// drops requests under load shows up here, not only as a slower allocation rate.
+pub static RETRANSMITTED: AtomicUsize = AtomicUsize::new(0);
+
 /// Sends `request` and waits for the answer with its transaction id, retransmitting.
 fn transact(socket: &UdpSocket, request: &[u8], tid: &TransactionId) -> anyhow::Result<Vec<u8>> {
     let mut buf = vec![0u8; 2048];
-    for wait in RETRANSMITS {
+    for (attempt, wait) in RETRANSMITS.into_iter().enumerate() {
+        if attempt > 0 {
+            RETRANSMITTED.fetch_add(1, Ordering::Relaxed);
+        }
         socket.send(request).context("send request")?;
         let until = Instant::now() + wait;
         loop {

@@ -157,7 +157,11 @@ pub fn memory(common: &Common, counts: &[usize]) -> anyhow::Result<()> {
         Some(rate),
         "alloc/s",
         Better::Higher,
-        format!("{} allocations in {opening:.2?}, {failures} failed", held.len()),
+        format!(
+            "{} allocations in {opening:.2?}, {failures} failed, {} requests retransmitted",
+            held.len(),
+            client::RETRANSMITTED.load(std::sync::atomic::Ordering::Relaxed)
+        ),
     )?;
     Ok(())
 }

@@ -10,6 +10,9 @@ use clap::Args;
 use crate::report::{Better, Sink};
 use crate::Common;
 
+/// Runs of uclient before the step fails.
+const UCLIENT_ATTEMPTS: usize = 3;
+
 #[derive(Args, Clone)]
 pub struct UclientArgs {
     /// Port of the turnutils_peer echo peer on 127.0.0.1.
@@ -99,25 +102,39 @@ pub fn run(common: &Common, a: &UclientArgs) -> anyhow::Result<()> {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    // coreutils timeout bounds the run even if uclient waits forever for lost echoes.
-    let started = Instant::now();
-    let output = Command::new("timeout")
-        .arg(format!("{}", a.timeout_secs))
-        .arg("turnutils_uclient")
-        .args(&args)
-        .output()
-        .context("cannot run turnutils_uclient (Debian package coturn)")?;
-    let wall = started.elapsed();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let s = parse(&text);
-    let Some(sent) = s.sent else {
-        let tail: Vec<&str> = text.lines().rev().take(15).collect();
-        bail!(
-            "turnutils_uclient {} printed no summary ({}, {wall:.1?}); last lines:\n{}",
-            args.join(" "),
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+    let mut failed_runs = Vec::new();
+    let (output, wall, s, sent) = loop {
+        // coreutils timeout bounds the run even if uclient waits forever for lost echoes.
+        let started = Instant::now();
+        let output = Command::new("timeout")
+            .arg(format!("{}", a.timeout_secs))
+            .arg("turnutils_uclient")
+            .args(&args)
+            .output()
+            .context("cannot run turnutils_uclient (Debian package coturn)")?;
+        let wall = started.elapsed();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        let s = parse(&text);
+        if let Some(sent) = s.sent {
+            break (output, wall, s, sent);
+        }
+        let tail: Vec<&str> = text.lines().rev().take(6).collect();
+        let why = format!("{}, {wall:.1?}: {}", output.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+        eprintln!("[{}] turnutils_uclient printed no summary ({why})", common.label);
+        failed_runs.push(why);
+        // uclient exits at the first error answer, and picks its channel numbers at random, so a
+        // rare answer (a 400 to one ChannelBind among a hundred) would otherwise end the step.
+        if failed_runs.len() == UCLIENT_ATTEMPTS {
+            bail!(
+                "turnutils_uclient {} printed no summary in {UCLIENT_ATTEMPTS} runs: {failed_runs:?}",
+                args.join(" ")
+            );
+        }
+    };
+    let retried = if failed_runs.is_empty() {
+        String::new()
+    } else {
+        format!("; {} earlier run(s) ended early: {}", failed_runs.len(), failed_runs.join("; "))
     };
     let what = format!("-m {} -n {} -l {} -z {}", a.clients, a.messages, a.length, a.interval_ms);
     let rate = match (s.received, s.transmit_secs) {
@@ -135,7 +152,7 @@ pub fn run(common: &Common, a: &UclientArgs) -> anyhow::Result<()> {
             "{status}sent {sent:.0}, received {}, lost {}",
             s.received.map_or("?".into(), |v| format!("{v:.0}")),
             s.lost.map_or("?".into(), |v| format!("{v:.0}"))
-        ),
+        ) + &retried,
     )?;
     sink.record(
         "uclient_rate",
