@@ -6,7 +6,9 @@
 #    user with something missing, prints the apt-get line and fails; then the pinned npm and
 #    PyPI test clients of tests/clients/ (npm ci, python venvs);
 # 2. cargo fmt --check, clippy -D warnings, builds the binaries, cargo test --workspace;
-# 3. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
+# 3. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~1 minute, on the
+#    debug binaries built in step 2: it proves the harness works, its numbers mean nothing);
+# 4. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
 #    30; 0 skips this step).
 # Runs from any directory. About 8-10 minutes from a clean clone on 2 cores, most of it compiling.
 set -euo pipefail
@@ -146,6 +148,9 @@ read -r TESTS_PASSED TESTS_FAILED < <(awk '/^test result:/ { p += $4; f += $6 } 
 if ((test_rc != 0)); then
     exit "$test_rc"
 fi
+
+section "bench smoke: bash bench/run.sh --smoke (debug build; checks the harness, not speed)"
+bash bench/run.sh --smoke
 
 if [[ "$FUZZ_SECONDS" -gt 0 ]]; then
     section "cargo-fuzz $CARGO_FUZZ_VERSION"
