@@ -92,6 +92,18 @@ pub struct RunArgs {
     /// Refused handshakes per minute per client address [signaling.socket_auth_failures_per_ip].
     #[arg(long, value_name = "N")]
     pub socket_auth_failures_per_ip: Option<u32>,
+    /// Build ICE configs from the relays' registry in Redis [signaling.fleet].
+    #[arg(long)]
+    pub fleet: bool,
+    /// Registry relays per ICE config [signaling.fleet_relays].
+    #[arg(long, value_name = "N")]
+    pub fleet_relays: Option<usize>,
+    /// Header carrying the client's region [signaling.region_header].
+    #[arg(long, value_name = "NAME")]
+    pub region_header: Option<String>,
+    /// Seconds the last registry read is served while Redis is down [signaling.fleet_stale_secs].
+    #[arg(long, value_name = "SECS")]
+    pub fleet_stale: Option<u64>,
     /// Socket.IO path [signaling.socketio_path].
     #[arg(long, value_name = "PATH")]
     pub socketio_path: Option<String>,
@@ -223,6 +235,10 @@ impl RunArgs {
         set!(s.socket_send_queue, self.socket_send_queue);
         set!(s.socket_connects_per_ip, self.socket_connects_per_ip);
         set!(s.socket_auth_failures_per_ip, self.socket_auth_failures_per_ip);
+        s.fleet |= self.fleet;
+        set!(s.fleet_relays, self.fleet_relays);
+        set_opt!(s.region_header, self.region_header);
+        set!(s.fleet_stale_secs, self.fleet_stale);
         set_opt!(s.jwt_secret, self.jwt_secret);
         set_opt!(s.jwt_public_key, self.jwt_public_key);
         set_opt!(s.jwt_issuer, self.jwt_issuer);

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod calls;
 pub mod cli;
 pub mod cluster;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod quickstart;

@@ -51,6 +51,16 @@ struct AuthLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ComponentLabel {
     component: &'static str,
 }
@@ -73,6 +83,8 @@ pub enum RedisComponent {
     Adapter,
     /// The instance registry (heartbeats, reaping).
     Nodes,
+    /// The relays' registry read for ICE configs.
+    Fleet,
 }
 
 impl RedisComponent {
@@ -81,6 +93,7 @@ impl RedisComponent {
             Self::Store => "store",
             Self::Adapter => "adapter",
             Self::Nodes => "nodes",
+            Self::Fleet => "fleet",
         }
     }
 }
@@ -99,6 +112,8 @@ pub struct Metrics {
     ice_requests: Family<ResultLabel, Counter>,
     auth_failures: Family<AuthLabel, Counter>,
     draining: Gauge,
+    fleet_relays: Family<StateLabel, Gauge>,
+    fleet_served: Family<SourceLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,6 +150,8 @@ impl Metrics {
         let ice_requests = Family::<ResultLabel, Counter>::default();
         let auth_failures = Family::<AuthLabel, Counter>::default();
         let draining = Gauge::default();
+        let fleet_relays = Family::<StateLabel, Gauge>::default();
+        let fleet_served = Family::<SourceLabel, Counter>::default();
         registry.register("signaling_calls_started", "Calls initiated (ringing).", calls_started.clone());
         registry.register(
             "signaling_calls",
@@ -180,6 +197,16 @@ impl Metrics {
             "1 while this instance drains after SIGTERM (readyz answers 503).",
             draining.clone(),
         );
+        registry.register(
+            "signaling_fleet_relays",
+            "Relays in the registry as of the last read, by state: healthy, draining, stale (not updated within three heartbeats).",
+            fleet_relays.clone(),
+        );
+        registry.register(
+            "signaling_fleet_served",
+            "ICE configs by where their relays came from: registry (latest read), cache (Redis unreachable, last read), static ([[relays]]).",
+            fleet_served.clone(),
+        );
         Self {
             registry,
             calls_started,
@@ -193,6 +220,8 @@ impl Metrics {
             ice_requests,
             auth_failures,
             draining,
+            fleet_relays,
+            fleet_served,
         }
     }
 
@@ -256,6 +285,18 @@ impl Metrics {
             AuthEndpoint::Socket => "socket",
         };
         self.auth_failures.get_or_create(&AuthLabel { endpoint, reason }).inc();
+    }
+
+    /// What the latest registry read found.
+    pub fn fleet_relays(&self, healthy: usize, draining: usize, stale: usize) {
+        for (state, n) in [("healthy", healthy), ("draining", draining), ("stale", stale)] {
+            self.fleet_relays.get_or_create(&StateLabel { state }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// One ICE config served in fleet mode, by `Source::as_str`.
+    pub fn fleet_served(&self, source: &'static str) {
+        self.fleet_served.get_or_create(&SourceLabel { source }).inc();
     }
 
     /// Draining started.

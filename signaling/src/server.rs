@@ -23,6 +23,7 @@ use ice_config::Config;
 use crate::auth::Authenticator;
 use crate::calls::{Deadline, Input, Timing};
 use crate::cluster::{resp3_url, NodeRegistry, RedisStore, HEARTBEAT};
+use crate::fleet::Fleet;
 use crate::http::{self, rate_limit::RateLimiter, AppState, ReadyCheck};
 use crate::metrics::{Metrics, RedisComponent};
 use crate::socket::{self, Gateway};
@@ -82,7 +83,16 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
             tokio::spawn(reap_dead_nodes(gw.clone(), nodes));
             socket::register(gw.clone()).await.map_err(|e| anyhow::anyhow!("Socket.IO Redis adapter: {e}"))?;
             tracing::info!("call state and rooms in Redis (several instances may run)");
-            serve(cfg.clone(), auth, listener, layer, gw).await
+            let fleet = sig.fleet.then(|| {
+                // The record TTL the relays write: three of their heartbeats (same shared file).
+                let fresh_secs = cfg.turn.registry_heartbeat_secs.saturating_mul(3);
+                let fleet =
+                    Arc::new(Fleet::new(sig.fleet_relays, fresh_secs, Duration::from_secs(sig.fleet_stale_secs)));
+                fleet.spawn(url.clone(), sig.redis_prefix.clone(), gw.metrics.clone());
+                tracing::info!(relays = sig.fleet_relays, fresh_secs, "ICE configs from the relays' registry");
+                fleet
+            });
+            serve(cfg.clone(), auth, listener, layer, gw, fleet).await
         }
         None => {
             let (layer, io) = builder.build_layer();
@@ -90,7 +100,7 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
             let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), engine, None);
             socket::register(gw.clone());
             tracing::info!("call state in memory (single instance)");
-            serve(cfg.clone(), auth, listener, layer, gw).await
+            serve(cfg.clone(), auth, listener, layer, gw, None).await
         }
     }
 }
@@ -153,6 +163,7 @@ async fn serve<S: KvStore + Clone, A: Adapter + DefinedAdapter>(
     listener: TcpListener,
     layer: SocketIoLayer<A>,
     gw: Arc<Gateway<S, A>>,
+    fleet: Option<Arc<Fleet>>,
 ) -> anyhow::Result<()> {
     let ready: ReadyCheck = {
         let store = gw.engine.store().clone();
@@ -171,6 +182,7 @@ async fn serve<S: KvStore + Clone, A: Adapter + DefinedAdapter>(
         ready: ready.clone(),
         metrics: metrics.clone(),
         draining: draining.clone(),
+        fleet,
     };
     let metrics_task = match cfg.signaling.metrics_listen {
         Some(addr) => {

@@ -35,7 +35,9 @@ fn check_config(config: &Path, dir: &Path) -> Finished {
 fn check_config_accepts_the_shipped_examples() {
     let logs = LogDir::new("check_config_examples");
     let (cert, key) = e2e::self_signed_cert(logs.path());
-    for example in ["ice-config/config.example.toml", "deploy/turn-server.example.toml"] {
+    for example in
+        ["ice-config/config.example.toml", "deploy/turn-server.example.toml", "deploy/fleet/relay.example.toml"]
+    {
         let text = std::fs::read_to_string(repo_root().join(example))
             .unwrap_or_else(|e| panic!("{example} cannot be read: {e}"));
         let copy: String = text

@@ -19,7 +19,9 @@ fn signaling(args: &[&str], dir: &Path) -> Finished {
 #[test]
 fn check_config_accepts_the_shipped_configs() {
     let logs = LogDir::new("sig_cli_examples");
-    for example in ["ice-config/config.example.toml", "deploy/signaling.example.toml"] {
+    for example in
+        ["ice-config/config.example.toml", "deploy/signaling.example.toml", "deploy/fleet/signaling.example.toml"]
+    {
         let path = repo_root().join(example);
         let run = signaling(&["--check-config", "--config", path.to_str().unwrap()], logs.path());
         assert!(run.success(), "{example}: {}\n{}{}", run.describe_status(), run.stdout, run.stderr);

@@ -83,6 +83,18 @@ pub struct SignalingConfig {
     /// Refused Socket.IO handshakes (bad, expired or missing token) per minute from one client
     /// address before its new sessions are refused without looking at the token.
     pub socket_auth_failures_per_ip: u32,
+    /// Build `/v1/ice-servers` from the relays' records in Redis (`redis_url`, `redis_prefix`)
+    /// instead of `[[relays]]`, which stay the fallback when the registry has no usable relay.
+    pub fleet: bool,
+    /// Relays handed to one client from the registry: several, so ICE can fall back to another
+    /// relay by itself when one is unreachable from the client's network.
+    pub fleet_relays: usize,
+    /// Request header carrying the client's region (set by nginx from GeoIP); unset: only the
+    /// `region=` query parameter is looked at.
+    pub region_header: Option<String>,
+    /// How long the last registry read is served while Redis is unreachable; after it the static
+    /// `[[relays]]` are served, since a fleet that old may have moved or emptied.
+    pub fleet_stale_secs: u64,
 }
 
 impl Default for SignalingConfig {
@@ -119,6 +131,10 @@ impl Default for SignalingConfig {
             socket_send_queue: 64,
             socket_connects_per_ip: 60,
             socket_auth_failures_per_ip: 20,
+            fleet: false,
+            fleet_relays: 2,
+            region_header: None,
+            fleet_stale_secs: 60,
         }
     }
 }
@@ -159,6 +175,10 @@ impl fmt::Debug for SignalingConfig {
             .field("socket_send_queue", &self.socket_send_queue)
             .field("socket_connects_per_ip", &self.socket_connects_per_ip)
             .field("socket_auth_failures_per_ip", &self.socket_auth_failures_per_ip)
+            .field("fleet", &self.fleet)
+            .field("fleet_relays", &self.fleet_relays)
+            .field("region_header", &self.region_header)
+            .field("fleet_stale_secs", &self.fleet_stale_secs)
             .finish()
     }
 }

@@ -578,8 +578,25 @@ fn signaling_needs_a_way_to_authenticate_a_secret_and_a_relay() {
 }
 
 #[test]
+fn fleet_keys_default_off_and_read() {
+    let c = minimal();
+    assert!(!c.signaling.fleet);
+    assert_eq!((c.signaling.fleet_relays, c.signaling.fleet_stale_secs), (2, 60));
+    assert_eq!(c.signaling.region_header, None);
+    let text = format!(
+        "{MINIMAL}\n[signaling]\nredis_url = \"redis://127.0.0.1:6379/0\"\nfleet = true\nfleet_relays = 3\n\
+         region_header = \"X-Client-Region\"\nfleet_stale_secs = 5\n"
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    c.validate().unwrap();
+    assert!(c.signaling.fleet);
+    assert_eq!((c.signaling.fleet_relays, c.signaling.fleet_stale_secs), (3, 5));
+    assert_eq!(c.signaling.region_header.as_deref(), Some("X-Client-Region"));
+}
+
+#[test]
 fn signaling_errors_name_their_key() {
-    let cases: [(&str, &str); 13] = [
+    let cases: [(&str, &str); 16] = [
         ("[signaling]\nsocket_connect_timeout_secs = 0\n", "signaling.socket_connect_timeout_secs"),
         ("[signaling]\nsocket_send_queue = 100000\n", "signaling.socket_send_queue"),
         ("[signaling]\nsocket_auth_failures_per_ip = 0\n", "signaling.socket_auth_failures_per_ip"),
@@ -593,6 +610,9 @@ fn signaling_errors_name_their_key() {
         ("[signaling]\nwebhook_url = \"http://127.0.0.1:9/hook\"\n", "signaling.webhook_secret"),
         ("[signaling]\nwebhook_url = \"ftp://x\"\nwebhook_secret = \"0123456789abcdef\"\n", "signaling.webhook_url"),
         ("[signaling]\nmax_event_bytes = 10\n", "signaling.max_event_bytes"),
+        ("[signaling]\nfleet = true\n", "signaling.fleet"),
+        ("[signaling]\nfleet_relays = 0\n", "signaling.fleet_relays"),
+        ("[signaling]\nregion_header = \"X Region\"\n", "signaling.region_header"),
     ];
     for (extra, want) in cases {
         let c = Config::from_toml_str(&format!("{MINIMAL}\n{extra}")).unwrap();

@@ -136,6 +136,20 @@ impl Config {
         if s.redis_prefix.is_empty() || s.redis_prefix.contains(char::is_whitespace) {
             return Err(ConfigError::invalid("signaling.redis_prefix", "must be non-empty without spaces"));
         }
+        if s.fleet && s.redis_url.is_none() {
+            return Err(ConfigError::invalid(
+                "signaling.fleet",
+                "needs signaling.redis_url: the relays' registry lives in Redis",
+            ));
+        }
+        if !(1..=16).contains(&s.fleet_relays) {
+            return Err(ConfigError::invalid("signaling.fleet_relays", "must be 1-16 relays"));
+        }
+        if let Some(h) = &s.region_header {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ConfigError::invalid("signaling.region_header", "must be an HTTP header name"));
+            }
+        }
         match (&s.webhook_url, &s.webhook_secret) {
             (Some(url), _) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                 return Err(ConfigError::invalid("signaling.webhook_url", "must be an http:// or https:// URL"));

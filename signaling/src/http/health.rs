@@ -1,5 +1,5 @@
 //! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: Redis too, if used, and
-//! not draining after SIGTERM).
+//! not draining after SIGTERM; with `signaling.fleet`, how fresh the relay list is).
 
 use std::sync::atomic::Ordering;
 
@@ -20,8 +20,16 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     if state.draining.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining", "reason": "shutting down"})));
     }
-    match (state.ready)().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": why}))),
+    let fleet = state.fleet.as_ref().map(|f| f.status());
+    // A degraded fleet alone keeps the instance in rotation: it still hands out relays (the last
+    // read, or [[relays]]), and every instance shares the same Redis anyway.
+    let (code, mut body) = match (state.ready)().await {
+        Ok(()) if fleet.as_ref().is_some_and(|f| f.state != "ok") => (StatusCode::OK, json!({"status": "degraded"})),
+        Ok(()) => (StatusCode::OK, json!({"status": "ready"})),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable", "reason": why})),
+    };
+    if let Some(f) = fleet {
+        body["fleet"] = json!(f);
     }
+    (code, Json(body))
 }

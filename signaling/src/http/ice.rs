@@ -14,6 +14,7 @@ use ice_config::ice_servers as build_ice_servers;
 
 use super::{ApiError, AppState};
 use crate::auth::bearer;
+use crate::fleet::Source;
 use crate::metrics::AuthEndpoint;
 
 /// The handler; every answer is counted by result.
@@ -63,7 +64,21 @@ fn issue(
     let ttl = state.config.auth.credential_ttl_secs;
     let bucket = sig.credential_bucket_secs.min(ttl / 2);
     let cred = state.secrets.issue_bucketed(Some(&principal.user), now_unix, ttl, bucket);
-    let servers = build_ice_servers(&state.config.relays, &cred);
+    let servers = match &state.fleet {
+        Some(fleet) => {
+            let region_header = sig.region_header.as_deref().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok());
+            let region = crate::fleet::request_region(query.get("region").map(String::as_str), region_header);
+            let (chosen, source) = fleet.pick(region);
+            state.metrics.fleet_served(source.as_str());
+            if source == Source::Static {
+                build_ice_servers(&state.config.relays, &cred)
+            } else {
+                let chosen: Vec<_> = chosen.iter().collect();
+                crate::fleet::select::ice_servers(&chosen, &cred)
+            }
+        }
+        None => build_ice_servers(&state.config.relays, &cred),
+    };
     let expires = UNIX_EPOCH + Duration::from_secs(cred.expires_at);
     let call = &state.config.call;
     let body = json!({

@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop routing here.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The relays' registry, with `signaling.fleet`; `None`: `[[relays]]` only.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// The routes. CORS is applied by the caller around these and the Socket.IO layer together, so
