@@ -134,7 +134,7 @@ server_command() {
             echo "$BIN/turn-server" --no-tcp --no-tls \
                 -L 127.0.0.1 -E 127.0.0.1 -p "$BENCH_PORT" --min-port "$BENCH_MIN_PORT" --max-port "$BENCH_MAX_PORT" \
                 --use-auth-secret --static-auth-secret "$SECRET" -r "$REALM" --allow-loopback-peers \
-                --unauthenticated-rate 0 --drain-timeout 0
+                --drain-timeout 0
             ;;
     esac
 }
