@@ -6,11 +6,11 @@
 #    user with something missing, prints the apt-get line and fails; then the pinned npm and
 #    PyPI test clients of tests/clients/ (npm ci, python venvs);
 # 2. cargo fmt --check, clippy -D warnings, builds the binaries, cargo test --workspace;
-# 3. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~1 minute, on the
+# 3. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~2 minutes, on the
 #    debug binaries built in step 2: it proves the harness works, its numbers mean nothing);
 # 4. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
 #    30; 0 skips this step).
-# Runs from any directory. About 8-10 minutes from a clean clone on 2 cores, most of it compiling.
+# Runs from any directory. About 20 minutes from a clean clone on 2 cores, a third of it compiling.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
