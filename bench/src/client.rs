@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use ice_config::{long_term_key, LongTermKey, PasswordAlgorithm, RestSecrets};
+use turn_server::probe::signed_request;
 use turn_server::proto::stun::{attr, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
 
 /// The channel every allocation binds: each allocation has one peer, so one number suffices.
@@ -177,16 +178,9 @@ impl Session {
     ) -> anyhow::Result<Vec<u8>> {
         for _ in 0..2 {
             let tid: TransactionId = rand::random();
-            let mut b = MessageBuilder::new(MessageType::new(method, Class::Request), &tid);
-            for (code, value) in attrs {
-                b.attr(*code, value);
-            }
-            if let Some(peer) = peer {
-                b.xor_address(attr::XOR_PEER_ADDRESS, &peer);
-            }
-            b.attr(attr::USERNAME, self.username.as_bytes()).attr(attr::REALM, self.realm.as_bytes());
-            b.attr(attr::NONCE, &self.nonce).integrity_sha1(self.key.as_bytes()).fingerprint();
-            let reply = transact(socket, &b.finish(), &tid)?;
+            let request =
+                signed_request(method, &tid, attrs, peer, &self.username, &self.realm, &self.nonce, &self.key);
+            let reply = transact(socket, &request, &tid)?;
             let msg = Message::parse(&reply).map_err(|e| anyhow!("unparsable {} answer: {e}", method.name()))?;
             if msg.message_type().class == Class::Success {
                 return Ok(reply);

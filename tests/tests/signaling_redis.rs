@@ -239,30 +239,14 @@ fn redis_outage_degrades_and_calls_resume_when_it_returns() {
     d.connect_ok("alice", &a.url(), &a.token("alice", 600));
     d.connect_ok("bob", &a.url(), &a.token("bob", 600));
     redis.stop();
-    let mut status = 0;
-    for _ in 0..50 {
-        status = a.get("/readyz", None, &[]).status;
-        if status == 503 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(status, 503, "readiness did not report the outage");
+    assert_eq!(readyz_within(&a, 503, 50), 503, "readiness did not report the outage");
     assert_eq!(a.get("/healthz", None, &[]).status, 200);
     assert_eq!(a.scrape().value("signaling_redis_up"), 0.0);
     let ack = d.emit("alice", "call:initiate", json!({"callId": call_id(), "calleeId": "bob", "sdp": "v=0"}));
     assert_eq!(ack["error"], "unavailable", "{ack}");
 
     let _redis = Redis::start_on(logs.path(), port);
-    let mut ready = 0;
-    for _ in 0..100 {
-        ready = a.get("/readyz", None, &[]).status;
-        if ready == 200 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(ready, 200, "readiness did not recover");
+    assert_eq!(readyz_within(&a, 200, 100), 200, "readiness did not recover");
     // The adapter's subscriptions and the store reconnect by themselves: retry the first call a
     // few times (bounded) while they do.
     let id = call_id();
@@ -279,4 +263,17 @@ fn redis_outage_degrades_and_calls_resume_when_it_returns() {
     assert_eq!(d.emit("bob", "call:answer", json!({"callId": id, "sdp": "v=0"}))["ok"], true);
     d.expect("alice", "call:answer", EVENT_TIMEOUT);
     assert_eq!(a.scrape().value("signaling_redis_up"), 1.0);
+}
+
+/// Polls `/readyz` every 100 ms, at most `tries` times, until it answers `want`; the last status.
+fn readyz_within(s: &e2e::signaling::Signaling, want: u16, tries: u32) -> u16 {
+    let mut status = 0;
+    for _ in 0..tries {
+        status = s.get("/readyz", None, &[]).status;
+        if status == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    status
 }

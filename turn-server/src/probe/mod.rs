@@ -176,17 +176,35 @@ impl Session<'_> {
         timeout: Duration,
     ) -> Result<(Vec<u8>, Duration), Failure> {
         let tid = new_tid();
-        let mut b = MessageBuilder::new(MessageType::new(method, Class::Request), &tid);
-        for (code, value) in attrs {
-            b.attr(*code, value);
-        }
-        if let Some(peer) = peer {
-            b.xor_address(attr::XOR_PEER_ADDRESS, &peer);
-        }
-        b.attr(attr::USERNAME, self.username.as_bytes()).attr(attr::REALM, self.realm.as_bytes());
-        b.attr(attr::NONCE, self.nonce).integrity_sha1(self.key.as_bytes()).fingerprint();
-        conn.transact(&b.finish(), &tid, timeout).map_err(no_answer)
+        let request = signed_request(method, &tid, attrs, peer, self.username, self.realm, self.nonce, self.key);
+        conn.transact(&request, &tid, timeout).map_err(no_answer)
     }
+}
+
+/// A long-term-credential request as a client sends it: `attrs`, XOR-PEER-ADDRESS when a `peer`
+/// is named, then USERNAME, REALM, NONCE, MESSAGE-INTEGRITY and FINGERPRINT. Shared with the
+/// benchmark's load generator, so both speak to relays exactly alike.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_request(
+    method: Method,
+    tid: &TransactionId,
+    attrs: &[(u16, &[u8])],
+    peer: Option<SocketAddr>,
+    username: &str,
+    realm: &str,
+    nonce: &[u8],
+    key: &LongTermKey,
+) -> Vec<u8> {
+    let mut b = MessageBuilder::new(MessageType::new(method, Class::Request), tid);
+    for (code, value) in attrs {
+        b.attr(*code, value);
+    }
+    if let Some(peer) = peer {
+        b.xor_address(attr::XOR_PEER_ADDRESS, &peer);
+    }
+    b.attr(attr::USERNAME, username.as_bytes()).attr(attr::REALM, realm.as_bytes());
+    b.attr(attr::NONCE, nonce).integrity_sha1(key.as_bytes()).fingerprint();
+    b.finish()
 }
 
 fn expect_success(msg: &Message<'_>, what: &str) -> Result<(), Failure> {
