@@ -13,7 +13,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
-use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use std::future::IntoFuture as _;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -22,12 +22,12 @@ use ice_config::Config;
 
 use crate::auth::Authenticator;
 use crate::calls::{Deadline, Input, Timing};
-use crate::cluster::{resp3_url, NodeRegistry, RedisStore, HEARTBEAT};
+use crate::cluster::{manager_config, resp3_url, NodeRegistry, ReconnectingDriver, RedisLink, RedisStore, HEARTBEAT};
 use crate::fleet::Fleet;
 use crate::http::{self, rate_limit::RateLimiter, AppState, ReadyCheck};
 use crate::metrics::{Metrics, RedisComponent};
 use crate::socket::{self, Gateway};
-use crate::store::{Engine, Keys, KvStore, MemoryStore};
+use crate::store::{Engine, FailoverStore, Keys, KvStore, MemoryStore};
 use crate::webhook::{Webhook, WebhookConfig};
 
 /// Terminal records are kept this long so retries and late events still find them.
@@ -68,19 +68,24 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
     match &sig.redis_url {
         Some(url) => {
             let client = redis::Client::open(resp3_url(url)).context("signaling.redis_url")?;
-            let adapter = RedisAdapterCtr::new_with_redis_config(
-                &client,
+            let link = RedisLink::new();
+            let driver = ReconnectingDriver::connect(client.clone(), manager_config(), link.clone())
+                .await
+                .context("connecting the Socket.IO Redis adapter")?;
+            let adapter = RedisAdapterCtr::new_with_driver(
+                driver.clone(),
                 RedisAdapterConfig::new().with_prefix(format!("{}-socket.io", sig.redis_prefix)),
-            )
-            .await
-            .context("connecting the Socket.IO Redis adapter")?;
-            let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(adapter).build_layer();
-            let store = RedisStore::connect(client.clone(), keys.deadlines()).await.context("connecting to Redis")?;
+            );
+            let (layer, io) = builder.with_adapter::<CustomRedisAdapter<_, ReconnectingDriver>>(adapter).build_layer();
+            let redis_store =
+                RedisStore::connect(client.clone(), keys.deadlines()).await.context("connecting to Redis")?;
+            let store = FailoverStore::new(redis_store, link.clone());
             let nodes = NodeRegistry::join(client, &sig.redis_prefix).await.context("registering with Redis")?;
             tracing::info!(node = nodes.uid(), "joined the cluster");
             let engine = Engine::new(store, &sig.redis_prefix, timing).with_metrics(metrics);
             let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), engine, Some(nodes.clone()));
-            tokio::spawn(reap_dead_nodes(gw.clone(), nodes));
+            tokio::spawn(reap_dead_nodes(gw.clone(), nodes.clone(), link));
+            tokio::spawn(recover_from_outages(gw.clone(), driver, nodes));
             socket::register(gw.clone()).await.map_err(|e| anyhow::anyhow!("Socket.IO Redis adapter: {e}"))?;
             tracing::info!("call state and rooms in Redis (several instances may run)");
             let fleet = sig.fleet.then(|| {
@@ -317,13 +322,18 @@ async fn poll_deadlines<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, every: D
 
 /// Keeps this instance's registry entry alive and disconnects, through the state machine, the
 /// sockets of instances that stopped doing so (crashed without running disconnect handlers).
-async fn reap_dead_nodes<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, nodes: NodeRegistry) {
+/// The heartbeat is also what notices an outage on an idle instance, within a second.
+async fn reap_dead_nodes<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, nodes: NodeRegistry, link: RedisLink) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !link.is_up() {
+            continue;
+        }
         if let Err(e) = nodes.heartbeat().await {
             gw.metrics.redis_error(RedisComponent::Nodes);
+            link.observe(&e);
             tracing::warn!(error = %e, "node heartbeat failed");
             continue;
         }
@@ -343,6 +353,55 @@ async fn reap_dead_nodes<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, nodes: 
             if let Err(e) = nodes.forget(&uid).await {
                 tracing::warn!(node = %uid, error = %e, "could not forget dead node");
             }
+        }
+    }
+}
+
+/// While the link is down, tries Redis every heartbeat; once it answers, hands it the calls made
+/// meanwhile (the store) and records this instance's sockets again (a restarted Redis lost
+/// them, and the reaper needs them).
+async fn recover_from_outages<S: KvStore, A: Adapter>(
+    gw: Arc<Gateway<FailoverStore<S>, A>>,
+    driver: ReconnectingDriver,
+    nodes: NodeRegistry,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = gw.engine.store();
+        if store.link().is_up() {
+            continue;
+        }
+        // The adapter first: its manager reconnects (and re-subscribes) when a command fails,
+        // so this ping may fail once more. Only when it answers does the store switch back,
+        // so that "up" means both calls and cross-instance delivery go through Redis.
+        if let Err(e) = driver.ping().await {
+            tracing::debug!(error = %e, "Socket.IO adapter connection not back yet");
+            continue;
+        }
+        let moved = match store.recover().await {
+            Ok(None) => continue,
+            Ok(Some(moved)) => moved,
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis still unreachable");
+                continue;
+            }
+        };
+        tracing::info!(
+            records = moved.records,
+            deadlines = moved.deadlines,
+            "Redis back: local call state handed over"
+        );
+        let sockets: Vec<(String, String)> = gw
+            .io
+            .local()
+            .sockets()
+            .into_iter()
+            .filter_map(|s| s.extensions.get::<crate::auth::Principal>().map(|p| (s.id.to_string(), p.user.clone())))
+            .collect();
+        if let Err(e) = nodes.replace_all(&sockets).await {
+            tracing::warn!(error = %e, "node registry: sockets not recorded again");
         }
     }
 }

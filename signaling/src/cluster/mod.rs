@@ -1,10 +1,16 @@
 //! Redis, for running several instances: the shared call store (compare-and-set commits and
-//! leased deadlines as Lua scripts) and the connection the Socket.IO Redis adapter uses to
-//! share rooms, and the node registry that reaps the sockets of instances that died. Without `redis_url` none of this runs and the memory store is used instead.
+//! leased deadlines as Lua scripts), the pub/sub driver the Socket.IO Redis adapter uses to
+//! share rooms, the node registry that reaps the sockets of instances that died, and the link
+//! state they share so that an outage degrades to local calls. Without `redis_url` none of
+//! this runs and the memory store is used instead.
 
+mod adapter_driver;
+mod link;
 mod nodes;
 mod redis_store;
 
+pub use adapter_driver::{DriverError, ReconnectingDriver};
+pub use link::{is_outage, RedisLink};
 pub use nodes::{NodeRegistry, ALIVE_TTL, HEARTBEAT};
 pub use redis_store::RedisStore;
 

@@ -83,6 +83,20 @@ impl NodeRegistry {
         c.hset(self.sockets_key(&self.uid), sid, user).await
     }
 
+    /// Replaces this instance's recorded sockets with `sockets` `(sid, user)`, in one
+    /// transaction: after an outage, Redis may have lost them (restart) or kept sockets that
+    /// disconnected meanwhile.
+    pub async fn replace_all(&self, sockets: &[(String, String)]) -> redis::RedisResult<()> {
+        let mut c = self.conn.clone();
+        let key = self.sockets_key(&self.uid);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        if !sockets.is_empty() {
+            pipe.hset_multiple(&key, sockets).ignore();
+        }
+        pipe.query_async(&mut c).await
+    }
+
     /// Forgets a socket (its disconnect was handled here).
     pub async fn remove(&self, sid: &str) -> redis::RedisResult<()> {
         let mut c = self.conn.clone();

@@ -49,6 +49,43 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Every live record and deadline as one commit that recreates them elsewhere (TTLs are
+    /// the time left), and empties this store. Used to hand the records kept during a Redis
+    /// outage back to Redis.
+    pub fn take_all(&self) -> Commit {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let values = std::mem::take(&mut inner.values);
+        let deadlines = std::mem::take(&mut inner.deadlines);
+        let mut put: Vec<_> = values
+            .into_iter()
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(key, (value, until))| (key, value, until - now))
+            .collect();
+        put.sort();
+        Commit { put, zadd: deadlines.into_iter().collect(), ..Commit::default() }
+    }
+
+    /// Puts back what [`take_all`](Self::take_all) took, when it could not be handed over.
+    pub fn restore(&self, taken: &Commit) {
+        let now = now_ms();
+        let mut inner = self.lock();
+        for (key, value, ttl) in &taken.put {
+            inner.values.entry(key.clone()).or_insert_with(|| (value.clone(), now.saturating_add(*ttl)));
+        }
+        for (member, at) in &taken.zadd {
+            inner.deadlines.entry(member.clone()).or_insert(*at);
+        }
+    }
+
+    /// Whether the store holds nothing (expired records count until swept).
+    pub fn is_empty(&self) -> bool {
+        let inner = self.lock();
+        inner.values.is_empty() && inner.deadlines.is_empty()
+    }
+}
+
 impl KvStore for MemoryStore {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         let now = now_ms();
@@ -121,6 +158,30 @@ mod tests {
         let s = MemoryStore::new();
         s.commit(&Commit { put: vec![("a".into(), "1".into(), 0)], ..Commit::default() }).await.unwrap();
         assert_eq!(s.get_many(&["a".into()]).await.unwrap(), vec![None]);
+    }
+
+    #[tokio::test]
+    async fn take_all_moves_live_records_and_deadlines() {
+        let s = MemoryStore::new();
+        let c = Commit {
+            put: vec![("b".into(), "2".into(), 60_000), ("a".into(), "1".into(), 60_000), ("x".into(), "0".into(), 0)],
+            zadd: vec![("ring|a".into(), 100)],
+            ..Commit::default()
+        };
+        s.commit(&c).await.unwrap();
+        let taken = s.take_all();
+        assert!(s.is_empty());
+        let keys: Vec<_> = taken.put.iter().map(|(k, v, _)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(keys, vec![("a", "1"), ("b", "2")], "expired records are not moved");
+        assert!(taken.put.iter().all(|(_, _, ttl)| *ttl > 0 && *ttl <= 60_000));
+        assert_eq!(taken.zadd, vec![("ring|a".to_owned(), 100)]);
+        assert!(taken.expect.is_empty(), "the records kept locally are the newest: no expectations");
+
+        // Handing over failed: everything comes back, without overwriting newer local writes.
+        s.commit(&Commit { put: vec![("a".into(), "new".into(), 60_000)], ..Commit::default() }).await.unwrap();
+        s.restore(&taken);
+        assert_eq!(s.get_many(&["a".into(), "b".into()]).await.unwrap(), vec![Some("new".into()), Some("2".into())]);
+        assert_eq!(s.claim_due(200, 1_000, 10).await.unwrap(), vec!["ring|a".to_owned()]);
     }
 
     #[tokio::test]

@@ -7,11 +7,13 @@
 //! over the store, so memory (one instance) and Redis (many) share every line of logic.
 
 mod engine;
+mod failover;
 mod memory;
 
 use std::future::Future;
 
 pub use engine::Engine;
+pub use failover::FailoverStore;
 pub use memory::MemoryStore;
 
 /// Why the store could not answer.
@@ -31,6 +33,20 @@ pub enum StoreError {
     /// Other writers kept changing the records; the request should be retried.
     #[error("too much contention on the call records")]
     Contention,
+    /// Redis is unreachable; call state is kept in this instance's memory until it returns.
+    #[error("Redis unreachable: calls are served between this instance's sockets only")]
+    Degraded,
+}
+
+impl StoreError {
+    /// Whether this is Redis being unreachable (rather than a bad record or a bug).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Redis(e) => crate::cluster::is_outage(e),
+            Self::Degraded => true,
+            Self::Corrupt { .. } | Self::Contention => false,
+        }
+    }
 }
 
 /// An atomic change: applied only if every `expect`ed key still holds the value read.

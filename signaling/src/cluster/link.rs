@@ -1,0 +1,100 @@
+//! Whether this instance reaches Redis right now. The store, the Socket.IO adapter's driver and
+//! the node heartbeat share one [`RedisLink`]: the first of them to see an outage flips it, so
+//! the others stop waiting on Redis at once (calls continue on this instance's own sockets), and
+//! the recovery task flips it back once Redis answers and the local records are moved there.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The shared up/down state; cloning shares it.
+#[derive(Debug, Clone)]
+pub struct RedisLink {
+    up: Arc<AtomicBool>,
+}
+
+impl Default for RedisLink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RedisLink {
+    /// A link that starts up (the service connected to Redis before serving).
+    pub fn new() -> Self {
+        Self { up: Arc::new(AtomicBool::new(true)) }
+    }
+
+    /// Whether Redis is believed reachable.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Records `error` if it is an outage; `true` only for the call that took the link down,
+    /// so the switch is logged once.
+    pub fn observe(&self, error: &redis::RedisError) -> bool {
+        is_outage(error) && self.mark_down(error)
+    }
+
+    /// Takes the link down for `why`; `true` if it was up.
+    pub fn mark_down(&self, why: &dyn std::fmt::Display) -> bool {
+        let was_up = self.up.swap(false, Ordering::AcqRel);
+        if was_up {
+            tracing::warn!(error = %why, "Redis unreachable: calls continue between this instance's sockets");
+        }
+        was_up
+    }
+
+    /// Marks Redis reachable again (after the local records were moved there).
+    pub fn restore(&self) {
+        if !self.up.swap(true, Ordering::AcqRel) {
+            tracing::info!("Redis reachable again: call state and cross-instance delivery through Redis");
+        }
+    }
+}
+
+/// Whether `error` means Redis cannot be reached or cannot take writes now (as opposed to a
+/// bad command or a script bug, which failing over to memory would only hide).
+pub fn is_outage(error: &redis::RedisError) -> bool {
+    use redis::ErrorKind as K;
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_unrecoverable_error()
+        || matches!(
+            error.kind(),
+            K::Server(redis::ServerErrorKind::BusyLoading)
+                | K::Server(redis::ServerErrorKind::ReadOnly)
+                | K::Server(redis::ServerErrorKind::MasterDown)
+                | K::Server(redis::ServerErrorKind::ClusterDown)
+                | K::Server(redis::ServerErrorKind::TryAgain)
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error() -> redis::RedisError {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into()
+    }
+
+    #[test]
+    fn an_outage_takes_the_link_down_once() {
+        let link = RedisLink::new();
+        assert!(link.is_up());
+        assert!(link.observe(&io_error()));
+        assert!(!link.observe(&io_error()), "already down: not reported twice");
+        assert!(!link.is_up());
+        link.restore();
+        assert!(link.is_up());
+    }
+
+    #[test]
+    fn a_command_error_is_not_an_outage() {
+        let link = RedisLink::new();
+        let e = redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "wrong type"));
+        assert!(!link.observe(&e));
+        assert!(link.is_up());
+    }
+}
