@@ -22,7 +22,9 @@ use ice_config::Config;
 
 use crate::auth::Authenticator;
 use crate::calls::{Deadline, Input, Timing};
-use crate::cluster::{manager_config, resp3_url, NodeRegistry, ReconnectingDriver, RedisLink, RedisStore, HEARTBEAT};
+use redis_link::{Link, Options, Target};
+
+use crate::cluster::{NodeRegistry, ReconnectingDriver, RedisHealth, RedisStore, HEARTBEAT};
 use crate::fleet::Fleet;
 use crate::http::{self, rate_limit::RateLimiter, AppState, ReadyCheck};
 use crate::metrics::{Metrics, RedisComponent};
@@ -62,29 +64,32 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
         record_ttl_ms: RECORD_TTL.as_millis() as u64,
         max_call_ms: MAX_CALL.as_millis() as u64,
     };
-    let keys = Keys::new(&sig.redis_prefix);
     let metrics = Arc::new(Metrics::new());
     let builder = socketio_builder(&cfg);
     match &sig.redis_url {
         Some(url) => {
-            let client = redis::Client::open(resp3_url(url)).context("signaling.redis_url")?;
-            let link = RedisLink::new();
-            let driver = ReconnectingDriver::connect(client.clone(), manager_config(), link.clone())
+            let target = Target::parse(url).context("signaling.redis_url")?;
+            // On a cluster the prefix becomes a hash tag: the scripts need every key in one slot.
+            let prefix = target.keyspace(&sig.redis_prefix);
+            let health = RedisHealth::new();
+            let driver = ReconnectingDriver::connect(&target, Options::default(), health.clone())
                 .await
-                .context("connecting the Socket.IO Redis adapter")?;
+                .with_context(|| format!("connecting the Socket.IO Redis adapter to {target}"))?;
             let adapter = RedisAdapterCtr::new_with_driver(
                 driver.clone(),
                 RedisAdapterConfig::new().with_prefix(format!("{}-socket.io", sig.redis_prefix)),
             );
             let (layer, io) = builder.with_adapter::<CustomRedisAdapter<_, ReconnectingDriver>>(adapter).build_layer();
-            let redis_store =
-                RedisStore::connect(client.clone(), keys.deadlines()).await.context("connecting to Redis")?;
-            let store = FailoverStore::new(redis_store, link.clone());
-            let nodes = NodeRegistry::join(client, &sig.redis_prefix).await.context("registering with Redis")?;
-            tracing::info!(node = nodes.uid(), "joined the cluster");
-            let engine = Engine::new(store, &sig.redis_prefix, timing).with_metrics(metrics);
+            let conn = Link::connect(&target, &Options::default())
+                .await
+                .with_context(|| format!("connecting to Redis at {target}"))?;
+            let keys = Keys::new(&prefix);
+            let store = FailoverStore::new(RedisStore::new(conn.clone(), keys.deadlines()), health.clone());
+            let nodes = NodeRegistry::join(conn, &prefix).await.context("registering with Redis")?;
+            tracing::info!(node = nodes.uid(), redis = %target, "joined the cluster");
+            let engine = Engine::new(store, &prefix, timing).with_metrics(metrics);
             let gw = gateway(&cfg, auth.clone(), webhook, io.clone(), engine, Some(nodes.clone()));
-            tokio::spawn(reap_dead_nodes(gw.clone(), nodes.clone(), link));
+            tokio::spawn(reap_dead_nodes(gw.clone(), nodes.clone(), health));
             tokio::spawn(recover_from_outages(gw.clone(), driver, nodes));
             socket::register(gw.clone()).await.map_err(|e| anyhow::anyhow!("Socket.IO Redis adapter: {e}"))?;
             tracing::info!("call state and rooms in Redis (several instances may run)");
@@ -93,7 +98,7 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
                 let fresh_secs = cfg.turn.registry_heartbeat_secs.saturating_mul(3);
                 let fleet =
                     Arc::new(Fleet::new(sig.fleet_relays, fresh_secs, Duration::from_secs(sig.fleet_stale_secs)));
-                fleet.spawn(url.clone(), sig.redis_prefix.clone(), gw.metrics.clone());
+                fleet.spawn(target.clone(), prefix.clone(), gw.metrics.clone());
                 tracing::info!(relays = sig.fleet_relays, fresh_secs, "ICE configs from the relays' registry");
                 fleet
             });
@@ -323,17 +328,17 @@ async fn poll_deadlines<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, every: D
 /// Keeps this instance's registry entry alive and disconnects, through the state machine, the
 /// sockets of instances that stopped doing so (crashed without running disconnect handlers).
 /// The heartbeat is also what notices an outage on an idle instance, within a second.
-async fn reap_dead_nodes<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, nodes: NodeRegistry, link: RedisLink) {
+async fn reap_dead_nodes<S: KvStore, A: Adapter>(gw: Arc<Gateway<S, A>>, nodes: NodeRegistry, health: RedisHealth) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !link.is_up() {
+        if !health.is_up() {
             continue;
         }
         if let Err(e) = nodes.heartbeat().await {
             gw.metrics.redis_error(RedisComponent::Nodes);
-            link.observe(&e);
+            health.observe(&e);
             tracing::warn!(error = %e, "node heartbeat failed");
             continue;
         }

@@ -689,13 +689,47 @@ impl Redis {
 
     /// On `port` (e.g. the port of one that was stopped, to bring it back).
     pub fn start_on(dir: &Path, port: u16) -> Self {
-        let bin = require("redis-server", "apt-get install -y redis-server");
-        let args: Vec<String> =
+        Self::start_with(dir, port, &[])
+    }
+
+    /// On `port` with more `redis-server` arguments (`--replicaof`, `--cluster-enabled`, ...).
+    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Self {
+        let mut args: Vec<String> =
             ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect();
-        let mut child = process::spawn("redis", &bin, &args, dir, MAX_LIFE);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::spawn(dir, port, &args)
+    }
+
+    /// A Sentinel on a free port watching the primary on `primary_port` as `service`, quorum 1,
+    /// quick to declare it down (1 s). Sentinel rewrites its config file: it lives in `dir`.
+    pub fn sentinel(dir: &Path, service: &str, primary_port: u16) -> Self {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {service} 127.0.0.1 {primary_port} 1\n\
+             sentinel down-after-milliseconds {service} 1000\nsentinel failover-timeout {service} 5000\n",
+            dir.display()
+        );
+        std::fs::write(&conf, text).expect("write sentinel.conf");
+        Self::spawn(dir, port, &[conf.display().to_string(), "--sentinel".into()])
+    }
+
+    /// `redis-cli -p PORT --raw ARGS...` (bounded); its trimmed output. Panics if it fails.
+    pub fn cli(&self, dir: &Path, args: &[&str]) -> String {
+        let mut all: Vec<String> = vec!["-p".into(), self.port.to_string(), "--raw".into()];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        let cli = require("redis-cli", "apt-get install -y redis-tools");
+        let out = process::run("redis-cli", &cli, &all, dir, Duration::from_secs(10));
+        assert!(out.success(), "redis-cli {args:?}: {}", out.stderr);
+        out.stdout.trim().to_owned()
+    }
+
+    fn spawn(dir: &Path, port: u16, args: &[String]) -> Self {
+        let bin = require("redis-server", "apt-get install -y redis-server");
+        let mut child = process::spawn("redis", &bin, args, dir, MAX_LIFE);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if let Some(status) = child.exited() {

@@ -9,19 +9,14 @@ use std::time::{Duration, Instant};
 use e2e::peers::UdpEcho;
 use e2e::signaling::Redis;
 use e2e::turn_wire::{Attr, TurnClient, Wire};
-use e2e::{process, LogDir, Server, ServerBuilder};
+use e2e::{LogDir, Server, ServerBuilder};
 use serde_json::Value;
 use turn_server::proto::stun::{attr, Method};
 
 const PREFIX: &str = "fleet-e2e";
 
 fn redis_cli(redis: &Redis, dir: &std::path::Path, args: &[&str]) -> String {
-    let mut all: Vec<String> = vec!["-p".into(), redis.port.to_string(), "--raw".into()];
-    all.extend(args.iter().map(|s| (*s).to_owned()));
-    let cli = e2e::require_program("redis-cli", "redis-tools");
-    let out = process::run("redis-cli", &cli, &all, dir, Duration::from_secs(10));
-    assert!(out.success(), "redis-cli {args:?}: {}", out.stderr);
-    out.stdout.trim().to_owned()
+    redis.cli(dir, args)
 }
 
 /// The record of `id`, once it satisfies `want`, within `within`.

@@ -155,12 +155,25 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
     if let Some(alt) = t.alternate_servers.iter().find(|a| a.ip().is_unspecified() || a.port() == 0) {
         return Err(invalid("turn.alternate_servers", format!("{alt} is not an address clients can be sent to")));
     }
-    let registry = t.redis_url.as_ref().map(|url| RegistrySettings {
-        url: url.clone(),
-        prefix: cfg.signaling.redis_prefix.clone(),
-        heartbeat: Duration::from_secs(t.registry_heartbeat_secs),
-        identity: registry_identity(cfg, &relay_ips, !listen.is_empty(), !tcp_listen.is_empty(), tls_listen.first()),
-    });
+    let registry = match &t.redis_url {
+        None => None,
+        Some(url) => {
+            let target = redis_link::Target::parse(url).map_err(|e| invalid("turn.redis_url", e.to_string()))?;
+            Some(RegistrySettings {
+                // The signaling service derives the same prefix from the same URL and prefix.
+                prefix: target.keyspace(&cfg.signaling.redis_prefix),
+                target,
+                heartbeat: Duration::from_secs(t.registry_heartbeat_secs),
+                identity: registry_identity(
+                    cfg,
+                    &relay_ips,
+                    !listen.is_empty(),
+                    !tcp_listen.is_empty(),
+                    tls_listen.first(),
+                ),
+            })
+        }
+    };
     Ok(Settings {
         server: ServerConfig {
             realm: cfg.realm.clone(),

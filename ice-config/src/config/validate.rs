@@ -393,10 +393,17 @@ fn stun_text(key: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The URL forms of the `redis-link` crate, which parses them in full when connecting.
+const REDIS_SCHEMES: [&str; 6] =
+    ["redis://", "rediss://", "redis+unix://", "unix://", "redis+sentinel://", "redis+cluster://"];
+
 fn check_redis_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") {
+    if REDIS_SCHEMES.iter().any(|s| url.starts_with(s)) {
         Ok(())
     } else {
-        Err(ConfigError::invalid(key, "must start with redis://, rediss:// or redis+unix://"))
+        Err(ConfigError::invalid(
+            key,
+            "must start with redis://, rediss://, redis+unix://, redis+sentinel://host:26379/service or redis+cluster://host:port,host:port",
+        ))
     }
 }

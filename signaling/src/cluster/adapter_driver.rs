@@ -1,20 +1,20 @@
 //! The Socket.IO Redis adapter's pub/sub driver, on a connection that comes back. The driver
 //! socketioxide-redis ships holds one multiplexed connection: once Redis restarts, that
 //! connection and its subscriptions are gone for good and cross-instance delivery stays broken
-//! until the process restarts. This one uses a [`ConnectionManager`], which reconnects and
-//! re-subscribes every channel by itself, and fails publishes at once while the shared
-//! [`RedisLink`] is down, so an emit during an outage falls back to local delivery without
-//! waiting for a Redis timeout.
+//! until the process restarts. This one runs on a [`Link`], which reconnects, follows Sentinel
+//! failovers and cluster slots, and re-subscribes every channel by itself (sharded pub/sub on a
+//! cluster), and it fails publishes at once while the shared [`RedisHealth`] is down, so an emit
+//! during an outage falls back to local delivery without waiting for a Redis timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, FromRedisValue, PushInfo, PushKind};
+use redis::{FromRedisValue, PushInfo, PushKind};
+use redis_link::{Link, Options, Target};
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use tokio::sync::mpsc;
 
-use super::RedisLink;
+use super::RedisHealth;
 
 /// Why a pub/sub operation failed.
 #[derive(thiserror::Error, Debug)]
@@ -32,9 +32,9 @@ type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
 /// Cloning shares the connection and the subscriptions.
 #[derive(Clone)]
 pub struct ReconnectingDriver {
-    conn: ConnectionManager,
+    conn: Link,
     handlers: Handlers,
-    link: RedisLink,
+    link: RedisHealth,
 }
 
 impl std::fmt::Debug for ReconnectingDriver {
@@ -44,31 +44,20 @@ impl std::fmt::Debug for ReconnectingDriver {
 }
 
 impl ReconnectingDriver {
-    /// Connects with `config` (timeouts) plus push delivery and automatic re-subscription.
-    /// `client` must speak RESP3 ([`super::resp3_url`]).
-    pub async fn connect(
-        client: redis::Client,
-        config: ConnectionManagerConfig,
-        link: RedisLink,
-    ) -> redis::RedisResult<Self> {
+    /// Connects to `target` with `options` (timeouts) plus a receiver for the messages.
+    pub async fn connect(target: &Target, options: Options, link: RedisHealth) -> redis::RedisResult<Self> {
         let handlers: Handlers = Arc::default();
         let sink = handlers.clone();
-        let config = config
-            .set_push_sender(move |push: PushInfo| {
-                route(push, &sink);
-                Ok::<(), std::convert::Infallible>(())
-            })
-            .set_automatic_resubscription();
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let options = Options { push: Some(Arc::new(move |push: PushInfo| route(push, &sink))), ..options };
+        let conn = Link::connect(target, &options).await?;
         Ok(Self { conn, handlers, link })
     }
 
-    /// Sends one command, so that after an outage the manager notices the dead connection,
+    /// Sends one command, so that after an outage the connection notices it is dead,
     /// reconnects and re-subscribes now rather than at the next emit.
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        let _: String = conn.ping().await?;
-        Ok(())
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop)
     }
 
     fn check_link(&self) -> Result<(), DriverError> {
@@ -113,31 +102,25 @@ impl Driver for ReconnectingDriver {
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
         self.check_link()?;
-        let mut conn = self.conn.clone();
-        self.observe(conn.publish::<_, _, redis::Value>(chan, val).await).map(drop)
+        self.observe(self.conn.publish(&chan, &val).await)
     }
 
     async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, Self::Error> {
         // Registered first: a message published right after the SUBSCRIBE lands must find it.
         let (tx, rx) = mpsc::channel(size);
         self.handlers.write().unwrap_or_else(PoisonError::into_inner).insert(chan.clone(), tx);
-        let mut conn = self.conn.clone();
-        self.observe(conn.subscribe(chan.as_str()).await)?;
+        self.observe(self.conn.subscribe(&chan).await)?;
         Ok(MessageStream::new(rx))
     }
 
     async fn unsubscribe(&self, chan: String) -> Result<(), Self::Error> {
         self.handlers.write().unwrap_or_else(PoisonError::into_inner).remove(&chan);
-        let mut conn = self.conn.clone();
-        self.observe(conn.unsubscribe(chan).await)
+        self.observe(self.conn.unsubscribe(&chan).await)
     }
 
     async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
         self.check_link()?;
-        let mut conn = self.conn.clone();
-        let reply: redis::RedisResult<(String, u16)> =
-            redis::cmd("PUBSUB").arg("NUMSUB").arg(chan).query_async(&mut conn).await;
-        self.observe(reply).map(|(_, count)| count)
+        self.observe(self.conn.subscribers(chan).await)
     }
 }
 

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+use redis_link::Link;
 
 /// How often an instance refreshes its key and looks for dead peers.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -19,7 +19,7 @@ const REAP_LOCK: Duration = Duration::from_secs(30);
 /// This instance's entry in the registry.
 #[derive(Clone)]
 pub struct NodeRegistry {
-    conn: ConnectionManager,
+    conn: Link,
     prefix: String,
     uid: String,
 }
@@ -32,8 +32,7 @@ impl std::fmt::Debug for NodeRegistry {
 
 impl NodeRegistry {
     /// Registers a new instance with a random id.
-    pub async fn join(client: redis::Client, prefix: &str) -> redis::RedisResult<Self> {
-        let conn = ConnectionManager::new_with_config(client, super::manager_config()).await?;
+    pub async fn join(conn: Link, prefix: &str) -> redis::RedisResult<Self> {
         let uid = format!("{:016x}", rand::random::<u64>());
         let me = Self { conn, prefix: prefix.to_owned(), uid };
         me.heartbeat().await?;

@@ -2,8 +2,8 @@
 //! step on the server whichever instance runs it; keys carry TTLs so a crashed instance never
 //! leaves users "in a call" for longer than the record's lifetime.
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
+use redis_link::Link;
 use serde_json::json;
 
 use crate::store::{Commit, KvStore, StoreError};
@@ -40,7 +40,7 @@ return due
 /// The shared store.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Link,
     deadlines_key: String,
     commit: Script,
     claim: Script,
@@ -53,10 +53,10 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects (reconnecting by itself later) and keeps deadlines under `deadlines_key`.
-    pub async fn connect(client: redis::Client, deadlines_key: String) -> Result<Self, StoreError> {
-        let conn = ConnectionManager::new_with_config(client, super::manager_config()).await?;
-        Ok(Self { conn, deadlines_key, commit: Script::new(COMMIT_LUA), claim: Script::new(CLAIM_LUA) })
+    /// The store on `conn`, with deadlines under `deadlines_key`. On a cluster every key must
+    /// share its hash tag (see [`redis_link::Target::keyspace`]): the scripts touch them together.
+    pub fn new(conn: Link, deadlines_key: String) -> Self {
+        Self { conn, deadlines_key, commit: Script::new(COMMIT_LUA), claim: Script::new(CLAIM_LUA) }
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ice_config::fleet::{record_key, registry_key, RelayRecord};
-use redis::aio::MultiplexedConnection;
+use redis_link::{Link, Options, Target};
 
 use crate::metrics::{Metrics, RedisComponent};
 
@@ -97,8 +97,8 @@ impl Fleet {
     }
 
     /// Starts the reader; it runs until the runtime stops.
-    pub fn spawn(self: &Arc<Self>, url: String, prefix: String, metrics: Arc<Metrics>) {
-        tokio::spawn(refresh(self.clone(), url, prefix, metrics));
+    pub fn spawn(self: &Arc<Self>, target: Target, prefix: String, metrics: Arc<Metrics>) {
+        tokio::spawn(refresh(self.clone(), target, prefix, metrics));
     }
 
     /// The relays for a client in `region`, and where they came from. Empty with
@@ -164,8 +164,8 @@ fn unix_now() -> u64 {
 }
 
 /// The reader loop: logs each change between reachable, cached and static once, not every second.
-async fn refresh(fleet: Arc<Fleet>, url: String, prefix: String, metrics: Arc<Metrics>) {
-    let mut connection: Option<MultiplexedConnection> = None;
+async fn refresh(fleet: Arc<Fleet>, target: Target, prefix: String, metrics: Arc<Metrics>) {
+    let mut connection: Option<Link> = None;
     let mut failing = false;
     let mut fell_back = false;
     let mut was_empty = false;
@@ -174,7 +174,7 @@ async fn refresh(fleet: Arc<Fleet>, url: String, prefix: String, metrics: Arc<Me
     loop {
         tick.tick().await;
         let now = unix_now();
-        match tokio::time::timeout(READ_TIMEOUT, read(&url, &prefix, &mut connection, now)).await {
+        match tokio::time::timeout(READ_TIMEOUT, read(&target, &prefix, &mut connection, now)).await {
             Ok(Ok(records)) => {
                 let census = select::census(&records, now, fleet.fresh_secs);
                 metrics.fleet_relays(census.healthy, census.draining, census.stale);
@@ -219,16 +219,16 @@ async fn refresh(fleet: Arc<Fleet>, url: String, prefix: String, metrics: Arc<Me
 
 /// One read: ids whose records have not expired, then their records.
 async fn read(
-    url: &str,
+    target: &Target,
     prefix: &str,
-    connection: &mut Option<MultiplexedConnection>,
+    connection: &mut Option<Link>,
     now: u64,
 ) -> Result<Vec<RelayRecord>, FleetError> {
     let conn = match connection {
         Some(c) => c,
         None => {
-            let client = redis::Client::open(url)?;
-            connection.insert(client.get_multiplexed_async_connection().await?)
+            let options = Options { connect_timeout: READ_TIMEOUT, response_timeout: READ_TIMEOUT, push: None };
+            connection.insert(Link::connect(target, &options).await?)
         }
     };
     let ids: Vec<String> = redis::cmd("ZRANGE")

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::RwLock;
 
 use super::{Commit, KvStore, MemoryStore, StoreError};
-use crate::cluster::RedisLink;
+use crate::cluster::RedisHealth;
 
 /// Records moved back to Redis by one recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct Recovered {
 struct Inner<P> {
     primary: P,
     local: MemoryStore,
-    link: RedisLink,
+    link: RedisHealth,
     /// Operations hold it shared; a recovery holds it exclusively.
     gate: RwLock<()>,
 }
@@ -53,12 +53,12 @@ impl<P> std::fmt::Debug for FailoverStore<P> {
 
 impl<P: KvStore> FailoverStore<P> {
     /// Serves from `primary` while `link` is up.
-    pub fn new(primary: P, link: RedisLink) -> Self {
+    pub fn new(primary: P, link: RedisHealth) -> Self {
         Self { inner: Arc::new(Inner { primary, local: MemoryStore::new(), link, gate: RwLock::new(()) }) }
     }
 
     /// The shared link state.
-    pub fn link(&self) -> &RedisLink {
+    pub fn link(&self) -> &RedisHealth {
         &self.inner.link
     }
 
@@ -196,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn an_outage_moves_work_to_memory_and_recovery_moves_it_back() {
         let primary = Unplugged::default();
-        let store = FailoverStore::new(primary.clone(), RedisLink::new());
+        let store = FailoverStore::new(primary.clone(), RedisHealth::new());
         assert!(store.commit(&put("before", "r")).await.unwrap());
 
         primary.down.store(true, Ordering::SeqCst);
@@ -228,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_that_meets_the_outage_fails_and_the_retry_runs_on_memory() {
         let primary = Unplugged::default();
-        let store = FailoverStore::new(primary.clone(), RedisLink::new());
+        let store = FailoverStore::new(primary.clone(), RedisHealth::new());
         primary.down.store(true, Ordering::SeqCst);
         let e = store.commit(&put("k", "v")).await.unwrap_err();
         assert!(e.is_outage());
@@ -257,7 +257,7 @@ mod tests {
                 Ok(())
             }
         }
-        let store = FailoverStore::new(ReadOnly::default(), RedisLink::new());
+        let store = FailoverStore::new(ReadOnly::default(), RedisHealth::new());
         assert!(store.commit(&put("k", "v")).await.unwrap_err().is_outage());
         assert!(!store.link().is_up());
         assert!(store.commit(&put("k", "v")).await.unwrap());

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ice_config::fleet::{record_key, registry_key, RelayRecord};
-use redis::aio::ConnectionManager;
+use redis_link::{Link, Options, Target};
 use tokio::sync::Notify;
 
 use crate::net::Worker;
@@ -21,7 +21,9 @@ const STALE_AFTER_SECS: u64 = 60;
 /// What the registry needs from the settings.
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
-    pub url: String,
+    /// Where the registry lives (one server, Sentinel or Cluster).
+    pub target: Target,
+    /// Key prefix, already a hash tag on a cluster ([`Target::keyspace`]).
     pub prefix: String,
     pub heartbeat: Duration,
     /// The record's fixed part; the load fields are filled in at each heartbeat.
@@ -53,7 +55,7 @@ fn record(identity: &RelayRecord, previous: Sample, now: Sample, allocations: u6
 
 /// Keeps the record fresh until the task is dropped; `wake` publishes at once (a drain began).
 pub async fn run(settings: RegistrySettings, worker: Rc<Worker>, wake: Rc<Notify>) {
-    let mut connection: Option<ConnectionManager> = None;
+    let mut connection: Option<Link> = None;
     let mut previous = sample(&worker);
     let mut failing = false;
     loop {
@@ -104,7 +106,7 @@ fn choose_alternates(records: &[RelayRecord], own_id: &str, now_unix: u64) -> Ve
 /// Every live record of the registry (ids whose expiry score has not passed).
 async fn read_fleet(
     settings: &RegistrySettings,
-    connection: &mut Option<ConnectionManager>,
+    connection: &mut Option<Link>,
 ) -> Result<Vec<RelayRecord>, redis::RedisError> {
     let Some(conn) = connection.as_mut() else { return Ok(Vec::new()) };
     let work = async {
@@ -129,15 +131,14 @@ async fn read_fleet(
 
 async fn publish(
     settings: &RegistrySettings,
-    connection: &mut Option<ConnectionManager>,
+    connection: &mut Option<Link>,
     rec: &RelayRecord,
 ) -> Result<(), redis::RedisError> {
     if connection.is_none() {
-        let client = redis::Client::open(settings.url.as_str())?;
-        let manager = tokio::time::timeout(settings.heartbeat, client.get_connection_manager())
+        let link = tokio::time::timeout(settings.heartbeat, Link::connect(&settings.target, &link_options(settings)))
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-        *connection = Some(manager);
+        *connection = Some(link);
     }
     let Some(conn) = connection.as_mut() else { return Ok(()) };
     let ttl = settings.heartbeat * 3;
@@ -162,8 +163,9 @@ async fn publish(
 /// On a clean stop: the record goes at once instead of lingering for its TTL.
 pub async fn remove(settings: &RegistrySettings) {
     let work = async {
-        let client = redis::Client::open(settings.url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let options =
+            Options { connect_timeout: Duration::from_secs(1), response_timeout: Duration::from_secs(1), push: None };
+        let mut conn = Link::connect(&settings.target, &options).await?;
         redis::pipe()
             .del(record_key(&settings.prefix, &settings.identity.id))
             .ignore()
@@ -177,6 +179,12 @@ pub async fn remove(settings: &RegistrySettings) {
         Ok(Err(e)) => tracing::warn!(error = %e, "registry: cannot remove the record; it expires on its own"),
         Err(_) => tracing::warn!("registry: Redis too slow to remove the record; it expires on its own"),
     }
+}
+
+/// A heartbeat's Redis work must end within the heartbeat.
+fn link_options(settings: &RegistrySettings) -> Options {
+    let half = settings.heartbeat / 2;
+    Options { connect_timeout: half, response_timeout: half, push: None }
 }
 
 fn sample(worker: &Worker) -> Sample {

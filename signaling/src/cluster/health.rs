@@ -1,24 +1,26 @@
 //! Whether this instance reaches Redis right now. The store, the Socket.IO adapter's driver and
-//! the node heartbeat share one [`RedisLink`]: the first of them to see an outage flips it, so
+//! the node heartbeat share one [`RedisHealth`]: the first of them to see an outage flips it, so
 //! the others stop waiting on Redis at once (calls continue on this instance's own sockets), and
 //! the recovery task flips it back once Redis answers and the local records are moved there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use redis_link::is_outage;
+
 /// The shared up/down state; cloning shares it.
 #[derive(Debug, Clone)]
-pub struct RedisLink {
+pub struct RedisHealth {
     up: Arc<AtomicBool>,
 }
 
-impl Default for RedisLink {
+impl Default for RedisHealth {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl RedisLink {
+impl RedisHealth {
     /// A link that starts up (the service connected to Redis before serving).
     pub fn new() -> Self {
         Self { up: Arc::new(AtomicBool::new(true)) }
@@ -52,25 +54,6 @@ impl RedisLink {
     }
 }
 
-/// Whether `error` means Redis cannot be reached or cannot take writes now (as opposed to a
-/// bad command or a script bug, which failing over to memory would only hide).
-pub fn is_outage(error: &redis::RedisError) -> bool {
-    use redis::ErrorKind as K;
-    error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_refusal()
-        || error.is_connection_dropped()
-        || error.is_unrecoverable_error()
-        || matches!(
-            error.kind(),
-            K::Server(redis::ServerErrorKind::BusyLoading)
-                | K::Server(redis::ServerErrorKind::ReadOnly)
-                | K::Server(redis::ServerErrorKind::MasterDown)
-                | K::Server(redis::ServerErrorKind::ClusterDown)
-                | K::Server(redis::ServerErrorKind::TryAgain)
-        )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,7 +64,7 @@ mod tests {
 
     #[test]
     fn an_outage_takes_the_link_down_once() {
-        let link = RedisLink::new();
+        let link = RedisHealth::new();
         assert!(link.is_up());
         assert!(link.observe(&io_error()));
         assert!(!link.observe(&io_error()), "already down: not reported twice");
@@ -92,7 +75,7 @@ mod tests {
 
     #[test]
     fn a_command_error_is_not_an_outage() {
-        let link = RedisLink::new();
+        let link = RedisHealth::new();
         let e = redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "wrong type"));
         assert!(!link.observe(&e));
         assert!(link.is_up());
