@@ -121,6 +121,9 @@ impl Config {
         hide(&mut c.signaling.jwt_secret);
         hide(&mut c.signaling.webhook_secret);
         c.signaling.api_keys.iter_mut().for_each(|k| *k = REDACTED.into());
+        for url in [&mut c.turn.redis_url, &mut c.signaling.redis_url].into_iter().flatten() {
+            *url = redis_link::redact(url);
+        }
         toml::to_string(&c).map_err(|e| ConfigError::Parse(format!("cannot write the config as TOML: {e}")))
     }
 

@@ -631,10 +631,18 @@ fn redacted_toml_hides_every_credential_and_reads_back() {
     c.signaling.webhook_secret = Some("webhook-secret-value".into());
     c.signaling.api_keys = vec!["api-key-value-0123".into()];
     c.turn.max_bps = 125_000;
+    c.turn.redis_url = Some("redis://:redis-password-1@10.0.0.20:6379/0".into());
+    c.signaling.redis_url = Some("redis+sentinel://:redis-password-2@10.0.0.21:26379/calls".into());
     let text = c.to_redacted_toml().unwrap();
-    for secret in
-        ["rest-secret", "alice-password", "admin-token-value", "jwt-secret", "webhook-secret", "api-key-value"]
-    {
+    for secret in [
+        "rest-secret",
+        "alice-password",
+        "admin-token-value",
+        "jwt-secret",
+        "webhook-secret",
+        "api-key-value",
+        "redis-password",
+    ] {
         assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
     }
     let back = Config::from_toml_str(&text).unwrap();
@@ -642,6 +650,20 @@ fn redacted_toml_hides_every_credential_and_reads_back() {
     assert_eq!(back.auth.secrets.len(), 2);
     assert_eq!(back.turn.max_bps, 125_000);
     assert_eq!(back.realm, c.realm);
+    assert_eq!(back.turn.redis_url.as_deref(), Some("redis://:<redacted>@10.0.0.20:6379/0"));
+}
+
+#[test]
+fn redis_urls_of_every_topology_are_checked_in_full() {
+    for url in ["redis://127.0.0.1:6379/0", "redis+sentinel://s1,s2:26380/calls", "redis+cluster://n1:7000,n2:7001"] {
+        let c = Config::from_toml_str(&format!("{MINIMAL}\n[signaling]\nredis_url = \"{url}\"\n")).unwrap();
+        c.validate().unwrap();
+    }
+    let mut no_service = minimal();
+    no_service.turn.redis_url = Some("redis+sentinel://s1:26379".into());
+    let (key, message) = invalid_key(&no_service);
+    assert_eq!(key, "turn.redis_url");
+    assert!(message.contains("service name"), "{message}");
 }
 
 #[test]

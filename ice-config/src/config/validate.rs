@@ -393,17 +393,7 @@ fn stun_text(key: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The URL forms of the `redis-link` crate, which parses them in full when connecting.
-const REDIS_SCHEMES: [&str; 6] =
-    ["redis://", "rediss://", "redis+unix://", "unix://", "redis+sentinel://", "redis+cluster://"];
-
+/// Parsed in full here, so `--check-config` reports a bad Redis URL before a start does.
 fn check_redis_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    if REDIS_SCHEMES.iter().any(|s| url.starts_with(s)) {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            key,
-            "must start with redis://, rediss://, redis+unix://, redis+sentinel://host:26379/service or redis+cluster://host:port,host:port",
-        ))
-    }
+    redis_link::Target::parse(url).map(drop).map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
