@@ -16,6 +16,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod mmdb;
 pub mod netns;
 pub mod notify;
 pub mod peers;

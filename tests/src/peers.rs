@@ -213,6 +213,10 @@ pub fn named_cert(dir: &Path, file: &str, name: &str, extra_sans: &[&str]) -> (P
         &format!("/CN={name}"),
         "-addext",
         &format!("subjectAltName={}", sans.join(",")),
+        // A server's certificate, not a CA (req -x509 makes CA:TRUE otherwise): rustls refuses
+        // a CA certificate as the server's own (CaUsedAsEndEntity); OpenSSL takes either.
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
         "-keyout",
         &key.display().to_string(),
         "-out",

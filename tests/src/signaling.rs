@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -117,6 +117,38 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{method} {path}: reading response: {e}"));
     parse_response(&raw)
+}
+
+/// One HTTPS GET of `url` from the local address `from` (e.g. 127.0.0.2, so a proxy sees that
+/// source), trusting only the PEM certificate `ca`, bounded to 10 s. The client is reqwest (on
+/// rustls), not code of this repository.
+pub fn https_get(from: IpAddr, url: &str, ca: &Path, headers: &[(&str, &str)]) -> Response {
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+    let ca = reqwest::Certificate::from_pem(&pem).expect("a PEM certificate");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .local_address(from)
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTPS client");
+        let mut request = client.get(url);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let resp = request.send().await.unwrap_or_else(|e| panic!("GET {url} from {from}: {e:?}"));
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = resp.text().await.unwrap_or_else(|e| panic!("GET {url} from {from}: reading the body: {e}"));
+        Response { status, headers, body }
+    })
 }
 
 fn parse_response(raw: &[u8]) -> Response {
@@ -766,6 +798,12 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx with `site` (a server block and what it needs at http level) included.
     pub fn start(dir: &Path, site: &str, port: u16) -> Self {
+        Self::start_with(dir, "", site, port)
+    }
+
+    /// As [`start`](Self::start), with `main` (e.g. `load_module ...;`) at the top of the main
+    /// config, where nginx requires `load_module`.
+    pub fn start_with(dir: &Path, main: &str, site: &str, port: u16) -> Self {
         let bin = require("nginx", "apt-get install -y nginx");
         let root = dir.join("nginx");
         for sub in ["logs", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"] {
@@ -773,7 +811,7 @@ impl Nginx {
         }
         let r = root.display();
         let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {r}/nginx.pid;\nerror_log {r}/logs/error.log info;\n\
+            "{main}\ndaemon off;\nmaster_process off;\nworker_processes 1;\npid {r}/nginx.pid;\nerror_log {r}/logs/error.log info;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n  access_log {r}/logs/access.log;\n  client_body_temp_path {r}/tmp/body;\n  proxy_temp_path {r}/tmp/proxy;\n  \
              fastcgi_temp_path {r}/tmp/fastcgi;\n  uwsgi_temp_path {r}/tmp/uwsgi;\n  scgi_temp_path {r}/tmp/scgi;\n\n{site}\n}}\n"
