@@ -16,6 +16,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod fleet;
 pub mod mmdb;
 pub mod netns;
 pub mod notify;

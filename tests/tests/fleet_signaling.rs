@@ -8,92 +8,23 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use e2e::fleet::{self, turn_hosts, wait_hosts};
 use e2e::signaling::{Redis, Signaling, SignalingBuilder};
 use e2e::turn_wire::{TurnClient, Wire};
-use e2e::{LogDir, Server, ServerBuilder};
+use e2e::{LogDir, Server};
 use serde_json::Value;
 
 const PREFIX: &str = "fleet-sig-e2e";
-const STATIC_HOST: &str = "static.example.test";
 
 fn relay(n: u32, region: &str, redis: &Redis, dir: &Path) -> Server {
-    let text = format!("[turn]\nregistry_heartbeat_secs = 1\n[signaling]\nredis_prefix = \"{PREFIX}\"\n");
-    let config = e2e::peers::write_file(dir, &format!("relay-{n}.toml"), &text);
-    ServerBuilder::new(&format!("fleet-relay-{n}"))
-        .arg("--config")
-        .arg(config.display().to_string())
-        .arg("--redis-url")
-        .arg(redis.url())
-        .arg("--public-host")
-        .arg(format!("relay-{n}.example.test"))
-        .arg("--region")
-        .arg(region)
-        .arg("--capacity")
-        .arg("10")
-        .arg("--drain-timeout")
-        .arg("30")
-        .start()
+    fleet::relay(n, region, redis, PREFIX, dir)
 }
 
 fn signaling(name: &str, redis: &Redis, stale_secs: u64) -> Signaling {
-    let config = format!(
-        "[[relays]]\nhost = \"{STATIC_HOST}\"\n\
-         [turn]\nregistry_heartbeat_secs = 1\n\
-         [signaling]\nredis_url = \"{}\"\nredis_prefix = \"{PREFIX}\"\nfleet = true\nfleet_relays = 3\n\
-         region_header = \"X-Client-Region\"\nfleet_stale_secs = {stale_secs}\n\
-         rate_limit_per_user = 100000\nrate_limit_per_ip = 100000\n",
-        redis.url()
-    );
-    SignalingBuilder::new(name).config(&config).args(["--metrics-listen", "127.0.0.1:0"]).start()
-}
-
-/// The hosts of the TURN entries of one `/v1/ice-servers` answer, in order, after checking
-/// that every TURN entry carries the same credential and each relay's STUN entry precedes it.
-fn turn_hosts(sig: &Signaling, query: &str, headers: &[(&str, &str)]) -> Vec<String> {
-    let token = sig.token("alice", 300);
-    let resp = sig.get(&format!("/v1/ice-servers{query}"), Some(&token), headers);
-    assert_eq!(resp.status, 200, "{}", resp.body);
-    let body = resp.json();
-    let servers = body["iceServers"].as_array().unwrap().clone();
-    let mut hosts = Vec::new();
-    let mut credential: Option<(Value, Value)> = None;
-    let mut last_stun: Option<String> = None;
-    for s in &servers {
-        let first = s["urls"][0].as_str().unwrap().to_owned();
-        let host = first.split(':').nth(1).unwrap().to_owned();
-        if first.starts_with("stun:") {
-            assert!(s.get("username").is_none(), "{s}");
-            last_stun = Some(host);
-            continue;
-        }
-        assert!(first.starts_with("turn:"), "{s}");
-        assert_eq!(last_stun.take().as_deref(), Some(host.as_str()), "STUN entry before each TURN entry: {body}");
-        let cred = (s["username"].clone(), s["credential"].clone());
-        assert!(cred.0.is_string() && cred.1.is_string(), "{s}");
-        if let Some(c) = &credential {
-            assert_eq!(c, &cred, "one credential for every relay: {body}");
-        }
-        credential = Some(cred);
-        hosts.push(host.trim_end_matches(".example.test").to_owned());
-    }
-    hosts
-}
-
-/// Polls until the hosts are `want` (bounded), returning how long it took.
-fn wait_hosts(sig: &Signaling, query: &str, headers: &[(&str, &str)], want: &[&str], within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let got = turn_hosts(sig, query, headers);
-        if got == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "wanted {want:?} within {within:?}, got {got:?}\nsignaling stderr:\n{}",
-            sig.stderr_tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    SignalingBuilder::new(name)
+        .config(&fleet::signaling_config(redis, PREFIX, stale_secs))
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .start()
 }
 
 fn readyz(sig: &Signaling) -> (u16, Value) {
