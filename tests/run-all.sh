@@ -88,6 +88,11 @@ if [[ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]]; then
     missing+=(ngx_stream_module)
     DEB_PACKAGES+=(libnginx-mod-stream)
 fi
+# And the GeoIP2 module, for deploy/fleet/nginx.conf's region map (tests/tests/fleet_nginx_geoip.rs).
+if [[ ! -f /usr/lib/nginx/modules/ngx_http_geoip2_module.so ]]; then
+    missing+=(ngx_http_geoip2_module)
+    DEB_PACKAGES+=(libnginx-mod-http-geoip2)
+fi
 if ((${#missing[@]} == 0)); then
     echo "present: ${NEEDS[*]%%:*}"
 elif [[ $(id -u) -eq 0 ]]; then
