@@ -56,8 +56,8 @@ pub fn verdict(error: &SendError) -> Verdict {
     }
 }
 
-/// Set on a socket once it is being dropped, so it is counted and closed once while the sends
-/// queued behind the first failure keep failing.
+/// Set on a socket once it is being dropped, so it is counted and logged once while the sends
+/// behind the first failure keep failing.
 #[derive(Clone)]
 struct Dropped;
 
@@ -78,20 +78,21 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
     }
 
     fn drop_socket(&self, s: &SocketRef<A>, reason: DropReason) {
-        if s.extensions.insert(Dropped).is_some() {
-            return;
-        }
-        self.metrics.socket_dropped(reason.as_str());
-        let user = s.extensions.get::<crate::auth::Principal>().map(|p| p.user).unwrap_or_default();
         let transport = s.transport_type();
-        tracing::warn!(%user, sid = %s.id, ?transport, reason = reason.as_str(), "dropping socket");
+        if s.extensions.insert(Dropped).is_none() {
+            self.metrics.socket_dropped(reason.as_str());
+            let user = s.extensions.get::<crate::auth::Principal>().map(|p| p.user).unwrap_or_default();
+            tracing::warn!(%user, sid = %s.id, ?transport, reason = reason.as_str(), "dropping socket");
+        }
+        // Tried on every failure, not just the first (a kill is idempotent): for long-polling, a
+        // slot for the DISCONNECT may have freed since.
         let killed = transport == TransportType::Websocket && {
             let handshake = s.req_parts().extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
             self.guard.conns.kill(&s.id.to_string(), handshake)
         };
         if !killed {
             if let Err(e) = s.clone().disconnect() {
-                tracing::info!(sid = %s.id, error = %e, "socket not closed yet: its heartbeat will");
+                tracing::debug!(sid = %s.id, error = %e, "socket not closed yet: its heartbeat will");
             }
         }
     }
