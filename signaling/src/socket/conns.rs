@@ -107,7 +107,7 @@ impl Connections {
     pub fn track<T>(self: &Arc<Self>, io: T, peer: SocketAddr) -> Conn<T> {
         let switch = Arc::new(Switch::default());
         self.lock().conns.insert(peer, Entry { switch: switch.clone(), upgraded: None });
-        Conn { io, switch, peer, conns: self.clone() }
+        Conn { io, switch, peer, conns: self.clone(), aborted: false }
     }
 
     /// Records that the connection from `peer` now carries session `sid` as a WebSocket.
@@ -181,6 +181,7 @@ pub struct Conn<T> {
     switch: Arc<Switch>,
     peer: SocketAddr,
     conns: Arc<Connections>,
+    aborted: bool,
 }
 
 impl<T> Drop for Conn<T> {
@@ -189,16 +190,37 @@ impl<T> Drop for Conn<T> {
     }
 }
 
-fn killed() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by the server")
+impl<T: Abort> Conn<T> {
+    /// The error every read or write gets once the connection is killed; the first one also
+    /// makes the close abortive.
+    fn killed(&mut self, side: Side, cx: &Context<'_>) -> Option<io::Error> {
+        let waker = match side {
+            Side::Read => &self.switch.read,
+            Side::Write => &self.switch.write,
+        };
+        if !self.switch.killed(waker, cx) {
+            return None;
+        }
+        if !self.aborted {
+            self.io.abort();
+            self.aborted = true;
+        }
+        Some(io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by the server"))
+    }
+}
+
+/// Which half of the connection a task is polling: each has its own waker to wake on a kill.
+#[derive(Clone, Copy)]
+enum Side {
+    Read,
+    Write,
 }
 
 impl<T: AsyncRead + Abort + Unpin> AsyncRead for Conn<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.switch.killed(&this.switch.read, cx) {
-            this.io.abort();
-            return Poll::Ready(Err(killed()));
+        if let Some(e) = this.killed(Side::Read, cx) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
     }
@@ -207,9 +229,8 @@ impl<T: AsyncRead + Abort + Unpin> AsyncRead for Conn<T> {
 impl<T: AsyncWrite + Abort + Unpin> AsyncWrite for Conn<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.switch.killed(&this.switch.write, cx) {
-            this.io.abort();
-            return Poll::Ready(Err(killed()));
+        if let Some(e) = this.killed(Side::Write, cx) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.io).poll_write(cx, buf)
     }
@@ -220,9 +241,8 @@ impl<T: AsyncWrite + Abort + Unpin> AsyncWrite for Conn<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.switch.killed(&this.switch.write, cx) {
-            this.io.abort();
-            return Poll::Ready(Err(killed()));
+        if let Some(e) = this.killed(Side::Write, cx) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
@@ -233,9 +253,8 @@ impl<T: AsyncWrite + Abort + Unpin> AsyncWrite for Conn<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.switch.killed(&this.switch.write, cx) {
-            this.io.abort();
-            return Poll::Ready(Err(killed()));
+        if let Some(e) = this.killed(Side::Write, cx) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.io).poll_flush(cx)
     }
