@@ -6,6 +6,7 @@
 //! - [`cluster`]: Redis: the shared store and the Socket.IO adapter.
 //! - [`http`]: axum routes (`/v1/ice-servers`, health, the metrics listener).
 //! - [`metrics`]: Prometheus counters, counted where transitions are committed.
+//! - [`limiter`]: per-client rate limits in constant memory (REST and Socket.IO).
 //! - [`socket`]: the Socket.IO gateway (auth on connect, events, effects).
 //! - [`auth`], [`webhook`], [`config`], [`cli`]: around them.
 
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod cluster;
 pub mod fleet;
 pub mod http;
+pub mod limiter;
 pub mod metrics;
 pub mod quickstart;
 pub mod server;

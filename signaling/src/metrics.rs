@@ -61,6 +61,11 @@ struct SourceLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ComponentLabel {
     component: &'static str,
 }
@@ -107,6 +112,7 @@ pub struct Metrics {
     ring_seconds: Family<OutcomeLabel, Histogram, fn() -> Histogram>,
     call_seconds: Histogram,
     sockets: Gauge,
+    sockets_dropped: Family<DropLabel, Counter>,
     redis_up: Gauge,
     redis_errors: Family<ComponentLabel, Counter>,
     ice_requests: Family<ResultLabel, Counter>,
@@ -145,6 +151,9 @@ impl Metrics {
         let call_seconds =
             Histogram::new([5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_200.0, 1_800.0, 3_600.0, 7_200.0]);
         let sockets = Gauge::default();
+        let sockets_dropped = Family::<DropLabel, Counter>::default();
+        // Present at zero from the start, so an alert on its rate needs no absent() clause.
+        drop(sockets_dropped.get_or_create(&DropLabel { reason: "send_queue_full" }));
         let redis_up = Gauge::default();
         let redis_errors = Family::<ComponentLabel, Counter>::default();
         let ice_requests = Family::<ResultLabel, Counter>::default();
@@ -175,6 +184,11 @@ impl Metrics {
             "signaling_sockets_connected",
             "Socket.IO sockets connected to this instance.",
             sockets.clone(),
+        );
+        registry.register(
+            "signaling_sockets_dropped",
+            "Sockets this instance closed itself, by reason: send_queue_full (a send found socket_send_queue packets waiting).",
+            sockets_dropped.clone(),
         );
         registry.register(
             "signaling_redis_up",
@@ -215,6 +229,7 @@ impl Metrics {
             ring_seconds,
             call_seconds,
             sockets,
+            sockets_dropped,
             redis_up,
             redis_errors,
             ice_requests,
@@ -261,6 +276,11 @@ impl Metrics {
     /// A socket joined (`+1`) or left (`-1`) this instance.
     pub fn socket_delta(&self, delta: i64) {
         self.sockets.inc_by(delta);
+    }
+
+    /// This instance closed a socket; `reason` is [`crate::socket::DropReason::as_str`].
+    pub fn socket_dropped(&self, reason: &'static str) {
+        self.sockets_dropped.get_or_create(&DropLabel { reason }).inc();
     }
 
     /// The result of the latest Redis check.
@@ -360,6 +380,7 @@ mod tests {
             "signaling_call_ring_duration_seconds_sum{outcome=\"no_answer\"} 45.0",
             "signaling_call_duration_seconds_count 1",
             "signaling_sockets_connected 0",
+            "signaling_sockets_dropped_total{reason=\"send_queue_full\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
@@ -372,6 +393,7 @@ mod tests {
         m.socket_delta(1);
         m.socket_delta(1);
         m.socket_delta(-1);
+        m.socket_dropped("send_queue_full");
         m.redis_up(true);
         m.redis_error(RedisComponent::Store);
         m.ice_request("ok");
@@ -379,6 +401,7 @@ mod tests {
         let text = m.render();
         for line in [
             "signaling_sockets_connected 1",
+            "signaling_sockets_dropped_total{reason=\"send_queue_full\"} 1",
             "signaling_redis_up 1",
             "signaling_redis_errors_total{component=\"store\"} 1",
             "signaling_ice_config_requests_total{result=\"ok\"} 1",

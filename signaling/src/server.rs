@@ -162,6 +162,7 @@ fn gateway<S: KvStore, A: Adapter>(
             failures: socket::limits::SourceLimiter::new(),
             auth: auth.clone(),
             metrics: engine_metrics.clone(),
+            conns: socket::conns::Connections::new(),
         }),
         metrics: engine_metrics,
     })
@@ -235,7 +236,7 @@ async fn serve<S: KvStore + Clone, A: Adapter + DefinedAdapter>(
             drain(&gw, &draining, deadline).await;
         }
     };
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    let server = axum::serve(gw.guard.conns.listen(listener), app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .into_future();
     let mut deadline = None;

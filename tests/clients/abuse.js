@@ -100,6 +100,9 @@ function noread() {
       // Answered: from now on nothing is read from the socket, not even heartbeats.
       ws._socket.pause();
       ws.removeAllListeners('message');
+      // A socket that is not read from no longer keeps node's event loop alive: without this
+      // timer the process would exit here and its connection close, which is not a stall.
+      setTimeout(() => process.exit(0), MAX_LIFE_MS);
       out({ type: 'paused' });
     }
   });

@@ -4,6 +4,8 @@
 //    "headers":{...},"transports":["websocket"],"reconnection":false,"localAddress":"127.0.0.2"}
 //   {"op":"emit","id":"alice","event":"call:initiate","data":{...},"req":1}
 //   {"op":"disconnect","id":"alice"}            {"op":"exit"}
+//   {"op":"pause","id":"alice"}   once on WebSocket (after the upgrade, for a client that
+//                                 started on polling), stops reading its TCP socket for good
 // Output lines: {"id","type":"connect"|"connect_error"|"disconnect"|"event"|"ack", ...}.
 // Exits by itself after MAX_LIFE_MS so a crashed test cannot leave it running.
 'use strict';
@@ -35,6 +37,18 @@ function connect(cmd) {
   s.onAny((event, data) => out({ id: cmd.id, type: 'event', event, data }));
 }
 
+// The engine's WebSocket is the `ws` package's under node; pausing its TCP socket makes this a
+// client that stops reading (heartbeats included) while keeping the connection open.
+function pause(id, s) {
+  const engine = s.io.engine;
+  const stop = () => {
+    engine.transport.ws._socket.pause();
+    out({ id, type: 'paused', transport: engine.transport.name });
+  };
+  if (engine.transport.name === 'websocket') stop();
+  else engine.once('upgrade', stop);
+}
+
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', (line) => {
   let cmd;
@@ -57,6 +71,10 @@ rl.on('line', (line) => {
       break;
     case 'disconnect':
       if (s) s.disconnect();
+      break;
+    case 'pause':
+      if (!s) return out({ id: cmd.id, type: 'driver_error', message: 'no such client' });
+      pause(cmd.id, s);
       break;
     case 'exit':
       process.exit(0);

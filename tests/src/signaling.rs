@@ -623,6 +623,17 @@ impl Driver {
     pub fn disconnect(&mut self, id: &str) {
         self.send(json!({"op": "disconnect", "id": id}));
     }
+
+    /// Makes `id` stop reading its socket for good, once it is on WebSocket (node driver only);
+    /// returns the transport it paused.
+    pub fn pause(&mut self, id: &str) -> String {
+        self.send(json!({"op": "pause", "id": id}));
+        let id2 = id.to_owned();
+        let v = self.wait_for(EVENT_TIMEOUT, &format!("pause of {id}"), move |v| {
+            v["id"] == id2.as_str() && v["type"] == "paused"
+        });
+        v["transport"].as_str().unwrap_or_default().to_owned()
+    }
 }
 
 impl Drop for Driver {

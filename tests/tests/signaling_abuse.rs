@@ -1,7 +1,8 @@
 //! The signaling service under abuse from hostile clients on loopback: a WebSocket frame far
 //! above the size limit and an oversized polling body (refused from the header, not buffered),
-//! a real WebSocket client that stops reading while its peer floods it (dropped, memory
-//! bounded), a burst of unauthenticated connections from one address and repeated bad tokens
+//! a real WebSocket client that stops reading while its peer floods it, direct or upgraded from
+//! long-polling (dropped as soon as its send queue is full, well before its heartbeat would;
+//! memory bounded; counted), a burst of unauthenticated connections from one address and repeated bad tokens
 //! (refused past the per-source limits, idle sessions closed at the CONNECT deadline), and a
 //! foreign Origin on both transports (403 before a session exists). Throughout, a legitimate
 //! socket.io-client from another loopback address still connects and gets answers.
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::signaling::{call_id, http, AbuseClient, Driver, Signaling, SignalingBuilder, EVENT_TIMEOUT};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -116,14 +117,79 @@ fn oversized_frame_and_polling_body_are_refused_without_buffering() {
     assert_eq!(s.get("/healthz", None, &[]).status, 200);
 }
 
-#[test]
-fn client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
-    let s = SignalingBuilder::new("sig_abuse_noread")
-        .args(["--heartbeat-interval", "2", "--heartbeat-timeout", "2", "--reconnect-grace", "1"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
+/// Heartbeats far apart (60 s + 60 s), so that a drop seen within [`DROP_WITHIN`] comes from
+/// the full send queue and not from the heartbeat.
+const SLOW_HEARTBEAT: [&str; 4] = ["--heartbeat-interval", "60", "--heartbeat-timeout", "60"];
+/// Generous, and far below the 60 s the heartbeat would take.
+const DROP_WITHIN: Duration = Duration::from_secs(20);
+const DROPPED: &str = "signaling_sockets_dropped_total{reason=\"send_queue_full\"}";
+
+/// An instance for the non-reader tests, with bob (socket.io-client, reading) connected.
+fn noread_setup(name: &str) -> (Signaling, Driver) {
+    let s = SignalingBuilder::new(name)
+        .args(SLOW_HEARTBEAT)
+        .args(["--reconnect-grace", "1", "--metrics-listen", "127.0.0.1:0"])
         .start();
     let mut d = Driver::node(s.log_dir());
     d.connect_ok("bob", &s.url(), &s.token("bob", 600));
+    (s, d)
+}
+
+/// bob floods the non-reading caller of call `id` with 48 KiB candidates: 600 of them (28 MiB),
+/// far more than the send queue (64 packets) and the socket buffers hold. Returns how long after
+/// the flood started the drop counter moved (scraped between windows, then polled up to
+/// [`DROP_WITHIN`]) and the service's RSS growth in KiB.
+fn flood_non_reader(s: &Signaling, d: &mut Driver, id: &str) -> (Option<Duration>, u64) {
+    assert_eq!(s.scrape().value(DROPPED), 0.0, "a socket was dropped before the flood");
+    let base = s.rss_kib();
+    let candidate = json!({"callId": id, "candidate": {"candidate": "a".repeat(48 * 1024)}});
+    let started = Instant::now();
+    let (during, peak) = with_peak_rss(s, || {
+        let mut dropped_after = None;
+        // In windows of 16 unacknowledged events, as a client pacing itself by its acks does; an
+        // unpaced burst of 600 would fill bob's own queue with acks and get bob dropped as well.
+        for _ in 0..600 / 16 {
+            let reqs: Vec<u64> =
+                (0..16).map(|_| d.emit_nowait("bob", "call:ice-candidate", candidate.clone())).collect();
+            for r in reqs {
+                d.ack("bob", "call:ice-candidate", r);
+            }
+            if dropped_after.is_none() && s.scrape().value(DROPPED) >= 1.0 {
+                dropped_after = Some(started.elapsed());
+            }
+        }
+        dropped_after
+    });
+    let dropped_after = during.or_else(|| {
+        while started.elapsed() < DROP_WITHIN {
+            if s.scrape().value(DROPPED) >= 1.0 {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    });
+    let grown = peak.saturating_sub(base);
+    eprintln!("non-reader flood: dropped after {dropped_after:?}; RSS {base} KiB -> peak {peak} KiB (+{grown} KiB)");
+    (dropped_after, grown)
+}
+
+/// What a dropped non-reader leaves: bob's call ends after the reconnect grace, one socket
+/// counted, exactly one drop (bob, who reads, was not dropped), and the service still serves.
+fn non_reader_is_gone(s: &Signaling, d: &mut Driver, dropped_after: Option<Duration>, grown_kib: u64) {
+    let after = dropped_after.expect("the non-reading socket was not dropped within 20 s");
+    assert!(after < DROP_WITHIN, "dropped only after {after:?}");
+    assert!(grown_kib * 1024 < 20 * MIB, "RSS grew by {grown_kib} KiB for a client that reads nothing");
+    let end = d.expect("bob", "call:end", EVENT_TIMEOUT);
+    assert_eq!(end["reason"], "peer-disconnected", "{end}");
+    assert_eq!(wait_sockets(s, 1.0, EVENT_TIMEOUT), 1.0, "the non-reading socket is still counted");
+    assert_eq!(s.scrape().value(DROPPED), 1.0);
+    legit_client_is_served(d, s, "legit");
+}
+
+#[test]
+fn client_that_stops_reading_is_dropped_at_once_and_memory_stays_bounded() {
+    let (s, mut d) = noread_setup("sig_abuse_noread");
     let id = call_id();
     let token = s.token("alice", 600);
     let mut alice = AbuseClient::spawn(s.log_dir(), "noread", &s.url(), "127.0.0.3", &[&token, &id, "bob"]);
@@ -132,37 +198,26 @@ fn client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
     assert_eq!(d.emit("bob", "call:answer", json!({"callId": id, "sdp": "v=0"}))["ok"], true);
     assert!(alice.next(EVENT_TIMEOUT, "paused").is_some(), "the non-reading client never saw the answer");
     assert_eq!(wait_sockets(&s, 2.0, EVENT_TIMEOUT), 2.0);
+    let (dropped_after, grown) = flood_non_reader(&s, &mut d, &id);
+    non_reader_is_gone(&s, &mut d, dropped_after, grown);
+}
 
-    // bob floods alice with 48 KiB candidates: 600 of them (28 MiB) towards a reader that reads
-    // nothing. Only the send queue (64 packets) and one WebSocket write buffer may be held.
-    let base = s.rss_kib();
-    let candidate = "a".repeat(48 * 1024);
-    let (acks, peak): (Vec<Value>, u64) = with_peak_rss(&s, || {
-        // In windows of 16 unacknowledged events, as a client pacing itself by its acks does; an
-        // unpaced burst of 600 would fill bob's own queue with acks and get bob dropped as well.
-        let mut acks = Vec::new();
-        for _ in 0..600 / 16 {
-            let candidate = json!({"callId": id, "candidate": {"candidate": candidate}});
-            let reqs: Vec<u64> =
-                (0..16).map(|_| d.emit_nowait("bob", "call:ice-candidate", candidate.clone())).collect();
-            acks.extend(reqs.into_iter().map(|r| d.ack("bob", "call:ice-candidate", r)));
-        }
-        acks
-    });
-    let grown = peak.saturating_sub(base);
-    let ok = acks.iter().filter(|a| a["ok"] == true).count();
-    eprintln!(
-        "non-reader flood: {ok}/{} candidates accepted; RSS {base} KiB -> peak {peak} KiB (+{grown} KiB)",
-        acks.len()
-    );
-    assert!(grown * 1024 < 20 * MIB, "RSS grew by {grown} KiB for a client that reads nothing");
-
-    // Dropped by the heartbeat (its queue is full or its pong never comes), so the call ends
-    // for bob after the reconnect grace.
-    let end = d.expect("bob", "call:end", Duration::from_secs(20));
-    assert_eq!(end["reason"], "peer-disconnected", "{end}");
-    assert_eq!(wait_sockets(&s, 1.0, EVENT_TIMEOUT), 1.0, "the non-reading socket is still counted");
-    legit_client_is_served(&mut d, &s, "legit");
+#[test]
+fn upgraded_client_that_stops_reading_is_dropped_at_once() {
+    // socket.io-client's default: long-polling first, then the upgrade to a WebSocket on another
+    // TCP connection, which is the one to cut.
+    let (s, mut d) = noread_setup("sig_abuse_noread_upgrade");
+    let opts = json!({"transports": ["polling", "websocket"]});
+    d.connect("alice", &s.url(), Some(&s.token("alice", 600)), opts).expect("alice connects");
+    let id = call_id();
+    let offer = json!({"callId": id, "calleeId": "bob", "callType": "audio", "sdp": "v=0"});
+    assert_eq!(d.emit("alice", "call:initiate", offer)["ok"], true);
+    d.expect("bob", "call:offer", EVENT_TIMEOUT);
+    assert_eq!(d.emit("bob", "call:answer", json!({"callId": id, "sdp": "v=0"}))["ok"], true);
+    d.expect("alice", "call:answer", EVENT_TIMEOUT);
+    assert_eq!(d.pause("alice"), "websocket");
+    let (dropped_after, grown) = flood_non_reader(&s, &mut d, &id);
+    non_reader_is_gone(&s, &mut d, dropped_after, grown);
 }
 
 #[test]

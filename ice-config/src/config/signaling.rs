@@ -75,8 +75,8 @@ pub struct SignalingConfig {
     /// Seconds a client has, after opening an engine.io session, to send its Socket.IO CONNECT
     /// (which carries the token); sessions that never authenticate are closed after it.
     pub socket_connect_timeout_secs: u64,
-    /// Packets queued towards one socket before sends to it are dropped; a client that stops
-    /// reading is then closed at the next heartbeat.
+    /// Packets queued towards one socket; the send that finds them all waiting drops the socket
+    /// (a client that stopped reading), or its next heartbeat does for long-polling.
     pub socket_send_queue: usize,
     /// New Socket.IO sessions per minute from one client address (an IPv6 /64 counts as one).
     pub socket_connects_per_ip: u32,

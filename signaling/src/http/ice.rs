@@ -42,7 +42,7 @@ fn issue(
     let now_unix = now.as_secs();
     let sig = &state.config.signaling;
     let ip = client_ip(headers, peer, sig.trust_proxy_headers);
-    state.limiter.check(&format!("ip:{ip}"), sig.rate_limit_per_ip, now_unix).map_err(ApiError::rate_limited)?;
+    state.limiter.hit(&format!("ip:{ip}"), sig.rate_limit_per_ip, now_unix).map_err(ApiError::rate_limited)?;
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer).ok_or_else(|| {
         state.metrics.auth_failure(AuthEndpoint::Http, crate::auth::AuthError::Missing.reason());
         ApiError::unauthorized("missing bearer token")
@@ -58,7 +58,7 @@ fn issue(
     })?;
     state
         .limiter
-        .check(&format!("user:{}", principal.user), sig.rate_limit_per_user, now_unix)
+        .hit(&format!("user:{}", principal.user), sig.rate_limit_per_user, now_unix)
         .map_err(ApiError::rate_limited)?;
 
     let ttl = state.config.auth.credential_ttl_secs;

@@ -1,7 +1,10 @@
-//! Performs the machine's effects once a transition is committed: emits through the adapter
-//! (users and sockets are rooms, so this reaches other instances) and queues webhooks.
+//! Performs the machine's effects once a transition is committed: emits to this instance's
+//! sockets one by one and to the others' through the adapter (users and sockets are rooms, so
+//! this reaches other instances), and queues webhooks.
 
+use serde_json::Value;
 use socketioxide::adapter::Adapter;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide_core::adapter::errors::BroadcastError;
 
 use super::{user_room, Gateway};
@@ -10,37 +13,41 @@ use crate::metrics::RedisComponent;
 use crate::store::KvStore;
 
 impl<S: KvStore, A: Adapter> Gateway<S, A> {
+    fn select(&self, to: &Target) -> BroadcastOperators<A> {
+        match to {
+            Target::User(u) => self.io.to(user_room(u)),
+            Target::UserExcept(u, sid) => self.io.to(user_room(u)).except(sid.clone()),
+            Target::Socket(sid) => self.io.to(sid.clone()),
+        }
+    }
+
+    /// Local recipients are sent to directly, so that a full queue is pinned on its socket (a
+    /// room broadcast reports failures without saying whose); they also keep getting events
+    /// while the adapter's Redis is down. The rest go through the adapter, minus those.
+    async fn deliver(&self, to: &Target, event: &'static str, data: &Value) {
+        let local = self.select(to).local().sockets();
+        for s in &local {
+            self.send(s, event, data);
+        }
+        if matches!(to, Target::Socket(_)) && !local.is_empty() {
+            return;
+        }
+        let done: Vec<String> = local.iter().map(|s| s.id.to_string()).collect();
+        if let Err(e) = self.select(to).except(done).emit(event, data).await {
+            if matches!(e, BroadcastError::Adapter(_)) {
+                self.metrics.redis_error(RedisComponent::Adapter);
+                tracing::warn!(?to, event, error = %e, "emit to other instances failed");
+            } else {
+                // A socket that joined meanwhile and already went away.
+                tracing::debug!(?to, event, error = %e, "emit failed");
+            }
+        }
+    }
+
     pub(super) async fn perform(&self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Emit { to, event, data } => {
-                    let op = match &to {
-                        Target::User(u) => self.io.to(user_room(u)),
-                        Target::UserExcept(u, sid) => self.io.to(user_room(u)).except(sid.clone()),
-                        Target::Socket(sid) => self.io.to(sid.clone()),
-                    };
-                    if let Err(e) = op.emit(event.name(), &data).await {
-                        // A recipient that just went away is normal; the state is already right.
-                        // Failing to reach the other instances is not.
-                        if matches!(e, BroadcastError::Adapter(_)) {
-                            self.metrics.redis_error(RedisComponent::Adapter);
-                            tracing::warn!(?to, event = event.name(), error = %e, "emit through the adapter failed");
-                            // The Redis adapter publishes before it delivers locally, so a broken
-                            // Redis connection would also cut off this instance's own sockets.
-                            let local = self.io.local();
-                            let op = match &to {
-                                Target::User(u) => local.to(user_room(u)),
-                                Target::UserExcept(u, sid) => local.to(user_room(u)).except(sid.clone()),
-                                Target::Socket(sid) => local.to(sid.clone()),
-                            };
-                            if let Err(e) = op.emit(event.name(), &data).await {
-                                tracing::debug!(?to, event = event.name(), error = %e, "local emit failed");
-                            }
-                        } else {
-                            tracing::debug!(?to, event = event.name(), error = %e, "emit failed");
-                        }
-                    }
-                }
+                Effect::Emit { to, event, data } => self.deliver(&to, event.name(), &data).await,
                 Effect::PushIfOffline { user, hook } => {
                     // Asking every instance who is online can take a round trip through Redis;
                     // the requester's ack must not wait for it.

@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::connect::origin_allowed;
+use super::conns::Connections;
 use super::limits::SourceLimiter;
 use crate::auth::{bearer, Authenticator};
 use crate::metrics::{AuthEndpoint, Metrics};
@@ -42,6 +43,8 @@ pub struct Guard {
     pub auth: Authenticator,
     /// Refusals are counted in `signaling_auth_failures_total{endpoint="socket"}`.
     pub metrics: Arc<Metrics>,
+    /// The server's TCP connections; upgrades of polling sessions are recorded there.
+    pub conns: Arc<Connections>,
 }
 
 /// Why the request was refused before a session existed.
@@ -117,6 +120,19 @@ impl Guard {
     }
 }
 
+/// The session a request upgrades to a WebSocket: `transport=websocket` with a `sid`.
+pub fn upgraded_session(query: Option<&str>) -> Option<&str> {
+    let (mut ws, mut sid) = (false, None);
+    for kv in query?.split('&') {
+        match kv.split_once('=') {
+            Some(("transport", "websocket")) => ws = true,
+            Some(("sid", v)) if !v.is_empty() => sid = Some(v),
+            _ => {}
+        }
+    }
+    sid.filter(|_| ws)
+}
+
 /// The axum middleware around the Socket.IO layer.
 pub async fn layer(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with(guard.path.as_str()) {
@@ -126,7 +142,18 @@ pub async fn layer(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
     let source = guard.source(req.headers(), peer);
     let now = super::now_ms() / 1000;
     match guard.check(req.headers(), req.uri().query(), source, now) {
-        Ok(()) => next.run(req).await,
+        Ok(()) => {
+            let upgrade = upgraded_session(req.uri().query()).map(str::to_owned);
+            let resp = next.run(req).await;
+            // Recorded once engine.io accepted it, so a request naming someone else's session
+            // cannot take its place.
+            if let (Some(sid), Some(peer)) = (upgrade, peer) {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    guard.conns.upgraded(&sid, peer);
+                }
+            }
+            resp
+        }
         Err(early) => {
             let reason = match early {
                 Early::Origin => "origin",
@@ -165,6 +192,7 @@ mod tests {
             failures: SourceLimiter::new(),
             auth: Authenticator::from_config(&cfg).unwrap(),
             metrics: Arc::new(Metrics::new()),
+            conns: Connections::new(),
         }
     }
 
@@ -198,6 +226,16 @@ mod tests {
         assert_eq!(g.check(&HeaderMap::new(), Q, IP, 10), Err(Early::RateLimited(50)));
         assert_eq!(g.check(&HeaderMap::new(), Some("EIO=4&transport=websocket&sid=x"), IP, 10), Ok(()));
         assert_eq!(g.check(&HeaderMap::new(), Q, Some("192.0.2.9".parse().unwrap()), 10), Ok(()));
+    }
+
+    #[test]
+    fn upgrades_of_a_session_are_recognised() {
+        assert_eq!(upgraded_session(Some("EIO=4&transport=websocket&sid=abc")), Some("abc"));
+        assert_eq!(upgraded_session(Some("sid=abc&EIO=4&transport=websocket")), Some("abc"));
+        assert_eq!(upgraded_session(Some("EIO=4&transport=polling&sid=abc")), None);
+        assert_eq!(upgraded_session(Some("EIO=4&transport=websocket")), None);
+        assert_eq!(upgraded_session(Some("EIO=4&transport=websocket&sid=")), None);
+        assert_eq!(upgraded_session(None), None);
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! and performs the resulting effects through the adapter (so with Redis, rooms span instances).
 
 mod connect;
+pub mod conns;
 mod effects;
 pub mod guard;
 pub mod limits;
+mod overflow;
 mod request;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::calls::{ErrorCode, Event, Input, Reply};
 use crate::store::{Engine, KvStore};
 use crate::webhook::Webhook;
 
+pub use overflow::{verdict, DropReason, Verdict};
 pub use request::{parse, ClientEvent};
 
 /// Room holding every socket of `user`.
@@ -109,15 +112,17 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         // the packets arrive, in order) and return an empty future: enqueueing inside the
         // future would race, as socketioxide spawns each one.
         for event in ClientEvent::ALL {
+            let gw = self.clone();
             s.on(event.name(), move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>| {
-                enqueue(&s, event, data.ok(), ack);
+                gw.enqueue(&s, event, data.ok(), ack);
                 std::future::ready(())
             });
         }
         // Any other event name: refused at once with an error ack (it touches no state, so it
         // need not wait in the queue).
-        s.on_fallback(|s: SocketRef<A>, EventName(name): EventName, ack: AckSender<A>| {
-            unknown_event(&s, &name, ack);
+        let gw = self.clone();
+        s.on_fallback(move |s: SocketRef<A>, EventName(name): EventName, ack: AckSender<A>| {
+            gw.unknown_event(&s, &name, ack);
             std::future::ready(())
         });
         let gw = self.clone();
@@ -164,12 +169,10 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
             tracing::info!(%user, %sid, event = event.name(), error = code.as_str(), call = ?call_id, "request refused");
             let mut data = reply.to_json();
             data["code"] = data["error"].clone();
-            if let Err(e) = s.emit(Event::Error.name(), &data) {
-                tracing::debug!(error = %e, "call:error not sent");
-            }
+            self.send(s, Event::Error.name(), &data);
         }
         if let Err(e) = ack.send(&reply.to_json()) {
-            tracing::debug!(error = %e, "ack not sent");
+            self.send_failed(s, "ack", &e);
         }
     }
 
@@ -195,30 +198,34 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
     }
 }
 
-/// Puts a request on the socket's queue, or refuses it if the queue is full.
-fn enqueue<A: Adapter>(s: &SocketRef<A>, event: ClientEvent, data: Option<Value>, ack: AckSender<A>) {
-    let Some(queue) = s.extensions.get::<Queue<A>>() else { return };
-    if let Err(mpsc::error::TrySendError::Full(Job::Request(_, _, ack))) =
-        queue.0.try_send(Job::Request(event, data, ack))
-    {
-        tracing::warn!(sid = %s.id, "request queue full: refusing");
-        let reply = Reply::Err { code: ErrorCode::Unavailable, call_id: None, winner: None };
-        let _ = ack.send(&reply.to_json());
-    }
-}
-
 /// Longest event name logged as is.
 const LOGGED_NAME_CHARS: usize = 64;
 
-/// Acknowledges an event name the service does not handle with `unknown_event` (if the client
-/// asked for an ack) and logs it.
-fn unknown_event<A: Adapter>(s: &SocketRef<A>, name: &str, ack: AckSender<A>) {
-    let user = s.extensions.get::<crate::auth::Principal>().map(|p| p.user.clone()).unwrap_or_default();
-    let event: String = name.chars().take(LOGGED_NAME_CHARS).collect();
-    tracing::info!(%user, sid = %s.id, %event, error = ErrorCode::UnknownEvent.as_str(), "request refused");
-    let reply = Reply::Err { code: ErrorCode::UnknownEvent, call_id: None, winner: None };
-    if let Err(e) = ack.send(&reply.to_json()) {
-        tracing::debug!(error = %e, "ack not sent");
+impl<S: KvStore, A: Adapter> Gateway<S, A> {
+    /// Puts a request on the socket's queue, or refuses it if the queue is full.
+    fn enqueue(&self, s: &SocketRef<A>, event: ClientEvent, data: Option<Value>, ack: AckSender<A>) {
+        let Some(queue) = s.extensions.get::<Queue<A>>() else { return };
+        if let Err(mpsc::error::TrySendError::Full(Job::Request(_, _, ack))) =
+            queue.0.try_send(Job::Request(event, data, ack))
+        {
+            tracing::warn!(sid = %s.id, "request queue full: refusing");
+            let reply = Reply::Err { code: ErrorCode::Unavailable, call_id: None, winner: None };
+            if let Err(e) = ack.send(&reply.to_json()) {
+                self.send_failed(s, "ack", &e);
+            }
+        }
+    }
+
+    /// Acknowledges an event name the service does not handle with `unknown_event` (if the
+    /// client asked for an ack) and logs it.
+    fn unknown_event(&self, s: &SocketRef<A>, name: &str, ack: AckSender<A>) {
+        let user = s.extensions.get::<crate::auth::Principal>().map(|p| p.user.clone()).unwrap_or_default();
+        let event: String = name.chars().take(LOGGED_NAME_CHARS).collect();
+        tracing::info!(%user, sid = %s.id, %event, error = ErrorCode::UnknownEvent.as_str(), "request refused");
+        let reply = Reply::Err { code: ErrorCode::UnknownEvent, call_id: None, winner: None };
+        if let Err(e) = ack.send(&reply.to_json()) {
+            self.send_failed(s, "ack", &e);
+        }
     }
 }
 
