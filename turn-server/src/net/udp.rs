@@ -46,7 +46,11 @@ pub(super) async fn listener_loop(shared: Rc<Shared>, socket: Rc<UdpSocket>, loc
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors for earlier sends surface here on Linux; they concern one client only.
-                Err(e) => tracing::debug!(%local, error = %e, "listener receive error"),
+                // Counted against the budget, so an error that repeats cannot keep this task in.
+                Err(e) => {
+                    read += 1;
+                    tracing::debug!(%local, error = %e, "listener receive error");
+                }
             }
         }
         if read >= TURN_BUDGET {
@@ -104,8 +108,10 @@ pub(super) async fn relay_loop(shared: Rc<Shared>) {
         let mut read = 0;
         while read < TURN_BUDGET {
             if let Err(e) = shared.relays.borrow_mut().ready(&mut ready) {
-                tracing::warn!(error = %e, "relay poll failed");
-                break;
+                // Only a broken epoll fd fails here (EINTR is retried inside): polling again
+                // would spin.
+                tracing::error!(error = %e, "relay sockets cannot be polled");
+                return;
             }
             if ready.is_empty() {
                 // Level-triggered inside: empty now means any later datagram wakes the set again.
