@@ -2,10 +2,13 @@
 //! core in `proto`. One worker is one single-threaded runtime owning one `Server`, so the core needs
 //! no locks; relay sockets are polled by the worker that created their allocation.
 
+mod batch;
+mod relay_set;
 pub mod socket;
 mod stream;
 mod tcp_relay;
 pub mod tls;
+mod udp;
 mod worker;
 
 pub use stream::StreamLimits;

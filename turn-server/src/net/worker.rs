@@ -1,6 +1,6 @@
 //! One worker: a `Server`, its listening sockets and relay sockets, on a single-threaded runtime.
-//! Relay sockets share one receive buffer (read with `try_recv_from` after readiness, never held
-//! across an await) so ten thousand idle allocations do not each pin a 64 KiB buffer.
+//! The UDP data path lives in `udp`; relay sockets sit in one epoll set (`relay_set`) drained by
+//! one task, so ten thousand idle allocations cost neither a task nor a buffer each.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,33 +13,23 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::relay_set::RelaySet;
 use super::socket;
 use super::stream::{self, StreamConn, StreamLimits};
 use super::tcp_relay;
 use super::tls::{TlsError, TlsFiles};
-use crate::proto::server::DATA_INDICATION_HEADROOM;
+use super::udp;
 use crate::proto::{BindError, ClientTransport, Event, FiveTuple, Now, RelaySockets, Server, SocketKind};
 
-/// Largest UDP payload, plus room to frame it in place.
-const MAX_DATAGRAM: usize = 65_535;
-const RELAY_BUF: usize = DATA_INDICATION_HEADROOM + MAX_DATAGRAM + 4;
-/// Datagrams read from one socket before yielding, so one busy socket cannot starve the others.
-const READ_BATCH: usize = 64;
 /// Upper bound on how stale the timer check may be; lifetimes are whole seconds.
 const TIMER_TICK: Duration = Duration::from_millis(500);
 /// How often certificate files are checked for changes.
 const CERT_POLL: Duration = Duration::from_secs(5);
 
-struct RelaySocket {
-    socket: Rc<UdpSocket>,
-    task: AbortHandle,
-}
-
 pub(super) struct Shared {
     pub(super) server: RefCell<Server>,
     listeners: HashMap<SocketAddr, Rc<UdpSocket>>,
-    relays: RefCell<HashMap<SocketAddr, RelaySocket>>,
-    relay_buf: RefCell<Vec<u8>>,
+    pub(super) relays: RefCell<RelaySet>,
     pub(super) streams: RefCell<HashMap<FiveTuple, Rc<StreamConn>>>,
     pub(super) stream_limits: StreamLimits,
     /// Open stream connections per source address, for the per-source cap.
@@ -108,8 +98,7 @@ impl Worker {
             shared: Rc::new(Shared {
                 server: RefCell::new(server),
                 listeners: map,
-                relays: RefCell::new(HashMap::new()),
-                relay_buf: RefCell::new(vec![0; RELAY_BUF]),
+                relays: RefCell::new(RelaySet::new()?),
                 streams: RefCell::new(HashMap::new()),
                 stream_limits: streams.limits,
                 sources: RefCell::new(HashMap::new()),
@@ -186,8 +175,9 @@ impl Worker {
     /// Runs until the future is dropped. Must be polled inside a `LocalSet`.
     pub async fn run(&self) {
         for (local, socket) in &self.shared.listeners {
-            tokio::task::spawn_local(listener_loop(self.shared.clone(), socket.clone(), *local));
+            tokio::task::spawn_local(udp::listener_loop(self.shared.clone(), socket.clone(), *local));
         }
+        tokio::task::spawn_local(udp::relay_loop(self.shared.clone()));
         for (listener, tls) in self.tcp.take() {
             tokio::task::spawn_local(stream::accept_loop(self.shared.clone(), listener, tls));
         }
@@ -195,39 +185,6 @@ impl Worker {
             tokio::task::spawn_local(watch_certificate(self.shared.clone()));
         }
         timer_loop(self.shared.clone()).await;
-    }
-}
-
-async fn listener_loop(shared: Rc<Shared>, socket: Rc<UdpSocket>, local: SocketAddr) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => shared.on_client_datagram(local, from, &buf[..n]),
-            // ICMP errors for earlier sends surface here on Linux; they concern one client only.
-            Err(e) => tracing::debug!(%local, error = %e, "listener receive error"),
-        }
-    }
-}
-
-async fn relay_loop(shared: Rc<Shared>, socket: Rc<UdpSocket>, relay: SocketAddr) {
-    loop {
-        if let Err(e) = socket.readable().await {
-            tracing::warn!(%relay, error = %e, "relay socket failed");
-            return;
-        }
-        for _ in 0..READ_BATCH {
-            let mut buf = shared.relay_buf.borrow_mut();
-            let start = DATA_INDICATION_HEADROOM;
-            match socket.try_recv_from(&mut buf[start..start + MAX_DATAGRAM]) {
-                Ok((n, peer)) => shared.on_peer_datagram(relay, peer, &mut buf, start, start + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(%relay, error = %e, "relay receive error");
-                    break;
-                }
-            }
-        }
-        tokio::task::yield_now().await;
     }
 }
 
@@ -244,32 +201,23 @@ async fn timer_loop(shared: Rc<Shared>) {
 }
 
 impl Shared {
-    fn on_client_datagram(self: &Rc<Self>, local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        let tuple = FiveTuple { client: from, server: local, transport: ClientTransport::Udp };
-        self.on_client_message(tuple, data);
-    }
-
-    /// One message from a client, a UDP datagram or a complete TCP/TLS frame.
+    /// One complete TCP/TLS frame from a client (UDP datagrams come in bursts, see `udp`).
     pub(super) fn on_client_message(self: &Rc<Self>, tuple: FiveTuple, data: &[u8]) {
         let mut server = self.server.borrow_mut();
         if let Some(out) = server.handle_client(now(), tuple, data, &mut Opener { shared: self }) {
-            if let Some(relay) = self.relays.borrow().get(&out.relay) {
-                if let Err(e) = socket::send_datagram(&relay.socket, out.data, out.peer) {
-                    tracing::trace!(relay = %out.relay, peer = %out.peer, error = %e, "dropped datagram to peer");
-                }
+            if let Some(Err(e)) = self.relays.borrow().send_to(&out.relay, out.data, out.peer) {
+                tracing::trace!(relay = %out.relay, peer = %out.peer, error = %e, "dropped datagram to peer");
             }
         }
         self.flush(&mut server);
     }
 
-    fn on_peer_datagram(&self, relay: SocketAddr, peer: SocketAddr, buf: &mut [u8], start: usize, end: usize) {
-        let mut server = self.server.borrow_mut();
-        if let Some(out) = server.handle_peer(Instant::now(), relay, peer, buf, start, end) {
-            self.send_to_client(&out.tuple, &buf[out.start..out.end]);
-        }
+    pub(super) fn listener_fd(&self, local: &SocketAddr) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.listeners.get(local).map(|l| l.as_raw_fd())
     }
 
-    fn send_to_client(&self, tuple: &FiveTuple, data: &[u8]) {
+    pub(super) fn send_to_client(&self, tuple: &FiveTuple, data: &[u8]) {
         if tuple.transport != ClientTransport::Udp {
             if let Some(conn) = self.streams.borrow().get(tuple) {
                 conn.send(data, self.stream_limits.max_queued);
@@ -410,7 +358,7 @@ impl std::fmt::Display for DisplayList<'_> {
     }
 }
 
-/// Opens relay sockets for the core and starts their receive tasks.
+/// Opens relay sockets for the core (into the relay set, which the relay task drains).
 pub(super) struct Opener<'a> {
     pub(super) shared: &'a Rc<Shared>,
 }
@@ -435,16 +383,11 @@ impl RelaySockets for Opener<'_> {
         if dont_fragment {
             socket::set_dont_fragment(&std_socket, addr.is_ipv6()).map_err(|e| BindError::Failed(e.to_string()))?;
         }
-        let socket = Rc::new(UdpSocket::from_std(std_socket).map_err(|e| BindError::Failed(e.to_string()))?);
-        let task = tokio::task::spawn_local(relay_loop(self.shared.clone(), socket.clone(), addr)).abort_handle();
-        self.shared.relays.borrow_mut().insert(addr, RelaySocket { socket, task });
-        Ok(())
+        self.shared.relays.borrow_mut().insert(addr, std_socket).map_err(|e| BindError::Failed(e.to_string()))
     }
 
     fn close(&mut self, addr: SocketAddr) {
-        if let Some(relay) = self.shared.relays.borrow_mut().remove(&addr) {
-            relay.task.abort();
-        }
+        self.shared.relays.borrow_mut().remove(addr);
         if let Some(task) = self.shared.tcp_relays.borrow_mut().remove(&addr) {
             task.abort();
         }

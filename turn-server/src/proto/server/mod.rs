@@ -32,6 +32,7 @@ use super::ports::PortPool;
 use super::ratelimit::SourceLimiter;
 use super::stats::Stats;
 use super::stun::{Class, Message, Method};
+use super::FastMap;
 
 pub use relay::DATA_INDICATION_HEADROOM;
 pub use tcp::Command;
@@ -183,8 +184,8 @@ struct Reservation {
 pub struct Server {
     cfg: ServerConfig,
     nonces: NonceMinter,
-    allocations: HashMap<FiveTuple, Allocation>,
-    by_relay: HashMap<SocketAddr, FiveTuple>,
+    allocations: FastMap<FiveTuple, Allocation>,
+    by_relay: FastMap<SocketAddr, FiveTuple>,
     reservations: HashMap<u64, Reservation>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     ports: HashMap<IpAddr, PortPool>,
@@ -192,7 +193,7 @@ pub struct Server {
     /// Allocations per client IP, for `Quotas::per_source`.
     per_source: HashMap<IpAddr, u32>,
     /// Bandwidth allowances of users with allocations, when a per-user cap is set.
-    user_bandwidth: HashMap<String, DirectionalBuckets>,
+    user_bandwidth: FastMap<String, DirectionalBuckets>,
     /// Set by [`Server::start_drain`]: new allocations are redirected or refused.
     draining: bool,
     /// Round-robin position in the alternates.
@@ -232,14 +233,14 @@ impl Server {
                 minter
             },
             cfg,
-            allocations: HashMap::new(),
-            by_relay: HashMap::new(),
+            allocations: FastMap::default(),
+            by_relay: FastMap::default(),
             reservations: HashMap::new(),
             timers: BinaryHeap::new(),
             ports,
             per_user: HashMap::new(),
             per_source: HashMap::new(),
-            user_bandwidth: HashMap::new(),
+            user_bandwidth: FastMap::default(),
             draining: false,
             next_alternate: 0,
             fleet_alternates: Vec::new(),

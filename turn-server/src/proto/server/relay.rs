@@ -1,7 +1,6 @@
 //! Permissions, channels and the data path (RFC 8656 sections 9-12): who may reach the client
 //! through its relay, and moving payloads both ways without allocating.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -12,6 +11,7 @@ use super::super::framing::stream_padding;
 use super::super::stats::{CapKind, Stats};
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
 use super::super::stun::{Class, Message, MessageBuilder, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
+use super::super::FastMap;
 use super::{Now, Server, ToClient, ToPeer};
 
 /// Bytes the driver must leave free in front of a peer payload so the core can frame it in place
@@ -205,7 +205,7 @@ impl Server {
 fn within_caps(
     caps: BandwidthCaps,
     alloc: &mut Allocation,
-    users: &mut HashMap<String, DirectionalBuckets>,
+    users: &mut FastMap<String, DirectionalBuckets>,
     stats: &mut Stats,
     now: Instant,
     direction: Direction,
