@@ -182,16 +182,17 @@ pub(crate) fn manager_config(options: &Options) -> ConnectionManagerConfig {
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));
     match &options.push {
-        Some(sink) => {
-            let sink = sink.clone();
-            config
-                .set_push_sender(move |push: PushInfo| {
-                    sink(push);
-                    Ok::<(), std::convert::Infallible>(())
-                })
-                .set_automatic_resubscription()
-        }
+        Some(sink) => config.set_push_sender(push_sender(sink)).set_automatic_resubscription(),
         None => config,
+    }
+}
+
+/// `sink` in the shape the `redis` crate's connections take (a sink cannot fail).
+fn push_sender(sink: &PushSink) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
+    let sink = sink.clone();
+    move |push| {
+        sink(push);
+        Ok(())
     }
 }
 
@@ -219,11 +220,7 @@ async fn cluster(nodes: &[HostPort], credentials: &Credentials, options: &Option
     let mut config = redis::cluster::ClusterConfig::new();
     if let Some(sink) = &options.push {
         builder = builder.use_protocol(ProtocolVersion::RESP3);
-        let sink = sink.clone();
-        config = config.set_push_sender(move |push: PushInfo| {
-            sink(push);
-            Ok::<(), std::convert::Infallible>(())
-        });
+        config = config.set_push_sender(push_sender(sink));
     }
     builder.build()?.get_async_connection_with_config(config).await
 }

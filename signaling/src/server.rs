@@ -376,7 +376,7 @@ async fn recover_from_outages<S: KvStore, A: Adapter>(
     loop {
         tick.tick().await;
         let store = gw.engine.store();
-        if store.link().is_up() {
+        if store.health().is_up() {
             continue;
         }
         // The adapter first: its manager reconnects (and re-subscribes) when a command fails,

@@ -22,7 +22,7 @@ pub enum DriverError {
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The link is down; not tried.
+    /// Redis is known to be down; not tried.
     #[error("Redis unreachable")]
     Unreachable,
 }
@@ -34,23 +34,23 @@ type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
 pub struct ReconnectingDriver {
     conn: Link,
     handlers: Handlers,
-    link: RedisHealth,
+    health: RedisHealth,
 }
 
 impl std::fmt::Debug for ReconnectingDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReconnectingDriver").field("up", &self.link.is_up()).finish()
+        f.debug_struct("ReconnectingDriver").field("up", &self.health.is_up()).finish()
     }
 }
 
 impl ReconnectingDriver {
     /// Connects to `target` with `options` (timeouts) plus a receiver for the messages.
-    pub async fn connect(target: &Target, options: Options, link: RedisHealth) -> redis::RedisResult<Self> {
+    pub async fn connect(target: &Target, options: Options, health: RedisHealth) -> redis::RedisResult<Self> {
         let handlers: Handlers = Arc::default();
         let sink = handlers.clone();
         let options = Options { push: Some(Arc::new(move |push: PushInfo| route(push, &sink))), ..options };
         let conn = Link::connect(target, &options).await?;
-        Ok(Self { conn, handlers, link })
+        Ok(Self { conn, handlers, health })
     }
 
     /// Sends one command, so that after an outage the connection notices it is dead,
@@ -60,8 +60,8 @@ impl ReconnectingDriver {
         redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop)
     }
 
-    fn check_link(&self) -> Result<(), DriverError> {
-        if self.link.is_up() {
+    fn check_health(&self) -> Result<(), DriverError> {
+        if self.health.is_up() {
             Ok(())
         } else {
             Err(DriverError::Unreachable)
@@ -70,7 +70,7 @@ impl ReconnectingDriver {
 
     fn observe<T>(&self, result: redis::RedisResult<T>) -> Result<T, DriverError> {
         result.map_err(|e| {
-            self.link.observe(&e);
+            self.health.observe(&e);
             DriverError::Redis(e)
         })
     }
@@ -101,7 +101,7 @@ impl Driver for ReconnectingDriver {
     type Error = DriverError;
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
-        self.check_link()?;
+        self.check_health()?;
         self.observe(self.conn.publish(&chan, &val).await)
     }
 
@@ -119,7 +119,7 @@ impl Driver for ReconnectingDriver {
     }
 
     async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
-        self.check_link()?;
+        self.check_health()?;
         self.observe(self.conn.subscribers(chan).await)
     }
 }

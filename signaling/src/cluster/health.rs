@@ -21,7 +21,7 @@ impl Default for RedisHealth {
 }
 
 impl RedisHealth {
-    /// A link that starts up (the service connected to Redis before serving).
+    /// Starts up (the service connected to Redis before serving).
     pub fn new() -> Self {
         Self { up: Arc::new(AtomicBool::new(true)) }
     }
@@ -31,13 +31,13 @@ impl RedisHealth {
         self.up.load(Ordering::Acquire)
     }
 
-    /// Records `error` if it is an outage; `true` only for the call that took the link down,
+    /// Records `error` if it is an outage; `true` only for the call that took Redis down,
     /// so the switch is logged once.
     pub fn observe(&self, error: &redis::RedisError) -> bool {
         is_outage(error) && self.mark_down(error)
     }
 
-    /// Takes the link down for `why`; `true` if it was up.
+    /// Marks Redis down for `why`; `true` if it was up.
     pub fn mark_down(&self, why: &dyn std::fmt::Display) -> bool {
         let was_up = self.up.swap(false, Ordering::AcqRel);
         if was_up {
@@ -63,21 +63,21 @@ mod tests {
     }
 
     #[test]
-    fn an_outage_takes_the_link_down_once() {
-        let link = RedisHealth::new();
-        assert!(link.is_up());
-        assert!(link.observe(&io_error()));
-        assert!(!link.observe(&io_error()), "already down: not reported twice");
-        assert!(!link.is_up());
-        link.restore();
-        assert!(link.is_up());
+    fn an_outage_marks_redis_down_once() {
+        let health = RedisHealth::new();
+        assert!(health.is_up());
+        assert!(health.observe(&io_error()));
+        assert!(!health.observe(&io_error()), "already down: not reported twice");
+        assert!(!health.is_up());
+        health.restore();
+        assert!(health.is_up());
     }
 
     #[test]
     fn a_command_error_is_not_an_outage() {
-        let link = RedisHealth::new();
+        let health = RedisHealth::new();
         let e = redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "wrong type"));
-        assert!(!link.observe(&e));
-        assert!(link.is_up());
+        assert!(!health.observe(&e));
+        assert!(health.is_up());
     }
 }

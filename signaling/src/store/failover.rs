@@ -29,12 +29,12 @@ pub struct Recovered {
 struct Inner<P> {
     primary: P,
     local: MemoryStore,
-    link: RedisHealth,
+    health: RedisHealth,
     /// Operations hold it shared; a recovery holds it exclusively.
     gate: RwLock<()>,
 }
 
-/// `primary` (Redis) while `link` is up, memory while it is down.
+/// `primary` (Redis) while `health` is up, memory while it is down.
 pub struct FailoverStore<P> {
     inner: Arc<Inner<P>>,
 }
@@ -47,27 +47,27 @@ impl<P> Clone for FailoverStore<P> {
 
 impl<P> std::fmt::Debug for FailoverStore<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FailoverStore").field("up", &self.inner.link.is_up()).finish()
+        f.debug_struct("FailoverStore").field("up", &self.inner.health.is_up()).finish()
     }
 }
 
 impl<P: KvStore> FailoverStore<P> {
-    /// Serves from `primary` while `link` is up.
-    pub fn new(primary: P, link: RedisHealth) -> Self {
-        Self { inner: Arc::new(Inner { primary, local: MemoryStore::new(), link, gate: RwLock::new(()) }) }
+    /// Serves from `primary` while `health` is up.
+    pub fn new(primary: P, health: RedisHealth) -> Self {
+        Self { inner: Arc::new(Inner { primary, local: MemoryStore::new(), health, gate: RwLock::new(()) }) }
     }
 
-    /// The shared link state.
-    pub fn link(&self) -> &RedisHealth {
-        &self.inner.link
+    /// The shared up/down state.
+    pub fn health(&self) -> &RedisHealth {
+        &self.inner.health
     }
 
-    /// If the link is down and Redis answers again: moves the local records to Redis and
-    /// switches back. `Ok(None)` if the link was up; an error (link still down) if Redis is
+    /// If Redis was down and answers again: moves the local records to Redis and switches
+    /// back. `Ok(None)` if it was up; an error (still down) if Redis is
     /// still unreachable.
     pub async fn recover(&self) -> Result<Option<Recovered>, StoreError> {
         let inner = &self.inner;
-        if inner.link.is_up() {
+        if inner.health.is_up() {
             return Ok(None);
         }
         inner.primary.ping().await?;
@@ -80,14 +80,14 @@ impl<P: KvStore> FailoverStore<P> {
                 return Err(e);
             }
         }
-        inner.link.restore();
+        inner.health.restore();
         Ok(Some(moved))
     }
 
-    /// Takes the link down if `e` is an outage; `true` if so.
+    /// Marks Redis down if `e` is an outage; `true` if so.
     fn observe(&self, e: &StoreError) -> bool {
         e.is_outage() && {
-            self.inner.link.mark_down(e);
+            self.inner.health.mark_down(e);
             true
         }
     }
@@ -97,7 +97,7 @@ impl<P: KvStore> KvStore for FailoverStore<P> {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         let inner = &self.inner;
         let _shared = inner.gate.read().await;
-        if inner.link.is_up() {
+        if inner.health.is_up() {
             match inner.primary.get_many(keys).await {
                 Err(e) if self.observe(&e) => {}
                 result => return result,
@@ -109,7 +109,7 @@ impl<P: KvStore> KvStore for FailoverStore<P> {
     async fn commit(&self, commit: &Commit) -> Result<bool, StoreError> {
         let inner = &self.inner;
         let _shared = inner.gate.read().await;
-        if !inner.link.is_up() {
+        if !inner.health.is_up() {
             return inner.local.commit(commit).await;
         }
         // Not retried locally: the expectations were read from Redis, and the write may even
@@ -125,7 +125,7 @@ impl<P: KvStore> KvStore for FailoverStore<P> {
     async fn claim_due(&self, now_ms: u64, lease_ms: u64, max: usize) -> Result<Vec<String>, StoreError> {
         let inner = &self.inner;
         let _shared = inner.gate.read().await;
-        if inner.link.is_up() {
+        if inner.health.is_up() {
             match inner.primary.claim_due(now_ms, lease_ms, max).await {
                 Err(e) if self.observe(&e) => {}
                 result => return result,
@@ -135,7 +135,7 @@ impl<P: KvStore> KvStore for FailoverStore<P> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if !self.inner.link.is_up() {
+        if !self.inner.health.is_up() {
             return Err(StoreError::Degraded);
         }
         let result = self.inner.primary.ping().await;
@@ -202,7 +202,7 @@ mod tests {
         primary.down.store(true, Ordering::SeqCst);
         // The first read sees the outage and is answered from memory.
         assert_eq!(store.get_many(&["during".into()]).await.unwrap(), vec![None]);
-        assert!(!store.link().is_up());
+        assert!(!store.health().is_up());
         assert!(matches!(store.ping().await, Err(StoreError::Degraded)));
         assert!(store.commit(&put("during", "m")).await.unwrap());
         store.commit(&Commit { zadd: vec![("ring|c".into(), 50)], ..Commit::default() }).await.unwrap();
@@ -212,7 +212,7 @@ mod tests {
 
         primary.down.store(false, Ordering::SeqCst);
         assert_eq!(store.recover().await.unwrap(), Some(Recovered { records: 1, deadlines: 1 }));
-        assert!(store.link().is_up());
+        assert!(store.health().is_up());
         assert_eq!(store.recover().await.unwrap(), None);
         store.ping().await.unwrap();
         // Both the record from before and the one made during the outage are in the primary.
@@ -259,10 +259,10 @@ mod tests {
         }
         let store = FailoverStore::new(ReadOnly::default(), RedisHealth::new());
         assert!(store.commit(&put("k", "v")).await.unwrap_err().is_outage());
-        assert!(!store.link().is_up());
+        assert!(!store.health().is_up());
         assert!(store.commit(&put("k", "v")).await.unwrap());
         assert!(store.recover().await.is_err());
-        assert!(!store.link().is_up());
+        assert!(!store.health().is_up());
         assert_eq!(store.get_many(&["k".into()]).await.unwrap(), vec![Some("v".into())]);
     }
 }

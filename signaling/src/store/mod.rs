@@ -42,7 +42,7 @@ impl StoreError {
     /// Whether this is Redis being unreachable (rather than a bad record or a bug).
     pub fn is_outage(&self) -> bool {
         match self {
-            Self::Redis(e) => crate::cluster::is_outage(e),
+            Self::Redis(e) => redis_link::is_outage(e),
             Self::Degraded => true,
             Self::Corrupt { .. } | Self::Contention => false,
         }
