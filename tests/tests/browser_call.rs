@@ -339,11 +339,11 @@ fn browser_call_over_turn_udp() {
             relay_addr: relay.addr(),
             relay_ports: (relay.ports().relay_min(), relay.ports().relay_max()),
             secret: relay.secret(),
-            transports: "[\"udp\", \"tcp\"]",
-            turn_urls: vec![
-                format!("turn:127.0.0.1:{port}?transport=udp"),
-                format!("turn:127.0.0.1:{port}?transport=tcp"),
-            ],
+            // UDP only: with both transports offered, which relay pair Chromium nominates first is
+            // its own timing (a loaded CI machine once picked TCP), and this test proves the UDP
+            // relay path; the two-URL config itself is checked by the REST tests.
+            transports: "[\"udp\"]",
+            turn_urls: vec![format!("turn:127.0.0.1:{port}?transport=udp")],
             relay_protocol: "udp",
             hangup_by: "caller",
         },
