@@ -60,6 +60,7 @@ impl Default for Quotas {
     }
 }
 
+#[derive(Clone)]
 pub struct ServerConfig {
     pub realm: String,
     /// SOFTWARE attribute on responses; `None` leaves it out.

@@ -8,6 +8,7 @@ pub mod channel_data;
 pub mod config;
 pub mod framing;
 pub mod fuzzing;
+pub mod ledger;
 pub mod nonce;
 pub mod peer_policy;
 pub mod ports;
@@ -23,4 +24,5 @@ pub use allocation::{ClientTransport, FiveTuple};
 /// attacker picks cannot be aimed at one bucket.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use config::{Lifetimes, NatDiscovery, Quotas, RelayIp, ServerConfig};
+pub use ledger::Ledger;
 pub use server::{BindError, Command, Event, Now, RelaySockets, Server, SocketKind, ToClient, ToPeer, Transmit};

@@ -80,7 +80,10 @@ impl Server {
         if self.draining {
             return self.redirect(tuple, req, &key, Redirect::Draining);
         }
-        if self.cfg.capacity > 0 && self.allocations.len() >= self.cfg.capacity as usize && self.has_alternate(&tuple) {
+        if self.cfg.capacity > 0
+            && self.ledger.allocations() >= self.cfg.capacity as usize
+            && self.has_alternate(&tuple)
+        {
             return self.redirect(tuple, req, &key, Redirect::OverCapacity);
         }
         let request = match parse_allocate(req, tuple.transport) {
@@ -97,6 +100,7 @@ impl Server {
         let opened = match self.open_relays(now.instant, &request, sockets) {
             Ok(r) => r,
             Err(code) => {
+                self.ledger.release(&auth.quota_user);
                 return self.reply_error(tuple, req, code, Some(&key), "no relay address available");
             }
         };
@@ -138,21 +142,15 @@ impl Server {
         self.queue(tuple, b, Some(key));
     }
 
-    /// The error code and the name of the quota an Allocate would exceed.
+    /// Counts the allocation against the quotas, or says which one it would exceed (code, name).
+    /// The per-source quota is this worker's: a client address is always served by one worker.
     fn check_quota(&self, auth: &Authorized, client: IpAddr) -> Result<(), (Refusal, &'static str)> {
         let quotas = self.cfg.quotas;
-        if quotas.total > 0 && self.allocations.len() >= quotas.total as usize {
-            return Err((508, "total"));
-        }
-        let held = self.per_user.get(&auth.quota_user).copied().unwrap_or(0);
-        if quotas.per_user > 0 && held >= quotas.per_user {
-            return Err((486, "user"));
-        }
         let from_source = self.per_source.get(&client).copied().unwrap_or(0);
         if quotas.per_source > 0 && from_source >= quotas.per_source {
             return Err((486, "source"));
         }
-        Ok(())
+        self.ledger.claim(&auth.quota_user, &quotas)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -171,7 +169,7 @@ impl Server {
         for relay in relays {
             self.by_relay.insert(*relay, tuple);
         }
-        *self.per_user.entry(auth.quota_user.clone()).or_insert(0) += 1;
+        *self.users_here.entry(auth.quota_user.clone()).or_insert(0) += 1;
         *self.per_source.entry(tuple.client.ip()).or_insert(0) += 1;
         self.events.push_back(Event::AllocationCreated {
             tuple,
@@ -324,7 +322,9 @@ impl Server {
     ) -> Result<u16, Refusal> {
         let mut tried = Vec::new();
         for _ in 0..BIND_ATTEMPTS {
-            let pool = self.ports.get(&ip).ok_or(440u16)?;
+            // Held from pick to take: another worker picking meanwhile must not get this port.
+            let mut ledger = self.ledger.lock();
+            let pool = ledger.ports.get(&ip).ok_or(440u16)?;
             let port = pool.pick(&mut self.rng, even, pair, &tried).ok_or(508u16)?;
             match sockets.open(SocketAddr::new(ip, port), kind) {
                 Ok(()) => {}
@@ -346,11 +346,11 @@ impl Server {
                         continue;
                     }
                 }
-                if let Some(pool) = self.ports.get_mut(&ip) {
+                if let Some(pool) = ledger.ports.get_mut(&ip) {
                     pool.take(port + 1);
                 }
             }
-            if let Some(pool) = self.ports.get_mut(&ip) {
+            if let Some(pool) = ledger.ports.get_mut(&ip) {
                 pool.take(port);
             }
             return Ok(port);

@@ -18,6 +18,7 @@ mod tests;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -27,8 +28,8 @@ use super::allocation::{Allocation, FiveTuple, Traffic};
 use super::bandwidth::DirectionalBuckets;
 use super::channel_data;
 use super::config::ServerConfig;
+use super::ledger::Ledger;
 use super::nonce::NonceMinter;
-use super::ports::PortPool;
 use super::ratelimit::SourceLimiter;
 use super::stats::Stats;
 use super::stun::{Class, Message, Method};
@@ -188,8 +189,10 @@ pub struct Server {
     by_relay: FastMap<SocketAddr, FiveTuple>,
     reservations: HashMap<u64, Reservation>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    ports: HashMap<IpAddr, PortPool>,
-    per_user: HashMap<String, u32>,
+    /// Shared with the relay's other workers: ports, per-user and total quotas.
+    ledger: Arc<Ledger>,
+    /// Allocations per quota user on this worker, so its bandwidth buckets go with the last one.
+    users_here: HashMap<String, u32>,
     /// Allocations per client IP, for `Quotas::per_source`.
     per_source: HashMap<IpAddr, u32>,
     /// Bandwidth allowances of users with allocations, when a per-user cap is set.
@@ -217,15 +220,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// `seed` feeds nonce keys, port choice and reservation tokens: the driver passes real
-    /// randomness, tests a constant.
+    /// A relay of one worker. `seed` feeds nonce keys, port choice and reservation tokens: the
+    /// driver passes real randomness, tests a constant.
     pub fn new(cfg: ServerConfig, seed: [u8; 32]) -> Self {
         let mut rng = StdRng::from_seed(seed);
         let nonce_key: [u8; 32] = rand::Rng::gen(&mut rng);
+        let ledger = Arc::new(Ledger::new(&cfg, nonce_key));
+        Self::with_ledger(cfg, seed, ledger)
+    }
+
+    /// One worker of a relay whose workers share `ledger` (each with its own `seed`).
+    pub fn with_ledger(cfg: ServerConfig, seed: [u8; 32], ledger: Arc<Ledger>) -> Self {
+        let mut rng = StdRng::from_seed(seed);
+        // `new` drew the nonce key first; skipped here so every later draw is the same either way.
+        let _: [u8; 32] = rand::Rng::gen(&mut rng);
+        let nonce_key = ledger.nonce_key();
         let indication_salt: u32 = rand::Rng::gen(&mut rng);
         let next_connection_id: u32 = rand::Rng::gen(&mut rng);
         let unauthenticated = SourceLimiter::new(cfg.unauthenticated_rate);
-        let ports = cfg.relay_ips.iter().map(|r| (r.bind, PortPool::new(cfg.min_port, cfg.max_port))).collect();
         Server {
             nonces: {
                 let mut minter = NonceMinter::new(nonce_key, cfg.nonce_lifetime_secs);
@@ -237,8 +249,8 @@ impl Server {
             by_relay: FastMap::default(),
             reservations: HashMap::new(),
             timers: BinaryHeap::new(),
-            ports,
-            per_user: HashMap::new(),
+            ledger,
+            users_here: HashMap::new(),
             per_source: HashMap::new(),
             user_bandwidth: FastMap::default(),
             draining: false,
@@ -308,8 +320,14 @@ impl Server {
         &self.stats
     }
 
+    /// Allocations of this worker.
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
+    }
+
+    /// What this worker shares with the relay's others.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     pub fn allocation(&self, tuple: &FiveTuple) -> Option<&Allocation> {
@@ -348,9 +366,10 @@ impl Server {
         self.fleet_alternates = alternates;
     }
 
-    /// Relay ports held, allocations and reservations together (for leak checks and metrics).
+    /// Relay ports held relay-wide, allocations and reservations together (for leak checks and
+    /// metrics).
     pub fn ports_in_use(&self) -> usize {
-        self.ports.values().map(PortPool::in_use).sum()
+        self.ledger.ports_in_use()
     }
 
     /// A datagram from a client. Returns payload to relay to a peer, if any; replies are queued
@@ -474,8 +493,9 @@ impl Server {
             self.release_port(*relay, sockets);
         }
         self.stats.allocation_ended(reason);
-        decrement(&mut self.per_user, &alloc.quota_user);
-        if !self.per_user.contains_key(&alloc.quota_user) {
+        self.ledger.release(&alloc.quota_user);
+        decrement(&mut self.users_here, &alloc.quota_user);
+        if !self.users_here.contains_key(&alloc.quota_user) {
             self.user_bandwidth.remove(&alloc.quota_user);
         }
         decrement(&mut self.per_source, &alloc.tuple.client.ip());
@@ -491,7 +511,7 @@ impl Server {
 
     fn release_port(&mut self, addr: SocketAddr, sockets: &mut dyn RelaySockets) {
         sockets.close(addr);
-        if let Some(pool) = self.ports.get_mut(&addr.ip()) {
+        if let Some(pool) = self.ledger.lock().ports.get_mut(&addr.ip()) {
             pool.release(addr.port());
         }
     }

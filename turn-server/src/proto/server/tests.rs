@@ -85,12 +85,11 @@ struct Harness {
 
 impl Harness {
     fn new(cfg: ServerConfig) -> Self {
-        Harness {
-            server: Server::new(cfg, [7; 32]),
-            sockets: FakeSockets::default(),
-            t0: Instant::now(),
-            elapsed: Duration::ZERO,
-        }
+        Self::with_server(Server::new(cfg, [7; 32]))
+    }
+
+    fn with_server(server: Server) -> Self {
+        Harness { server, sockets: FakeSockets::default(), t0: Instant::now(), elapsed: Duration::ZERO }
     }
 
     fn now(&self) -> Now {
@@ -676,6 +675,51 @@ fn quotas_per_user_and_total() {
         .class,
         Class::Success
     );
+}
+
+#[test]
+fn workers_sharing_a_ledger_share_quotas_ports_and_nonces() {
+    let mut cfg = config();
+    cfg.quotas.per_user = 1;
+    cfg.relay_ips.truncate(1);
+    cfg.max_port = cfg.min_port + 1;
+    let ledger = Arc::new(Ledger::new(&cfg, [9; 32]));
+    let mut one = Harness::with_server(Server::with_ledger(cfg.clone(), [1; 32], ledger.clone()));
+    let mut two = Harness::with_server(Server::with_ledger(cfg, [2; 32], ledger.clone()));
+    let code = |h: &mut Harness, c: &mut Client| {
+        let r = c.allocate(h, &[]);
+        let m = c.verify(&r);
+        if m.message_type().class == Class::Success {
+            0
+        } else {
+            error_code(&m)
+        }
+    };
+    let mut alice = Client::rest("203.0.113.5:1", "alice", T0_UNIX + 3600);
+    assert_eq!(code(&mut one, &mut alice), 0);
+    // The same user through the other worker: the quota is the relay's, not the worker's.
+    let mut alice_again = Client::rest("203.0.113.6:1", "alice", T0_UNIX + 3600);
+    assert_eq!(code(&mut two, &mut alice_again), 486);
+    let mut bob = Client::rest("203.0.113.6:2", "bob", T0_UNIX + 3600);
+    assert_eq!(code(&mut two, &mut bob), 0);
+    let (a, b) = (one.sockets.open.iter().next().copied(), two.sockets.open.iter().next().copied());
+    assert!(a.is_some() && a != b, "each port of the range goes to one worker only: {a:?} {b:?}");
+    // Two ports, both held: a third allocation on either worker finds none.
+    let mut carol = Client::rest("203.0.113.5:3", "carol", T0_UNIX + 3600);
+    assert_eq!(code(&mut one, &mut carol), 508);
+    assert_eq!((ledger.allocations(), ledger.ports_in_use()), (2, 2));
+    // Ending an allocation on one worker frees its place for the other.
+    let req = alice.request(Method::Refresh, &[lifetime(0)]);
+    alice.verify(&one.send(alice.tuple, &req).expect("refresh answered"));
+    assert_eq!(code(&mut two, &mut alice_again), 0);
+    assert_eq!((ledger.allocations(), ledger.ports_in_use()), (2, 2));
+    // A nonce one worker minted is good on the other (same key).
+    let mut dave = Client::rest("203.0.113.5:4", "dave", T0_UNIX + 3600);
+    dave.learn_nonce(&mut one);
+    let req = dave.request(Method::Allocate, &[udp()]);
+    let reply = two.send(dave.tuple, &req).expect("answered");
+    // Authenticated (not 438 Stale Nonce), then refused only because both ports are held.
+    assert_eq!(error_code(&dave.verify(&reply)), 508);
 }
 
 #[test]

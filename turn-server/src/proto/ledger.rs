@@ -1,0 +1,124 @@
+//! What the workers of one relay share. Each worker's core owns its allocations, permissions and
+//! channels, so nothing on the data path locks; the ledger holds only what must be one figure for
+//! the whole relay (relay ports, the per-user and total quotas, the nonce key) and is locked only
+//! while an allocation opens or ends, never per datagram.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::config::{Quotas, RelayIp, ServerConfig};
+use super::ports::PortPool;
+
+pub struct Ledger {
+    nonce_key: [u8; 32],
+    state: Mutex<State>,
+}
+
+pub(crate) struct State {
+    /// Relay ports per relay IP: a port one worker holds is never offered to another.
+    pub(crate) ports: HashMap<IpAddr, PortPool>,
+    /// Allocations per quota user, relay-wide (a user's clients may be served by several workers).
+    users: HashMap<String, u32>,
+    allocations: usize,
+}
+
+/// A quota an Allocate would exceed: the error code and the quota's name (a metrics label).
+pub type QuotaExceeded = (u16, &'static str);
+
+impl Ledger {
+    /// `nonce_key`: the key every worker mints and checks nonces with, so a nonce stays valid
+    /// whichever worker sees the client's next request.
+    pub fn new(cfg: &ServerConfig, nonce_key: [u8; 32]) -> Self {
+        Self::with_ports(&cfg.relay_ips, cfg.min_port, cfg.max_port, nonce_key)
+    }
+
+    fn with_ports(relay_ips: &[RelayIp], min_port: u16, max_port: u16, nonce_key: [u8; 32]) -> Self {
+        let ports = relay_ips.iter().map(|r| (r.bind, PortPool::new(min_port, max_port))).collect();
+        Ledger { nonce_key, state: Mutex::new(State { ports, users: HashMap::new(), allocations: 0 }) }
+    }
+
+    pub fn nonce_key(&self) -> [u8; 32] {
+        self.nonce_key
+    }
+
+    /// Nothing in the state can be left half-updated by a panic (each change is one statement),
+    /// so a poisoned lock is still sound to use.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one more allocation of `user` if the quotas allow it; checked and counted under one
+    /// lock, so two workers cannot both take the last place. Give it back with [`Ledger::release`].
+    pub fn claim(&self, user: &str, quotas: &Quotas) -> Result<(), QuotaExceeded> {
+        let mut state = self.lock();
+        if quotas.total > 0 && state.allocations >= quotas.total as usize {
+            return Err((508, "total"));
+        }
+        let held = state.users.get(user).copied().unwrap_or(0);
+        if quotas.per_user > 0 && held >= quotas.per_user {
+            return Err((486, "user"));
+        }
+        state.allocations += 1;
+        *state.users.entry(user.to_owned()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    pub fn release(&self, user: &str) {
+        let mut state = self.lock();
+        state.allocations = state.allocations.saturating_sub(1);
+        if let Some(count) = state.users.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                state.users.remove(user);
+            }
+        }
+    }
+
+    /// Allocations relay-wide, every worker's.
+    pub fn allocations(&self) -> usize {
+        self.lock().allocations
+    }
+
+    /// Relay ports held relay-wide, by allocations and reservations.
+    pub fn ports_in_use(&self) -> usize {
+        self.lock().ports.values().map(PortPool::in_use).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quotas(per_user: u32, total: u32) -> Quotas {
+        Quotas { per_user, total, ..Quotas::default() }
+    }
+
+    #[test]
+    fn claims_count_relay_wide_and_release_gives_back() {
+        let ledger = Ledger::with_ports(&[], 0, 0, [0; 32]);
+        let q = quotas(2, 3);
+        assert_eq!(ledger.claim("alice", &q), Ok(()));
+        assert_eq!(ledger.claim("alice", &q), Ok(()));
+        assert_eq!(ledger.claim("alice", &q), Err((486, "user")));
+        assert_eq!(ledger.claim("bob", &q), Ok(()));
+        assert_eq!(ledger.claim("carol", &q), Err((508, "total")));
+        assert_eq!(ledger.allocations(), 3);
+        ledger.release("alice");
+        assert_eq!(ledger.claim("alice", &q), Ok(()));
+        for user in ["alice", "alice", "bob"] {
+            ledger.release(user);
+        }
+        assert_eq!(ledger.allocations(), 0);
+        assert!(ledger.lock().users.is_empty(), "released users leave no entry behind");
+    }
+
+    #[test]
+    fn unlimited_quotas_only_count() {
+        let ledger = Ledger::with_ports(&[], 0, 0, [0; 32]);
+        for _ in 0..100 {
+            assert_eq!(ledger.claim("alice", &quotas(0, 0)), Ok(()));
+        }
+        assert_eq!(ledger.allocations(), 100);
+    }
+}
