@@ -300,7 +300,7 @@ pub struct TurnConfig {
     pub no_stun: bool,
     /// SOFTWARE attribute value; empty sends none.
     pub software: String,
-    /// Worker threads; 0 = one per core.
+    /// UDP worker threads (coturn `relay-threads`); 0 = one per core the process may run on.
     pub workers: usize,
     /// Second address for RFC 5780 NAT behaviour discovery (coturn's second listening IP); needs
     /// exactly one `listening_ips` entry, of the same family.

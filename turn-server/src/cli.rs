@@ -236,6 +236,10 @@ pub struct RunArgs {
     /// TCP/TLS connections one source address may hold (default 64).
     #[arg(long = "max-connections-per-ip", value_name = "N")]
     pub max_connections_per_ip: Option<u32>,
+    /// UDP worker threads, each with its own listening sockets (SO_REUSEPORT, a client address
+    /// always to the same one) and relay sockets; 0 = one per core (the default).
+    #[arg(long = "relay-threads", value_name = "N")]
+    pub relay_threads: Option<usize>,
     /// Ignore STUN Binding requests (TURN only).
     #[arg(long = "no-stun")]
     pub no_stun: bool,
@@ -365,6 +369,7 @@ impl RunArgs {
             t.pkey = self.pkey.clone();
         }
         set(&mut t.max_connections_per_ip, self.max_connections_per_ip);
+        set(&mut t.workers, self.relay_threads);
         set(&mut t.max_allocations_per_ip, self.max_allocations_per_ip);
         set(&mut t.unauthenticated_rate, self.unauthenticated_rate);
         set(&mut cfg.auth.max_credential_lifetime_secs, self.max_credential_lifetime);

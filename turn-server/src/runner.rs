@@ -1,17 +1,18 @@
 //! Starting and stopping the relay: bind listeners (so errors surface before "ready"), run the
 //! worker, stop at once on SIGINT (Ctrl-C), drain on SIGTERM (systemd's stop) and stop after.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use std::rc::Rc;
 
-use crate::net::{socket, Listeners, StreamOptions, Worker};
+use crate::net::{socket, steering, Listeners, StreamOptions, Worker, WorkerPool, WorkerSpec};
 use crate::ops::control::Control;
 use crate::ops::logging::LogControl;
 use crate::ops::systemd;
-use crate::proto::Server;
+use crate::proto::{Ledger, Server};
 use crate::settings::Settings;
 
 /// Binds every listener; an IPv6 wildcard that the host cannot offer is skipped with a warning
@@ -51,6 +52,34 @@ fn bind_each<T>(
     Ok(sockets)
 }
 
+/// The listening UDP sockets of workers 1.., one per address each, joining the SO_REUSEPORT
+/// groups of worker 0's sockets, which are then steered by client address. Where the kernel
+/// refuses the steering program, the relay runs one worker (the kernel's own spreading by port
+/// would split a client host over workers).
+fn bind_worker_sockets(settings: &Settings, listeners: &Listeners) -> anyhow::Result<Vec<Vec<UdpSocket>>> {
+    let workers = if listeners.udp.is_empty() { 1 } else { settings.workers.max(1) };
+    let mut extra = Vec::new();
+    for _ in 1..workers {
+        let mut sockets = Vec::new();
+        for first in &listeners.udp {
+            let addr = first.local_addr().context("a listening socket has no address")?;
+            sockets.push(socket::bind_listener(addr).with_context(|| format!("cannot add a worker on udp {addr}"))?);
+        }
+        extra.push(sockets);
+    }
+    if extra.is_empty() {
+        return Ok(extra);
+    }
+    for first in &listeners.udp {
+        let addr = first.local_addr().context("a listening socket has no address")?;
+        if let Err(e) = steering::steer_by_client_ip(first, addr.is_ipv6(), workers as u32) {
+            tracing::warn!(%addr, error = %e, "cannot steer clients to workers; running one worker");
+            return Ok(Vec::new());
+        }
+    }
+    Ok(extra)
+}
+
 pub use crate::ops::control::Reloader;
 
 /// Runs the relay until SIGINT, or SIGTERM and the drain after it; SIGHUP re-reads the
@@ -60,17 +89,26 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let listeners = bind_listeners(&settings)?;
-        let seed: [u8; 32] = rand::random();
+        let mut listeners = bind_listeners(&settings)?;
+        let extra_udp = bind_worker_sockets(&settings, &listeners)?;
+        let ledger = Arc::new(Ledger::new(&settings.server, rand::random()));
         let streams = StreamOptions { limits: settings.stream_limits, tls_files: settings.tls_files.clone() };
-        let worker = Worker::new(Server::new(settings.server, seed), listeners, streams).context("cannot start")?;
+        let specs: Vec<WorkerSpec> = extra_udp
+            .into_iter()
+            .map(|udp| WorkerSpec { server: settings.server.clone(), ledger: ledger.clone(), seed: rand::random(), udp })
+            .collect();
+        let local = Server::with_ledger(settings.server.clone(), rand::random(), ledger);
+        let worker = Worker::new(local, std::mem::take(&mut listeners), streams).context("cannot start")?;
         for (transport, addr) in worker.local_addrs() {
             tracing::info!(%addr, "listening on {transport}");
         }
         let worker = Rc::new(worker);
+        let workers = Rc::new(WorkerPool::start(worker.clone(), specs).context("cannot start a worker thread")?);
+        let n = workers.worker_count();
+        tracing::info!("relaying UDP on {n} worker thread{}", if n == 1 { "" } else { "s" });
         let registry_wake = Rc::new(tokio::sync::Notify::new());
         let control = Rc::new(Control::new(
-            worker.clone(),
+            workers.clone(),
             settings.effective_config.clone(),
             reload,
             log,
@@ -78,7 +116,7 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
         ));
         if let Some(registry) = settings.registry.clone() {
             tracing::info!(id = %registry.identity.id, urls = ?registry.identity.urls, "registering in the fleet registry");
-            tokio::task::spawn_local(crate::ops::registry::run(registry, worker.clone(), registry_wake));
+            tokio::task::spawn_local(crate::ops::registry::run(registry, workers.clone(), registry_wake));
         }
         if let Some(addr) = settings.metrics {
             let listener = bind_local(addr, "metrics", "--prometheus-port").await?;
@@ -110,7 +148,7 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
         systemd::notify("READY=1");
         let signal = signals.next().await;
         systemd::notify("STOPPING=1");
-        tracing::info!(signal, allocations = worker.allocation_count(), "shutting down");
+        tracing::info!(signal, allocations = workers.allocation_count(), "shutting down");
         if signal == "SIGTERM" {
             control.drain(settings.drain_timeout, signals.next()).await;
         }

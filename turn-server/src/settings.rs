@@ -29,6 +29,8 @@ pub struct Settings {
     pub admin: Option<AdminListen>,
     /// How long existing allocations may keep relaying after SIGTERM.
     pub drain_timeout: Duration,
+    /// UDP workers (`turn.workers`, 0 resolved to the number of cores).
+    pub workers: usize,
     /// `turn.log_level`, validated.
     pub log_level: String,
     /// The configuration these settings came from, as TOML with secrets redacted (admin `config`).
@@ -43,6 +45,9 @@ pub struct AdminListen {
     pub addr: SocketAddr,
     pub token: String,
 }
+
+/// More UDP workers than this buys nothing on any machine a relay runs on.
+const MAX_WORKERS: usize = 256;
 
 /// Shorter admin tokens are refused: the interface can end every call on the relay.
 const MIN_ADMIN_TOKEN: usize = 16;
@@ -206,6 +211,11 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         metrics: t.prometheus.then(|| SocketAddr::new(t.prometheus_address, t.prometheus_port)),
         admin,
         drain_timeout: Duration::from_secs(t.drain_timeout_secs),
+        workers: match t.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+        .min(MAX_WORKERS),
         log_level: t.log_level.clone(),
         effective_config: cfg.to_redacted_toml()?,
         registry,

@@ -3,14 +3,17 @@
 //! no locks; relay sockets are polled by the worker that created their allocation.
 
 mod batch;
+mod pool;
 mod relay_set;
 pub mod socket;
+pub mod steering;
 mod stream;
 mod tcp_relay;
 pub mod tls;
 mod udp;
 mod worker;
 
+pub use pool::{WorkerPool, WorkerSpec};
 pub use stream::StreamLimits;
 pub use tls::TlsFiles;
 pub use worker::{Listeners, StreamOptions, Worker, WorkerError};

@@ -62,20 +62,27 @@ pub fn bind_tcp_relay(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// RFC 8656 DONT-FRAGMENT: never fragment what the relay sends to the peer.
 #[cfg(target_os = "linux")]
 pub fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let (level, name, value) = if ipv6 {
         (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
     } else {
         (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
     };
-    // SAFETY: the fd is a live socket owned by `socket`; value points to a c_int of the given size.
+    set_option(socket, level, name, &value)
+}
+
+/// `setsockopt` with a plain-data value, for options socket2 does not offer.
+#[cfg(target_os = "linux")]
+pub(super) fn set_option<T>(socket: &std::net::UdpSocket, level: i32, name: i32, value: &T) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is a live socket owned by `socket`; `value` points to a T of the given size,
+    // alive for the call (the kernel copies it).
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             level,
             name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {

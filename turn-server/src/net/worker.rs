@@ -137,12 +137,11 @@ impl Worker {
         out
     }
 
-    /// The Prometheus text for a scrape; `gauges` brings what the caller counts.
-    pub fn metrics_text(&self, gauges: crate::ops::metrics::DriverGauges) -> String {
+    /// This worker's counts for a scrape (the pool adds up every worker's).
+    pub fn metrics_sample(&self) -> crate::ops::metrics::Sample {
         let streams = self.shared.streams.borrow();
         let tls = streams.keys().filter(|t| t.transport == ClientTransport::Tls).count();
-        let gauges = crate::ops::metrics::DriverGauges { stream_connections: (streams.len() - tls, tls), ..gauges };
-        crate::ops::metrics::render(&self.shared.server.borrow(), gauges)
+        crate::ops::metrics::Sample::of(&self.shared.server.borrow(), (streams.len() - tls, tls))
     }
 
     pub fn allocation_count(&self) -> usize {

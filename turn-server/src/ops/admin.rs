@@ -32,24 +32,27 @@ fn handle(control: &Control, token: &str, request: &Request) -> Response {
     let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
     match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["allocations"]) => {
-            let user = request.query_value("user");
+            let user = request.query_value("user").map(str::to_owned);
             let now = Instant::now();
-            let list: Vec<Value> = control.worker.with_server(|server| {
-                server
-                    .allocations()
-                    .filter(|a| user.is_none_or(|u| a.username == u || a.quota_user == u))
-                    .map(|a| allocation_json(a, now))
-                    .collect()
+            let per_worker = control.workers.each(move |w| {
+                w.with_server(|server| {
+                    server
+                        .allocations()
+                        .filter(|a| user.as_deref().is_none_or(|u| a.username == u || a.quota_user == u))
+                        .map(|a| allocation_json(a, now))
+                        .collect::<Vec<Value>>()
+                })
             });
+            let list: Vec<Value> = per_worker.into_iter().flatten().collect();
             Response::json(200, &json!({ "allocations": list }))
         }
         ("DELETE", ["users", user, "allocations"]) => {
-            let dropped = control.worker.drop_user(user);
+            let dropped = control.workers.drop_user(user);
             tracing::info!(user, dropped, "admin: user's allocations dropped");
             Response::json(200, &json!({ "user": user, "dropped": dropped }))
         }
         ("GET", ["config"]) => {
-            let (allocations, draining) = control.worker.with_server(|s| (s.allocation_count(), s.is_draining()));
+            let (allocations, draining) = (control.workers.allocation_count(), control.workers.is_draining());
             Response::json(
                 200,
                 &json!({

@@ -7,9 +7,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::logging::LogControl;
-use super::metrics::DriverGauges;
+use super::metrics::{DriverGauges, Sample};
 use super::systemd;
-use crate::net::Worker;
+use crate::net::{Worker, WorkerPool};
 use crate::settings::Settings;
 
 /// Produces fresh settings from the config file and flags.
@@ -19,7 +19,7 @@ pub type Reloader = Box<dyn Fn() -> anyhow::Result<Settings>>;
 const DRAIN_POLL: Duration = Duration::from_millis(200);
 
 pub struct Control {
-    pub worker: Rc<Worker>,
+    pub workers: Rc<WorkerPool>,
     reloader: Option<Reloader>,
     log: Option<LogControl>,
     reloads_ok: Cell<u64>,
@@ -41,14 +41,14 @@ pub struct Reloaded {
 impl Control {
     /// `effective_config`: the redacted TOML of the settings the worker starts with.
     pub fn new(
-        worker: Rc<Worker>,
+        workers: Rc<WorkerPool>,
         effective_config: String,
         reloader: Option<Reloader>,
         log: Option<LogControl>,
         registry_wake: Rc<tokio::sync::Notify>,
     ) -> Self {
         Control {
-            worker,
+            workers,
             reloader,
             log,
             reloads_ok: Cell::new(0),
@@ -80,13 +80,13 @@ impl Control {
         let Some(reloader) = &self.reloader else { return Err("this relay runs without a config to reload".into()) };
         // Resolving validates everything (log level included), so nothing below can half-apply.
         let settings = reloader().map_err(|e| format!("{e:#}"))?;
-        let tls = self.worker.reload_tls();
+        let tls = self.workers.local().reload_tls();
         let log_level_changed = match &self.log {
             Some(log) => log.apply(&settings.log_level)?,
             None => false,
         };
         *self.effective_config.borrow_mut() = settings.effective_config.clone();
-        let needs_restart = self.worker.reload_config(settings.server);
+        let needs_restart = self.workers.reload_config(settings.server);
         if let Err(e) = tls {
             tracing::error!(error = %e, "TLS certificate reload failed; keeping the current certificate");
         }
@@ -98,22 +98,20 @@ impl Control {
     }
 
     pub fn metrics_text(&self) -> String {
-        self.worker.metrics_text(DriverGauges {
-            reloads_ok: self.reloads_ok.get(),
-            reloads_invalid: self.reloads_invalid.get(),
-            ..DriverGauges::default()
-        })
+        let sample = Sample::total(self.workers.each(Worker::metrics_sample));
+        let driver = DriverGauges { reloads_ok: self.reloads_ok.get(), reloads_invalid: self.reloads_invalid.get() };
+        super::metrics::render(&sample, driver)
     }
 
     /// SIGTERM: refuse or redirect new allocations and let existing ones run until they end or
     /// `timeout` passes; `stop_now` (a second signal) cuts it short.
     pub async fn drain(&self, timeout: Duration, stop_now: impl std::future::Future<Output = &'static str>) {
-        let left = self.worker.allocation_count();
+        let left = self.workers.allocation_count();
         if left == 0 || timeout.is_zero() {
             tracing::info!(allocations = left, "stopping");
             return;
         }
-        self.worker.start_drain();
+        self.workers.start_drain();
         self.registry_wake.notify_one();
         tracing::info!(
             allocations = left,
@@ -128,12 +126,12 @@ impl Control {
             tokio::select! {
                 () = tokio::time::sleep(DRAIN_POLL) => {}
                 signal = &mut stop_now => {
-                    let left = self.worker.allocation_count();
+                    let left = self.workers.allocation_count();
                     tracing::info!(signal, allocations = left, "second signal: stopping now");
                     return;
                 }
             }
-            let left = self.worker.allocation_count();
+            let left = self.workers.allocation_count();
             if left == 0 {
                 tracing::info!("drained: the last allocation has ended; stopping");
                 return;

@@ -10,16 +10,64 @@ use super::http::Response;
 use std::collections::BTreeMap;
 
 use crate::proto::allocation::relay_family;
+use crate::proto::stats::Stats;
 use crate::proto::{ClientTransport, Server};
 
-/// Gauges only the driver knows.
+/// Counters only the control plane knows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DriverGauges {
-    /// Open TCP and TLS client connections: (tcp, tls).
-    pub stream_connections: (usize, usize),
     /// Configuration reloads (SIGHUP or admin) applied and refused.
     pub reloads_ok: u64,
     pub reloads_invalid: u64,
+}
+
+/// What one worker counts, in a form that crosses threads and adds up over the workers.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub stats: Stats,
+    /// Allocations by client transport and relayed family.
+    pub active: BTreeMap<(&'static str, &'static str), u64>,
+    /// Allocations of each worker, in worker order.
+    pub per_worker: Vec<u64>,
+    /// Relay-wide (the ledger's), so not summed.
+    pub ports_in_use: usize,
+    pub draining: bool,
+    /// Open TCP and TLS client connections: (tcp, tls).
+    pub stream_connections: (usize, usize),
+}
+
+impl Sample {
+    pub fn of(server: &Server, stream_connections: (usize, usize)) -> Self {
+        let mut active = BTreeMap::new();
+        for a in server.allocations() {
+            *active.entry((a.tuple.transport.as_str(), relay_family(&a.relays))).or_default() += 1;
+        }
+        Sample {
+            stats: server.stats().clone(),
+            active,
+            per_worker: vec![server.allocation_count() as u64],
+            ports_in_use: server.ports_in_use(),
+            draining: server.is_draining(),
+            stream_connections,
+        }
+    }
+
+    /// The sum of the workers' samples, in worker order.
+    pub fn total(samples: Vec<Sample>) -> Sample {
+        let mut total = Sample::default();
+        for s in samples {
+            total.stats.add(&s.stats);
+            for (k, v) in s.active {
+                *total.active.entry(k).or_default() += v;
+            }
+            total.per_worker.extend(s.per_worker);
+            total.ports_in_use = total.ports_in_use.max(s.ports_in_use);
+            total.draining |= s.draining;
+            total.stream_connections.0 += s.stream_connections.0;
+            total.stream_connections.1 += s.stream_connections.1;
+        }
+        total
+    }
 }
 
 /// One metric family: its header, then `(labels, value)` samples (`labels` like `a="b"` or empty).
@@ -39,8 +87,8 @@ fn one(value: impl TryInto<u64>) -> Vec<(String, u64)> {
 }
 
 /// Renders every metric in the text format (version 0.0.4).
-pub fn render(server: &Server, driver: DriverGauges) -> String {
-    let s = server.stats();
+pub fn render(sample: &Sample, driver: DriverGauges) -> String {
+    let s = &sample.stats;
     let mut out = String::with_capacity(4096);
     let o = &mut out;
     let mut active: BTreeMap<(&str, &str), u64> = BTreeMap::new();
@@ -49,8 +97,8 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
             active.insert((t.as_str(), f), 0);
         }
     }
-    for a in server.allocations() {
-        *active.entry((a.tuple.transport.as_str(), relay_family(&a.relays))).or_default() += 1;
+    for (k, v) in &sample.active {
+        *active.entry(*k).or_default() += v;
     }
     let active = active.into_iter().map(|((t, f), v)| (format!("transport=\"{t}\",family=\"{f}\""), v));
     family(
@@ -121,7 +169,15 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
         "turn_relay_ports_in_use",
         "gauge",
         "Relay ports held by allocations and reservations.",
-        one(server.ports_in_use()),
+        one(sample.ports_in_use),
+    );
+    let workers = sample.per_worker.iter().enumerate().map(|(i, n)| (format!("worker=\"{i}\""), *n));
+    family(
+        o,
+        "turn_worker_allocations",
+        "gauge",
+        "Allocations each worker thread holds (clients are spread over workers by IP address).",
+        workers,
     );
     family(
         o,
@@ -129,8 +185,8 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
         "gauge",
         "Open TCP and TLS client connections.",
         [
-            ("transport=\"tcp\"".to_owned(), driver.stream_connections.0 as u64),
-            ("transport=\"tls\"".to_owned(), driver.stream_connections.1 as u64),
+            ("transport=\"tcp\"".to_owned(), sample.stream_connections.0 as u64),
+            ("transport=\"tls\"".to_owned(), sample.stream_connections.1 as u64),
         ],
     );
     let dropped = crate::proto::bandwidth::Direction::ALL.into_iter().flat_map(|d| {
@@ -150,7 +206,7 @@ pub fn render(server: &Server, driver: DriverGauges) -> String {
         "turn_draining",
         "gauge",
         "1 while the relay drains after SIGTERM: new allocations are redirected or refused.",
-        one(u64::from(server.is_draining())),
+        one(u64::from(sample.draining)),
     );
     let reloads =
         [("result=\"ok\"".to_owned(), driver.reloads_ok), ("result=\"invalid\"".to_owned(), driver.reloads_invalid)];

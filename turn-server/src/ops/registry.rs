@@ -13,7 +13,7 @@ use ice_config::fleet::{record_key, registry_key, RelayRecord};
 use redis_link::{Link, Options, Target};
 use tokio::sync::Notify;
 
-use crate::net::Worker;
+use crate::net::{Worker, WorkerPool};
 
 /// A record older than this is not trusted for redirects even if its key still exists.
 const STALE_AFTER_SECS: u64 = 60;
@@ -54,17 +54,17 @@ fn record(identity: &RelayRecord, previous: Sample, now: Sample, allocations: u6
 }
 
 /// Keeps the record fresh until the task is dropped; `wake` publishes at once (a drain began).
-pub async fn run(settings: RegistrySettings, worker: Rc<Worker>, wake: Rc<Notify>) {
+pub async fn run(settings: RegistrySettings, workers: Rc<WorkerPool>, wake: Rc<Notify>) {
     let mut connection: Option<Link> = None;
-    let mut previous = sample(&worker);
+    let mut previous = sample(&workers);
     let mut failing = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(settings.heartbeat) => {}
             () = wake.notified() => {}
         }
-        let now = sample(&worker);
-        let (allocations, draining) = worker.with_server(|s| (s.allocation_count() as u64, s.is_draining()));
+        let now = sample(&workers);
+        let (allocations, draining) = (workers.allocation_count() as u64, workers.is_draining());
         let rec = record(&settings.identity, previous, now, allocations, draining);
         previous = now;
         let fleet = match publish(&settings, &mut connection, &rec).await {
@@ -73,7 +73,7 @@ pub async fn run(settings: RegistrySettings, worker: Rc<Worker>, wake: Rc<Notify
         };
         match fleet {
             Ok(records) => {
-                worker.set_fleet_alternates(choose_alternates(&records, &rec.id, unix_now()));
+                workers.set_fleet_alternates(choose_alternates(&records, &rec.id, unix_now()));
                 if failing {
                     failing = false;
                     tracing::info!(id = %rec.id, "registry: Redis reachable again; record published");
@@ -187,8 +187,9 @@ fn link_options(settings: &RegistrySettings) -> Options {
     Options { connect_timeout: half, response_timeout: half, push: None }
 }
 
-fn sample(worker: &Worker) -> Sample {
-    let relayed_bytes = worker.with_server(|s| s.stats().bytes_to_peer + s.stats().bytes_from_peer);
+fn sample(workers: &WorkerPool) -> Sample {
+    let relayed = |w: &Worker| w.with_server(|s| s.stats().bytes_to_peer + s.stats().bytes_from_peer);
+    let relayed_bytes = workers.each(relayed).into_iter().sum();
     Sample { at: Instant::now(), relayed_bytes, cpu_ticks: own_cpu_ticks().unwrap_or(0) }
 }
 

@@ -1,12 +1,15 @@
 //! What the workers of one relay share. Each worker's core owns its allocations, permissions and
 //! channels, so nothing on the data path locks; the ledger holds only what must be one figure for
 //! the whole relay (relay ports, the per-user and total quotas, the nonce key) and is locked only
-//! while an allocation opens or ends, never per datagram.
+//! while an allocation opens or ends, never per datagram. A user's bandwidth allowance is shared
+//! too, as a lock of that user's own (`UserBuckets`), so workers never wait on each other's users.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
+use super::bandwidth::DirectionalBuckets;
 use super::config::{Quotas, RelayIp, ServerConfig};
 use super::ports::PortPool;
 
@@ -21,7 +24,12 @@ pub(crate) struct State {
     /// Allocations per quota user, relay-wide (a user's clients may be served by several workers).
     users: HashMap<String, u32>,
     allocations: usize,
+    /// Bandwidth allowances of users under a per-user cap, while they hold allocations.
+    buckets: HashMap<String, UserBuckets>,
 }
+
+/// One user's bandwidth allowance, shared by the workers serving the user's allocations.
+pub type UserBuckets = Arc<Mutex<DirectionalBuckets>>;
 
 /// A quota an Allocate would exceed: the error code and the quota's name (a metrics label).
 pub type QuotaExceeded = (u16, &'static str);
@@ -35,7 +43,10 @@ impl Ledger {
 
     fn with_ports(relay_ips: &[RelayIp], min_port: u16, max_port: u16, nonce_key: [u8; 32]) -> Self {
         let ports = relay_ips.iter().map(|r| (r.bind, PortPool::new(min_port, max_port))).collect();
-        Ledger { nonce_key, state: Mutex::new(State { ports, users: HashMap::new(), allocations: 0 }) }
+        Ledger {
+            nonce_key,
+            state: Mutex::new(State { ports, users: HashMap::new(), allocations: 0, buckets: HashMap::new() }),
+        }
     }
 
     pub fn nonce_key(&self) -> [u8; 32] {
@@ -71,6 +82,20 @@ impl Ledger {
             *count -= 1;
             if *count == 0 {
                 state.users.remove(user);
+                state.buckets.remove(user);
+            }
+        }
+    }
+
+    /// `user`'s allowance under a per-user cap of `rate` bytes/s, made full on first use.
+    pub fn user_buckets(&self, user: &str, now: Instant, rate: u64) -> UserBuckets {
+        let mut state = self.lock();
+        match state.buckets.get(user) {
+            Some(b) => b.clone(),
+            None => {
+                let b = Arc::new(Mutex::new(DirectionalBuckets::new(now, rate)));
+                state.buckets.insert(user.to_owned(), b.clone());
+                b
             }
         }
     }

@@ -53,6 +53,33 @@ impl CapKind {
 }
 
 impl Stats {
+    /// Adds another worker's counts to these (the relay's metrics are the sum of its workers').
+    pub fn add(&mut self, other: &Stats) {
+        fn add_map<K: Ord + Copy>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+            for (k, v) in from {
+                *into.entry(*k).or_default() += v;
+            }
+        }
+        add_map(&mut self.allocations_created, &other.allocations_created);
+        add_map(&mut self.allocations_ended, &other.allocations_ended);
+        self.packets_to_peer += other.packets_to_peer;
+        self.bytes_to_peer += other.bytes_to_peer;
+        self.packets_from_peer += other.packets_from_peer;
+        self.bytes_from_peer += other.bytes_from_peer;
+        add_map(&mut self.refused, &other.refused);
+        add_map(&mut self.auth_failures, &other.auth_failures);
+        self.auth_successes += other.auth_successes;
+        add_map(&mut self.quota_refusals, &other.quota_refusals);
+        add_map(&mut self.redirects, &other.redirects);
+        add_map(&mut self.peers_refused, &other.peers_refused);
+        self.unauthenticated_suppressed += other.unauthenticated_suppressed;
+        for (into, from) in self.bandwidth_dropped.iter_mut().zip(other.bandwidth_dropped) {
+            for (a, b) in into.iter_mut().zip(from) {
+                *a += b;
+            }
+        }
+    }
+
     pub(crate) fn allocation_created(&mut self, client: ClientTransport, relay: RelayTransport, family: &'static str) {
         let relay = match relay {
             RelayTransport::Udp => "udp",

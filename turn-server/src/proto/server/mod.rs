@@ -25,10 +25,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::allocation::{Allocation, FiveTuple, Traffic};
-use super::bandwidth::DirectionalBuckets;
 use super::channel_data;
 use super::config::ServerConfig;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, UserBuckets};
 use super::nonce::NonceMinter;
 use super::ratelimit::SourceLimiter;
 use super::stats::Stats;
@@ -196,7 +195,7 @@ pub struct Server {
     /// Allocations per client IP, for `Quotas::per_source`.
     per_source: HashMap<IpAddr, u32>,
     /// Bandwidth allowances of users with allocations, when a per-user cap is set.
-    user_bandwidth: FastMap<String, DirectionalBuckets>,
+    user_bandwidth: FastMap<String, UserBuckets>,
     /// Set by [`Server::start_drain`]: new allocations are redirected or refused.
     draining: bool,
     /// Round-robin position in the alternates.

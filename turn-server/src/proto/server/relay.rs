@@ -2,12 +2,14 @@
 //! through its relay, and moving payloads both ways without allocating.
 
 use std::net::SocketAddr;
+use std::sync::PoisonError;
 use std::time::Instant;
 
 use super::super::allocation::{Allocation, ChannelConflict, ClientTransport, FiveTuple, RelayTransport};
 use super::super::bandwidth::{BandwidthCaps, Direction, DirectionalBuckets};
 use super::super::channel_data;
 use super::super::framing::stream_padding;
+use super::super::ledger::{Ledger, UserBuckets};
 use super::super::stats::{CapKind, Stats};
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
 use super::super::stun::{Class, Message, MessageBuilder, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
@@ -121,7 +123,15 @@ impl Server {
             return None;
         }
         let caps = self.cfg.bandwidth;
-        if !within_caps(caps, alloc, &mut self.user_bandwidth, &mut self.stats, now, Direction::ToPeer, data.len()) {
+        if !within_caps(
+            caps,
+            alloc,
+            UserAllowances { local: &mut self.user_bandwidth, ledger: &self.ledger },
+            &mut self.stats,
+            now,
+            Direction::ToPeer,
+            data.len(),
+        ) {
             return None;
         }
         alloc.traffic.packets_to_peer += 1;
@@ -145,7 +155,15 @@ impl Server {
             return None;
         }
         let caps = self.cfg.bandwidth;
-        if !within_caps(caps, alloc, &mut self.user_bandwidth, &mut self.stats, now, Direction::ToPeer, payload.len()) {
+        if !within_caps(
+            caps,
+            alloc,
+            UserAllowances { local: &mut self.user_bandwidth, ledger: &self.ledger },
+            &mut self.stats,
+            now,
+            Direction::ToPeer,
+            payload.len(),
+        ) {
             return None;
         }
         alloc.traffic.packets_to_peer += 1;
@@ -174,7 +192,15 @@ impl Server {
         }
         let len = end.checked_sub(start)?;
         let caps = self.cfg.bandwidth;
-        if !within_caps(caps, alloc, &mut self.user_bandwidth, &mut self.stats, now, Direction::FromPeer, len) {
+        if !within_caps(
+            caps,
+            alloc,
+            UserAllowances { local: &mut self.user_bandwidth, ledger: &self.ledger },
+            &mut self.stats,
+            now,
+            Direction::FromPeer,
+            len,
+        ) {
             return None;
         }
         alloc.traffic.packets_from_peer += 1;
@@ -202,10 +228,16 @@ impl Server {
 /// allocation's allowance is given back when the user's cap refuses, so one cap never charges for
 /// a datagram the other dropped. Buckets appear on first use, so a cap added by a reload applies
 /// to live allocations too.
+/// Users' allowances: this worker's handles, and the ledger that makes new ones.
+struct UserAllowances<'a> {
+    local: &'a mut FastMap<String, UserBuckets>,
+    ledger: &'a Ledger,
+}
+
 fn within_caps(
     caps: BandwidthCaps,
     alloc: &mut Allocation,
-    users: &mut FastMap<String, DirectionalBuckets>,
+    users: UserAllowances<'_>,
     stats: &mut Stats,
     now: Instant,
     direction: Direction,
@@ -223,10 +255,15 @@ fn within_caps(
         }
     }
     if caps.per_user > 0 {
+        let UserAllowances { local: users, ledger } = users;
         if !users.contains_key(&alloc.quota_user) {
-            users.insert(alloc.quota_user.clone(), DirectionalBuckets::new(now, caps.per_user));
+            users.insert(alloc.quota_user.clone(), ledger.user_buckets(&alloc.quota_user, now, caps.per_user));
         }
-        let user_ok = users.get_mut(&alloc.quota_user).is_some_and(|b| b.take(now, direction, bytes, caps.per_user));
+        // The user's own lock: taken only under a per-user cap, and contended only by workers
+        // relaying for the same user at the same instant.
+        let user_ok = users.get(&alloc.quota_user).is_some_and(|b| {
+            b.lock().unwrap_or_else(PoisonError::into_inner).take(now, direction, bytes, caps.per_user)
+        });
         if !user_ok {
             if let (Some(own), true) = (alloc.bandwidth.as_mut(), caps.per_allocation > 0) {
                 own.refund(direction, bytes);

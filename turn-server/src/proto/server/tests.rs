@@ -1371,6 +1371,23 @@ fn per_user_cap_is_shared_by_the_users_allocations() {
 }
 
 #[test]
+fn per_user_cap_is_shared_across_workers() {
+    let mut cfg = config();
+    cfg.bandwidth.per_user = 100_000;
+    let ledger = Arc::new(Ledger::new(&cfg, [9; 32]));
+    let mut one = Harness::with_server(Server::with_ledger(cfg.clone(), [1; 32], ledger.clone()));
+    let mut two = Harness::with_server(Server::with_ledger(cfg, [2; 32], ledger));
+    let mut a = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let mut b = Client::rest("203.0.113.6:1", "bob", T0_UNIX + 3600);
+    allocation_with_channel(&mut one, &mut a);
+    allocation_with_channel(&mut two, &mut b);
+    let payload = vec![0u8; 1000];
+    let mut sent = (0..60).filter(|_| one.relay(a.tuple, &channel_data(0x4001, &payload)).is_some()).count();
+    sent += (0..60).filter(|_| two.relay(b.tuple, &channel_data(0x4001, &payload)).is_some()).count();
+    assert_eq!(sent, 100, "bob's allocations on two workers share one allowance");
+}
+
+#[test]
 fn a_cap_set_by_reload_applies_to_live_allocations() {
     let mut h = Harness::new(config());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);

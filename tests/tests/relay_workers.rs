@@ -1,0 +1,86 @@
+//! `--relay-threads`: UDP is served by several worker threads, each with its own listening and
+//! relay sockets. Clients are spread over them by IP address; each worker relays its clients'
+//! traffic both ways; quotas hold for the relay as a whole; metrics and the admin interface see
+//! every worker.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use e2e::peers::UdpEcho;
+use e2e::prometheus::{get as scrape, sample};
+use e2e::turn_wire::{TurnClient, Wire, UDP};
+use e2e::ServerBuilder;
+
+const WORKERS: usize = 3;
+
+fn client_from(server: &e2e::Server, ip: &str, user: &str) -> TurnClient {
+    let (username, password) = server.credential(user);
+    let local: SocketAddr = format!("{ip}:0").parse().unwrap();
+    TurnClient::new(Wire::udp_from(local, server.addr()).unwrap(), &username, &password)
+}
+
+#[test]
+fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
+    let block = e2e::PortBlock::reserve();
+    let metrics_port = block.peer_port(7);
+    let server = ServerBuilder::new("relay_workers")
+        .arg("--relay-threads")
+        .arg(WORKERS.to_string())
+        .arg("--user-quota")
+        .arg("1")
+        .arg("--prometheus")
+        .arg("--prometheus-port")
+        .arg(metrics_port.to_string())
+        .start();
+    let pid = server.server_pid().unwrap();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    let worker_threads = threads.iter().filter(|c| c.starts_with("turn-worker-")).count();
+    server.check(worker_threads == WORKERS - 1, || format!("threads: {threads:?}"));
+
+    let peer = UdpEcho::start("127.0.0.1:0".parse().unwrap());
+    // Six client hosts, 127.0.0.2 to .7: two per worker (the steering is the address modulo 3).
+    let mut clients: Vec<TurnClient> =
+        (2..8).map(|i| client_from(&server, &format!("127.0.0.{i}"), &format!("u{i}"))).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.allocate(UDP).unwrap_or_else(|e| server.fail(&format!("client {i}: Allocate: {e}")));
+        c.create_permission(peer.addr()).unwrap();
+        c.channel_bind(0x4000, peer.addr()).unwrap();
+    }
+    for round in 0..3 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let payload = format!("client {i} round {round}");
+            c.send_channel_data(0x4000, payload.as_bytes()).unwrap();
+            let echoed = c.recv_data(Duration::from_secs(3)).unwrap();
+            server.check(echoed.as_ref().map(|(_, d)| d.as_slice()) == Some(payload.as_bytes()), || {
+                format!("client {i} round {round}: echo {echoed:?}")
+            });
+        }
+    }
+
+    let body = scrape(metrics_port, "/metrics").1;
+    let per_worker: Vec<Option<u64>> =
+        (0..WORKERS).map(|w| sample(&body, &format!("turn_worker_allocations{{worker=\"{w}\"}}"))).collect();
+    server
+        .check(per_worker.iter().all(|n| *n == Some(2)), || format!("allocations per worker: {per_worker:?}\n{body}"));
+    assert_eq!(sample(&body, "turn_allocations_active{transport=\"udp\",family=\"ipv4\"}"), Some(6), "{body}");
+    assert_eq!(sample(&body, "turn_relay_ports_in_use"), Some(6), "{body}");
+    assert!(sample(&body, "turn_relayed_packets_total{direction=\"from_peer\"}") >= Some(18), "{body}");
+
+    // The user quota (1) is the relay's: a second allocation of the same user from a host that
+    // another worker serves is refused.
+    let mut first = client_from(&server, "127.0.0.8", "shared");
+    first.allocate(UDP).unwrap();
+    let mut second = client_from(&server, "127.0.0.9", "shared");
+    let refused = second.allocate(UDP);
+    server.check(refused.as_ref().is_err_and(|e| e.contains("486")), || format!("second allocation: {refused:?}"));
+    let body = scrape(metrics_port, "/metrics").1;
+    assert_eq!(sample(&body, "turn_quota_refusals_total{quota=\"user\"}"), Some(1), "{body}");
+    // Given back on the worker that held it, the place is free on the other.
+    first.refresh(0).unwrap();
+    second.allocate(UDP).unwrap_or_else(|e| server.fail(&format!("after the first ended: {e}")));
+}
