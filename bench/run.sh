@@ -36,6 +36,7 @@ if ((SMOKE)); then
     BENCH_ALLOCS=${BENCH_ALLOCS:-200}
     RELAY_ARGS=(--payloads 120 --allocations 50 --bisect 1 --max-rate 40000 --start-rate 10000
         --cpu-rate 5000 --cpu-seconds 2 --latency-rate 2000)
+    ALL_CORES_ARGS=(--payloads 120 --allocations 50 --bisect 1 --max-rate 40000 --start-rate 10000)
     UCLIENT_ARGS=(--clients 10 --messages 100 --length 120 --interval-ms 5 --timeout-secs 30)
 else
     BENCH_SECONDS=${BENCH_SECONDS:-2}
@@ -44,6 +45,7 @@ else
     BENCH_ALLOCS=${BENCH_ALLOCS:-1000,10000}
     RELAY_ARGS=(--payloads 120,1200 --allocations 50,500 --bisect 3 --cpu-rate 20000 --cpu-seconds 8
         --latency-rate 5000)
+    ALL_CORES_ARGS=(--payloads 120,1200 --allocations 500 --bisect 3)
     UCLIENT_ARGS=(--clients 50 --messages 1000 --length 120 --interval-ms 5 --timeout-secs 90)
 fi
 if (($(nproc) > 1)); then
@@ -52,6 +54,8 @@ else
     BENCH_SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 fi
 BENCH_GEN_CPUS=${BENCH_GEN_CPUS:-0}
+# The "all-cores" step: nothing pinned, each server with its default thread count.
+ALL_CPUS=0-$(($(nproc) - 1))
 BENCH_PORT=${BENCH_PORT:-34780}
 BENCH_MIN_PORT=${BENCH_MIN_PORT:-40000}
 BENCH_MAX_PORT=${BENCH_MAX_PORT:-60000}
@@ -139,7 +143,8 @@ server_command() {
     esac
 }
 
-start_server() { # NAME
+start_server() { # NAME [CPU LIST]
+    local cpus=${2:-$BENCH_SERVER_CPUS}
     stop_server
     if "${GEN[@]}" ready --server "127.0.0.1:$BENCH_PORT" --timeout 0.3 2>/dev/null; then
         echo "bench: something already answers STUN on 127.0.0.1:$BENCH_PORT; set BENCH_PORT" >&2
@@ -150,7 +155,7 @@ start_server() { # NAME
     local cmd
     read -r -a cmd <<<"$(server_command "$1")"
     echo "${cmd[*]}" >"$log.cmd"
-    taskset -c "$BENCH_SERVER_CPUS" timeout "$CHILD_MAX_LIFE" "${cmd[@]}" >"$log" 2>&1 &
+    taskset -c "$cpus" timeout "$CHILD_MAX_LIFE" "${cmd[@]}" >"$log" 2>&1 &
     SERVER_WRAPPER=$!
     for _ in $(seq 50); do
         SERVER_PID=$(pgrep -P "$SERVER_WRAPPER" | head -1 || true)
@@ -185,6 +190,17 @@ for repeat in $(seq "$BENCH_REPEAT"); do
         "${GEN[@]}" relay --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" --seconds "$BENCH_SECONDS" "${RELAY_ARGS[@]}"
         stop_server
     done
+done
+
+# Every core for server and generator alike: what the relay's workers per core (turn-server) and
+# relay threads (coturn) give when the scheduler places them. On a machine this small the
+# generator shares the cores, so the rows say "generator-bound" when it, not the server, runs out.
+for server in "${SERVERS[@]}"; do
+    section "$server: saturation on all cores ($ALL_CPUS, unpinned, its default threads)"
+    start_server "$server" "$ALL_CPUS"
+    taskset -c "$ALL_CPUS" "$BIN/turn-bench" relay --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" \
+        --seconds "$BENCH_SECONDS" --variant all-cores --saturation-only "${ALL_CORES_ARGS[@]}"
+    stop_server
 done
 
 taskset -c "$BENCH_GEN_CPUS" timeout "$CHILD_MAX_LIFE" turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >"$OUT/turnutils_peer.log" 2>&1 &

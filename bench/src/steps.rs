@@ -62,6 +62,13 @@ pub struct RelayArgs {
     /// Datagrams per sendmmsg from one client socket.
     #[arg(long, default_value_t = 8)]
     pub burst: usize,
+    /// Names a second configuration of the same server (e.g. `all-cores`): its rows get their
+    /// own keys and the name in their description.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Only the saturation search (no CPU and latency steps).
+    #[arg(long)]
+    pub saturation_only: bool,
 }
 
 pub fn wait_ready(server: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
@@ -219,17 +226,23 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
                 (false, Some(_)) => format!("{} probes, first failing rate {:.0}/s", found.probes, found.first_fail),
                 (false, None) => format!("no rate down to {:.0}/s had loss under 1%", found.first_fail),
             };
+            let (key, what) = match &args.variant {
+                Some(v) => (format!("{v}_"), format!(", {v}")),
+                None => (String::new(), String::new()),
+            };
             sink.record(
-                &format!("sat_{payload}_{n}"),
-                &format!("relayed datagrams/s at <1% loss, ChannelData client->peer, {payload} B, {n} allocations"),
+                &format!("{key}sat_{payload}_{n}"),
+                &format!(
+                    "relayed datagrams/s at <1% loss, ChannelData client->peer, {payload} B, {n} allocations{what}"
+                ),
                 found.best,
                 "dgram/s",
                 Better::Higher,
                 note,
             )?;
             sink.record(
-                &format!("peak_{payload}_{n}"),
-                &format!("peak delivered datagrams/s at any loss, {payload} B, {n} allocations"),
+                &format!("{key}peak_{payload}_{n}"),
+                &format!("peak delivered datagrams/s at any loss, {payload} B, {n} allocations{what}"),
                 Some(peak),
                 "dgram/s",
                 Better::Higher,
@@ -238,6 +251,9 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
         }
     }
 
+    if args.saturation_only {
+        return Ok(());
+    }
     keep_fresh(&mut allocs)?;
     let n = args.fixed_allocations;
     let before = procfs::cpu_time(common.pid)?;
