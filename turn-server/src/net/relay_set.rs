@@ -1,7 +1,8 @@
-//! Every UDP relay socket of a worker in one epoll set, which tokio watches as a single fd. One
-//! task drains whichever sockets are ready, so a worker with ten thousand allocations has one
-//! task and one reactor registration for them instead of ten thousand, a datagram costs no task
-//! wake-up of its own, and the order of service follows the kernel's ready list.
+//! Every UDP socket of a worker, listening and relay sockets alike, in one epoll set, which tokio
+//! watches as a single fd. One task drains whichever sockets are ready, so a worker with ten
+//! thousand allocations has one task and one reactor registration for them instead of ten
+//! thousand, a datagram costs no task wake-up of its own, both directions share one wake-up, and
+//! the order of service follows the kernel's ready list.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -13,10 +14,12 @@ use tokio::io::unix::AsyncFd;
 use crate::proto::FastMap;
 
 /// Ready sockets fetched per `epoll_wait`.
-const MAX_EVENTS: usize = 64;
+pub(super) const MAX_EVENTS: usize = 64;
 
 struct Entry {
-    socket: UdpSocket,
+    /// A relay socket, owned here; `None` for a listening socket, which the worker owns.
+    socket: Option<UdpSocket>,
+    fd: RawFd,
     addr: SocketAddr,
     generation: u32,
 }
@@ -33,11 +36,13 @@ pub(super) struct RelaySet {
     events: Vec<libc::epoll_event>,
 }
 
-/// A ready relay socket.
+/// A ready socket.
 #[derive(Clone, Copy)]
 pub(super) struct Ready {
     pub(super) fd: RawFd,
     pub(super) addr: SocketAddr,
+    /// A listening socket (datagrams from clients), else a relay socket (from peers).
+    pub(super) listener: bool,
 }
 
 impl RelaySet {
@@ -66,6 +71,18 @@ impl RelaySet {
 
     pub(super) fn insert(&mut self, addr: SocketAddr, socket: UdpSocket) -> io::Result<()> {
         self.remove(addr);
+        let slot = self.watch(socket.as_raw_fd(), addr, Some(socket))?;
+        self.by_addr.insert(addr, slot);
+        Ok(())
+    }
+
+    /// Adds a listening socket, which the caller owns and keeps open for the life of the set, so
+    /// that datagrams from clients and from peers are drained from one ready list.
+    pub(super) fn watch_listener(&mut self, fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+        self.watch(fd, addr, None).map(|_| ())
+    }
+
+    fn watch(&mut self, fd: RawFd, addr: SocketAddr, socket: Option<UdpSocket>) -> io::Result<u32> {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -78,14 +95,13 @@ impl RelaySet {
         // Level-triggered: a socket left with datagrams after its share of a round stays ready.
         let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
         // SAFETY: both fds are live; `ev` is a valid epoll_event.
-        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, socket.as_raw_fd(), &mut ev) };
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
         if rc < 0 {
             self.free.push(slot);
             return Err(io::Error::last_os_error());
         }
-        self.slots[slot as usize] = Some(Entry { socket, addr, generation: self.generation });
-        self.by_addr.insert(addr, slot);
-        Ok(())
+        self.slots[slot as usize] = Some(Entry { socket, fd, addr, generation: self.generation });
+        Ok(slot)
     }
 
     /// Closes the socket (closing removes it from the epoll set).
@@ -100,7 +116,7 @@ impl RelaySet {
 
     fn socket(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
         let slot = *self.by_addr.get(addr)?;
-        self.slots.get(slot as usize)?.as_ref().map(|e| &e.socket)
+        self.slots.get(slot as usize)?.as_ref()?.socket.as_ref()
     }
 
     /// The socket bound to `addr`, for batched sends to peers.
@@ -113,12 +129,13 @@ impl RelaySet {
         self.socket(relay).map(|s| s.send_to(data, to))
     }
 
-    /// What the relay task awaits: readable when some relay socket may be.
+    /// What the datagram task awaits: readable when some socket of the set may be.
     pub(super) fn waiter(&self) -> Rc<AsyncFd<OwnedFd>> {
         self.epoll.clone()
     }
 
-    /// Fills `out` with the sockets ready now, without waiting.
+    /// Fills `out` with the sockets ready now, without waiting; `out` holds fewer than the most
+    /// one call returns when no other socket was ready.
     pub(super) fn ready(&mut self, out: &mut Vec<Ready>) -> io::Result<()> {
         out.clear();
         // SAFETY: the events buffer holds MAX_EVENTS entries.
@@ -133,7 +150,7 @@ impl RelaySet {
             let (generation, slot) = ((token >> 32) as u32, token as u32);
             if let Some(Some(e)) = self.slots.get(slot as usize) {
                 if e.generation == generation {
-                    out.push(Ready { fd: e.socket.as_raw_fd(), addr: e.addr });
+                    out.push(Ready { fd: e.fd, addr: e.addr, listener: e.socket.is_none() });
                 }
             }
         }

@@ -97,10 +97,8 @@ pub fn set_dont_fragment(_socket: &std::net::UdpSocket, _ipv6: bool) -> io::Resu
     Ok(())
 }
 
-/// Sends one datagram with a plain non-blocking `sendto`. tokio's `try_send_to` consults a
-/// readiness cache that starts empty for a newly registered socket, so the first datagrams of a new
-/// allocation (an ICE check, say) would be dropped with WouldBlock although the kernel has room.
-/// UDP sends only block on a full buffer, where dropping is the right thing anyway.
-pub fn send_datagram(socket: &tokio::net::UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(socket).send_to(data, &to.into())
+/// Sends one datagram with a plain non-blocking `sendto` (the sockets are non-blocking): UDP
+/// sends only fail to go on a full buffer, where dropping is the right thing anyway.
+pub fn send_datagram(socket: &std::net::UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket.send_to(data, to)
 }

@@ -4,64 +4,33 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-
 use super::batch::{Out, RecvBatch, SendQueue};
-use super::relay_set::Ready;
+use super::relay_set::{Ready, MAX_EVENTS};
 use super::worker::{now, Opener, Shared};
 use crate::proto::server::DATA_INDICATION_HEADROOM;
-use crate::proto::{channel_data, ClientTransport, FiveTuple};
+use crate::proto::{channel_data, ClientTransport, FiveTuple, Now};
 
 /// Largest UDP payload.
 pub(super) const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams per `recvmmsg`.
 const BATCH: usize = 32;
-/// Datagrams a listener reads before yielding to the relay task, and the relay task before
-/// yielding to the listeners: small enough that neither direction waits long for the other.
+/// Datagrams the UDP task reads before it yields to the worker's other tasks.
 const TURN_BUDGET: usize = 128;
 /// Room after a relayed payload for padding to a multiple of four (TCP/TLS ChannelData).
 const PADDING: usize = 4;
 
-pub(super) async fn listener_loop(shared: Rc<Shared>, socket: Rc<UdpSocket>, local: SocketAddr) {
-    let mut batch = RecvBatch::new(BATCH, 0, MAX_DATAGRAM, 0);
-    let mut sends = SendQueue::new(BATCH);
-    let fd = socket.as_raw_fd();
-    loop {
-        if let Err(e) = socket.readable().await {
-            tracing::warn!(%local, error = %e, "listener failed");
-            return;
-        }
-        let mut read = 0;
-        while read < TURN_BUDGET {
-            // try_io clears tokio's readiness on WouldBlock, so the next await sleeps.
-            match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
-                Ok(n) => {
-                    read += n.max(1);
-                    client_burst(&shared, local, &mut batch, n, &mut sends);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP errors for earlier sends surface here on Linux; they concern one client only.
-                // Counted against the budget, so an error that repeats cannot keep this task in.
-                Err(e) => {
-                    read += 1;
-                    tracing::debug!(%local, error = %e, "listener receive error");
-                }
-            }
-        }
-        if read >= TURN_BUDGET {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
 /// Hands `n` datagrams from clients to the core and sends what it relays.
-fn client_burst(shared: &Rc<Shared>, local: SocketAddr, batch: &mut RecvBatch, n: usize, sends: &mut SendQueue) {
-    let now = now();
+fn client_burst(
+    shared: &Rc<Shared>,
+    now: Now,
+    local: SocketAddr,
+    batch: &mut RecvBatch,
+    n: usize,
+    sends: &mut SendQueue,
+) {
     let mut server = shared.server.borrow_mut();
     for i in 0..n {
         let Some((from, slot, start, end)) = batch.slot_mut(i) else { continue };
@@ -91,17 +60,20 @@ fn client_burst(shared: &Rc<Shared>, local: SocketAddr, batch: &mut RecvBatch, n
     sends.flush(batch);
 }
 
-/// Drains every ready relay socket, a share of `TURN_BUDGET` at a time.
-pub(super) async fn relay_loop(shared: Rc<Shared>) {
+/// Drains every ready socket of the set, listeners and relay sockets alike, up to `BATCH`
+/// datagrams each per round, until none is left or `TURN_BUDGET` is spent (then yields, so TCP,
+/// timers and the control plane get their turn).
+pub(super) async fn datagram_loop(shared: Rc<Shared>) {
     let epoll = shared.relays.borrow().waiter();
-    let mut batch = RecvBatch::new(BATCH, DATA_INDICATION_HEADROOM, MAX_DATAGRAM, PADDING);
+    let mut from_clients = RecvBatch::new(BATCH, 0, MAX_DATAGRAM, 0);
+    let mut from_peers = RecvBatch::new(BATCH, DATA_INDICATION_HEADROOM, MAX_DATAGRAM, PADDING);
     let mut sends = SendQueue::new(BATCH);
     let mut ready: Vec<Ready> = Vec::new();
     loop {
         let mut guard = match epoll.readable().await {
             Ok(g) => g,
             Err(e) => {
-                tracing::error!(error = %e, "relay sockets cannot be polled");
+                tracing::error!(error = %e, "UDP sockets cannot be polled");
                 return;
             }
         };
@@ -110,27 +82,41 @@ pub(super) async fn relay_loop(shared: Rc<Shared>) {
             if let Err(e) = shared.relays.borrow_mut().ready(&mut ready) {
                 // Only a broken epoll fd fails here (EINTR is retried inside): polling again
                 // would spin.
-                tracing::error!(error = %e, "relay sockets cannot be polled");
+                tracing::error!(error = %e, "UDP sockets cannot be polled");
                 return;
             }
-            if ready.is_empty() {
-                // Level-triggered inside: empty now means any later datagram wakes the set again.
-                guard.clear_ready();
-                break;
-            }
-            let now = Instant::now();
+            // Whether every socket was emptied: a short read means its queue was empty at that
+            // moment, and the set was not full.
+            let mut drained = ready.len() < MAX_EVENTS;
+            let now = now();
             for r in &ready {
+                let batch = if r.listener { &mut from_clients } else { &mut from_peers };
                 match batch.recv(r.fd) {
                     Ok(n) => {
                         read += n.max(1);
-                        peer_burst(&shared, now, *r, &mut batch, n, &mut sends);
+                        drained &= n < BATCH;
+                        if r.listener {
+                            client_burst(&shared, now, r.addr, batch, n, &mut sends);
+                        } else {
+                            peer_burst(&shared, now.instant, *r, batch, n, &mut sends);
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // ICMP errors for earlier sends surface here on Linux; they concern one
+                    // client or peer only. Counted against the budget, so an error that repeats
+                    // cannot keep this task in.
                     Err(e) => {
                         read += 1;
-                        tracing::debug!(relay = %r.addr, error = %e, "relay receive error");
+                        drained = false;
+                        tracing::debug!(socket = %r.addr, error = %e, "UDP receive error");
                     }
                 }
+            }
+            if drained {
+                // The inner set is level-triggered and every socket is empty: any datagram from
+                // now on makes the set readable again, so no further poll is needed to sleep.
+                guard.clear_ready();
+                break;
             }
         }
         drop(guard);

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -28,7 +28,8 @@ const CERT_POLL: Duration = Duration::from_secs(5);
 
 pub(super) struct Shared {
     pub(super) server: RefCell<Server>,
-    listeners: HashMap<SocketAddr, Rc<UdpSocket>>,
+    /// UDP listening sockets (watched by the relay set, which drains both directions).
+    listeners: HashMap<SocketAddr, std::net::UdpSocket>,
     pub(super) relays: RefCell<RelaySet>,
     pub(super) streams: RefCell<HashMap<FiveTuple, Rc<StreamConn>>>,
     pub(super) stream_limits: StreamLimits,
@@ -78,9 +79,13 @@ impl Worker {
     /// Must be called inside a tokio runtime (the sockets register with its reactor).
     pub fn new(server: Server, listeners: Listeners, streams: StreamOptions) -> Result<Self, WorkerError> {
         let mut map = HashMap::new();
+        let mut relays = RelaySet::new()?;
         for l in listeners.udp {
+            use std::os::fd::AsRawFd;
             let local = l.local_addr()?;
-            map.insert(local, Rc::new(UdpSocket::from_std(l)?));
+            l.set_nonblocking(true)?;
+            relays.watch_listener(l.as_raw_fd(), local)?;
+            map.insert(local, l);
         }
         let mut tcp = Vec::new();
         for (list, tls) in [(listeners.tcp, false), (listeners.tls, true)] {
@@ -98,7 +103,7 @@ impl Worker {
             shared: Rc::new(Shared {
                 server: RefCell::new(server),
                 listeners: map,
-                relays: RefCell::new(RelaySet::new()?),
+                relays: RefCell::new(relays),
                 streams: RefCell::new(HashMap::new()),
                 stream_limits: streams.limits,
                 sources: RefCell::new(HashMap::new()),
@@ -173,10 +178,7 @@ impl Worker {
 
     /// Runs until the future is dropped. Must be polled inside a `LocalSet`.
     pub async fn run(&self) {
-        for (local, socket) in &self.shared.listeners {
-            tokio::task::spawn_local(udp::listener_loop(self.shared.clone(), socket.clone(), *local));
-        }
-        tokio::task::spawn_local(udp::relay_loop(self.shared.clone()));
+        tokio::task::spawn_local(udp::datagram_loop(self.shared.clone()));
         for (listener, tls) in self.tcp.take() {
             tokio::task::spawn_local(stream::accept_loop(self.shared.clone(), listener, tls));
         }
