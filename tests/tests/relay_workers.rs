@@ -1,7 +1,7 @@
-//! `--relay-threads`: UDP is served by several worker threads, each with its own listening and
-//! relay sockets. Clients are spread over them by IP address; each worker relays its clients'
-//! traffic both ways; quotas hold for the relay as a whole; metrics and the admin interface see
-//! every worker.
+//! `--relay-threads`: UDP is served by several datagram worker threads (`turn-udp-N`, with no
+//! runtime), each with its own listening and relay sockets. Clients are spread over them by IP
+//! address; each worker relays its clients' traffic both ways; quotas hold for the relay as a
+//! whole; metrics and the admin interface see every worker, the stream worker included.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -39,8 +39,8 @@ fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .map(|c| c.trim().to_owned())
         .collect();
-    let worker_threads = threads.iter().filter(|c| c.starts_with("turn-worker-")).count();
-    server.check(worker_threads == WORKERS - 1, || format!("threads: {threads:?}"));
+    let worker_threads = threads.iter().filter(|c| c.starts_with("turn-udp-")).count();
+    server.check(worker_threads == WORKERS, || format!("threads: {threads:?}"));
 
     let peer = UdpEcho::start("127.0.0.1:0".parse().unwrap());
     // Six client hosts, 127.0.0.2 to .7: two per worker (the steering is the address modulo 3).
@@ -64,9 +64,11 @@ fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
 
     let body = scrape(metrics_port, "/metrics").1;
     let per_worker: Vec<Option<u64>> =
-        (0..WORKERS).map(|w| sample(&body, &format!("turn_worker_allocations{{worker=\"{w}\"}}"))).collect();
+        (0..WORKERS).map(|w| sample(&body, &format!("turn_worker_allocations{{worker=\"udp-{w}\"}}"))).collect();
     server
         .check(per_worker.iter().all(|n| *n == Some(2)), || format!("allocations per worker: {per_worker:?}\n{body}"));
+    // The stream worker (TCP and TLS clients) is counted too, and holds none of these.
+    assert_eq!(sample(&body, "turn_worker_allocations{worker=\"streams\"}"), Some(0), "{body}");
     assert_eq!(sample(&body, "turn_allocations_active{transport=\"udp\",family=\"ipv4\"}"), Some(6), "{body}");
     assert_eq!(sample(&body, "turn_relay_ports_in_use"), Some(6), "{body}");
     assert!(sample(&body, "turn_relayed_packets_total{direction=\"from_peer\"}") >= Some(18), "{body}");

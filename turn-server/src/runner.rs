@@ -52,32 +52,36 @@ fn bind_each<T>(
     Ok(sockets)
 }
 
-/// The listening UDP sockets of workers 1.., one per address each, joining the SO_REUSEPORT
-/// groups of worker 0's sockets, which are then steered by client address. Where the kernel
-/// refuses the steering program, the relay runs one worker (the kernel's own spreading by port
-/// would split a client host over workers).
-fn bind_worker_sockets(settings: &Settings, listeners: &Listeners) -> anyhow::Result<Vec<Vec<UdpSocket>>> {
-    let workers = if listeners.udp.is_empty() { 1 } else { settings.workers.max(1) };
+/// The listening UDP sockets of each datagram worker: `first` (one per address) for the first,
+/// and for each further worker one more per address joining the SO_REUSEPORT group of the first,
+/// which is then steered by client address. Where the kernel refuses the steering program, the
+/// relay runs one datagram worker (the kernel's own spreading by port would split a client host
+/// over workers). No UDP listeners, no datagram worker.
+fn datagram_worker_sockets(settings: &Settings, first: Vec<UdpSocket>) -> anyhow::Result<Vec<Vec<UdpSocket>>> {
+    if first.is_empty() {
+        return Ok(Vec::new());
+    }
+    let workers = settings.workers.max(1);
     let mut extra = Vec::new();
     for _ in 1..workers {
         let mut sockets = Vec::new();
-        for first in &listeners.udp {
-            let addr = first.local_addr().context("a listening socket has no address")?;
+        for s in &first {
+            let addr = s.local_addr().context("a listening socket has no address")?;
             sockets.push(socket::bind_listener(addr).with_context(|| format!("cannot add a worker on udp {addr}"))?);
         }
         extra.push(sockets);
     }
-    if extra.is_empty() {
-        return Ok(extra);
-    }
-    for first in &listeners.udp {
-        let addr = first.local_addr().context("a listening socket has no address")?;
-        if let Err(e) = steering::steer_by_client_ip(first, addr.is_ipv6(), workers as u32) {
-            tracing::warn!(%addr, error = %e, "cannot steer clients to workers; running one worker");
-            return Ok(Vec::new());
+    if !extra.is_empty() {
+        for s in &first {
+            let addr = s.local_addr().context("a listening socket has no address")?;
+            if let Err(e) = steering::steer_by_client_ip(s, addr.is_ipv6(), workers as u32) {
+                tracing::warn!(%addr, error = %e, "cannot steer clients to workers; running one worker");
+                extra.clear();
+                break;
+            }
         }
     }
-    Ok(extra)
+    Ok(std::iter::once(first).chain(extra).collect())
 }
 
 pub use crate::ops::control::Reloader;
@@ -90,22 +94,29 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let mut listeners = bind_listeners(&settings)?;
-        let extra_udp = bind_worker_sockets(&settings, &listeners)?;
+        for s in &listeners.udp {
+            if let Ok(addr) = s.local_addr() {
+                tracing::info!(%addr, "listening on udp");
+            }
+        }
+        let udp_sets = datagram_worker_sockets(&settings, std::mem::take(&mut listeners.udp))?;
         let ledger = Arc::new(Ledger::new(&settings.server, rand::random()));
         let streams = StreamOptions { limits: settings.stream_limits, tls_files: settings.tls_files.clone() };
-        let specs: Vec<WorkerSpec> = extra_udp
+        let specs: Vec<WorkerSpec> = udp_sets
             .into_iter()
             .map(|udp| WorkerSpec { server: settings.server.clone(), ledger: ledger.clone(), seed: rand::random(), udp })
             .collect();
         let local = Server::with_ledger(settings.server.clone(), rand::random(), ledger);
-        let worker = Worker::new(local, std::mem::take(&mut listeners), streams).context("cannot start")?;
+        let worker = Worker::new("streams", local, listeners, streams).context("cannot start")?;
         for (transport, addr) in worker.local_addrs() {
             tracing::info!(%addr, "listening on {transport}");
         }
         let worker = Rc::new(worker);
         let workers = Rc::new(WorkerPool::start(worker.clone(), specs).context("cannot start a worker thread")?);
-        let n = workers.worker_count();
-        tracing::info!("relaying UDP on {n} worker thread{}", if n == 1 { "" } else { "s" });
+        let n = workers.datagram_workers();
+        if n > 0 {
+            tracing::info!("relaying UDP on {n} worker thread{}", if n == 1 { "" } else { "s" });
+        }
         let registry_wake = Rc::new(tokio::sync::Notify::new());
         let control = Rc::new(Control::new(
             workers.clone(),

@@ -1,6 +1,8 @@
-//! The tokio driver: it owns the sockets and the clock and moves bytes and time into the sans-IO
-//! core in `proto`. One worker is one single-threaded runtime owning one `Server`, so the core needs
-//! no locks; relay sockets are polled by the worker that created their allocation.
+//! The driver: it owns the sockets and the clock and moves bytes and time into the sans-IO core in
+//! `proto`. One worker is one thread owning one `Server`, so the core needs no locks; relay sockets
+//! are polled by the worker that created their allocation. Datagram workers (UDP clients) run a
+//! plain epoll loop on threads of their own; the stream worker (TCP and TLS clients, RFC 6062)
+//! and the control plane run on the main thread's single-threaded tokio runtime.
 
 mod batch;
 mod pool;
@@ -11,6 +13,7 @@ mod stream;
 mod tcp_relay;
 pub mod tls;
 mod udp;
+mod udp_thread;
 mod worker;
 
 pub use pool::{WorkerPool, WorkerSpec};

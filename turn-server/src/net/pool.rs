@@ -1,19 +1,19 @@
-//! The relay's workers. Worker 0 runs on the main thread beside the control plane and also serves
-//! TCP and TLS; every other worker has a thread and a single-threaded runtime of its own, its own
-//! listening sockets (one per address, in the SO_REUSEPORT group `steering` steers) and its own
-//! relay sockets, so a datagram is handled start to finish on one core with no lock. What must be
-//! one figure relay-wide lives in the `Ledger` their cores share.
+//! The relay's workers. Every datagram worker has a thread of its own with no runtime
+//! (`udp_thread`), its own listening sockets (one per address, in the SO_REUSEPORT group
+//! `steering` steers) and its own relay sockets, so a datagram is handled start to finish on one
+//! core with no lock. The stream worker (TCP and TLS clients) runs on the main thread beside the
+//! control plane. What must be one figure relay-wide lives in the `Ledger` their cores share.
 //!
-//! The control plane reaches the other workers with jobs: a closure sent to the worker's thread
-//! and run there between bursts, its result sent back. Scrapes and admin calls are rare, so the
-//! main thread simply waits for the answers (each worker answers within one burst).
+//! The control plane reaches the datagram workers with jobs: a closure sent to the worker's thread
+//! (a channel, and an eventfd in the worker's epoll set to wake it) and run there between bursts,
+//! its result sent back. Scrapes and admin calls are rare, so the main thread simply waits for the
+//! answers (each worker answers within one burst).
 
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-
+use super::udp_thread::Wakeup;
 use super::{Listeners, StreamOptions, Worker, WorkerError};
 use crate::proto::{Ledger, Server, ServerConfig};
 
@@ -32,23 +32,48 @@ pub struct WorkerSpec {
 
 pub struct WorkerPool {
     local: Rc<Worker>,
-    remote: Vec<UnboundedSender<Job>>,
+    remote: Vec<Remote>,
+}
+
+/// The control plane's end of a datagram worker's job channel.
+struct Remote {
+    /// `None` only while dropping: the thread stops when the channel has closed and it is woken.
+    jobs: Option<mpsc::Sender<Job>>,
+    wakeup: Arc<Wakeup>,
+}
+
+impl Remote {
+    fn send(&self, job: Job) -> bool {
+        let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        self.wakeup.ring();
+        sent
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.jobs = None;
+        self.wakeup.ring();
+    }
 }
 
 impl WorkerPool {
-    /// Starts a thread per spec and waits until each has its sockets registered (so a failure
-    /// surfaces at startup, before READY).
+    /// Starts a datagram worker thread per spec, named `turn-udp-N` (worker `udp-N`), and waits
+    /// until each has its sockets registered (so a failure surfaces at startup, before READY).
+    /// `local` is the stream worker, on this thread.
     pub fn start(local: Rc<Worker>, specs: Vec<WorkerSpec>) -> Result<Self, WorkerError> {
         let mut remote = Vec::new();
         for (i, spec) in specs.into_iter().enumerate() {
-            let (jobs, rx) = unbounded_channel();
+            let (jobs, rx) = mpsc::channel();
+            let wakeup = Arc::new(Wakeup::new()?);
             let (started_tx, started_rx) = mpsc::sync_channel(1);
+            let thread_wakeup = wakeup.clone();
             std::thread::Builder::new()
-                .name(format!("turn-worker-{}", i + 1))
-                .spawn(move || run_thread(spec, rx, started_tx))
+                .name(format!("turn-udp-{i}"))
+                .spawn(move || run_thread(format!("udp-{i}"), spec, rx, &thread_wakeup, started_tx))
                 .map_err(WorkerError::Io)?;
             match started_rx.recv() {
-                Ok(Ok(())) => remote.push(jobs),
+                Ok(Ok(())) => remote.push(Remote { jobs: Some(jobs), wakeup }),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(WorkerError::Io(std::io::Error::other("a worker thread died starting"))),
             }
@@ -56,14 +81,14 @@ impl WorkerPool {
         Ok(WorkerPool { local, remote })
     }
 
-    /// Worker 0, on this thread (TCP/TLS, certificates).
+    /// The stream worker, on this thread (TCP/TLS, certificates).
     pub fn local(&self) -> &Rc<Worker> {
         &self.local
     }
 
-    /// Workers in all.
-    pub fn worker_count(&self) -> usize {
-        1 + self.remote.len()
+    /// Datagram workers (threads serving UDP clients).
+    pub fn datagram_workers(&self) -> usize {
+        self.remote.len()
     }
 
     /// Runs `f` on every worker, on its own thread, and returns the answers in worker order; a
@@ -79,14 +104,14 @@ impl WorkerPool {
                 let sent = jobs.send(Box::new(move |w: &Worker| {
                     let _ = tx.send(f(w));
                 }));
-                (sent.is_ok(), rx)
+                (sent, rx)
             })
             .collect();
         let mut answers = vec![f(&self.local)];
         for (i, (sent, rx)) in pending.into_iter().enumerate() {
             match rx.recv_timeout(ANSWER_TIMEOUT) {
                 Ok(answer) if sent => answers.push(answer),
-                _ => tracing::warn!(worker = i + 1, "a worker did not answer the control plane"),
+                _ => tracing::warn!(worker = %format_args!("udp-{i}"), "a worker did not answer the control plane"),
             }
         }
         answers
@@ -118,7 +143,7 @@ impl WorkerPool {
     pub fn reload_config(&self, server: ServerConfig) -> Vec<&'static str> {
         for jobs in &self.remote {
             let cfg = server.clone();
-            let _ = jobs.send(Box::new(move |w: &Worker| {
+            jobs.send(Box::new(move |w: &Worker| {
                 w.reload_config(cfg);
             }));
         }
@@ -126,35 +151,36 @@ impl WorkerPool {
     }
 }
 
-fn run_thread(spec: WorkerSpec, mut jobs: UnboundedReceiver<Job>, started: mpsc::SyncSender<Result<(), WorkerError>>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
+fn run_thread(
+    name: String,
+    spec: WorkerSpec,
+    jobs: mpsc::Receiver<Job>,
+    wakeup: &Wakeup,
+    started: mpsc::SyncSender<Result<(), WorkerError>>,
+) {
+    let server = Server::with_ledger(spec.server, spec.seed, spec.ledger);
+    let listeners = Listeners { udp: spec.udp, ..Listeners::default() };
+    let worker = match Worker::new(name, server, listeners, StreamOptions::default())
+        .and_then(|w| w.watch_wakeup(wakeup).map(|()| w).map_err(WorkerError::Io))
+    {
+        Ok(w) => w,
         Err(e) => {
-            let _ = started.send(Err(WorkerError::Io(e)));
+            let _ = started.send(Err(e));
             return;
         }
     };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let server = Server::with_ledger(spec.server, spec.seed, spec.ledger);
-        let listeners = Listeners { udp: spec.udp, ..Listeners::default() };
-        let worker = match Worker::new(server, listeners, StreamOptions::default()) {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = started.send(Err(e));
-                return;
+    // Every job waiting when the doorbell rang runs now; the thread ends when the pool is
+    // dropped (the process is stopping).
+    let serve_jobs = || {
+        wakeup.clear();
+        loop {
+            match jobs.try_recv() {
+                Ok(job) => job(&worker),
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => return false,
             }
-        };
-        let _ = started.send(Ok(()));
-        let serve_jobs = async {
-            // Ends when the pool is dropped: the process is stopping.
-            while let Some(job) = jobs.recv().await {
-                job(&worker);
-            }
-        };
-        tokio::select! {
-            () = worker.run() => {}
-            () = serve_jobs => {}
         }
-    });
+    };
+    let _ = started.send(Ok(()));
+    worker.serve_datagrams(serve_jobs);
 }

@@ -1,20 +1,20 @@
-//! Every UDP socket of a worker, listening and relay sockets alike, in one epoll set, which tokio
-//! watches as a single fd. One task drains whichever sockets are ready, so a worker with ten
-//! thousand allocations has one task and one reactor registration for them instead of ten
-//! thousand, a datagram costs no task wake-up of its own, both directions share one wake-up, and
-//! the order of service follows the kernel's ready list.
+//! Every UDP socket of a worker, listening and relay sockets alike, in one epoll set. A datagram
+//! worker's thread sleeps on the set itself (`udp_thread`); the stream worker's runtime watches it
+//! as a single fd (`udp::datagram_loop`). Either way a worker with ten thousand allocations has one
+//! registration for them instead of ten thousand, both directions share one wake-up, and the order
+//! of service follows the kernel's ready list.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::rc::Rc;
-
-use tokio::io::unix::AsyncFd;
+use std::time::Duration;
 
 use crate::proto::FastMap;
 
 /// Ready sockets fetched per `epoll_wait`.
 pub(super) const MAX_EVENTS: usize = 64;
+/// The epoll token of the wake-up fd (`watch_wakeup`); socket tokens carry a slot below 2^32 - 1.
+const WAKE_TOKEN: u64 = u64::MAX;
 
 struct Entry {
     /// A relay socket, owned here; `None` for a listening socket, which the worker owns.
@@ -27,26 +27,35 @@ struct Entry {
 /// Relay sockets by slot; an epoll token is the slot and its generation, so an event fetched for
 /// a socket closed since never reaches the socket that reused the slot.
 pub(super) struct RelaySet {
-    /// Shared with the relay task, which awaits it without borrowing the set.
-    epoll: Rc<AsyncFd<OwnedFd>>,
+    epoll: OwnedFd,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     by_addr: FastMap<SocketAddr, u32>,
     generation: u32,
     events: Vec<libc::epoll_event>,
+    /// The fd `watch_wakeup` added.
+    wakeup: RawFd,
 }
 
-/// A ready socket.
+/// A ready socket, or the wake-up fd.
 #[derive(Clone, Copy)]
 pub(super) struct Ready {
     pub(super) fd: RawFd,
     pub(super) addr: SocketAddr,
-    /// A listening socket (datagrams from clients), else a relay socket (from peers).
-    pub(super) listener: bool,
+    pub(super) role: Role,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// A listening socket: datagrams from clients.
+    Listener,
+    /// A relay socket: datagrams from peers.
+    Relay,
+    /// The wake-up fd: the control plane has work for this worker.
+    Wakeup,
 }
 
 impl RelaySet {
-    /// Must be called inside a tokio runtime (the epoll fd registers with its reactor).
     pub(super) fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the returned fd is owned below.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -54,18 +63,15 @@ impl RelaySet {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: an OwnedFd keeps its descriptor open and unchanged until it is dropped, which
-        // happens only with the AsyncFd that owns it.
-        let epoll = unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(RelaySet {
-            epoll: Rc::new(epoll),
+            epoll,
             slots: Vec::new(),
             free: Vec::new(),
             by_addr: FastMap::default(),
             generation: 0,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS],
+            wakeup: -1,
         })
     }
 
@@ -82,6 +88,25 @@ impl RelaySet {
         self.watch(fd, addr, None).map(|_| ())
     }
 
+    /// Adds an fd (an eventfd, which the caller owns and keeps open for the life of the set) whose
+    /// readability `wait` reports as a `Role::Wakeup` entry.
+    pub(super) fn watch_wakeup(&mut self, fd: RawFd) -> io::Result<()> {
+        self.add(fd, WAKE_TOKEN)?;
+        self.wakeup = fd;
+        Ok(())
+    }
+
+    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        // Level-triggered: a socket left with datagrams after its share of a round stays ready.
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+        // SAFETY: both fds are live; `ev` is a valid epoll_event.
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn watch(&mut self, fd: RawFd, addr: SocketAddr, socket: Option<UdpSocket>) -> io::Result<u32> {
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -92,13 +117,9 @@ impl RelaySet {
         };
         self.generation = self.generation.wrapping_add(1);
         let token = u64::from(self.generation) << 32 | u64::from(slot);
-        // Level-triggered: a socket left with datagrams after its share of a round stays ready.
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
-        // SAFETY: both fds are live; `ev` is a valid epoll_event.
-        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if rc < 0 {
+        if let Err(e) = self.add(fd, token) {
             self.free.push(slot);
-            return Err(io::Error::last_os_error());
+            return Err(e);
         }
         self.slots[slot as usize] = Some(Entry { socket, fd, addr, generation: self.generation });
         Ok(slot)
@@ -129,28 +150,42 @@ impl RelaySet {
         self.socket(relay).map(|s| s.send_to(data, to))
     }
 
-    /// What the datagram task awaits: readable when some socket of the set may be.
-    pub(super) fn waiter(&self) -> Rc<AsyncFd<OwnedFd>> {
-        self.epoll.clone()
+    /// The epoll fd: readable when some socket of the set may be (for a runtime to watch).
+    pub(super) fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
     }
 
     /// Fills `out` with the sockets ready now, without waiting; `out` holds fewer than the most
     /// one call returns when no other socket was ready.
     pub(super) fn ready(&mut self, out: &mut Vec<Ready>) -> io::Result<()> {
+        self.wait(out, Duration::ZERO)
+    }
+
+    /// Like `ready`, but sleeps up to `timeout` (rounded up to whole milliseconds) for a first
+    /// socket to become ready; `out` is empty when the time ran out or a signal interrupted.
+    pub(super) fn wait(&mut self, out: &mut Vec<Ready>, timeout: Duration) -> io::Result<()> {
         out.clear();
+        let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
         // SAFETY: the events buffer holds MAX_EVENTS entries.
-        let n =
-            unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), self.events.as_mut_ptr(), MAX_EVENTS as libc::c_int, 0) };
+        let n = unsafe {
+            libc::epoll_wait(self.epoll.as_raw_fd(), self.events.as_mut_ptr(), MAX_EVENTS as libc::c_int, ms)
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
         for ev in &self.events[..n as usize] {
             let token = ev.u64;
+            if token == WAKE_TOKEN {
+                let none: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
+                out.push(Ready { fd: self.wakeup, addr: none, role: Role::Wakeup });
+                continue;
+            }
             let (generation, slot) = ((token >> 32) as u32, token as u32);
             if let Some(Some(e)) = self.slots.get(slot as usize) {
                 if e.generation == generation {
-                    out.push(Ready { fd: e.fd, addr: e.addr, listener: e.socket.is_none() });
+                    let role = if e.socket.is_none() { Role::Listener } else { Role::Relay };
+                    out.push(Ready { fd: e.fd, addr: e.addr, role });
                 }
             }
         }

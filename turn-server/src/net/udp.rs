@@ -4,11 +4,15 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
 use super::batch::{Out, RecvBatch, SendQueue};
-use super::relay_set::{Ready, MAX_EVENTS};
+use super::relay_set::{Ready, Role, MAX_EVENTS};
 use super::worker::{now, Opener, Shared};
 use crate::proto::server::DATA_INDICATION_HEADROOM;
 use crate::proto::{channel_data, ClientTransport, FiveTuple, Now};
@@ -17,7 +21,7 @@ use crate::proto::{channel_data, ClientTransport, FiveTuple, Now};
 pub(super) const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams per `recvmmsg`.
 const BATCH: usize = 32;
-/// Datagrams the UDP task reads before it yields to the worker's other tasks.
+/// Datagrams the stream worker's UDP task reads before it yields to the runtime's other tasks.
 const TURN_BUDGET: usize = 128;
 /// Room after a relayed payload for padding to a multiple of four (TCP/TLS ChannelData).
 const PADDING: usize = 4;
@@ -60,15 +64,92 @@ fn client_burst(
     sends.flush(batch);
 }
 
-/// Drains every ready socket of the set, listeners and relay sockets alike, up to `BATCH`
-/// datagrams each per round, until none is left or `TURN_BUDGET` is spent (then yields, so TCP,
-/// timers and the control plane get their turn).
+/// The buffers of one worker's datagram path, made once: what is received, relayed and sent
+/// lives in them, so nothing is allocated per datagram.
+pub(super) struct DatagramPath {
+    from_clients: RecvBatch,
+    from_peers: RecvBatch,
+    sends: SendQueue,
+    /// The sockets the last poll found ready.
+    pub(super) ready: Vec<Ready>,
+}
+
+/// What one round over the ready sockets did.
+pub(super) struct Round {
+    /// Datagrams read (a receive error counts as one).
+    pub(super) read: usize,
+    /// Every socket was emptied: a short read means its queue was empty at that moment, and the
+    /// poll that listed them was not full.
+    pub(super) drained: bool,
+    /// The wake-up fd was among the ready ones (the caller serves it).
+    pub(super) woken: bool,
+}
+
+impl DatagramPath {
+    pub(super) fn new() -> Self {
+        DatagramPath {
+            from_clients: RecvBatch::new(BATCH, 0, MAX_DATAGRAM, 0),
+            from_peers: RecvBatch::new(BATCH, DATA_INDICATION_HEADROOM, MAX_DATAGRAM, PADDING),
+            sends: SendQueue::new(BATCH),
+            ready: Vec::with_capacity(MAX_EVENTS),
+        }
+    }
+
+    /// Reads up to `BATCH` datagrams from each socket in `ready`, hands them to the core and sends
+    /// what it relays.
+    pub(super) fn serve_ready(&mut self, shared: &Rc<Shared>) -> Round {
+        let mut round = Round { read: 0, drained: self.ready.len() < MAX_EVENTS, woken: false };
+        let now = now();
+        for r in &self.ready {
+            let batch = match r.role {
+                Role::Listener => &mut self.from_clients,
+                Role::Relay => &mut self.from_peers,
+                Role::Wakeup => {
+                    round.woken = true;
+                    continue;
+                }
+            };
+            match batch.recv(r.fd) {
+                Ok(n) => {
+                    round.read += n.max(1);
+                    round.drained &= n < BATCH;
+                    if r.role == Role::Listener {
+                        client_burst(shared, now, r.addr, batch, n, &mut self.sends);
+                    } else {
+                        peer_burst(shared, now.instant, *r, batch, n, &mut self.sends);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // ICMP errors for earlier sends surface here on Linux; they concern one client or
+                // peer only. Counted as a datagram, so an error that repeats cannot keep a
+                // budgeted caller in.
+                Err(e) => {
+                    round.read += 1;
+                    round.drained = false;
+                    tracing::debug!(socket = %r.addr, error = %e, "UDP receive error");
+                }
+            }
+        }
+        round
+    }
+}
+
+/// The stream worker's UDP relay sockets under its runtime: drains every ready socket of the set,
+/// up to `BATCH` datagrams each per round, until none is left or `TURN_BUDGET` is spent (then
+/// yields, so TCP, timers and the control plane get their turn). Datagram workers do not use
+/// this: their threads sleep on the set directly (`udp_thread`).
 pub(super) async fn datagram_loop(shared: Rc<Shared>) {
-    let epoll = shared.relays.borrow().waiter();
-    let mut from_clients = RecvBatch::new(BATCH, 0, MAX_DATAGRAM, 0);
-    let mut from_peers = RecvBatch::new(BATCH, DATA_INDICATION_HEADROOM, MAX_DATAGRAM, PADDING);
-    let mut sends = SendQueue::new(BATCH);
-    let mut ready: Vec<Ready> = Vec::new();
+    let fd = EpollFd(shared.relays.borrow().epoll_fd());
+    // SAFETY: the epoll fd belongs to the relay set in `shared`, which this loop holds and which
+    // never replaces it, so it stays open and the same for the registration's whole life.
+    let epoll = match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!(error = %io::Error::from(e), "UDP sockets cannot be polled");
+            return;
+        }
+    };
+    let mut path = DatagramPath::new();
     loop {
         let mut guard = match epoll.readable().await {
             Ok(g) => g,
@@ -79,40 +160,15 @@ pub(super) async fn datagram_loop(shared: Rc<Shared>) {
         };
         let mut read = 0;
         while read < TURN_BUDGET {
-            if let Err(e) = shared.relays.borrow_mut().ready(&mut ready) {
+            if let Err(e) = shared.relays.borrow_mut().ready(&mut path.ready) {
                 // Only a broken epoll fd fails here (EINTR is retried inside): polling again
                 // would spin.
                 tracing::error!(error = %e, "UDP sockets cannot be polled");
                 return;
             }
-            // Whether every socket was emptied: a short read means its queue was empty at that
-            // moment, and the set was not full.
-            let mut drained = ready.len() < MAX_EVENTS;
-            let now = now();
-            for r in &ready {
-                let batch = if r.listener { &mut from_clients } else { &mut from_peers };
-                match batch.recv(r.fd) {
-                    Ok(n) => {
-                        read += n.max(1);
-                        drained &= n < BATCH;
-                        if r.listener {
-                            client_burst(&shared, now, r.addr, batch, n, &mut sends);
-                        } else {
-                            peer_burst(&shared, now.instant, *r, batch, n, &mut sends);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // ICMP errors for earlier sends surface here on Linux; they concern one
-                    // client or peer only. Counted against the budget, so an error that repeats
-                    // cannot keep this task in.
-                    Err(e) => {
-                        read += 1;
-                        drained = false;
-                        tracing::debug!(socket = %r.addr, error = %e, "UDP receive error");
-                    }
-                }
-            }
-            if drained {
+            let round = path.serve_ready(&shared);
+            read += round.read;
+            if round.drained {
                 // The inner set is level-triggered and every socket is empty: any datagram from
                 // now on makes the set readable again, so no further poll is needed to sleep.
                 guard.clear_ready();
@@ -123,6 +179,16 @@ pub(super) async fn datagram_loop(shared: Rc<Shared>) {
         if read >= TURN_BUDGET {
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// The relay set's epoll fd, borrowed for the runtime's registration: the set lives in `Shared`,
+/// which the loop holds, so the fd outlives the registration.
+struct EpollFd(RawFd);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
 }
 

@@ -1,6 +1,8 @@
-//! One worker: a `Server`, its listening sockets and relay sockets, on a single-threaded runtime.
-//! The UDP data path lives in `udp`; relay sockets sit in one epoll set (`relay_set`) drained by
-//! one task, so ten thousand idle allocations cost neither a task nor a buffer each.
+//! One worker: a `Server`, its listening sockets and relay sockets, on one thread. A datagram worker
+//! serves UDP clients on a thread of its own with no runtime (`udp_thread`); the stream worker
+//! serves TCP and TLS clients on the main thread's runtime. The UDP data path lives in `udp`; relay
+//! sockets sit in one epoll set (`relay_set`), so ten thousand idle allocations cost neither a task
+//! nor a buffer each.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,6 +21,7 @@ use super::stream::{self, StreamConn, StreamLimits};
 use super::tcp_relay;
 use super::tls::{TlsError, TlsFiles};
 use super::udp;
+use super::udp_thread;
 use crate::proto::{BindError, ClientTransport, Event, FiveTuple, Now, RelaySockets, Server, SocketKind};
 
 /// Upper bound on how stale the timer check may be; lifetimes are whole seconds.
@@ -65,6 +68,8 @@ pub struct StreamOptions {
 
 /// Runs a `Server` on sockets already bound by the caller (so bind errors surface at startup).
 pub struct Worker {
+    /// For metrics and logs: `udp-N` for a datagram worker, `streams` for the stream worker.
+    name: String,
     shared: Rc<Shared>,
     /// Taken by `run`, which starts their accept loops.
     tcp: RefCell<Vec<(TcpListener, bool)>>,
@@ -76,8 +81,14 @@ pub(super) fn now() -> Now {
 }
 
 impl Worker {
-    /// Must be called inside a tokio runtime (the sockets register with its reactor).
-    pub fn new(server: Server, listeners: Listeners, streams: StreamOptions) -> Result<Self, WorkerError> {
+    /// With TCP or TLS listeners, must be called inside a tokio runtime (they register with its
+    /// reactor); a worker of UDP listeners only needs none.
+    pub fn new(
+        name: impl Into<String>,
+        server: Server,
+        listeners: Listeners,
+        streams: StreamOptions,
+    ) -> Result<Self, WorkerError> {
         let mut map = HashMap::new();
         let mut relays = RelaySet::new()?;
         for l in listeners.udp {
@@ -100,6 +111,7 @@ impl Worker {
             None => None,
         };
         Ok(Worker {
+            name: name.into(),
             shared: Rc::new(Shared {
                 server: RefCell::new(server),
                 listeners: map,
@@ -146,7 +158,7 @@ impl Worker {
     pub fn metrics_sample(&self) -> crate::ops::metrics::Sample {
         let streams = self.shared.streams.borrow();
         let tls = streams.keys().filter(|t| t.transport == ClientTransport::Tls).count();
-        crate::ops::metrics::Sample::of(&self.shared.server.borrow(), (streams.len() - tls, tls))
+        crate::ops::metrics::Sample::of(&self.name, &self.shared.server.borrow(), (streams.len() - tls, tls))
     }
 
     pub fn allocation_count(&self) -> usize {
@@ -176,6 +188,18 @@ impl Worker {
         self.shared.server.borrow_mut().set_fleet_alternates(alternates);
     }
 
+    /// Adds the doorbell whose ring makes `serve_datagrams` call its `on_wakeup`.
+    pub(super) fn watch_wakeup(&self, wakeup: &udp_thread::Wakeup) -> io::Result<()> {
+        self.shared.relays.borrow_mut().watch_wakeup(wakeup.fd())
+    }
+
+    /// Serves a datagram worker on this thread, without a runtime, until `on_wakeup` returns false
+    /// (it runs whenever the doorbell rang). For workers of UDP listeners only: stream clients
+    /// need the runtime (`run`).
+    pub(super) fn serve_datagrams(&self, on_wakeup: impl FnMut() -> bool) {
+        udp_thread::serve(&self.shared, on_wakeup);
+    }
+
     /// Runs until the future is dropped. Must be polled inside a `LocalSet`.
     pub async fn run(&self) {
         tokio::task::spawn_local(udp::datagram_loop(self.shared.clone()));
@@ -190,18 +214,30 @@ impl Worker {
 }
 
 async fn timer_loop(shared: Rc<Shared>) {
+    let mut deadline = shared.next_timer();
     loop {
-        let next = shared.server.borrow().poll_timeout();
-        let tick = Instant::now() + TIMER_TICK;
-        let deadline = next.map_or(tick, |d| d.min(tick));
         tokio::time::sleep_until(deadline.into()).await;
-        let mut server = shared.server.borrow_mut();
-        server.handle_timeout(Instant::now(), &mut Opener { shared: &shared });
-        shared.flush(&mut server);
+        deadline = shared.run_timers();
     }
 }
 
 impl Shared {
+    /// When the core's timers next need running (at most `TIMER_TICK` away).
+    pub(super) fn next_timer(&self) -> Instant {
+        let tick = Instant::now() + TIMER_TICK;
+        self.server.borrow().poll_timeout().map_or(tick, |d| d.min(tick))
+    }
+
+    /// Runs the core's timers; returns when they next need running.
+    pub(super) fn run_timers(self: &Rc<Self>) -> Instant {
+        {
+            let mut server = self.server.borrow_mut();
+            server.handle_timeout(Instant::now(), &mut Opener { shared: self });
+            self.flush(&mut server);
+        }
+        self.next_timer()
+    }
+
     /// One complete TCP/TLS frame from a client (UDP datagrams come in bursts, see `udp`).
     pub(super) fn on_client_message(self: &Rc<Self>, tuple: FiveTuple, data: &[u8]) {
         let mut server = self.server.borrow_mut();

@@ -27,8 +27,8 @@ pub struct Sample {
     pub stats: Stats,
     /// Allocations by client transport and relayed family.
     pub active: BTreeMap<(&'static str, &'static str), u64>,
-    /// Allocations of each worker, in worker order.
-    pub per_worker: Vec<u64>,
+    /// Allocations of each worker, by its name, in worker order.
+    pub per_worker: Vec<(String, u64)>,
     /// Relay-wide (the ledger's), so not summed.
     pub ports_in_use: usize,
     pub draining: bool,
@@ -37,7 +37,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn of(server: &Server, stream_connections: (usize, usize)) -> Self {
+    pub fn of(worker: &str, server: &Server, stream_connections: (usize, usize)) -> Self {
         let mut active = BTreeMap::new();
         for a in server.allocations() {
             *active.entry((a.tuple.transport.as_str(), relay_family(&a.relays))).or_default() += 1;
@@ -45,7 +45,7 @@ impl Sample {
         Sample {
             stats: server.stats().clone(),
             active,
-            per_worker: vec![server.allocation_count() as u64],
+            per_worker: vec![(worker.to_owned(), server.allocation_count() as u64)],
             ports_in_use: server.ports_in_use(),
             draining: server.is_draining(),
             stream_connections,
@@ -171,7 +171,7 @@ pub fn render(sample: &Sample, driver: DriverGauges) -> String {
         "Relay ports held by allocations and reservations.",
         one(sample.ports_in_use),
     );
-    let workers = sample.per_worker.iter().enumerate().map(|(i, n)| (format!("worker=\"{i}\""), *n));
+    let workers = sample.per_worker.iter().map(|(name, n)| (format!("worker=\"{name}\""), *n));
     family(
         o,
         "turn_worker_allocations",
