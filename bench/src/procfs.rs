@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-/// utime + stime of the whole process (all threads), from `/proc/<pid>/stat`.
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+/// utime and stime of the whole process (all threads), from `/proc/<pid>/stat`, apart: the
+/// kernel's share is most of a relay's time.
+pub fn cpu_times(pid: u32) -> anyhow::Result<(Duration, Duration)> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}: did the server exit?"))?;
     // The command name in field 2 may contain spaces and parentheses; fields resume after the last ')'.
@@ -17,8 +18,27 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let field = |i: usize| -> anyhow::Result<u64> {
         fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(|| anyhow!("{path}: field {} unreadable", i + 3))
     };
-    let ticks = field(11)? + field(12)?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec() as f64))
+    let secs = |ticks: u64| Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec() as f64);
+    Ok((secs(field(11)?), secs(field(12)?)))
+}
+
+/// Context switches of every thread of the process, voluntary and not, summed over
+/// `/proc/<pid>/task/*/status`: a relay that sleeps once per datagram pays a wake-up each time,
+/// which at a fixed rate is most of what separates it from one that batches. Threads that ended
+/// meanwhile are not counted, which is why it is read on a steady load.
+pub fn context_switches(pid: u32) -> anyhow::Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for task in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}: did the server exit?"))? {
+        let Ok(status) = task.and_then(|t| std::fs::read_to_string(t.path().join("status"))) else { continue };
+        for line in status.lines() {
+            let count = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"));
+            total += count.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Ok(total)
 }
 
 fn clock_ticks_per_sec() -> u64 {

@@ -256,10 +256,14 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     }
     keep_fresh(&mut allocs)?;
     let n = args.fixed_allocations;
-    let before = procfs::cpu_time(common.pid)?;
+    let before = procfs::cpu_times(common.pid)?;
+    let switches_before = procfs::context_switches(common.pid)?;
     let wall = Instant::now();
     let o = probe(&allocs, n, 120, args.cpu_rate, args.cpu_seconds, true, args.burst)?;
-    let cpu = procfs::cpu_time(common.pid)?.saturating_sub(before);
+    let (user, system) = procfs::cpu_times(common.pid)?;
+    let switches = procfs::context_switches(common.pid)?.saturating_sub(switches_before);
+    let (user, system) = (user.saturating_sub(before.0), system.saturating_sub(before.1));
+    let cpu = user + system;
     let wall = wall.elapsed();
     if o.relayed() == 0 {
         bail!("nothing was relayed at {:.0}/s: the server is broken", args.cpu_rate);
@@ -271,13 +275,23 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
         "CPU s",
         Better::Lower,
         format!(
-            "{:.2} CPU s over {:.1} s wall ({:.0}% of a core), {} relayed, loss {:.2}%",
+            "{:.2} CPU s ({:.2} user, {:.2} system) over {:.1} s wall ({:.0}% of a core), {} relayed, loss {:.2}%",
             cpu.as_secs_f64(),
+            user.as_secs_f64(),
+            system.as_secs_f64(),
             wall.as_secs_f64(),
             cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
             o.relayed(),
             o.loss(true) * 100.0
         ),
+    )?;
+    sink.record(
+        "switches_per_thousand",
+        "server context switches per thousand relayed datagrams (same load)",
+        Some(switches as f64 / (o.relayed() as f64 / 1e3)),
+        "switches",
+        Better::Lower,
+        format!("{switches} in {:.1} s", wall.as_secs_f64()),
     )?;
 
     keep_fresh(&mut allocs)?;

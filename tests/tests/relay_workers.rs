@@ -86,3 +86,54 @@ fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
     first.refresh(0).unwrap();
     second.allocate(UDP).unwrap_or_else(|e| server.fail(&format!("after the first ended: {e}")));
 }
+
+/// A datagram worker has no runtime: its timers are the timeout of its `epoll_wait`. Allocations
+/// on two workers expire on time although no datagram arrives to wake either thread, and the
+/// relay ports come back.
+#[test]
+fn allocations_expire_on_the_datagram_workers_own_timers() {
+    let block = e2e::PortBlock::reserve();
+    let metrics_port = block.peer_port(7);
+    let dir = e2e::LogDir::new("relay-workers-expiry-files");
+    let config = e2e::peers::write_file(
+        dir.path(),
+        "config.toml",
+        "[turn]\ndefault_allocate_lifetime_secs = 2\nmax_allocate_lifetime_secs = 2\n",
+    );
+    let server = ServerBuilder::new("relay_workers_expiry")
+        .arg("--config")
+        .arg(config.display().to_string())
+        .arg("--relay-threads")
+        .arg("2")
+        .arg("--prometheus")
+        .arg("--prometheus-port")
+        .arg(metrics_port.to_string())
+        .start();
+    // 127.0.0.2 and .3: one client per worker (the steering is the address modulo 2).
+    let mut clients: Vec<TurnClient> =
+        (2..4).map(|i| client_from(&server, &format!("127.0.0.{i}"), &format!("e{i}"))).collect();
+    for c in &mut clients {
+        let a = c.allocate(UDP).unwrap_or_else(|e| server.fail(&format!("Allocate: {e}")));
+        assert_eq!(a.lifetime, Some(2));
+    }
+    let body = scrape(metrics_port, "/metrics").1;
+    assert_eq!(sample(&body, "turn_relay_ports_in_use"), Some(2), "{body}");
+    for w in 0..2 {
+        assert_eq!(sample(&body, &format!("turn_worker_allocations{{worker=\"udp-{w}\"}}")), Some(1), "{body}");
+    }
+
+    // Lifetime 2 s, timers at most 0.5 s late: gone by 3.5 s, with nothing sent meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut body = String::new();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        body = scrape(metrics_port, "/metrics").1;
+        if sample(&body, "turn_relay_ports_in_use") == Some(0) {
+            break;
+        }
+    }
+    server.check(sample(&body, "turn_relay_ports_in_use") == Some(0), || format!("ports still held:\n{body}"));
+    for w in 0..2 {
+        assert_eq!(sample(&body, &format!("turn_worker_allocations{{worker=\"udp-{w}\"}}")), Some(0), "{body}");
+    }
+}
