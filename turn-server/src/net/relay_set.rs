@@ -43,6 +43,8 @@ pub(super) struct Ready {
     pub(super) fd: RawFd,
     pub(super) addr: SocketAddr,
     pub(super) role: Role,
+    /// The epoll token, for `is_watched`.
+    token: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -150,6 +152,15 @@ impl RelaySet {
         self.socket(relay).map(|s| s.send_to(data, to))
     }
 
+    /// Whether the socket `ready` listed is still in the set. A request served earlier in the same
+    /// round may have closed it, and its fd number may since belong to another socket (a relay
+    /// socket opened meanwhile, or another thread's connection), which must not be read as this.
+    pub(super) fn is_watched(&self, ready: &Ready) -> bool {
+        let (generation, slot) = ((ready.token >> 32) as u32, ready.token as u32);
+        ready.role != Role::Relay
+            || self.slots.get(slot as usize).is_some_and(|e| e.as_ref().is_some_and(|e| e.generation == generation))
+    }
+
     /// The epoll fd: readable when some socket of the set may be (for a runtime to watch).
     pub(super) fn epoll_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
@@ -178,17 +189,49 @@ impl RelaySet {
             let token = ev.u64;
             if token == WAKE_TOKEN {
                 let none: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
-                out.push(Ready { fd: self.wakeup, addr: none, role: Role::Wakeup });
+                out.push(Ready { fd: self.wakeup, addr: none, role: Role::Wakeup, token });
                 continue;
             }
             let (generation, slot) = ((token >> 32) as u32, token as u32);
             if let Some(Some(e)) = self.slots.get(slot as usize) {
                 if e.generation == generation {
                     let role = if e.socket.is_none() { Role::Listener } else { Role::Relay };
-                    out.push(Ready { fd: e.fd, addr: e.addr, role });
+                    out.push(Ready { fd: e.fd, addr: e.addr, role, token });
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound() -> (UdpSocket, SocketAddr) {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let a = s.local_addr().expect("address");
+        (s, a)
+    }
+
+    #[test]
+    fn a_socket_closed_after_the_poll_is_no_longer_watched_even_when_its_fd_comes_back() {
+        let mut set = RelaySet::new().expect("epoll");
+        let (socket, addr) = bound();
+        set.insert(addr, socket).expect("insert");
+        let (sender, _) = bound();
+        sender.send_to(b"x", addr).expect("send");
+        let mut ready = Vec::new();
+        set.wait(&mut ready, Duration::from_secs(2)).expect("wait");
+        assert_eq!(ready.len(), 1);
+        assert!(set.is_watched(&ready[0]));
+
+        // Closed during the round; the next socket takes the same slot (and, unless another
+        // test's thread took it first, the same fd number).
+        set.remove(addr);
+        let (next, next_addr) = bound();
+        set.insert(next_addr, next).expect("insert");
+        assert_eq!(set.by_addr.get(&next_addr).copied(), Some(ready[0].token as u32));
+        assert!(!set.is_watched(&ready[0]));
     }
 }

@@ -101,6 +101,9 @@ impl DatagramPath {
         let mut round = Round { read: 0, drained: self.ready.len() < MAX_EVENTS, woken: false };
         let now = now();
         for r in &self.ready {
+            if !shared.relays.borrow().is_watched(r) {
+                continue;
+            }
             let batch = match r.role {
                 Role::Listener => &mut self.from_clients,
                 Role::Relay => &mut self.from_peers,

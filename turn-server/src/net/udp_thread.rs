@@ -17,9 +17,8 @@ use super::worker::Shared;
 pub(super) fn serve(shared: &Rc<Shared>, mut on_wakeup: impl FnMut() -> bool) {
     let mut path = DatagramPath::new();
     let mut next_timer = shared.next_timer();
-    let mut now = Instant::now();
     loop {
-        let timeout = next_timer.saturating_duration_since(now);
+        let timeout = next_timer.saturating_duration_since(Instant::now());
         if let Err(e) = shared.relays.borrow_mut().wait(&mut path.ready, timeout) {
             // Only a broken epoll fd fails here (EINTR comes back as an empty list).
             tracing::error!(error = %e, "UDP sockets cannot be polled; this worker stops relaying");
@@ -31,8 +30,7 @@ pub(super) fn serve(shared: &Rc<Shared>, mut on_wakeup: impl FnMut() -> bool) {
         if round.woken && !on_wakeup() {
             return;
         }
-        now = Instant::now();
-        if now >= next_timer {
+        if Instant::now() >= next_timer {
             next_timer = shared.run_timers();
         }
     }

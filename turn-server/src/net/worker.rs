@@ -409,6 +409,11 @@ impl RelaySockets for Opener<'_> {
         let dont_fragment = match kind {
             SocketKind::Udp { dont_fragment } => dont_fragment,
             SocketKind::TcpListener => {
+                // RFC 6062 relays live on the stream worker's runtime; the core offers them only
+                // to stream clients, so a datagram worker (no runtime) never gets here.
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(BindError::Failed("a TCP relay needs the stream worker".into()));
+                }
                 let listener = socket::bind_tcp_relay(addr).map_err(to_bind_error)?;
                 let listener = TcpListener::from_std(listener).map_err(to_bind_error)?;
                 let task = tokio::task::spawn_local(tcp_relay::accept_peers(self.shared.clone(), listener, addr));
