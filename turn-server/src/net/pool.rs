@@ -160,7 +160,7 @@ fn run_thread(
 ) {
     let server = Server::with_ledger(spec.server, spec.seed, spec.ledger);
     let listeners = Listeners { udp: spec.udp, ..Listeners::default() };
-    let worker = match Worker::new(name, server, listeners, StreamOptions::default())
+    let worker = match Worker::new(name.clone(), server, listeners, StreamOptions::default())
         .and_then(|w| w.watch_wakeup(wakeup).map(|()| w).map_err(WorkerError::Io))
     {
         Ok(w) => w,
@@ -182,5 +182,16 @@ fn run_thread(
         }
     };
     let _ = started.send(Ok(()));
-    worker.serve_datagrams(serve_jobs);
+    let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.serve_datagrams(serve_jobs))) {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("its sockets cannot be polled: {e}"),
+        Err(_) => "it panicked (the message is above)".to_owned(),
+    };
+    // A relay with a dead worker would fail that worker's share of clients while looking alive:
+    // stop, so the service manager restarts it (the unit says Restart=on-failure).
+    tracing::error!(worker = %name, "a datagram worker stopped: {why}; stopping the relay");
+    std::process::exit(EXIT_WORKER_DIED);
 }
+
+/// `EX_SOFTWARE` from sysexits.h: an internal error.
+const EXIT_WORKER_DIED: i32 = 70;

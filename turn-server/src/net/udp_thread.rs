@@ -12,23 +12,20 @@ use std::time::Instant;
 use super::udp::DatagramPath;
 use super::worker::Shared;
 
-/// Serves the worker's sockets and timers until `on_wakeup` returns false or the set breaks.
-/// `on_wakeup` runs whenever the wake-up fd was readable.
-pub(super) fn serve(shared: &Rc<Shared>, mut on_wakeup: impl FnMut() -> bool) {
+/// Serves the worker's sockets and timers until `on_wakeup` returns false (`Ok`) or the set
+/// breaks (`Err`). `on_wakeup` runs whenever the wake-up fd was readable.
+pub(super) fn serve(shared: &Rc<Shared>, mut on_wakeup: impl FnMut() -> bool) -> io::Result<()> {
     let mut path = DatagramPath::new();
     let mut next_timer = shared.next_timer();
     loop {
         let timeout = next_timer.saturating_duration_since(Instant::now());
-        if let Err(e) = shared.relays.borrow_mut().wait(&mut path.ready, timeout) {
-            // Only a broken epoll fd fails here (EINTR comes back as an empty list).
-            tracing::error!(error = %e, "UDP sockets cannot be polled; this worker stops relaying");
-            return;
-        }
+        // Only a broken epoll fd fails here (EINTR comes back as an empty list).
+        shared.relays.borrow_mut().wait(&mut path.ready, timeout)?;
         // Level-triggered: a socket left with datagrams after its batch is listed again by the
         // next wait, which then does not sleep, so every ready socket gets its turn in order.
         let round = path.serve_ready(shared);
         if round.woken && !on_wakeup() {
-            return;
+            return Ok(());
         }
         if Instant::now() >= next_timer {
             next_timer = shared.run_timers();

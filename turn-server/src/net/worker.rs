@@ -196,8 +196,8 @@ impl Worker {
     /// Serves a datagram worker on this thread, without a runtime, until `on_wakeup` returns false
     /// (it runs whenever the doorbell rang). For workers of UDP listeners only: stream clients
     /// need the runtime (`run`).
-    pub(super) fn serve_datagrams(&self, on_wakeup: impl FnMut() -> bool) {
-        udp_thread::serve(&self.shared, on_wakeup);
+    pub(super) fn serve_datagrams(&self, on_wakeup: impl FnMut() -> bool) -> io::Result<()> {
+        udp_thread::serve(&self.shared, on_wakeup)
     }
 
     /// Runs until the future is dropped. Must be polled inside a `LocalSet`.
