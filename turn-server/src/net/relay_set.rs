@@ -156,9 +156,13 @@ impl RelaySet {
     /// round may have closed it, and its fd number may since belong to another socket (a relay
     /// socket opened meanwhile, or another thread's connection), which must not be read as this.
     pub(super) fn is_watched(&self, ready: &Ready) -> bool {
-        let (generation, slot) = ((ready.token >> 32) as u32, ready.token as u32);
-        ready.role != Role::Relay
-            || self.slots.get(slot as usize).is_some_and(|e| e.as_ref().is_some_and(|e| e.generation == generation))
+        ready.role != Role::Relay || self.entry(ready.token).is_some()
+    }
+
+    /// The socket an epoll token names, unless it was closed since (its slot empty or reused).
+    fn entry(&self, token: u64) -> Option<&Entry> {
+        let (generation, slot) = ((token >> 32) as u32, token as u32);
+        self.slots.get(slot as usize)?.as_ref().filter(|e| e.generation == generation)
     }
 
     /// The epoll fd: readable when some socket of the set may be (for a runtime to watch).
@@ -192,12 +196,9 @@ impl RelaySet {
                 out.push(Ready { fd: self.wakeup, addr: none, role: Role::Wakeup, token });
                 continue;
             }
-            let (generation, slot) = ((token >> 32) as u32, token as u32);
-            if let Some(Some(e)) = self.slots.get(slot as usize) {
-                if e.generation == generation {
-                    let role = if e.socket.is_none() { Role::Listener } else { Role::Relay };
-                    out.push(Ready { fd: e.fd, addr: e.addr, role, token });
-                }
+            if let Some(e) = self.entry(token) {
+                let role = if e.socket.is_none() { Role::Listener } else { Role::Relay };
+                out.push(Ready { fd: e.fd, addr: e.addr, role, token });
             }
         }
         Ok(())

@@ -83,6 +83,8 @@ pub(super) struct Round {
     pub(super) drained: bool,
     /// The wake-up fd was among the ready ones (the caller serves it).
     pub(super) woken: bool,
+    /// When the round began (the clock read its datagrams were handled at).
+    pub(super) at: Instant,
 }
 
 impl DatagramPath {
@@ -98,8 +100,8 @@ impl DatagramPath {
     /// Reads up to `BATCH` datagrams from each socket in `ready`, hands them to the core and sends
     /// what it relays.
     pub(super) fn serve_ready(&mut self, shared: &Rc<Shared>) -> Round {
-        let mut round = Round { read: 0, drained: self.ready.len() < MAX_EVENTS, woken: false };
         let now = now();
+        let mut round = Round { read: 0, drained: self.ready.len() < MAX_EVENTS, woken: false, at: now.instant };
         for r in &self.ready {
             if !shared.relays.borrow().is_watched(r) {
                 continue;
