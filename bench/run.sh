@@ -11,6 +11,7 @@
 #   BENCH_SECONDS       length of each load probe [2; smoke 1]
 #   BENCH_REPEAT        runs of the relay step per server, alternating; the table keeps each
 #                       server's best [2; smoke 1]
+#   BENCH_CPU_ROUNDS    interleaved rounds of the CPU step, both servers up at once [8; smoke 2]
 #   BENCH_PROFILE       release | debug [release; smoke debug]
 #   BENCH_SERVER_CPUS   taskset CPU list for the server under test [1, or 0 on one core]
 #   BENCH_GEN_CPUS      taskset CPU list for the generator and turnutils_* [0]
@@ -35,7 +36,8 @@ if ((SMOKE)); then
     BENCH_PROFILE=${BENCH_PROFILE:-debug}
     BENCH_ALLOCS=${BENCH_ALLOCS:-200}
     RELAY_ARGS=(--payloads 120 --allocations 50 --bisect 1 --max-rate 40000 --start-rate 10000
-        --cpu-rate 5000 --cpu-seconds 2 --latency-rate 2000)
+        --latency-rate 2000)
+    CPU_ARGS=(--rounds 2 --rate 5000 --seconds 1)
     ALL_CORES_ARGS=(--payloads 120 --allocations 50 --bisect 1 --max-rate 40000 --start-rate 10000)
     UCLIENT_ARGS=(--clients 10 --messages 100 --length 120 --interval-ms 5 --timeout-secs 30)
 else
@@ -43,8 +45,8 @@ else
     BENCH_REPEAT=${BENCH_REPEAT:-2}
     BENCH_PROFILE=${BENCH_PROFILE:-release}
     BENCH_ALLOCS=${BENCH_ALLOCS:-1000,10000}
-    RELAY_ARGS=(--payloads 120,1200 --allocations 50,500 --bisect 3 --cpu-rate 20000 --cpu-seconds 8
-        --latency-rate 5000)
+    RELAY_ARGS=(--payloads 120,1200 --allocations 50,500 --bisect 3 --latency-rate 5000)
+    CPU_ARGS=(--rounds "${BENCH_CPU_ROUNDS:-8}" --rate 20000 --seconds 4)
     ALL_CORES_ARGS=(--payloads 120,1200 --allocations 500 --bisect 3)
     UCLIENT_ARGS=(--clients 50 --messages 1000 --length 120 --interval-ms 5 --timeout-secs 90)
 fi
@@ -95,27 +97,32 @@ RESULTS=$OUT/results.jsonl
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$SECONDS
 
-SERVER_WRAPPER=""
-SERVER_PID=""
+# Servers running now (the CPU step runs two at once): their timeout wrappers and pids.
+SERVER_WRAPPERS=()
+SERVER_PIDS=()
+SERVER_PID="" # the one started last
 PEER_WRAPPER=""
 RUN_SEQ=0
 
-stop_server() {
-    [[ -n $SERVER_WRAPPER ]] || return 0
-    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$SERVER_WRAPPER" 2>/dev/null || break
-        sleep 0.1
+stop_servers() {
+    local w p
+    for p in "${SERVER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for w in "${SERVER_WRAPPERS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$w" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$w" 2>/dev/null || true
     done
-    kill -KILL "$SERVER_WRAPPER" 2>/dev/null || true
-    [[ -n $SERVER_PID ]] && kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_WRAPPER" 2>/dev/null || true
-    SERVER_WRAPPER=""
+    for p in "${SERVER_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    for w in "${SERVER_WRAPPERS[@]}"; do wait "$w" 2>/dev/null || true; done
+    SERVER_WRAPPERS=()
+    SERVER_PIDS=()
     SERVER_PID=""
 }
 
 cleanup() {
-    stop_server
+    stop_servers
     if [[ -n $PEER_WRAPPER ]]; then
         kill "$PEER_WRAPPER" 2>/dev/null || true
         wait "$PEER_WRAPPER" 2>/dev/null || true
@@ -123,50 +130,59 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The same settings for both: UDP only on 127.0.0.1:$BENCH_PORT, relay range, REST secret,
-# realm, loopback peers. turn-server's per-source limit on 401 answers (50/s by default) is
-# lifted because every bench client shares 127.0.0.1; coturn has no such limit.
-server_command() {
+# The same settings for both: UDP only on 127.0.0.1:PORT, relay range, REST secret, realm,
+# loopback peers. turn-server's per-source limit on 401 answers (50/s by default) is lifted
+# because every bench client shares 127.0.0.1; coturn has no such limit.
+server_command() { # NAME PORT MIN_PORT MAX_PORT
     case $1 in
         coturn)
             echo turnserver -n --no-cli --no-tls --no-dtls --no-tcp --no-tcp-relay \
-                -L 127.0.0.1 -E 127.0.0.1 -p "$BENCH_PORT" --min-port "$BENCH_MIN_PORT" --max-port "$BENCH_MAX_PORT" \
+                -L 127.0.0.1 -E 127.0.0.1 -p "$2" --min-port "$3" --max-port "$4" \
                 --use-auth-secret --static-auth-secret "$SECRET" -r "$REALM" --allow-loopback-peers \
                 --log-file stdout --pidfile "$OUT/coturn.pid"
             ;;
         turn-server)
             echo "$BIN/turn-server" --no-tcp --no-tls \
-                -L 127.0.0.1 -E 127.0.0.1 -p "$BENCH_PORT" --min-port "$BENCH_MIN_PORT" --max-port "$BENCH_MAX_PORT" \
+                -L 127.0.0.1 -E 127.0.0.1 -p "$2" --min-port "$3" --max-port "$4" \
                 --use-auth-secret --static-auth-secret "$SECRET" -r "$REALM" --allow-loopback-peers \
                 --drain-timeout 0
             ;;
     esac
 }
 
-start_server() { # NAME [CPU LIST]
-    local cpus=${2:-$BENCH_SERVER_CPUS}
-    stop_server
-    if "${GEN[@]}" ready --server "127.0.0.1:$BENCH_PORT" --timeout 0.3 2>/dev/null; then
-        echo "bench: something already answers STUN on 127.0.0.1:$BENCH_PORT; set BENCH_PORT" >&2
+# Starts NAME beside any server already running; SERVER_PID is its pid.
+start_another_server() { # NAME CPU_LIST PORT MIN_PORT MAX_PORT
+    local name=$1 cpus=$2 port=$3
+    if "${GEN[@]}" ready --server "127.0.0.1:$port" --timeout 0.3 2>/dev/null; then
+        echo "bench: something already answers STUN on 127.0.0.1:$port; set BENCH_PORT" >&2
         exit 1
     fi
     RUN_SEQ=$((RUN_SEQ + 1))
-    local log=$OUT/$1-$RUN_SEQ.log
-    local cmd
-    read -r -a cmd <<<"$(server_command "$1")"
+    local log=$OUT/$name-$RUN_SEQ.log
+    local cmd wrapper
+    read -r -a cmd <<<"$(server_command "$name" "$port" "$4" "$5")"
     echo "${cmd[*]}" >"$log.cmd"
     taskset -c "$cpus" timeout "$CHILD_MAX_LIFE" "${cmd[@]}" >"$log" 2>&1 &
-    SERVER_WRAPPER=$!
+    wrapper=$!
+    SERVER_WRAPPERS+=("$wrapper")
+    SERVER_PID=""
     for _ in $(seq 50); do
-        SERVER_PID=$(pgrep -P "$SERVER_WRAPPER" | head -1 || true)
+        SERVER_PID=$(pgrep -P "$wrapper" | head -1 || true)
         [[ -n $SERVER_PID ]] && break
         sleep 0.1
     done
-    if [[ -z $SERVER_PID ]] || ! "${GEN[@]}" ready --server "127.0.0.1:$BENCH_PORT" --timeout 10; then
-        echo "bench: $1 did not start; last lines of $log:" >&2
+    [[ -n $SERVER_PID ]] && SERVER_PIDS+=("$SERVER_PID")
+    if [[ -z $SERVER_PID ]] || ! "${GEN[@]}" ready --server "127.0.0.1:$port" --timeout 10; then
+        echo "bench: $name did not start; last lines of $log:" >&2
         tail -20 "$log" >&2
         exit 1
     fi
+}
+
+# Stops every server, then starts NAME alone on the bench's port and relay range.
+start_server() { # NAME [CPU LIST]
+    stop_servers
+    start_another_server "$1" "${2:-$BENCH_SERVER_CPUS}" "$BENCH_PORT" "$BENCH_MIN_PORT" "$BENCH_MAX_PORT"
 }
 
 COMMON=(--server "127.0.0.1:$BENCH_PORT" --secret "$SECRET" --out "$RESULTS")
@@ -178,19 +194,33 @@ for server in "${SERVERS[@]}"; do
     section "$server: memory and allocation rate ($BENCH_ALLOCS allocations)"
     start_server "$server"
     "${GEN[@]}" memory --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" --counts "$BENCH_ALLOCS"
-    stop_server
+    stop_servers
 done
 
 # Alternating servers per repeat keeps each pair close in time: a neighbour's compile then
 # disturbs both rather than one.
 for repeat in $(seq "$BENCH_REPEAT"); do
     for server in "${SERVERS[@]}"; do
-        section "$server: saturation, CPU per datagram, latency (${BENCH_SECONDS}s probes, run $repeat of $BENCH_REPEAT)"
+        section "$server: saturation, latency (${BENCH_SECONDS}s probes, run $repeat of $BENCH_REPEAT)"
         start_server "$server"
         "${GEN[@]}" relay --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" --seconds "$BENCH_SECONDS" "${RELAY_ARGS[@]}"
-        stop_server
+        stop_servers
     done
 done
+
+# CPU per relayed datagram: both servers up at once on the same core, each with half the relay
+# range, and the generator measuring one then the other, round after round, so that whatever
+# else the machine does falls on both alike (one run's figure moves by a quarter here).
+CPU_MID_PORT=$(((BENCH_MIN_PORT + BENCH_MAX_PORT) / 2))
+section "CPU per relayed datagram: both servers at once, ${CPU_ARGS[*]}"
+stop_servers
+start_another_server coturn "$BENCH_SERVER_CPUS" "$BENCH_PORT" "$BENCH_MIN_PORT" "$CPU_MID_PORT"
+COTURN_PID=$SERVER_PID
+start_another_server turn-server "$BENCH_SERVER_CPUS" "$((BENCH_PORT + 2))" "$((CPU_MID_PORT + 1))" "$BENCH_MAX_PORT"
+"${GEN[@]}" cpu --under-test "coturn:$COTURN_PID:127.0.0.1:$BENCH_PORT" \
+    --under-test "turn-server:$SERVER_PID:127.0.0.1:$((BENCH_PORT + 2))" \
+    --secret "$SECRET" --out "$RESULTS" "${CPU_ARGS[@]}"
+stop_servers
 
 # Every core for server and generator alike: what the relay's workers per core (turn-server) and
 # relay threads (coturn) give when the scheduler places them. On a machine this small the
@@ -200,7 +230,7 @@ for server in "${SERVERS[@]}"; do
     start_server "$server" "$ALL_CPUS"
     taskset -c "$ALL_CPUS" "$BIN/turn-bench" relay --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" \
         --seconds "$BENCH_SECONDS" --variant all-cores --saturation-only "${ALL_CORES_ARGS[@]}"
-    stop_server
+    stop_servers
 done
 
 taskset -c "$BENCH_GEN_CPUS" timeout "$CHILD_MAX_LIFE" turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >"$OUT/turnutils_peer.log" 2>&1 &
@@ -209,7 +239,7 @@ for server in "${SERVERS[@]}"; do
     section "$server: turnutils_uclient ${UCLIENT_ARGS[*]}"
     start_server "$server"
     "${GEN[@]}" uclient --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" --peer-port "$PEER_PORT" "${UCLIENT_ARGS[@]}"
-    stop_server
+    stop_servers
 done
 
 section "results"
@@ -217,7 +247,7 @@ section "results"
     echo "turn-bench $(if ((SMOKE)); then echo smoke; else echo full; fi) run, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(uname -r)"
     echo "coturn: $(turnserver --version 2>/dev/null | head -1); turn-server: $BENCH_PROFILE build $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "servers pinned to CPU $BENCH_SERVER_CPUS, generator to CPU $BENCH_GEN_CPUS; probes ${BENCH_SECONDS}s, relay step best of $BENCH_REPEAT; load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "servers pinned to CPU $BENCH_SERVER_CPUS, generator to CPU $BENCH_GEN_CPUS; probes ${BENCH_SECONDS}s, relay step best of $BENCH_REPEAT, CPU step ${CPU_ARGS[*]}; load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     "$BIN/turn-bench" table "$RESULTS" --servers coturn,turn-server
 } | tee "$OUT/table.md"

@@ -45,6 +45,9 @@ struct Session {
 /// A live allocation with a permission and channel `CHANNEL` to the target's peer.
 pub struct Allocation {
     pub socket: UdpSocket,
+    /// Where the peer sends to reach this client (a talking peer does; an echo answers to
+    /// wherever a datagram came from, which is the same address).
+    pub relayed: SocketAddr,
     session: Session,
     peer: SocketAddr,
 }
@@ -130,12 +133,11 @@ fn open_one(target: &Target, index: usize) -> anyhow::Result<Allocation> {
 
     let reply = session.request(&socket, Method::Allocate, &[(attr::REQUESTED_TRANSPORT, &udp)], None)?;
     let msg = Message::parse(&reply).map_err(|e| anyhow!("unparsable Allocate answer: {e}"))?;
-    // Nothing is sent to the relayed address (the peer answers to wherever a datagram came
-    // from), but an answer without one is a broken server.
-    msg.get(attr::XOR_RELAYED_ADDRESS)
+    let relayed = msg
+        .get(attr::XOR_RELAYED_ADDRESS)
         .and_then(|v| attr::decode_xor_address(v, msg.transaction_id()).ok())
         .ok_or_else(|| anyhow!("Allocate answer without XOR-RELAYED-ADDRESS"))?;
-    let mut alloc = Allocation { socket, session, peer: target.peer };
+    let mut alloc = Allocation { socket, relayed, session, peer: target.peer };
     alloc.session.request(&alloc.socket, Method::CreatePermission, &[], Some(alloc.peer))?;
     alloc.bind_channel()?;
     Ok(alloc)

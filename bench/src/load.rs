@@ -1,12 +1,13 @@
-//! One load run: ChannelData at a paced rate from many client sockets, a peer socket that counts
-//! or echoes, and (when it echoes) a receiver that times each round trip from the timestamp the
-//! sender wrote into the payload.
+//! One load run: ChannelData at a paced rate from many client sockets, and a peer socket that
+//! counts, echoes, or talks back on its own clock (see [`PeerRole`]). When anything comes back to
+//! the clients a receiver counts it and times it from the timestamp the sender wrote into it.
 //!
 //! Payload layout after the 4-byte ChannelData header: sequence number (u64), send time in
 //! nanoseconds since the run's epoch (u64), zeros. The peer echoes payloads unchanged, so the
-//! timestamp comes back in the ChannelData the relay makes of it.
+//! timestamp comes back in the ChannelData the relay makes of it; the peer's own datagrams carry
+//! the same layout (the relay adds the header).
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,14 +26,26 @@ const BEHIND_LIMIT: Duration = Duration::from_secs(1);
 /// Upper bound on recorded round trips (memory stays bounded whatever the rate).
 const MAX_SAMPLES: usize = 4_000_000;
 
+/// What the peer does besides counting what reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Only counts: one direction, client to peer.
+    Count,
+    /// Sends each datagram back at once, through the relay: round trips can be timed, but the
+    /// server sees every datagram's echo a few microseconds after it sent it.
+    Echo,
+    /// Sends its own stream at the clients' rate to the allocations' relayed addresses, paced on
+    /// its own clock like the far end of a call: neither direction waits for the other.
+    Talk,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
-    /// Datagrams per second from all clients together.
+    /// Datagrams per second from all clients together (and from the peer, when it talks).
     pub rate: f64,
     pub duration: Duration,
     pub payload: usize,
-    /// The peer echoes each datagram back through the relay (otherwise it only counts).
-    pub echo: bool,
+    pub peer: PeerRole,
     /// Datagrams sent from one socket in one `sendmmsg` before moving to the next socket.
     pub burst: usize,
 }
@@ -44,8 +57,12 @@ pub struct Outcome {
     pub sent: u64,
     pub send_elapsed: Duration,
     pub peer_received: u64,
-    pub echoes_received: u64,
-    /// Round-trip times in nanoseconds (echo runs).
+    /// Datagrams the peer sent on its own (`PeerRole::Talk`).
+    pub peer_sent: u64,
+    /// Datagrams that came back to the clients through the relay.
+    pub clients_received: u64,
+    /// Nanoseconds from send to arrival at a client: round trips when the peer echoes, one-way
+    /// peer-to-client times when it talks.
     pub rtts: Vec<u64>,
 }
 
@@ -55,28 +72,37 @@ impl Outcome {
         self.attempted as f64 / self.send_elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// Fraction of what the sender sent that did not arrive where it was going.
-    pub fn loss(&self, echo: bool) -> f64 {
-        let arrived = if echo { self.echoes_received } else { self.peer_received };
-        if self.sent == 0 {
+    /// Fraction of what was sent that did not arrive where it was going: for an echo, what the
+    /// clients sent and did not get back.
+    pub fn loss(&self, role: PeerRole) -> f64 {
+        let (sent, arrived) = match role {
+            PeerRole::Count => (self.sent, self.peer_received),
+            PeerRole::Echo => (self.sent, self.clients_received),
+            PeerRole::Talk => (self.sent + self.peer_sent, self.peer_received.min(self.sent) + self.clients_received),
+        };
+        if sent == 0 {
             return 1.0;
         }
-        1.0 - (arrived.min(self.sent) as f64 / self.sent as f64)
+        1.0 - (arrived.min(sent) as f64 / sent as f64)
     }
 
     /// Datagrams the relay forwarded, both directions.
     pub fn relayed(&self) -> u64 {
-        self.peer_received + self.echoes_received
+        self.peer_received + self.clients_received
     }
 }
 
 /// Runs `spec` from `clients` (sockets connected to the relay, each with channel `CHANNEL` to the
-/// peer, or connected straight to the peer for a baseline) to `peer`.
-pub fn run(clients: &[&UdpSocket], peer: &UdpSocket, spec: Spec) -> anyhow::Result<Outcome> {
+/// peer, or connected straight to the peer for a baseline) to `peer`. `relayed` holds the
+/// clients' relayed addresses, where a talking peer sends; other roles ignore it.
+pub fn run(clients: &[&UdpSocket], relayed: &[SocketAddr], peer: &UdpSocket, spec: Spec) -> anyhow::Result<Outcome> {
     anyhow::ensure!(!clients.is_empty(), "no client sockets");
     anyhow::ensure!(spec.payload >= MIN_PAYLOAD, "payload must be at least {MIN_PAYLOAD} bytes");
+    anyhow::ensure!(spec.peer != PeerRole::Talk || !relayed.is_empty(), "a talking peer needs relayed addresses");
+    let replies = spec.peer != PeerRole::Count;
+    let echo = spec.peer == PeerRole::Echo;
     peer.set_read_timeout(Some(Duration::from_millis(20))).context("peer read timeout")?;
-    if spec.echo {
+    if replies {
         for c in clients {
             c.set_nonblocking(true).context("client nonblocking")?;
         }
@@ -85,29 +111,36 @@ pub fn run(clients: &[&UdpSocket], peer: &UdpSocket, spec: Spec) -> anyhow::Resu
     let stop = AtomicBool::new(false);
     let peer_count = AtomicU64::new(0);
     let result = std::thread::scope(|s| {
-        let peer_thread = s.spawn(|| peer_loop(peer, spec.echo, &stop, &peer_count));
-        let receiver = spec.echo.then(|| s.spawn(|| receive_echoes(clients, epoch, &stop)));
-        let sent = send_paced(clients, spec, epoch);
+        let peer_thread = s.spawn(|| peer_loop(peer, echo, &stop, &peer_count));
+        let receiver = replies.then(|| s.spawn(|| receive_at_clients(clients, epoch, &stop)));
+        let talker = (spec.peer == PeerRole::Talk).then(|| s.spawn(|| talk(peer, relayed, spec, epoch)));
+        let sent = send_from_clients(clients, spec, epoch);
+        let talked = talker.map(|t| t.join().map_err(|_| anyhow::anyhow!("talking peer panicked")));
         std::thread::sleep(DRAIN);
         stop.store(true, Ordering::Relaxed);
         let peer_result = peer_thread.join().map_err(|_| anyhow::anyhow!("peer thread panicked"));
-        let echoes = match receiver {
+        let received = match receiver {
             Some(r) => r.join().map_err(|_| anyhow::anyhow!("receiver thread panicked"))?,
             None => Ok((0, Vec::new())),
         };
         peer_result??;
-        let (echoes_received, rtts) = echoes?;
-        let (attempted, sent, send_elapsed) = sent?;
+        let (clients_received, rtts) = received?;
+        let sent = sent?;
+        let peer_sent = match talked {
+            Some(t) => t??.sent,
+            None => 0,
+        };
         Ok(Outcome {
-            attempted,
-            sent,
-            send_elapsed,
+            attempted: sent.attempted,
+            sent: sent.sent,
+            send_elapsed: sent.elapsed,
             peer_received: peer_count.load(Ordering::Relaxed),
-            echoes_received,
+            peer_sent,
+            clients_received,
             rtts,
         })
     });
-    if spec.echo {
+    if replies {
         for c in clients {
             c.set_nonblocking(false).context("client blocking")?;
         }
@@ -115,19 +148,25 @@ pub fn run(clients: &[&UdpSocket], peer: &UdpSocket, spec: Spec) -> anyhow::Resu
     result
 }
 
-fn send_paced(clients: &[&UdpSocket], spec: Spec, epoch: Instant) -> anyhow::Result<(u64, u64, Duration)> {
+/// What one paced sender did.
+struct Sent {
+    attempted: u64,
+    sent: u64,
+    elapsed: Duration,
+}
+
+/// Calls `send(first, k, now_ns)` for datagrams `first..first + k` so that `rate * duration` of
+/// them go out evenly spread, at most `burst` per call; `send` returns how many the kernel took.
+/// A sender that falls `BEHIND_LIMIT` behind stops early: the achieved rate tells the caller.
+fn pace(
+    spec: Spec,
+    epoch: Instant,
+    mut send: impl FnMut(u64, usize, u64) -> std::io::Result<usize>,
+) -> anyhow::Result<Sent> {
     let burst = spec.burst.max(1);
-    let len = 4 + spec.payload;
-    let mut batch = SendBatch::new(burst, len);
-    for i in 0..burst {
-        let buf = batch.buf_mut(i);
-        turn_server::proto::channel_data::write_header(buf, CHANNEL, spec.payload);
-    }
-    let fds: Vec<_> = clients.iter().map(|c| c.as_raw_fd()).collect();
     let total = (spec.rate * spec.duration.as_secs_f64()) as u64;
     let start = Instant::now();
     let (mut attempted, mut sent, mut errors) = (0u64, 0u64, 0u64);
-    let mut next = 0usize;
     let mut last_error = None;
     while attempted < total {
         let elapsed = start.elapsed();
@@ -141,13 +180,7 @@ fn send_paced(clients: &[&UdpSocket], spec: Spec, epoch: Instant) -> anyhow::Res
             continue;
         }
         let k = ((due - attempted) as usize).min(burst);
-        let now_ns = epoch.elapsed().as_nanos() as u64;
-        for j in 0..k {
-            let buf = batch.buf_mut(j);
-            buf[4..12].copy_from_slice(&(attempted + j as u64).to_be_bytes());
-            buf[12..20].copy_from_slice(&now_ns.to_be_bytes());
-        }
-        match batch.send(fds[next], k, len) {
+        match send(attempted, k, epoch.elapsed().as_nanos() as u64) {
             Ok(m) => {
                 sent += m as u64;
                 errors += (k - m) as u64;
@@ -158,7 +191,6 @@ fn send_paced(clients: &[&UdpSocket], spec: Spec, epoch: Instant) -> anyhow::Res
             }
         }
         attempted += k as u64;
-        next = (next + 1) % fds.len();
     }
     // A socket error on every send means the server is gone, not that it is slow.
     if sent == 0 && errors > 0 {
@@ -166,7 +198,56 @@ fn send_paced(clients: &[&UdpSocket], spec: Spec, epoch: Instant) -> anyhow::Res
             return Err(e).context("every send failed");
         }
     }
-    Ok((attempted, sent, start.elapsed()))
+    Ok(Sent { attempted, sent, elapsed: start.elapsed() })
+}
+
+/// Writes sequence number and send time where the receiver looks for them.
+fn stamp(payload: &mut [u8], seq: u64, now_ns: u64) {
+    payload[..8].copy_from_slice(&seq.to_be_bytes());
+    payload[8..16].copy_from_slice(&now_ns.to_be_bytes());
+}
+
+/// The clients' side: ChannelData from one socket per call, the next socket each time.
+fn send_from_clients(clients: &[&UdpSocket], spec: Spec, epoch: Instant) -> anyhow::Result<Sent> {
+    let burst = spec.burst.max(1);
+    let len = 4 + spec.payload;
+    let mut batch = SendBatch::new(burst, len);
+    for i in 0..burst {
+        turn_server::proto::channel_data::write_header(batch.buf_mut(i), CHANNEL, spec.payload);
+    }
+    let fds: Vec<_> = clients.iter().map(|c| c.as_raw_fd()).collect();
+    let mut next = 0usize;
+    pace(spec, epoch, |first, k, now_ns| {
+        for j in 0..k {
+            stamp(&mut batch.buf_mut(j)[4..], first + j as u64, now_ns);
+        }
+        let fd = fds[next];
+        next = (next + 1) % fds.len();
+        batch.send(fd, k, len)
+    })
+}
+
+/// The talking peer: plain datagrams to the relayed addresses in turn, which the relay turns into
+/// ChannelData to each client.
+fn talk(peer: &UdpSocket, relayed: &[SocketAddr], spec: Spec, epoch: Instant) -> anyhow::Result<Sent> {
+    let mut payload = vec![0u8; spec.payload];
+    let mut next = 0usize;
+    pace(spec, epoch, |first, k, now_ns| {
+        let (mut took, mut failed) = (0, None);
+        for j in 0..k {
+            stamp(&mut payload, first + j as u64, now_ns);
+            let to = relayed[next];
+            next = (next + 1) % relayed.len();
+            match peer.send_to(&payload, to) {
+                Ok(_) => took += 1,
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if took == 0 => Err(e),
+            _ => Ok(took),
+        }
+    })
 }
 
 fn peer_loop(peer: &UdpSocket, echo: bool, stop: &AtomicBool, count: &AtomicU64) -> anyhow::Result<()> {
@@ -186,7 +267,7 @@ fn peer_loop(peer: &UdpSocket, echo: bool, stop: &AtomicBool, count: &AtomicU64)
     Ok(())
 }
 
-fn receive_echoes(clients: &[&UdpSocket], epoch: Instant, stop: &AtomicBool) -> anyhow::Result<(u64, Vec<u64>)> {
+fn receive_at_clients(clients: &[&UdpSocket], epoch: Instant, stop: &AtomicBool) -> anyhow::Result<(u64, Vec<u64>)> {
     let mut epoll = Epoll::new(256).context("epoll")?;
     for (i, c) in clients.iter().enumerate() {
         epoll.add(c.as_raw_fd(), i as u64).context("epoll add")?;

@@ -4,6 +4,7 @@
 //! Everything stays on 127.0.0.1 and every loop is bounded in count and time.
 
 mod client;
+mod cpu;
 mod load;
 mod mmsg;
 mod procfs;
@@ -37,7 +38,14 @@ pub struct Common {
     /// The relay's process id, for /proc readings.
     #[arg(long)]
     pub pid: u32,
-    /// The REST secret (`--static-auth-secret`) both servers run with.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What every measurement needs whichever servers it drives.
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// The REST secret (`--static-auth-secret`) every server runs with.
     #[arg(long)]
     pub secret: String,
     /// JSON-lines file the records are appended to.
@@ -65,12 +73,18 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
         counts: Vec<usize>,
     },
-    /// Saturation search, CPU per million relayed datagrams, round-trip latency.
+    /// Saturation search and round-trip latency.
     Relay {
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
         relay: steps::RelayArgs,
+    },
+    /// CPU per million relayed datagrams of several servers running at once, measured in turn,
+    /// round after round.
+    Cpu {
+        #[command(flatten)]
+        args: cpu::CpuArgs,
     },
     /// coturn's turnutils_uclient against the server, through a running turnutils_peer.
     Uclient {
@@ -102,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ready { server, timeout } => steps::wait_ready(server, timeout),
         Command::Memory { common, counts } => steps::memory(&common, &counts),
         Command::Relay { common, relay } => steps::relay(&common, &relay),
+        Command::Cpu { args } => cpu::run(&args),
         Command::Uclient { common, args } => uclient::run(&common, &args),
         Command::Table { file, servers } => {
             print!("{}", report::table(&file, &servers).context("cannot build the table")?);

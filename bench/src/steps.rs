@@ -11,7 +11,7 @@ use ice_config::RestSecrets;
 use turn_server::proto::stun::{Class, MessageBuilder, MessageType, Method, TransactionId};
 
 use crate::client::{self, Allocation, Target};
-use crate::load::{self, Outcome, Spec};
+use crate::load::{self, Outcome, PeerRole, Spec};
 use crate::procfs;
 use crate::report::{Better, Sink};
 use crate::Common;
@@ -25,7 +25,7 @@ const MIN_OFFERED: f64 = 0.95;
 /// Bound on opening one batch of allocations.
 const OPEN_DEADLINE: Duration = Duration::from_secs(120);
 /// Allocations are refreshed (with their channels and so permissions, 300 s) at least this often.
-const REFRESH_EVERY: Duration = Duration::from_secs(120);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(120);
 
 #[derive(Args, Clone)]
 pub struct RelayArgs {
@@ -47,16 +47,10 @@ pub struct RelayArgs {
     /// Bisection steps after the first failing rate.
     #[arg(long, default_value_t = 3)]
     pub bisect: usize,
-    /// Offered rate for the CPU-per-datagram step (each datagram is echoed, so twice this is
-    /// relayed).
-    #[arg(long, default_value_t = 20_000.0)]
-    pub cpu_rate: f64,
-    #[arg(long, default_value_t = 6.0)]
-    pub cpu_seconds: f64,
     /// Offered rate for the latency step.
     #[arg(long, default_value_t = 5_000.0)]
     pub latency_rate: f64,
-    /// Allocations used by the CPU and latency steps.
+    /// Allocations used by the latency step.
     #[arg(long, default_value_t = 50)]
     pub fixed_allocations: usize,
     /// Datagrams per sendmmsg from one client socket.
@@ -66,7 +60,7 @@ pub struct RelayArgs {
     /// own keys and the name in their description.
     #[arg(long)]
     pub variant: Option<String>,
-    /// Only the saturation search (no CPU and latency steps).
+    /// Only the saturation search (no latency step).
     #[arg(long)]
     pub saturation_only: bool,
 }
@@ -91,7 +85,7 @@ pub fn wait_ready(server: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
 
 /// The socket the relay's allocations send to: large buffers so that the generator's side never
 /// drops what the relay delivered.
-fn peer_socket() -> anyhow::Result<UdpSocket> {
+pub(crate) fn peer_socket() -> anyhow::Result<UdpSocket> {
     let peer = UdpSocket::bind("127.0.0.1:0").context("bind peer socket")?;
     let sock = socket2::SockRef::from(&peer);
     let _ = sock.set_recv_buffer_size(4 << 20);
@@ -100,15 +94,19 @@ fn peer_socket() -> anyhow::Result<UdpSocket> {
 }
 
 fn target(common: &Common, peer: &UdpSocket) -> anyhow::Result<Target> {
+    target_at(common.server, &common.run.secret, peer)
+}
+
+pub(crate) fn target_at(server: SocketAddr, secret: &str, peer: &UdpSocket) -> anyhow::Result<Target> {
     Ok(Target {
-        server: common.server,
+        server,
         peer: peer.local_addr().context("peer address")?,
-        secrets: RestSecrets::new([common.secret.as_str()]).context("REST secret")?,
+        secrets: RestSecrets::new([secret]).context("REST secret")?,
     })
 }
 
 /// Opens `n` more allocations (users numbered from `offset`), failing if more than 1% fail.
-fn open(target: &Target, n: usize, offset: usize, concurrency: usize) -> anyhow::Result<client::OpenReport> {
+pub(crate) fn open(target: &Target, n: usize, offset: usize, concurrency: usize) -> anyhow::Result<client::OpenReport> {
     let report = client::open_many(target, n, offset, concurrency, Instant::now() + OPEN_DEADLINE);
     if report.allocations.len() * 100 < n * 99 {
         bail!(
@@ -123,7 +121,7 @@ fn open(target: &Target, n: usize, offset: usize, concurrency: usize) -> anyhow:
 }
 
 pub fn memory(common: &Common, counts: &[usize]) -> anyhow::Result<()> {
-    let mut sink = Sink::open(&common.out, &common.label)?;
+    let mut sink = Sink::open(&common.run.out, &common.label)?;
     let peer = peer_socket()?;
     let target = target(common, &peer)?;
     std::thread::sleep(Duration::from_millis(500));
@@ -137,7 +135,7 @@ pub fn memory(common: &Common, counts: &[usize]) -> anyhow::Result<()> {
         if count <= held.len() {
             continue;
         }
-        let report = open(&target, count - held.len(), held.len(), common.concurrency)?;
+        let report = open(&target, count - held.len(), held.len(), common.run.concurrency)?;
         opening += report.elapsed;
         failures += report.failures;
         held.extend(report.allocations);
@@ -159,7 +157,7 @@ pub fn memory(common: &Common, counts: &[usize]) -> anyhow::Result<()> {
         "alloc_rate",
         &format!(
             "allocations completed/s (401 + Allocate + CreatePermission + ChannelBind), {} in flight",
-            common.concurrency
+            common.run.concurrency
         ),
         Some(rate),
         "alloc/s",
@@ -174,11 +172,11 @@ pub fn memory(common: &Common, counts: &[usize]) -> anyhow::Result<()> {
 }
 
 pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
-    let mut sink = Sink::open(&common.out, &common.label)?;
+    let mut sink = Sink::open(&common.run.out, &common.label)?;
     let peer = peer_socket()?;
     let target = target(common, &peer)?;
     let most = args.allocations.iter().copied().chain([args.fixed_allocations]).max().unwrap_or(1);
-    let mut allocs = open(&target, most, 0, common.concurrency)?.allocations;
+    let mut allocs = open(&target, most, 0, common.run.concurrency)?.allocations;
     let mut refreshed = Instant::now();
     let mut keep_fresh = |allocs: &mut [Allocation]| -> anyhow::Result<()> {
         if refreshed.elapsed() >= REFRESH_EVERY {
@@ -188,35 +186,37 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    let probe = |allocs: &[Allocation], n: usize, payload: usize, rate: f64, secs: f64, echo: bool, burst: usize| {
-        let sockets: Vec<&UdpSocket> = allocs.iter().take(n).map(|a| &a.socket).collect();
-        let spec = Spec { rate, duration: Duration::from_secs_f64(secs), payload, echo, burst };
-        load::run(&sockets, &peer, spec)
-    };
+    let probe =
+        |allocs: &[Allocation], n: usize, payload: usize, rate: f64, secs: f64, role: PeerRole, burst: usize| {
+            let sockets: Vec<&UdpSocket> = allocs.iter().take(n).map(|a| &a.socket).collect();
+            let relayed: Vec<SocketAddr> = allocs.iter().take(n).map(|a| a.relayed).collect();
+            let spec = Spec { rate, duration: Duration::from_secs_f64(secs), payload, peer: role, burst };
+            load::run(&sockets, &relayed, &peer, spec)
+        };
 
     for &payload in &args.payloads {
         for &n in &args.allocations {
             keep_fresh(&mut allocs)?;
             let mut peak: f64 = 0.0;
             let mut run = |rate: f64| -> anyhow::Result<Outcome> {
-                let mut o = probe(&allocs, n, payload, rate, args.seconds, false, args.burst)?;
+                let mut o = probe(&allocs, n, payload, rate, args.seconds, PeerRole::Count, args.burst)?;
                 for attempt in 0..2 {
                     eprintln!(
                         "[{}]   {payload} B x {n}: asked {rate:.0}/s, offered {:.0}/s, delivered {:.0}/s, loss {:.2}%",
                         common.label,
                         o.offered_rate(),
                         delivered(&o),
-                        o.loss(false) * 100.0
+                        o.loss(PeerRole::Count) * 100.0
                     );
                     peak = peak.max(delivered(&o));
                     std::thread::sleep(Duration::from_millis(200));
                     // A marginal failure is most often another process taking the server's core
                     // for a few ms (the listener's buffer then overflows): one more try.
-                    let marginal = (MAX_LOSS..RETRY_BELOW_LOSS).contains(&o.loss(false));
+                    let marginal = (MAX_LOSS..RETRY_BELOW_LOSS).contains(&o.loss(PeerRole::Count));
                     if attempt == 1 || !marginal {
                         break;
                     }
-                    o = probe(&allocs, n, payload, rate, args.seconds, false, args.burst)?;
+                    o = probe(&allocs, n, payload, rate, args.seconds, PeerRole::Count, args.burst)?;
                 }
                 Ok(o)
             };
@@ -254,62 +254,24 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     if args.saturation_only {
         return Ok(());
     }
-    keep_fresh(&mut allocs)?;
     let n = args.fixed_allocations;
-    let before = procfs::cpu_times(common.pid)?;
-    let switches_before = procfs::context_switches(common.pid)?;
-    let wall = Instant::now();
-    let o = probe(&allocs, n, 120, args.cpu_rate, args.cpu_seconds, true, args.burst)?;
-    let (user, system) = procfs::cpu_times(common.pid)?;
-    let switches = procfs::context_switches(common.pid)?.saturating_sub(switches_before);
-    let (user, system) = (user.saturating_sub(before.0), system.saturating_sub(before.1));
-    let cpu = user + system;
-    let wall = wall.elapsed();
-    if o.relayed() == 0 {
-        bail!("nothing was relayed at {:.0}/s: the server is broken", args.cpu_rate);
-    }
-    sink.record(
-        "cpu_per_million",
-        &format!("server CPU s per million relayed datagrams (echo at {:.0}/s, 120 B, {n} allocations)", args.cpu_rate),
-        Some(cpu.as_secs_f64() / (o.relayed() as f64 / 1e6)),
-        "CPU s",
-        Better::Lower,
-        format!(
-            "{:.2} CPU s ({:.2} user, {:.2} system) over {:.1} s wall ({:.0}% of a core), {} relayed, loss {:.2}%",
-            cpu.as_secs_f64(),
-            user.as_secs_f64(),
-            system.as_secs_f64(),
-            wall.as_secs_f64(),
-            cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
-            o.relayed(),
-            o.loss(true) * 100.0
-        ),
-    )?;
-    sink.record(
-        "switches_per_thousand",
-        "server context switches per thousand relayed datagrams (same load)",
-        Some(switches as f64 / (o.relayed() as f64 / 1e3)),
-        "switches",
-        Better::Lower,
-        format!("{switches} in {:.1} s", wall.as_secs_f64()),
-    )?;
-
     keep_fresh(&mut allocs)?;
-    let o = probe(&allocs, n, 120, args.latency_rate, args.seconds, true, 1)?;
+    let o = probe(&allocs, n, 120, args.latency_rate, args.seconds, PeerRole::Echo, 1)?;
     let direct_sockets = load::direct_sockets(n, target.peer)?;
     let direct: Vec<&UdpSocket> = direct_sockets.iter().collect();
     let base = load::run(
         &direct,
+        &[],
         &peer,
         Spec {
             rate: args.latency_rate,
             duration: Duration::from_secs_f64(args.seconds),
             payload: 120,
-            echo: true,
+            peer: PeerRole::Echo,
             burst: 1,
         },
     )?;
-    let loss_pct = o.loss(true) * 100.0;
+    let loss_pct = o.loss(PeerRole::Echo) * 100.0;
     let mut rtts = o.rtts;
     rtts.sort_unstable();
     let mut base_rtts = base.rtts;
@@ -378,7 +340,7 @@ fn saturate(run: &mut impl FnMut(f64) -> anyhow::Result<Outcome>, args: &RelayAr
         if o.peer_received == 0 {
             bail!("nothing reached the peer at {rate:.0}/s: the relay relays nothing");
         }
-        if o.loss(false) >= MAX_LOSS {
+        if o.loss(PeerRole::Count) >= MAX_LOSS {
             bad = Some(rate);
             break;
         }
@@ -400,7 +362,7 @@ fn saturate(run: &mut impl FnMut(f64) -> anyhow::Result<Outcome>, args: &RelayAr
             rate /= 2.0;
             let o = run(rate)?;
             probes += 1;
-            if o.loss(false) < MAX_LOSS {
+            if o.loss(PeerRole::Count) < MAX_LOSS {
                 best = Some(delivered(&o));
                 good = rate;
                 break;
@@ -414,7 +376,7 @@ fn saturate(run: &mut impl FnMut(f64) -> anyhow::Result<Outcome>, args: &RelayAr
                 let mid = (good + hi) / 2.0;
                 let o = run(mid)?;
                 probes += 1;
-                if o.loss(false) < MAX_LOSS && o.offered_rate() >= MIN_OFFERED * mid {
+                if o.loss(PeerRole::Count) < MAX_LOSS && o.offered_rate() >= MIN_OFFERED * mid {
                     best = Some(best.unwrap_or(0.0).max(delivered(&o)));
                     good = mid;
                 } else {

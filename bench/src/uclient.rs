@@ -76,10 +76,10 @@ fn parse(out: &str) -> Summary {
 }
 
 pub fn run(common: &Common, a: &UclientArgs) -> anyhow::Result<()> {
-    let mut sink = Sink::open(&common.out, &common.label)?;
+    let mut sink = Sink::open(&common.run.out, &common.label)?;
     let args: Vec<String> = [
         "-W",
-        &common.secret,
+        &common.run.secret,
         "-u",
         "uclient",
         "-c",

@@ -1,0 +1,252 @@
+//! CPU per relayed datagram, servers side by side. Every server under test runs at once (each
+//! idle while another is measured) and the generator drives one after the other, round after
+//! round. A single run's figure moves by a quarter on this shared machine; interleaving puts a
+//! neighbour's burst on adjacent measurements of both servers alike, and the median of many
+//! rounds, or of the per-round ratios, holds where one pair does not.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::client::{self, Allocation};
+use crate::load::{self, PeerRole, Spec};
+use crate::procfs;
+use crate::report::{Better, Sink};
+use crate::steps;
+use crate::RunArgs;
+
+/// A running server to measure: `LABEL:PID:ADDRESS`, e.g. `coturn:4242:127.0.0.1:34780`.
+#[derive(Debug, Clone)]
+pub struct UnderTest {
+    pub label: String,
+    pub pid: u32,
+    pub server: SocketAddr,
+}
+
+impl FromStr for UnderTest {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(label), Some(pid), Some(server)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("expected LABEL:PID:ADDRESS, got {s:?}"));
+        };
+        let pid = pid.parse().map_err(|_| format!("not a process id: {pid:?}"))?;
+        let server = server.parse().map_err(|_| format!("not an address: {server:?}"))?;
+        Ok(UnderTest { label: label.to_owned(), pid, server })
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct CpuArgs {
+    /// A server to measure, as LABEL:PID:ADDRESS, all running at once; once per server, the
+    /// baseline (whose figure the others are divided by) first.
+    #[arg(long = "under-test", required = true)]
+    pub servers: Vec<UnderTest>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Rounds; each measures every server once under each load shape.
+    #[arg(long, default_value_t = 8)]
+    pub rounds: usize,
+    /// Datagrams per second from the clients (and from the peer, when it sends on its own).
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
+    /// Length of one measurement, seconds.
+    #[arg(long, default_value_t = 4.0)]
+    pub seconds: f64,
+    #[arg(long, default_value_t = 50)]
+    pub allocations: usize,
+    /// Datagrams per sendmmsg from one client socket.
+    #[arg(long, default_value_t = 8)]
+    pub burst: usize,
+}
+
+/// The load shapes, each with the prefix of its record keys. The echo is the classic shape (and
+/// coturn's own test client's); the talking peer is a call's, where both ends send on their own
+/// clocks and the server cannot serve a datagram's echo in the wake-up that sent the datagram.
+const SHAPES: [(PeerRole, &str); 2] = [(PeerRole::Echo, ""), (PeerRole::Talk, "talk_")];
+
+fn describe(role: PeerRole, rate: f64) -> String {
+    match role {
+        PeerRole::Talk => format!("both ends sending {rate:.0}/s each"),
+        _ => format!("echo at {rate:.0}/s"),
+    }
+}
+
+/// A server with its own peer socket and allocations.
+struct Subject {
+    under: UnderTest,
+    peer: UdpSocket,
+    allocs: Vec<Allocation>,
+    refreshed: Instant,
+}
+
+impl Subject {
+    fn open(under: &UnderTest, args: &CpuArgs) -> anyhow::Result<Self> {
+        let peer = steps::peer_socket()?;
+        let target = steps::target_at(under.server, &args.run.secret, &peer)?;
+        let allocs = steps::open(&target, args.allocations, 0, args.run.concurrency)
+            .with_context(|| format!("{}: opening allocations", under.label))?
+            .allocations;
+        Ok(Subject { under: under.clone(), peer, allocs, refreshed: Instant::now() })
+    }
+
+    fn keep_fresh(&mut self) -> anyhow::Result<()> {
+        if self.refreshed.elapsed() >= steps::REFRESH_EVERY {
+            let failed = client::refresh_all(&mut self.allocs);
+            anyhow::ensure!(failed == 0, "{}: {failed} allocations failed to refresh", self.under.label);
+            self.refreshed = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn measure(&self, role: PeerRole, args: &CpuArgs) -> anyhow::Result<Reading> {
+        let sockets: Vec<&UdpSocket> = self.allocs.iter().map(|a| &a.socket).collect();
+        let relayed: Vec<SocketAddr> = self.allocs.iter().map(|a| a.relayed).collect();
+        let spec = Spec {
+            rate: args.rate,
+            duration: Duration::from_secs_f64(args.seconds),
+            payload: 120,
+            peer: role,
+            burst: args.burst,
+        };
+        let pid = self.under.pid;
+        let (user0, system0) = procfs::cpu_times(pid)?;
+        let switches0 = procfs::context_switches(pid)?;
+        let o = load::run(&sockets, &relayed, &self.peer, spec)?;
+        let (user, system) = procfs::cpu_times(pid)?;
+        let switches = procfs::context_switches(pid)?.saturating_sub(switches0);
+        if o.relayed() == 0 {
+            bail!("{}: nothing was relayed ({}): the server is broken", self.under.label, describe(role, args.rate));
+        }
+        let (user, system) = (user.saturating_sub(user0).as_secs_f64(), system.saturating_sub(system0).as_secs_f64());
+        let millions = o.relayed() as f64 / 1e6;
+        Ok(Reading {
+            cpu_per_million: (user + system) / millions,
+            system_share: if user + system > 0.0 { system / (user + system) } else { 0.0 },
+            switches_per_thousand: switches as f64 / (millions * 1e3),
+            loss: o.loss(role),
+        })
+    }
+}
+
+/// One measurement of one server under one load shape.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    cpu_per_million: f64,
+    system_share: f64,
+    switches_per_thousand: f64,
+    loss: f64,
+}
+
+pub fn run(args: &CpuArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    let mut subjects = args.servers.iter().map(|s| Subject::open(s, args)).collect::<anyhow::Result<Vec<_>>>()?;
+    // readings[server][shape][round]
+    let mut readings = vec![vec![Vec::with_capacity(args.rounds); SHAPES.len()]; subjects.len()];
+    for round in 1..=args.rounds {
+        for (subject, theirs) in subjects.iter_mut().zip(readings.iter_mut()) {
+            subject.keep_fresh()?;
+            for ((role, _), shape) in SHAPES.iter().zip(theirs.iter_mut()) {
+                let r = subject.measure(*role, args)?;
+                eprintln!(
+                    "[{}] round {round}/{}, {}: {:.3} CPU s per million, {:.1} switches per thousand, loss {:.2}%",
+                    subject.under.label,
+                    args.rounds,
+                    describe(*role, args.rate),
+                    r.cpu_per_million,
+                    r.switches_per_thousand,
+                    r.loss * 100.0
+                );
+                shape.push(r);
+            }
+        }
+    }
+    for (i, subject) in subjects.iter().enumerate() {
+        let mut sink = Sink::open(&args.run.out, &subject.under.label)?;
+        for (j, (role, key)) in SHAPES.iter().enumerate() {
+            let mine = &readings[i][j];
+            let baseline = (i > 0).then(|| (&subjects[0].under.label, &readings[0][j]));
+            let what = format!("{}, 120 B, {} allocations", describe(*role, args.rate), args.allocations);
+            let cpu: Vec<f64> = mine.iter().map(|r| r.cpu_per_million).collect();
+            let mut note = format!(
+                "median of {} interleaved rounds of {:.0} s, range {}; system time {:.0}% (median); loss at most {:.2}%",
+                mine.len(),
+                args.seconds,
+                range(&cpu),
+                median(mine.iter().map(|r| r.system_share)) * 100.0,
+                mine.iter().map(|r| r.loss).fold(0.0, f64::max) * 100.0
+            );
+            if let Some((label, theirs)) = baseline {
+                let ratios: Vec<f64> = mine
+                    .iter()
+                    .zip(theirs.iter())
+                    .filter(|(_, b)| b.cpu_per_million > 0.0)
+                    .map(|(a, b)| a.cpu_per_million / b.cpu_per_million)
+                    .collect();
+                note.push_str(&format!(
+                    "; per-round ratio to {label}: median {:.2}, range {}",
+                    median(ratios.iter().copied()),
+                    range(&ratios)
+                ));
+            }
+            sink.record(
+                &format!("{key}cpu_per_million"),
+                &format!("server CPU s per million relayed datagrams ({what})"),
+                Some(median(cpu.iter().copied())),
+                "CPU s",
+                Better::Lower,
+                note,
+            )?;
+            let switches: Vec<f64> = mine.iter().map(|r| r.switches_per_thousand).collect();
+            sink.record(
+                &format!("{key}switches_per_thousand"),
+                &format!("server context switches per thousand relayed datagrams ({what})"),
+                Some(median(switches.iter().copied())),
+                "switches",
+                Better::Lower,
+                format!("median, range {}", range(&switches)),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn range(values: &[f64]) -> String {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{lo:.2}-{hi:.2}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
+        assert!(median(std::iter::empty()).is_nan());
+    }
+
+    #[test]
+    fn a_server_under_test_reads_label_pid_and_address() {
+        let u: UnderTest = "coturn:4242:127.0.0.1:34780".parse().expect("valid");
+        assert_eq!((u.label.as_str(), u.pid, u.server.port()), ("coturn", 4242, 34780));
+        assert!("coturn:x:127.0.0.1:1".parse::<UnderTest>().is_err());
+        assert!("coturn:1".parse::<UnderTest>().is_err());
+    }
+}
