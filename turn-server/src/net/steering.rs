@@ -2,7 +2,9 @@
 //! address (SO_REUSEPORT), and a classic BPF program on the group picks the socket by the
 //! client's IP address alone, not its port. So all 5-tuples of one client host (the candidates of
 //! one ICE agent, an RTP/RTCP pair claiming an EVEN-PORT reservation) meet the same worker, and
-//! per-source limits and reservations stay exact without sharing them.
+//! reservations and the per-source challenge rate limit need no sharing between datagram
+//! workers. (The per-source allocation quota is the ledger's, relay-wide: a host's TCP and TLS
+//! clients are the stream worker's.)
 
 use std::io;
 use std::net::UdpSocket;

@@ -100,7 +100,7 @@ impl Server {
         let opened = match self.open_relays(now.instant, &request, sockets) {
             Ok(r) => r,
             Err(code) => {
-                self.ledger.release(&auth.quota_user);
+                self.ledger.release(&auth.quota_user, tuple.client.ip());
                 return self.reply_error(tuple, req, code, Some(&key), "no relay address available");
             }
         };
@@ -142,15 +142,10 @@ impl Server {
         self.queue(tuple, b, Some(key));
     }
 
-    /// Counts the allocation against the quotas, or says which one it would exceed (code, name).
-    /// The per-source quota is this worker's: a client address is always served by one worker.
+    /// Counts the allocation against the relay-wide quotas, or says which one it would exceed
+    /// (code, name).
     fn check_quota(&self, auth: &Authorized, client: IpAddr) -> Result<(), (Refusal, &'static str)> {
-        let quotas = self.cfg.quotas;
-        let from_source = self.per_source.get(&client).copied().unwrap_or(0);
-        if quotas.per_source > 0 && from_source >= quotas.per_source {
-            return Err((486, "source"));
-        }
-        self.ledger.claim(&auth.quota_user, &quotas)
+        self.ledger.claim(&auth.quota_user, client, &self.cfg.quotas)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -170,7 +165,6 @@ impl Server {
             self.by_relay.insert(*relay, tuple);
         }
         *self.users_here.entry(auth.quota_user.clone()).or_insert(0) += 1;
-        *self.per_source.entry(tuple.client.ip()).or_insert(0) += 1;
         self.events.push_back(Event::AllocationCreated {
             tuple,
             username: auth.username.clone(),

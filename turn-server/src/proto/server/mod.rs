@@ -17,7 +17,7 @@ mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,12 +188,10 @@ pub struct Server {
     by_relay: FastMap<SocketAddr, FiveTuple>,
     reservations: HashMap<u64, Reservation>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    /// Shared with the relay's other workers: ports, per-user and total quotas.
+    /// Shared with the relay's other workers: ports, per-user, per-source and total quotas.
     ledger: Arc<Ledger>,
     /// Allocations per quota user on this worker, so its bandwidth buckets go with the last one.
     users_here: HashMap<String, u32>,
-    /// Allocations per client IP, for `Quotas::per_source`.
-    per_source: HashMap<IpAddr, u32>,
     /// Bandwidth allowances of users with allocations, when a per-user cap is set.
     user_bandwidth: FastMap<String, UserBuckets>,
     /// Set by [`Server::start_drain`]: new allocations are redirected or refused.
@@ -250,7 +248,6 @@ impl Server {
             timers: BinaryHeap::new(),
             ledger,
             users_here: HashMap::new(),
-            per_source: HashMap::new(),
             user_bandwidth: FastMap::default(),
             draining: false,
             next_alternate: 0,
@@ -492,12 +489,11 @@ impl Server {
             self.release_port(*relay, sockets);
         }
         self.stats.allocation_ended(reason);
-        self.ledger.release(&alloc.quota_user);
+        self.ledger.release(&alloc.quota_user, alloc.tuple.client.ip());
         decrement(&mut self.users_here, &alloc.quota_user);
         if !self.users_here.contains_key(&alloc.quota_user) {
             self.user_bandwidth.remove(&alloc.quota_user);
         }
-        decrement(&mut self.per_source, &alloc.tuple.client.ip());
         self.events.push_back(Event::AllocationEnded {
             tuple: alloc.tuple,
             username: alloc.username,
