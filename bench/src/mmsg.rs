@@ -7,6 +7,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::ptr;
 
+use turn_server::net::socket::SegmentCmsg;
+
 /// `n` receive buffers of `cap` bytes with their headers, filled by one `recvmmsg`. The header
 /// arrays point into the buffer vectors' heap storage, which never moves once built, so moving a
 /// `Batch` is fine; its raw pointers make it `!Send`, so each thread builds its own.
@@ -79,9 +81,6 @@ impl Batch {
     }
 }
 
-/// `setsockopt`/cmsg type of UDP generic segmentation offload, at level `IPPROTO_UDP`.
-const UDP_SEGMENT: libc::c_int = 103;
-
 /// Outgoing datagrams on a connected socket: `n` buffers the caller fills, sent as one GSO
 /// message (one trip through the sender's half of the stack; the kernel still delivers separate
 /// datagrams to a receiver that has not asked for UDP_GRO, as neither server has) or, where the
@@ -90,8 +89,7 @@ pub struct SendBatch {
     bufs: Vec<Vec<u8>>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
-    /// Control buffer of the GSO message (room for one u16 cmsg).
-    cmsg: [u64; 4],
+    cmsg: SegmentCmsg,
     gso: bool,
 }
 
@@ -110,7 +108,7 @@ impl SendBatch {
                 hdr
             })
             .collect();
-        SendBatch { bufs, iovs, hdrs, cmsg: [0; 4], gso: true }
+        SendBatch { bufs, iovs, hdrs, cmsg: SegmentCmsg::default(), gso: true }
     }
 
     pub fn buf_mut(&mut self, i: usize) -> &mut [u8] {
@@ -139,19 +137,15 @@ impl SendBatch {
     /// One message of `count` segments of `len` bytes, gathered from the buffers.
     fn send_segmented(&mut self, fd: RawFd, count: usize, len: usize) -> io::Result<()> {
         let seg = u16::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: plain old data; the pointers set below complete it. The control buffer holds
-        // CMSG_SPACE(2) bytes, and the CMSG_* helpers stay inside it.
+        self.cmsg.write(seg);
+        // SAFETY: plain old data; the iovecs point at live buffers of the lengths they declare,
+        // and the control buffer holds the cmsg just written.
         let rc = unsafe {
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = self.iovs.as_mut_ptr();
             msg.msg_iovlen = count;
-            msg.msg_control = self.cmsg.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(2) as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::IPPROTO_UDP;
-            (*cmsg).cmsg_type = UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
-            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), seg);
+            msg.msg_control = self.cmsg.as_mut_ptr();
+            msg.msg_controllen = SegmentCmsg::LEN as _;
             libc::sendmsg(fd, &msg, 0)
         };
         if rc < 0 {

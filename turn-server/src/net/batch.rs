@@ -11,6 +11,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::ptr;
 
+use super::socket::SegmentCmsg;
+
 /// Receive slots with their headers, for one socket at a time. The headers point into the boxed
 /// slices' heap storage, which never moves, so a `RecvBatch` may move; its raw pointers keep it
 /// on the thread that made it.
@@ -96,14 +98,10 @@ pub(super) struct Out {
     pub(super) to: SocketAddr,
 }
 
-/// `setsockopt`/cmsg level and type of UDP generic segmentation offload (Linux 4.18+).
-const UDP_SEGMENT: libc::c_int = 103;
 /// The kernel's cap on segments in one GSO send (UDP_MAX_SEGMENTS).
 const MAX_SEGMENTS: usize = 64;
 /// Bytes in one GSO send: the payload of one IPv4 datagram, less headers.
 const MAX_GSO_BYTES: usize = 65_000;
-/// Room for one cmsg carrying a u16 segment size.
-const CMSG_BUF: usize = 32;
 
 /// Datagrams queued during one receive batch, sent from its slots before the next receive.
 /// Consecutive datagrams through one socket to one destination, all of one size but the last
@@ -116,7 +114,7 @@ pub(super) struct SendQueue {
     runs: Vec<(usize, usize, usize)>,
     iovs: Vec<libc::iovec>,
     names: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
-    cmsgs: Vec<[u64; CMSG_BUF / 8]>,
+    cmsgs: Vec<SegmentCmsg>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
@@ -154,9 +152,9 @@ impl SendQueue {
         self.cmsgs.clear();
         for &(first, count, seg) in &self.runs {
             self.names.push(from_socket_addr(&self.out[first].to));
-            let mut cmsg = [0u64; CMSG_BUF / 8];
+            let mut cmsg = SegmentCmsg::default();
             if count > 1 {
-                write_segment_cmsg(&mut cmsg, seg as u16);
+                cmsg.write(seg as u16);
             }
             self.cmsgs.push(cmsg);
         }
@@ -170,9 +168,8 @@ impl SendQueue {
             hdr.msg_hdr.msg_name = (&mut self.names[r].0 as *mut libc::sockaddr_storage).cast();
             hdr.msg_hdr.msg_namelen = self.names[r].1;
             if count > 1 {
-                hdr.msg_hdr.msg_control = self.cmsgs[r].as_mut_ptr().cast();
-                // SAFETY: CMSG_SPACE only computes a size.
-                hdr.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+                hdr.msg_hdr.msg_control = self.cmsgs[r].as_mut_ptr();
+                hdr.msg_hdr.msg_controllen = SegmentCmsg::LEN as _;
             }
             self.hdrs.push(hdr);
         }
@@ -210,21 +207,6 @@ impl SendQueue {
             self.runs.push((i, j - i, seg));
             i = j;
         }
-    }
-}
-
-fn write_segment_cmsg(buf: &mut [u64; CMSG_BUF / 8], seg: u16) {
-    // SAFETY: a msghdr whose control buffer is `buf`, large enough for CMSG_SPACE(2); the
-    // CMSG_* helpers stay inside it.
-    unsafe {
-        let mut msg: libc::msghdr = mem::zeroed();
-        msg.msg_control = buf.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(2) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::IPPROTO_UDP;
-        (*cmsg).cmsg_type = UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
-        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), seg);
     }
 }
 
