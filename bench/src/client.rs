@@ -24,6 +24,9 @@ const RETRANSMITS: [Duration; 5] = [
     Duration::from_millis(1000),
 ];
 
+/// Allocations are refreshed (with their channels and so permissions, 300 s) at least this often.
+const REFRESH_EVERY: Duration = Duration::from_secs(120);
+
 /// Tries per allocation before it counts as failed.
 const ATTEMPTS: usize = 3;
 
@@ -166,6 +169,28 @@ impl Allocation {
 /// Refreshes every allocation; returns how many failed.
 pub fn refresh_all(allocs: &mut [Allocation]) -> usize {
     allocs.iter_mut().map(|a| a.refresh()).filter(Result::is_err).count()
+}
+
+/// Allocations kept past the 300 s permission lifetime: refreshed (with their channels) whenever
+/// `REFRESH_EVERY` has passed since the last time, before a measurement.
+pub struct Held {
+    pub allocations: Vec<Allocation>,
+    refreshed: Instant,
+}
+
+impl Held {
+    pub fn new(allocations: Vec<Allocation>) -> Self {
+        Held { allocations, refreshed: Instant::now() }
+    }
+
+    pub fn keep_fresh(&mut self) -> anyhow::Result<()> {
+        if self.refreshed.elapsed() >= REFRESH_EVERY {
+            let failed = refresh_all(&mut self.allocations);
+            anyhow::ensure!(failed == 0, "{failed} allocations failed to refresh");
+            self.refreshed = Instant::now();
+        }
+        Ok(())
+    }
 }
 
 impl Session {

@@ -6,12 +6,12 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::client::{self, Allocation};
+use crate::client::Held;
 use crate::load::{self, PeerRole, Spec};
 use crate::procfs;
 use crate::report::{Better, Sink};
@@ -80,8 +80,7 @@ fn describe(role: PeerRole, rate: f64) -> String {
 struct Subject {
     under: UnderTest,
     peer: UdpSocket,
-    allocs: Vec<Allocation>,
-    refreshed: Instant,
+    held: Held,
 }
 
 impl Subject {
@@ -91,21 +90,12 @@ impl Subject {
         let allocs = steps::open(&target, args.allocations, 0, args.run.concurrency)
             .with_context(|| format!("{}: opening allocations", under.label))?
             .allocations;
-        Ok(Subject { under: under.clone(), peer, allocs, refreshed: Instant::now() })
-    }
-
-    fn keep_fresh(&mut self) -> anyhow::Result<()> {
-        if self.refreshed.elapsed() >= steps::REFRESH_EVERY {
-            let failed = client::refresh_all(&mut self.allocs);
-            anyhow::ensure!(failed == 0, "{}: {failed} allocations failed to refresh", self.under.label);
-            self.refreshed = Instant::now();
-        }
-        Ok(())
+        Ok(Subject { under: under.clone(), peer, held: Held::new(allocs) })
     }
 
     fn measure(&self, role: PeerRole, args: &CpuArgs) -> anyhow::Result<Reading> {
-        let sockets: Vec<&UdpSocket> = self.allocs.iter().map(|a| &a.socket).collect();
-        let relayed: Vec<SocketAddr> = self.allocs.iter().map(|a| a.relayed).collect();
+        let sockets: Vec<&UdpSocket> = self.held.allocations.iter().map(|a| &a.socket).collect();
+        let relayed: Vec<SocketAddr> = self.held.allocations.iter().map(|a| a.relayed).collect();
         let spec = Spec {
             rate: args.rate,
             duration: Duration::from_secs_f64(args.seconds),
@@ -149,7 +139,7 @@ pub fn run(args: &CpuArgs) -> anyhow::Result<()> {
     let mut readings = vec![vec![Vec::with_capacity(args.rounds); SHAPES.len()]; subjects.len()];
     for round in 1..=args.rounds {
         for (subject, theirs) in subjects.iter_mut().zip(readings.iter_mut()) {
-            subject.keep_fresh()?;
+            subject.held.keep_fresh().with_context(|| subject.under.label.clone())?;
             for ((role, _), shape) in SHAPES.iter().zip(theirs.iter_mut()) {
                 let r = subject.measure(*role, args)?;
                 eprintln!(

@@ -24,8 +24,6 @@ const RETRY_BELOW_LOSS: f64 = 0.10;
 const MIN_OFFERED: f64 = 0.95;
 /// Bound on opening one batch of allocations.
 const OPEN_DEADLINE: Duration = Duration::from_secs(120);
-/// Allocations are refreshed (with their channels and so permissions, 300 s) at least this often.
-pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(120);
 
 #[derive(Args, Clone)]
 pub struct RelayArgs {
@@ -176,16 +174,7 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     let peer = peer_socket()?;
     let target = target(common, &peer)?;
     let most = args.allocations.iter().copied().chain([args.fixed_allocations]).max().unwrap_or(1);
-    let mut allocs = open(&target, most, 0, common.run.concurrency)?.allocations;
-    let mut refreshed = Instant::now();
-    let mut keep_fresh = |allocs: &mut [Allocation]| -> anyhow::Result<()> {
-        if refreshed.elapsed() >= REFRESH_EVERY {
-            let failed = client::refresh_all(allocs);
-            anyhow::ensure!(failed == 0, "{failed} allocations failed to refresh");
-            refreshed = Instant::now();
-        }
-        Ok(())
-    };
+    let mut held = client::Held::new(open(&target, most, 0, common.run.concurrency)?.allocations);
     let probe =
         |allocs: &[Allocation], n: usize, payload: usize, rate: f64, secs: f64, role: PeerRole, burst: usize| {
             let sockets: Vec<&UdpSocket> = allocs.iter().take(n).map(|a| &a.socket).collect();
@@ -196,10 +185,10 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
 
     for &payload in &args.payloads {
         for &n in &args.allocations {
-            keep_fresh(&mut allocs)?;
+            held.keep_fresh()?;
             let mut peak: f64 = 0.0;
             let mut run = |rate: f64| -> anyhow::Result<Outcome> {
-                let mut o = probe(&allocs, n, payload, rate, args.seconds, PeerRole::Count, args.burst)?;
+                let mut o = probe(&held.allocations, n, payload, rate, args.seconds, PeerRole::Count, args.burst)?;
                 for attempt in 0..2 {
                     eprintln!(
                         "[{}]   {payload} B x {n}: asked {rate:.0}/s, offered {:.0}/s, delivered {:.0}/s, loss {:.2}%",
@@ -216,7 +205,7 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
                     if attempt == 1 || !marginal {
                         break;
                     }
-                    o = probe(&allocs, n, payload, rate, args.seconds, PeerRole::Count, args.burst)?;
+                    o = probe(&held.allocations, n, payload, rate, args.seconds, PeerRole::Count, args.burst)?;
                 }
                 Ok(o)
             };
@@ -255,8 +244,8 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let n = args.fixed_allocations;
-    keep_fresh(&mut allocs)?;
-    let o = probe(&allocs, n, 120, args.latency_rate, args.seconds, PeerRole::Echo, 1)?;
+    held.keep_fresh()?;
+    let o = probe(&held.allocations, n, 120, args.latency_rate, args.seconds, PeerRole::Echo, 1)?;
     let direct_sockets = load::direct_sockets(n, target.peer)?;
     let direct: Vec<&UdpSocket> = direct_sockets.iter().collect();
     let base = load::run(
