@@ -86,7 +86,9 @@ fi
 if [[ $BENCH_PROFILE == release ]]; then
     cargo build --release -p turn-server -p turn-bench
 else
-    cargo build -p turn-server -p turn-bench
+    # The same package set as tests/run-all.sh's build step: building a subset resolves other
+    # features, so `-p turn-server -p turn-bench` rebuilt every dependency (~5 minutes of CI).
+    cargo build --workspace --bins
 fi
 BIN=target/$BENCH_PROFILE
 GEN=(taskset -c "$BENCH_GEN_CPUS" "$BIN/turn-bench")
