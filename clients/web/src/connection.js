@@ -171,7 +171,6 @@ export class Connection extends Emitter {
   async _connected() {
     this._clearRetry();
     this._backoff.reset();
-    this._setStatus("connected");
     const again = this._droppedOnce;
     if (this._beforeFlush) {
       try {
@@ -182,6 +181,8 @@ export class Connection extends Emitter {
     }
     if (!this.socket.connected || this._closed) return;
     this._ready = true;
+    // "connected" once resynchronised: a request the app makes now goes straight out.
+    this._setStatus("connected");
     if (again) this.emit("reconnect");
     const queue = this._queue;
     this._queue = [];

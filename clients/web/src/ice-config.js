@@ -44,11 +44,11 @@ export class IceConfigCache {
    */
   async refreshAfterAuthError(event) {
     if (event?.errorCode !== 401) return null;
-    const entry = this._entry;
-    // One refetch per config: the browser reports 401 once per TURN URL, and a secret mismatch
-    // would otherwise loop.
-    if (entry?.retried) return null;
+    // The browser reports the 401 once per TURN URL: they share the refetch under way.
     if (this._pending) return this._pending;
+    const entry = this._entry;
+    // One refetch per config: with a secret mismatch the fresh one fails too, and would loop.
+    if (entry?.retried) return null;
     if (entry) entry.retried = true;
     return this._load(true);
   }
