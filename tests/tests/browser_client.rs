@@ -194,7 +194,7 @@ fn call_page_media_check_failures_start_no_call() {
     b.open("nocam", "nodevices", &call_url(&s.url(), &s.token("carol", 600)), true);
     b.open("bob", "fake", &call_url(&s.url(), &s.token("bob", 600)), true);
     for (page, kind, file, words) in [
-        ("denied", "permission-denied", "media_permission_denied.png", "permission"),
+        ("denied", "permission-denied", "media_permission_denied.png", "denied"),
         ("nocam", "no-device", "media_no_camera.png", "camera"),
     ] {
         b.wait(page, json!({"body": {"status": "connected"}}), CONNECT);

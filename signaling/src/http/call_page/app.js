@@ -4,7 +4,7 @@
 // in plain words why a call did not happen, and charts the live call quality. Every state is
 // mirrored into data-* attributes (see call.html) for the e2e tests.
 
-import { CallClient, IceConfigCache, checkMedia, MediaCheckError } from "/call/lib/index.js";
+import { CallClient, IceConfigCache, MediaCheckError } from "/call/lib/index.js";
 import { Sparkline } from "/call/charts.js";
 
 const $ = (id) => document.getElementById(id);
@@ -37,10 +37,9 @@ const state = { client: null, call: null, incoming: null, token: "", qualityTime
 const rttChart = new Sparkline($("rtt-chart"), ["a"]);
 const rateChart = new Sparkline($("bitrate-chart"), ["a", "b"]);
 
-/** Adds a listener to an emitter of the library, whichever of the two styles it has. */
+/** The library's emitters: `on(event, listener)`. */
 function on(target, event, fn) {
-  if (typeof target.on === "function") target.on(event, fn);
-  else target.addEventListener(event, (e) => fn(e instanceof CustomEvent ? e.detail : e));
+  target.on(event, fn);
 }
 
 function log(text) {
@@ -127,28 +126,19 @@ function signIn(token) {
   log("signing in");
 }
 
+/** The switch applies to the next call placed or answered. */
 function applyForceRelay() {
-  if (!state.client) return;
   const relay = $("force-relay").checked;
-  state.client.forceRelay = relay;
-  if (state.client.options) state.client.options.forceRelay = relay;
   body.dataset.forceRelay = String(relay);
+  // CallClient reads its `forceRelay` option when it builds each call's RTCPeerConnection; it
+  // has no setter, so the page changes the option it was given.
+  if (state.client?._opts) state.client._opts.forceRelay = relay;
 }
 
-/** The media check: a message and no call when the devices cannot be used. */
-async function mediaOk(video) {
-  setCallState("checking-media");
-  try {
-    const stream = await checkMedia({ audio: true, video });
-    for (const t of stream.getTracks()) t.stop();
-    return true;
-  } catch (e) {
-    const kind = e instanceof MediaCheckError ? e.kind : "unsupported";
-    body.dataset.mediaError = kind;
-    setOutcome("media-error", e.message || String(e), "error");
-    setCallState("idle");
-    return false;
-  }
+/** A failed media check (the library checks before it rings anyone): its message, no call. */
+function showMediaError(e) {
+  body.dataset.mediaError = e.kind;
+  setOutcome("media-error", e.message, "error");
 }
 
 async function placeCall(calleeId, video) {
@@ -157,16 +147,16 @@ async function placeCall(calleeId, video) {
   say("");
   if (!calleeId) return say("Type the user id to call.", "error", "no-callee");
   applyForceRelay();
-  if (!(await mediaOk(video))) return;
   setCallState("calling");
   say(`Calling ${calleeId}…`);
   try {
     const call = await state.client.call(calleeId, { video });
     watchCall(call, "caller");
   } catch (e) {
-    const offline = e && (e.code === "offline" || e.name === "OfflineError" || /offline/i.test(String(e.message)));
-    setOutcome(offline ? "offline" : "error", offline ? OUTCOME_TEXT.offline : `Could not call: ${e.message || e}`, "error");
     setCallState("idle");
+    if (e instanceof MediaCheckError) showMediaError(e);
+    else if (e?.code === "offline") setOutcome("offline", OUTCOME_TEXT.offline, "error");
+    else setOutcome("error", `Could not call: ${e?.message || e}`, "error");
   }
 }
 
@@ -185,10 +175,10 @@ function onIncoming(incoming) {
   setCallState("incoming");
   say(`${from} is calling.`);
   log(`incoming ${type} call from ${from}`);
-  on(incoming, "closed", (reason) => {
-    if (state.incoming !== incoming) return;
+  on(incoming, "closed", (why) => {
+    // "accepted" and "rejected" are this page's own doing, already shown.
+    if (state.incoming !== incoming || why === "accepted" || why === "rejected") return;
     closeIncoming("closed");
-    const why = typeof reason === "string" ? reason : reason?.reason;
     const text =
       why === "answered-elsewhere"
         ? OUTCOME_TEXT["answered-elsewhere"]
@@ -211,20 +201,22 @@ async function accept() {
   const incoming = state.incoming;
   if (!incoming) return;
   applyForceRelay();
-  const video = body.dataset.incomingType === "video";
-  if (!(await mediaOk(video))) {
-    closeIncoming("rejected");
-    await Promise.resolve(incoming.reject()).catch(() => {});
-    return;
-  }
-  closeIncoming("accepted");
-  setCallState("connecting");
+  $("accept-btn").disabled = true;
   try {
     const call = await incoming.accept();
+    closeIncoming("accepted");
+    setCallState("connecting");
     watchCall(call, "callee");
   } catch (e) {
-    setOutcome("error", `Could not answer: ${e.message || e}`, "error");
-    setCallState("idle");
+    // Still ringing: the person may fix the device and accept again, or reject.
+    if (e instanceof MediaCheckError) showMediaError(e);
+    else setOutcome("error", `Could not answer: ${e?.message || e}`, "error");
+    if (incoming.closed) {
+      closeIncoming("closed");
+      setCallState("idle");
+    }
+  } finally {
+    $("accept-btn").disabled = false;
   }
 }
 
@@ -253,40 +245,32 @@ function attachStreams(call) {
 function watchCall(call, role) {
   state.call = call;
   body.dataset.role = role;
-  body.dataset.callId = call.callId ?? call.id ?? "";
+  body.dataset.callId = call.id;
   rttChart.clear();
   rateChart.clear();
   attachStreams(call);
   if (role === "caller") setCallState("ringing");
-  for (const outcome of ["answered", "rejected", "busy", "no-answer", "cancelled", "answered-elsewhere"]) {
-    on(call, outcome, (detail) => {
-      const reason = typeof detail === "string" ? detail : detail?.reason;
-      const base = OUTCOME_TEXT[outcome];
-      setOutcome(outcome, outcome === "cancelled" && reason ? `${base} (${reason})` : base, outcome === "answered" ? "info" : "error");
-      if (outcome === "answered") {
-        setCallState("connecting");
-        attachStreams(call);
-      }
-    });
-  }
-  for (const ev of ["connected", "connectionstatechange", "state"]) {
-    on(call, ev, (s) => {
-      const v = typeof s === "string" ? s : s?.state ?? s?.connectionState;
-      if (v) body.dataset.connection = v;
-      if (v === "connected") setCallState("in-call");
-    });
-  }
-  on(call, "restart", () => {
+  on(call, "outcome", (outcome, detail) => {
+    const base = OUTCOME_TEXT[outcome] || outcome;
+    const reason = detail?.reason;
+    setOutcome(outcome, outcome === "cancelled" && reason ? `${base} (${reason})` : base, outcome === "answered" ? "info" : "error");
+    if (outcome === "answered") setCallState("connecting");
+  });
+  on(call, "iceState", (ice) => {
+    body.dataset.ice = ice;
+    if (ice === "connected" || ice === "completed") setCallState("in-call");
+    else if (body.dataset.call === "in-call" && (ice === "disconnected" || ice === "failed")) setCallState("connecting");
+  });
+  on(call, "remoteStream", () => attachStreams(call));
+  on(call, "restart", (why) => {
     body.dataset.iceRestarts = String(Number(body.dataset.iceRestarts || 0) + 1);
-    log("ICE restart");
+    log(`ICE restart (${why})`);
   });
   on(call, "quality", (q) => {
     attachStreams(call);
     showQuality(q);
-    if (body.dataset.call === "connecting") setCallState("in-call");
   });
-  on(call, "ended", (detail) => {
-    const reason = typeof detail === "string" ? detail : detail?.reason ?? "hangup";
+  on(call, "ended", (reason) => {
     body.dataset.endedReason = reason;
     if (state.call === call) state.call = null;
     // An outcome that already says why (busy, no answer, ...) stays; an answered call says how it ended.
@@ -308,6 +292,7 @@ function describe(c) {
 function showQuality(q) {
   if (!q) return;
   const sec = $("quality");
+  if (state.call && body.dataset.call !== "ended") body.dataset.connection = state.call.pc?.connectionState ?? "";
   sec.dataset.samples = String(Number(sec.dataset.samples || 0) + 1);
   const pair = q.pair || {};
   const local = pair.local || null;
@@ -334,9 +319,10 @@ function showQuality(q) {
   rttChart.push(rtt);
   rateChart.push(b.sendKbps, b.recvKbps);
   const loss = q.loss || {};
-  $("loss").textContent = Object.keys(loss).length
-    ? `loss: ${Object.entries(loss).map(([k, v]) => `${k} ${typeof v === "number" ? v.toFixed(1) : v}`).join(", ")}`
-    : "";
+  const pct = (f) => (typeof f === "number" ? `${(f * 100).toFixed(1)} %` : "-");
+  $("loss").textContent = `packet loss ↓ ${pct(loss.recvFraction)} ↑ ${pct(loss.sendFraction)} (${loss.packetsLost ?? 0} lost of ${
+    (loss.packetsLost ?? 0) + (loss.packetsReceived ?? 0)
+  })`;
 }
 
 async function hangUp() {
