@@ -14,8 +14,8 @@
 //!   once a new instance (same Redis) is up;
 //! - two instances behind nginx on Redis: the one holding the caller's socket drains, the page
 //!   reconnects through nginx to the other and the call goes on (`call:sync`);
-//! - ICE restart: two relays, the one the call uses is stopped, the call recovers through the
-//!   other.
+//! - ICE restart: two relays in the config, the second up only once the call runs on the first;
+//!   the first stops, the page restarts ICE and the call goes on through the second.
 //!
 //! One browser per test (two contexts), audio only except the first call, to keep Chromium's load
 //! on a small machine down. And, without a browser: the vendored socket.io-client bundle the page
@@ -27,18 +27,19 @@ use std::time::{Duration, Instant};
 use e2e::browser::clients_dir;
 use e2e::callpage::{call_url, CallPages};
 use e2e::signaling::{free_port, repo_root, Nginx, Redis, Signaling, SignalingBuilder};
-use e2e::{Server, ServerBuilder};
+use e2e::{PortBlock, ServerBuilder};
 use serde_json::{json, Value};
 
 const CONNECT: Duration = Duration::from_secs(20);
 const CALL_UP: Duration = Duration::from_secs(40);
 
-/// `[[relays]]` for these relays (TURN over UDP, no STUN: the calls are relay-only anyway).
-fn relays_toml(relays: &[&Server]) -> String {
+/// `[[relays]]` for relays on these port blocks (TURN over UDP, no STUN: the calls are
+/// relay-only anyway).
+fn relays_toml(relays: &[&PortBlock]) -> String {
     relays
         .iter()
         .map(|r| {
-            let port = r.addr().port();
+            let port = r.listen_port();
             format!(
                 "[[relays]]\nhost = \"127.0.0.1\"\nudp_port = {port}\ntcp_port = {port}\ntransports = [\"udp\"]\nstun = false\n"
             )
@@ -47,11 +48,11 @@ fn relays_toml(relays: &[&Server]) -> String {
         .join("\n")
 }
 
-/// Is `addr` ("127.0.0.1:port") in `relay`'s relay port range?
-fn on_relay(addr: &Value, relay: &Server) -> bool {
+/// Is `addr` ("127.0.0.1:port") in the relay port range of the relay on `ports`?
+fn on_relay(addr: &Value, ports: &PortBlock) -> bool {
     let Some((ip, port)) = addr.as_str().and_then(|a| a.rsplit_once(':')) else { return false };
     let port: u16 = port.parse().unwrap_or(0);
-    ip == "127.0.0.1" && (relay.ports().relay_min()..=relay.ports().relay_max()).contains(&port)
+    ip == "127.0.0.1" && (ports.relay_min()..=ports.relay_max()).contains(&port)
 }
 
 /// Signs both pages in and waits until both show "connected".
@@ -128,14 +129,17 @@ fn vendored_socket_io_client_is_the_pinned_package() {
 #[test]
 fn call_page_relay_call_media_both_ways_then_hang_up() {
     let relay = ServerBuilder::new("cp_relay").start();
-    let s = SignalingBuilder::new("cp_relay_sig").turn_secret(relay.secret()).config(&relays_toml(&[&relay])).start();
+    let s = SignalingBuilder::new("cp_relay_sig")
+        .turn_secret(relay.secret())
+        .config(&relays_toml(&[relay.ports()]))
+        .start();
     let mut b = CallPages::start("call_page_relay");
     open_two(&mut b, &s.url(), &s.url(), &s);
     b.screenshot("alice", "signed_in.png", "Connected");
     let (a, bob) = call_and_answer(&mut b, true, Some("relay"));
     for st in [&a, &bob] {
         let q = &st["quality"];
-        assert!(on_relay(&q["localAddress"], &relay) && on_relay(&q["remoteAddress"], &relay), "{st}");
+        assert!(on_relay(&q["localAddress"], relay.ports()) && on_relay(&q["remoteAddress"], relay.ports()), "{st}");
         assert_eq!(q["relayProtocol"], "udp", "{st}");
     }
     // Each side's remote relay candidate is the other's local one.
@@ -163,7 +167,7 @@ fn call_page_no_answer_on_both_sides() {
     let relay = ServerBuilder::new("cp_noanswer_relay").start();
     let s = SignalingBuilder::new("cp_noanswer_sig")
         .turn_secret(relay.secret())
-        .config(&relays_toml(&[&relay]))
+        .config(&relays_toml(&[relay.ports()]))
         .args(["--ring-timeout", "5"])
         .start();
     let mut b = CallPages::start("call_page_no_answer");
@@ -222,7 +226,7 @@ fn call_page_queues_a_hang_up_while_signaling_is_down() {
     let port = free_port();
     let builder = SignalingBuilder::new("cp_queue_sig")
         .turn_secret(relay.secret())
-        .config(&relays_toml(&[&relay]))
+        .config(&relays_toml(&[relay.ports()]))
         .args(["--redis-url", &redis.url(), "--reconnect-grace", "30"])
         .port(port);
     let mut s = builder.clone().start();
@@ -255,17 +259,15 @@ fn call_page_call_survives_its_instance_draining_behind_nginx() {
     let relay = ServerBuilder::new("cp_nginx_relay").start();
     let logs = e2e::LogDir::new("call_page_nginx");
     let redis = Redis::start(logs.path());
-    let one = SignalingBuilder::new("cp_nginx_a").turn_secret(relay.secret()).config(&relays_toml(&[&relay])).args([
-        "--redis-url",
-        &redis.url(),
-        "--reconnect-grace",
-        "6",
-    ]);
+    let one = SignalingBuilder::new("cp_nginx_a")
+        .turn_secret(relay.secret())
+        .config(&relays_toml(&[relay.ports()]))
+        .args(["--redis-url", &redis.url(), "--reconnect-grace", "6"]);
     let a = one.clone().start();
     let bsig = SignalingBuilder::new("cp_nginx_b")
         .jwt_secret(&one.jwt_secret)
         .turn_secret(relay.secret())
-        .config(&relays_toml(&[&relay]))
+        .config(&relays_toml(&[relay.ports()]))
         .args(["--redis-url", &redis.url(), "--reconnect-grace", "6"])
         .start();
     // alice reaches the service through nginx, which prefers instance A and falls back to B;
@@ -276,7 +278,7 @@ fn call_page_call_survives_its_instance_draining_behind_nginx() {
          upstream signaling {{ server {a} max_fails=1 fail_timeout=30s; server {b} backup; }}\n\
          server {{\n  listen 127.0.0.1:{port};\n  location / {{\n    proxy_pass http://signaling;\n    \
          proxy_http_version 1.1;\n    proxy_set_header Upgrade $http_upgrade;\n    proxy_set_header Connection $conn_upgrade;\n    \
-         proxy_set_header Host $host;\n    proxy_buffering off;\n    proxy_read_timeout 75s;\n    \
+         proxy_set_header Host $http_host;\n    proxy_buffering off;\n    proxy_read_timeout 75s;\n    \
          proxy_next_upstream error timeout http_502 http_503;\n  }}\n}}\n",
         a = a.addr,
         b = bsig.addr
@@ -305,39 +307,45 @@ fn call_page_call_survives_its_instance_draining_behind_nginx() {
 }
 
 #[test]
-fn call_page_recovers_through_the_other_relay_when_its_relay_stops() {
+fn call_page_restarts_ice_through_the_second_relay_when_its_relay_stops() {
+    // Both relays are in the ICE config, but the second starts only once the call is up: the
+    // call's first gathering can only use the first, so when that one stops no other path is
+    // ready, and only an ICE restart (a new gathering, over call:renegotiate) brings it back.
     let first = ServerBuilder::new("cp_ice_relay1").start();
-    let second = ServerBuilder::new("cp_ice_relay2").secret(first.secret()).start();
+    let second_ports = PortBlock::reserve();
     let s = SignalingBuilder::new("cp_ice_sig")
         .turn_secret(first.secret())
-        .config(&relays_toml(&[&first, &second]))
+        .config(&relays_toml(&[first.ports(), &second_ports]))
         .start();
     let mut b = CallPages::start("call_page_ice_restart");
     open_two(&mut b, &s.url(), &s.url(), &s);
-    let (a, _) = call_and_answer(&mut b, false, None);
+    let (a, bob) = call_and_answer(&mut b, false, None);
+    for st in [&a, &bob] {
+        assert!(on_relay(&st["quality"]["localAddress"], first.ports()), "{st}");
+    }
     media_flowing(&mut b, "alice", CALL_UP);
-    // Stop the relay alice's side uses; the other one must carry the call afterwards.
-    let mut relays = [Some(first), Some(second)];
-    let used = relays.iter().position(|r| r.as_ref().is_some_and(|r| on_relay(&a["quality"]["localAddress"], r)));
-    let used = used.unwrap_or_else(|| panic!("alice's relay candidate is on neither relay: {a}"));
-    drop(relays[used].take());
-    let other = relays[1 - used].as_ref().unwrap();
+    let second = ServerBuilder::new("cp_ice_relay2").secret(first.secret()).start_on(second_ports);
+    drop(first);
     let deadline = Instant::now() + Duration::from_secs(60);
     for page in ["alice", "bob"] {
         loop {
             let st = b.state(page);
             let q = &st["quality"];
-            let moved = on_relay(&q["localAddress"], other) && on_relay(&q["remoteAddress"], other);
+            let moved = on_relay(&q["localAddress"], second.ports()) && on_relay(&q["remoteAddress"], second.ports());
             if moved && st["body"]["call"] == "in-call" {
                 break;
             }
-            assert!(Instant::now() < deadline, "{page} did not move to the other relay: {st}");
+            assert!(Instant::now() < deadline, "{page} did not move to the second relay: {st}");
             std::thread::sleep(Duration::from_millis(500));
         }
         let st = media_flowing(&mut b, page, CONNECT);
         no_page_errors(&st);
     }
-    b.screenshot("alice", "ice_restart_recovered.png", "relay udp");
+    // The caller restarts (it makes the new offer); the page counts the library's restarts.
+    let st = b.state("alice");
+    let restarts: u32 = st["body"]["iceRestarts"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(restarts >= 1, "no ICE restart seen: {st}");
+    b.screenshot("alice", "ice_restart_recovered.png", "ICE restart");
     b.click("alice", "#hangup-btn");
-    b.wait("bob", json!({"body": {"call": "ended"}}), CONNECT);
+    b.wait("bob", json!({"body": {"call": "ended", "endedReason": "hangup"}}), CONNECT);
 }

@@ -285,7 +285,8 @@ function watchCall(call, role) {
 
 function describe(c) {
   if (!c) return "?";
-  const relay = c.type === "relay" && c.relayProtocol ? ` via TURN/${c.relayProtocol}` : "";
+  const server = c.url ? ` ${c.url}` : "";
+  const relay = c.type === "relay" && c.relayProtocol ? ` via TURN/${c.relayProtocol}${server}` : "";
   return `${c.type} ${c.protocol}${relay} ${c.address}:${c.port}`;
 }
 
