@@ -127,6 +127,30 @@ fn vendored_socket_io_client_is_the_pinned_package() {
 }
 
 #[test]
+fn call_page_is_served_whole_and_turns_off() {
+    let s = SignalingBuilder::new("cp_served").start();
+    // The library is served as it is in the repository (no build step between).
+    let lib = std::fs::read_to_string(repo_root().join("clients/web/src/index.js")).unwrap();
+    let served = s.get("/call/lib/index.js", None, &[]);
+    assert_eq!((served.status, served.body.as_str()), (200, lib.as_str()));
+    for path in ["/call", "/call/app.js", "/call/vendor/socket.io.esm.min.js"] {
+        let r = s.get(path, None, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.header("content-security-policy").is_some_and(|c| c.starts_with("default-src 'none'")), "{path}");
+    }
+    let off = SignalingBuilder::new("cp_served_off").args(["--no-call-page"]).start();
+    let off_cfg = SignalingBuilder::new("cp_served_off_cfg")
+        .config(&format!("[signaling]\ncall_page_enabled = false\n\n{}", relays_toml(&[&PortBlock::reserve()])))
+        .start();
+    for (how, sig) in [("--no-call-page", &off), ("call_page_enabled = false", &off_cfg)] {
+        for path in ["/call", "/call/app.js", "/call/lib/index.js", "/call/vendor/socket.io.esm.min.js"] {
+            assert_eq!(sig.get(path, None, &[]).status, 404, "{path} with {how}");
+        }
+        assert_eq!(sig.get("/diag", None, &[]).status, 200, "/diag stays with {how}");
+    }
+}
+
+#[test]
 fn call_page_relay_call_media_both_ways_then_hang_up() {
     let relay = ServerBuilder::new("cp_relay").start();
     let s = SignalingBuilder::new("cp_relay_sig")

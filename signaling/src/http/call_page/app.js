@@ -275,7 +275,8 @@ function watchCall(call, role) {
     if (state.call === call) state.call = null;
     // An outcome that already says why (busy, no answer, ...) stays; an answered call says how it ended.
     if (["", "answered"].includes(body.dataset.outcome || "")) {
-      setOutcome("ended", ENDED_TEXT[reason] || `Call ended (${reason}).`, "info");
+      const pending = body.dataset.status !== "connected" ? " The other side is told once this page reconnects." : "";
+      setOutcome("ended", (ENDED_TEXT[reason] || `Call ended (${reason}).`) + pending, "info");
     }
     setCallState("ended");
     $("pair").textContent = `Last pair: ${$("pair").textContent}`;
