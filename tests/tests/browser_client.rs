@@ -8,7 +8,7 @@
 //! - a relay-only call ("force relay"): audio and video both ways, the selected pair a relay pair
 //!   on our relay, hang-up ends both sides;
 //! - no answer: the caller reads "No answer." after the ring timeout, the callee's incoming call
-//!   closes by itself;
+//!   closes by itself (and a third user calling the ringing callee reads "busy");
 //! - media check: permission denied and no camera each give their message, and no call starts;
 //! - a hang-up made while the signaling service is down is queued ("1 queued") and delivered
 //!   once a new instance (same Redis) is up;
@@ -192,18 +192,27 @@ fn call_page_no_answer_on_both_sides() {
     let s = SignalingBuilder::new("cp_noanswer_sig")
         .turn_secret(relay.secret())
         .config(&relays_toml(&[relay.ports()]))
-        .args(["--ring-timeout", "5"])
+        .args(["--ring-timeout", "8"])
         .start();
     let mut b = CallPages::start("call_page_no_answer");
     open_two(&mut b, &s.url(), &s.url(), &s);
+    b.open("carol", "chromium", &call_url(&s.url(), &s.token("carol", 600)), true);
+    b.wait("carol", json!({"body": {"status": "connected"}}), CONNECT);
     b.fill("alice", "#callee", "bob");
     b.click("alice", "#call-btn");
     b.wait("bob", json!({"body": {"incoming": "open"}}), CONNECT);
     b.wait("alice", json!({"body": {"call": "ringing"}}), CONNECT);
     let started = Instant::now();
+    // Meanwhile carol calls bob too: he is ringing already, so she reads "busy".
+    b.fill("carol", "#callee", "bob");
+    b.click("carol", "#call-btn");
+    let carol = b.wait("carol", json!({"body": {"outcome": "busy", "call": ["ended", "idle"]}}), CONNECT);
+    assert_eq!(carol["message"], "The other person is busy in another call.", "{carol}");
+    b.screenshot("carol", "busy.png", "busy");
     let a = b.wait("alice", json!({"body": {"outcome": "no-answer", "call": ["ended", "idle"]}}), CONNECT);
     let bob = b.wait("bob", json!({"body": {"incoming": "closed", "incomingClosed": "no-answer"}}), CONNECT);
-    assert!(started.elapsed() < Duration::from_secs(15), "the ring timeout is 5 s: {:?}", started.elapsed());
+    let rang = started.elapsed();
+    assert!(rang > Duration::from_secs(4) && rang < Duration::from_secs(20), "the ring timeout is 8 s: {rang:?}");
     assert_eq!(a["message"], "No answer.", "{a}");
     assert_eq!(bob["incomingHidden"], true, "{bob}");
     b.screenshot("alice", "no_answer_caller.png", "No answer.");
