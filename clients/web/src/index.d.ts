@@ -119,8 +119,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 export interface IceConfig {
   iceServers: RTCIceServer[];
   ttl: number;
-  /** Unix ms, server clock. */
-  expiresAt: number;
+  /** When the TURN credential expires, RFC 3339 (e.g. "2026-12-05T07:00:00Z"), server clock. */
+  expiresAt: string;
   /** Unix ms, server clock when the answer was made. */
   serverTime: number;
   call?: { ringTimeoutSecs?: number; heartbeatSecs?: number; reconnectGraceSecs?: number; [key: string]: unknown };
