@@ -100,6 +100,13 @@ export class Call extends Emitter {
     this.lastQuality = null;
     /** @type {RTCIceCandidateInit[]} */
     this._remoteCandidates = [];
+    /**
+     * Whether the server has the call: a caller's candidates wait for the initiate's ack (sent
+     * before it they would meet `not_found`), and a resync does not end a call it never had.
+     */
+    this._known = init.role === "callee";
+    /** @type {RTCIceCandidateInit[]} */
+    this._localCandidates = [];
     /** Events wait here until the app holds the object (see `_release`). */
     /** @type {Array<[string, unknown[]]> | null} */
     this._held = [];
@@ -205,7 +212,8 @@ export class Call extends Emitter {
     pc.addEventListener("icecandidate", (e) => {
       if (!e.candidate || this.state === "ended") return;
       const candidate = typeof e.candidate.toJSON === "function" ? e.candidate.toJSON() : e.candidate;
-      client._request("call:ice-candidate", { callId: this.id, candidate }, { whenOffline: "queue", tag: this.id }).catch(() => {});
+      if (this._known) this._sendCandidate(candidate);
+      else this._localCandidates.push(candidate);
     });
     pc.addEventListener("track", (e) => {
       const stream = e.streams[0] ?? this.remoteStream ?? new MediaStream();
@@ -227,6 +235,19 @@ export class Call extends Emitter {
         () => {},
       );
     });
+  }
+
+  /** @param {RTCIceCandidateInit} candidate */
+  _sendCandidate(candidate) {
+    this._client._request("call:ice-candidate", { callId: this.id, candidate }, { whenOffline: "queue", tag: this.id }).catch(() => {});
+  }
+
+  /** The server acknowledged the call: candidates held until now go out. */
+  _confirmed() {
+    this._known = true;
+    const held = this._localCandidates;
+    this._localCandidates = [];
+    for (const c of held) this._sendCandidate(c);
   }
 
   /** @param {string} state */
@@ -572,7 +593,8 @@ export class CallClient extends Emitter {
       call._finish(null, "failed");
       throw asClientError(err, "call-failed", "The call could not be started.");
     }
-    if (!ack.ok) {
+    if (ack.ok) call._confirmed();
+    else {
       if (ack.error === "busy") call._finish("busy", "busy");
       else if (ack.error === "glare") this._cancelled({ callId: call.id, reason: "glare", replacedBy: /** @type {string} */ (ack.winner) });
       else {
@@ -651,6 +673,8 @@ export class CallClient extends Emitter {
     const entries = /** @type {SyncEntry[]} */ (ack.calls);
     const byId = new Map(entries.map((e) => [e.callId, e]));
     for (const call of [...this._calls.values()]) {
+      // Its initiate is still on its way (cut off by the drop, sent again after this sync).
+      if (!call._known) continue;
       const entry = byId.get(call.id);
       if (!entry) {
         call._finish(null, "lost");
