@@ -278,7 +278,9 @@ export type IncomingCallEvents = {
   closed: [string];
 };
 
+/** Made by the CallClient for each `call:offer` (emitted as `incoming`). */
 export class IncomingCall extends Emitter<IncomingCallEvents> {
+  private constructor();
   readonly id: string;
   readonly from: string;
   readonly callType: "audio" | "video";
@@ -305,7 +307,9 @@ export type CallEvents = {
   iceState: [string];
 };
 
+/** Made by `CallClient.call()` and `IncomingCall.accept()`. */
 export class Call extends Emitter<CallEvents> {
+  private constructor();
   readonly id: string;
   readonly peerId: string;
   readonly role: "caller" | "callee";
