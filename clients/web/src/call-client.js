@@ -504,6 +504,10 @@ export class CallClient extends Emitter {
     const io = opts.io ?? /** @type {any} */ (defaultIo);
     const socket = io(opts.url, {
       path: opts.path ?? "/socket.io",
+      // WebSocket first: no polling-to-WebSocket upgrade in the middle of the first requests,
+      // one connection less on a phone; polling still when a proxy refuses WebSocket.
+      transports: opts.transports ?? ["websocket", "polling"],
+      tryAllTransports: true,
       autoConnect: false,
       reconnection: false,
       // Asked on every (re)connect, so an expired token is replaced by the app's fresh one.
@@ -668,7 +672,8 @@ export class CallClient extends Emitter {
     const conn = this._connection;
     if (!conn) return;
     const ids = [...this._calls.keys()];
-    const ack = await conn.request("call:sync", ids.length > 0 ? { callIds: ids } : {}, { immediate: true });
+    // Short: the outbox waits for this, and a lost sync must not hold it for long.
+    const ack = await conn.request("call:sync", ids.length > 0 ? { callIds: ids } : {}, { immediate: true, timeoutMs: 5000 });
     if (!ack?.ok || !Array.isArray(ack.calls)) return;
     const entries = /** @type {SyncEntry[]} */ (ack.calls);
     const byId = new Map(entries.map((e) => [e.callId, e]));

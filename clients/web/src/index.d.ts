@@ -228,6 +228,8 @@ export interface CallClientOptions {
   url: string;
   /** Socket.IO path (default "/socket.io"). */
   path?: string;
+  /** Engine.IO transports (default ["websocket", "polling"], each tried in turn). */
+  transports?: ("websocket" | "polling" | "webtransport")[];
   /** Called for every (re)connect and ICE config fetch, so a refreshed token is used. */
   getToken: () => string | Promise<string>;
   /** Shared cache (default: one made for `url`). */
