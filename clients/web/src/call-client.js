@@ -48,6 +48,20 @@ function wire(desc) {
   return { type: desc?.type, sdp: desc?.sdp };
 }
 
+/**
+ * A UUID v4 (the server takes any 1-64 of [A-Za-z0-9_-]); randomUUID exists only in secure
+ * contexts, getRandomValues everywhere.
+ */
+function newCallId() {
+  const c = globalThis.crypto;
+  if (typeof c.randomUUID === "function") return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 /** @param {MediaStream | null} stream */
 function stopTracks(stream) {
   for (const track of stream?.getTracks() ?? []) track.stop();
@@ -465,7 +479,7 @@ export class CallClient extends Emitter {
     this._opts = options;
     this._timers = options.timers ?? realTimers;
     this._ice = options.iceConfig ?? new IceConfigCache({ baseUrl: options.url, getToken: options.getToken });
-    this._newId = options.newId ?? (() => globalThis.crypto.randomUUID());
+    this._newId = options.newId ?? newCallId;
     /** @type {Map<string, Call>} */
     this._calls = new Map();
     /** @type {Map<string, IncomingCall>} */

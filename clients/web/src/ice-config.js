@@ -93,7 +93,13 @@ export class IceConfigCache {
   }
 
   async _fetchConfig() {
-    const token = await this._getToken();
+    /** @type {string} */
+    let token;
+    try {
+      token = await this._getToken();
+    } catch (err) {
+      throw new ClientError("token-failed", "Could not get a sign-in token for the call service; sign in again.", { cause: err });
+    }
     const sentAt = this._now();
     /** @type {Response} */
     let res;

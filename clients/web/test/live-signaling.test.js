@@ -156,6 +156,28 @@ test("the library against the real signaling service", { skip: existsSync(BIN) ?
   });
 });
 
+test("a refused token is reported in words and retried", { skip: existsSync(BIN) ? false : `no ${BIN}` }, async (t) => {
+  const sig = await startSignaling();
+  let asked = 0;
+  const client = new CallClient({ url: sig.url, getToken: () => (asked++, "not-a-jwt"), network: null, backoff: { baseMs: 50 } });
+  t.after(() => {
+    client.close();
+    sig.stop();
+  });
+  const errors = [];
+  const twice = new Promise((resolve) => client.on("error", (e) => errors.push(e) === 2 && resolve(undefined)));
+  await client.connect();
+  await twice;
+  assert.equal(errors[0].code, "connect-failed");
+  assert.match(errors[0].message, /refused the sign-in/);
+  assert.equal(client.status, "reconnecting");
+  assert.ok(asked >= 2, "the token is asked for again on every attempt");
+  const cache = new IceConfigCache({ baseUrl: sig.url, getToken: () => "not-a-jwt" });
+  await assert.rejects(cache.get(), (e) => e.code === "unauthorized" && /refused the sign-in/.test(e.message));
+  const broken = new IceConfigCache({ baseUrl: sig.url, getToken: () => Promise.reject(new Error("logged out")) });
+  await assert.rejects(broken.get(), (e) => e.code === "token-failed");
+});
+
 test("starting a call while offline fails at once with an offline error", async () => {
   const client = new CallClient({ url: "http://127.0.0.1:9", getToken: () => "t", network: null });
   await assert.rejects(client.call("bob"), (e) => e.code === "offline" && /offline/i.test(e.message));
