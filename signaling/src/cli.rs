@@ -176,6 +176,9 @@ pub struct RunArgs {
     /// Do not serve the diagnostics page at /diag (404) [signaling.diag_enabled = false].
     #[arg(long)]
     pub no_diag: bool,
+    /// Do not serve the test call page at /call (404) [signaling.call_page_enabled = false].
+    #[arg(long)]
+    pub no_call_page: bool,
     /// TURN REST shared secret, as the relay's flag (repeatable; first signs) [auth.secrets].
     #[arg(long = "static-auth-secret", value_name = "S", env = "TURN_STATIC_AUTH_SECRET", hide_env_values = true)]
     pub static_auth_secret: Vec<String>,
@@ -257,6 +260,9 @@ impl RunArgs {
         s.trust_proxy_headers |= self.trust_proxy_headers;
         if self.no_diag {
             s.diag_enabled = false;
+        }
+        if self.no_call_page {
+            s.call_page_enabled = false;
         }
         set!(s.credential_bucket_secs, self.credential_bucket);
         set!(s.reconnect_grace_secs, self.reconnect_grace);

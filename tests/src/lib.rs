@@ -15,6 +15,7 @@
 //! --no-cli --no-tcp --no-tcp-relay"` runs the relay tests against coturn for comparison).
 
 pub mod browser;
+pub mod callpage;
 pub mod client;
 pub mod fleet;
 pub mod mmdb;

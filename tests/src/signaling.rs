@@ -475,7 +475,7 @@ impl Driver {
         Self::spawn("python", &python, &[clients_dir().join("py_driver.py")], logs)
     }
 
-    fn spawn(kind: &'static str, program: &Path, args: &[PathBuf], logs: &Path) -> Self {
+    pub(crate) fn spawn(kind: &'static str, program: &Path, args: &[PathBuf], logs: &Path) -> Self {
         let stderr = logs.join(format!("{kind}-driver.stderr"));
         let mut child = Command::new(program)
             .args(args)
@@ -503,7 +503,7 @@ impl Driver {
         Self { child, stdin, rx, backlog: Vec::new(), req: 0, kind, stderr }
     }
 
-    fn send(&mut self, cmd: Value) {
+    pub(crate) fn send(&mut self, cmd: Value) {
         writeln!(self.stdin, "{cmd}")
             .and_then(|()| self.stdin.flush())
             .unwrap_or_else(|e| panic!("{} driver stdin: {e}; stderr:\n{}", self.kind, self.stderr_tail()));

@@ -66,6 +66,9 @@ pub struct SignalingConfig {
     /// Serve the ICE diagnostics page at `GET /diag` (public; it holds no secret and fetches
     /// the ICE config with the token the operator types in). Off: 404.
     pub diag_enabled: bool,
+    /// Serve the test call page at `GET /call` (public, like `/diag`: sign-in is a user token in
+    /// the URL fragment, and calls go through the same Socket.IO endpoint). Off: 404.
+    pub call_page_enabled: bool,
     /// Local listener for Prometheus `/metrics`, apart from the public port (behind nginx the
     /// public one must never expose it). Off when unset.
     pub metrics_listen: Option<SocketAddr>,
@@ -125,6 +128,7 @@ impl Default for SignalingConfig {
             webhook_max_attempts: 5,
             webhook_timeout_secs: 5,
             diag_enabled: true,
+            call_page_enabled: true,
             metrics_listen: None,
             drain_timeout_secs: 10,
             socket_connect_timeout_secs: 5,
@@ -169,6 +173,7 @@ impl fmt::Debug for SignalingConfig {
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("webhook_timeout_secs", &self.webhook_timeout_secs)
             .field("diag_enabled", &self.diag_enabled)
+            .field("call_page_enabled", &self.call_page_enabled)
             .field("metrics_listen", &self.metrics_listen)
             .field("drain_timeout_secs", &self.drain_timeout_secs)
             .field("socket_connect_timeout_secs", &self.socket_connect_timeout_secs)

@@ -1,6 +1,7 @@
-//! The HTTP side: `GET /v1/ice-servers`, `/healthz`, `/readyz`, `/diag`, CORS, and the router the
+//! The HTTP side: `GET /v1/ice-servers`, `/healthz`, `/readyz`, `/diag`, `/call`, CORS, and the router the
 //! Socket.IO layer is mounted on.
 
+mod call_page;
 mod diag;
 mod error;
 mod health;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     let diag = state.config.signaling.diag_enabled;
     Router::new()
         .merge(diag::routes(diag))
+        .merge(call_page::routes(state.config.signaling.call_page_enabled, &state.config.signaling.socketio_path))
         .route("/v1/ice-servers", get(ice::ice_servers))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
