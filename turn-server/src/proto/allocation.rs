@@ -2,7 +2,6 @@
 //! bindings. Permissions and channels are small vectors: a call uses one or two peers, and caps keep
 //! them small under abuse, so a linear scan beats hashing.
 
-use crate::proto::time::Instant;
 use std::net::{IpAddr, SocketAddr};
 
 use ice_config::LongTermKey;
@@ -10,6 +9,7 @@ use ice_config::LongTermKey;
 use super::bandwidth::DirectionalBuckets;
 use super::ledger::UserBuckets;
 use super::stun::TransactionId;
+use crate::proto::time::Instant;
 
 /// Transport between client and server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,10 +4,9 @@
 //! Over the rate a datagram is dropped, not queued: a relay that buffered for a slow allowance
 //! would add latency to a real-time call and memory to an abusive one.
 
+use crate::proto::time::Instant;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use crate::proto::time::Instant;
 
 /// The smallest burst a bucket allows, whatever the rate: one largest UDP payload, so a low cap
 /// still lets every datagram through eventually instead of starving big ones for ever.

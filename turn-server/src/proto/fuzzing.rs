@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::proto::time::Instant;
-
 use ice_config::{long_term_key, PasswordAlgorithm, RestSecrets};
 
 use super::auth::CredentialStore;
@@ -13,6 +11,7 @@ use super::peer_policy::{PeerPolicy, PeerPolicyConfig};
 use super::server::{Now, Output, Server, Transmit, DATA_INDICATION_HEADROOM};
 use super::stun::{attr, Class, Message, MessageBuilder, MessageType, Method};
 use super::{channel_data, ClientTransport, FiveTuple, Lifetimes, Quotas, RelayIp, ServerConfig};
+use crate::proto::time::Instant;
 
 /// Parses `data` as STUN (decoding every attribute and checking integrity) and as ChannelData.
 pub fn parse_message(data: &[u8]) {

@@ -13,7 +13,6 @@ use std::net::{IpAddr, SocketAddr};
 // one claimant). Its critical sections are a few map updates, taken when an allocation starts or
 // ends, never per datagram and never across a bind (ports are reserved here, bound by the driver
 // afterwards, and released here if the bind fails).
-use crate::proto::time::Instant;
 #[allow(clippy::disallowed_types)]
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -23,6 +22,7 @@ use super::bandwidth::SharedBuckets;
 use super::config::{Quotas, RelayIp, ServerConfig};
 use super::ports::PortPool;
 use super::stun::ErrorCode;
+use crate::proto::time::Instant;
 
 pub struct Ledger {
     nonce_key: [u8; 32],

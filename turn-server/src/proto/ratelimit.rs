@@ -4,10 +4,11 @@
 //! at a victim's bucket without the key. Sharing a bucket with a colliding address only ever makes
 //! the limit stricter, never looser.
 
-use crate::proto::time::Instant;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+
+use crate::proto::time::Instant;
 
 const BUCKETS: usize = 4096;
 

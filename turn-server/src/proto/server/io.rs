@@ -19,9 +19,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::proto::time::Instant;
-
 use super::super::allocation::{FiveTuple, Traffic};
+use crate::proto::time::Instant;
 
 /// The current time, as both clocks, read by the driver once per input (or burst): the monotonic
 /// one for lifetimes and rates, the wall clock for REST credential expiry and nonces (both are unix

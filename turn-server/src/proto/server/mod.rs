@@ -16,7 +16,6 @@ mod tcp;
 #[cfg(test)]
 mod tests;
 
-use crate::proto::time::Instant;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -34,6 +33,7 @@ use super::ratelimit::SourceLimiter;
 use super::stats::Stats;
 use super::stun::{Class, ErrorCode, Message, Method};
 use super::FastMap;
+use crate::proto::time::Instant;
 
 pub use io::{
     BindError, EndReason, Event, Now, Output, SocketKind, TcpCommand, ToClient, ToPeer, TrafficSummary, Transmit,

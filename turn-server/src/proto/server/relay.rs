@@ -1,7 +1,6 @@
 //! Permissions, channels and the data path (RFC 8656 sections 9-12): who may reach the client
 //! through its relay, and moving payloads both ways without allocating.
 
-use crate::proto::time::Instant;
 use std::net::SocketAddr;
 
 use super::super::allocation::{Allocation, ChannelConflict, ClientTransport, FiveTuple, RelayTransport};
@@ -12,6 +11,7 @@ use super::super::stats::{CapKind, Stats};
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
 use super::super::stun::{Class, ErrorCode, Message, MessageBuilder, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
 use super::{Now, Server, ToClient, ToPeer};
+use crate::proto::time::Instant;
 
 /// Bytes the driver must leave free in front of a peer payload so the core can frame it in place
 /// as a Data indication (header 20, XOR-PEER-ADDRESS up to 24, DATA header 4).

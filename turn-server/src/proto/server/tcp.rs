@@ -6,13 +6,12 @@ use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::proto::time::Instant;
-
 use super::super::allocation::{ClientTransport, FiveTuple, RelayTransport};
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
 use super::super::stun::{Class, ErrorCode, Message, MessageBuilder, MessageType, Method, TransactionId};
 use super::reply::ResponseKey;
 use super::{Now, Output, Server, TcpCommand, Timer};
+use crate::proto::time::Instant;
 
 /// RFC 6062: a connection must be bound (or connected) within 30 seconds.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,8 +6,6 @@ use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::proto::time::Instant;
-
 use ice_config::{long_term_key, LongTermKey, PasswordAlgorithm, RestSecrets, StaticUserSecret};
 
 use super::super::allocation::ClientTransport;
@@ -17,6 +15,7 @@ use super::super::stun::attr;
 use super::super::stun::integrity::Integrity;
 use super::super::stun::{Class, Message, MessageBuilder, MessageType, Method};
 use super::*;
+use crate::proto::time::Instant;
 use crate::proto::{Lifetimes, Quotas, RelayIp, ServerConfig};
 
 const REALM: &str = "example.org";
