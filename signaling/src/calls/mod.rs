@@ -7,6 +7,7 @@
 //! The in-memory and the Redis store run this same code; they differ only in how they load and
 //! compare-and-set the records, so the transition logic exists once and is unit-tested here
 //! without IO (the model is str0m/quinn-proto: time is an input, outputs are values).
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod effect;
 mod input;

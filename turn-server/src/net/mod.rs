@@ -1,10 +1,12 @@
-//! The driver: it owns the sockets and the clock and moves bytes and time into the sans-IO core in
-//! `proto`. One worker is one thread owning one `Server`, so the core needs no locks; relay sockets
+//! The driver: it owns the sockets and the clock (`clock`) and moves bytes and time into the sans-IO
+//! core in `proto`, carrying out its outputs (`datagram::DatagramSide::drive`). One worker is one thread owning one `Server`, so the core needs no locks; relay sockets
 //! are polled by the worker that created their allocation. Datagram workers (UDP clients) run a
 //! plain epoll loop on threads of their own; the stream worker (TCP and TLS clients, RFC 6062)
 //! and the control plane run on the main thread's single-threaded tokio runtime.
 
 mod batch;
+pub mod clock;
+mod datagram;
 mod pool;
 mod relay_set;
 pub mod socket;

@@ -35,6 +35,9 @@ pub(super) struct RelaySet {
     events: Vec<libc::epoll_event>,
     /// The fd `watch_wakeup` added.
     wakeup: RawFd,
+    /// Relay sockets closed but kept open until `reap`: a send queued for one in the current
+    /// burst still leaves from it, and its fd number cannot pass to a socket opened meanwhile.
+    closing: Vec<UdpSocket>,
 }
 
 /// A ready socket, or the wake-up fd.
@@ -74,11 +77,12 @@ impl RelaySet {
             generation: 0,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS],
             wakeup: -1,
+            closing: Vec::new(),
         })
     }
 
     pub(super) fn insert(&mut self, addr: SocketAddr, socket: UdpSocket) -> io::Result<()> {
-        self.remove(addr);
+        self.close(addr);
         let slot = self.watch(socket.as_raw_fd(), addr, Some(socket))?;
         self.by_addr.insert(addr, slot);
         Ok(())
@@ -127,14 +131,20 @@ impl RelaySet {
         Ok(slot)
     }
 
-    /// Closes the socket (closing removes it from the epoll set).
-    pub(super) fn remove(&mut self, addr: SocketAddr) {
-        if let Some(slot) = self.by_addr.remove(&addr) {
-            if let Some(entry) = self.slots.get_mut(slot as usize) {
-                *entry = None;
-                self.free.push(slot);
-            }
-        }
+    /// Stops watching the relay socket at `addr`; the socket itself closes at the next `reap`.
+    pub(super) fn close(&mut self, addr: SocketAddr) {
+        let Some(slot) = self.by_addr.remove(&addr) else { return };
+        let Some(entry) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        self.free.push(slot);
+        // SAFETY: both fds are live (the socket is still owned, in `closing` below); a null event
+        // is allowed for EPOLL_CTL_DEL.
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, entry.fd, std::ptr::null_mut()) };
+        self.closing.extend(entry.socket);
+    }
+
+    /// Closes the sockets `close` set aside: call once the sends queued for them have left.
+    pub(super) fn reap(&mut self) {
+        self.closing.clear();
     }
 
     fn socket(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
@@ -227,12 +237,34 @@ mod tests {
         assert_eq!(ready.len(), 1);
         assert!(set.is_watched(&ready[0]));
 
-        // Closed during the round; the next socket takes the same slot (and, unless another
-        // test's thread took it first, the same fd number).
-        set.remove(addr);
+        // Closed during the round; the next socket takes the same slot (and, once reaped and
+        // unless another test's thread took it first, the same fd number).
+        set.close(addr);
+        set.reap();
         let (next, next_addr) = bound();
         set.insert(next_addr, next).expect("insert");
         assert_eq!(set.by_addr.get(&next_addr).copied(), Some(ready[0].token as u32));
         assert!(!set.is_watched(&ready[0]));
+    }
+
+    #[test]
+    fn a_closed_socket_can_still_send_until_reaped() {
+        let mut set = RelaySet::new().expect("epoll");
+        let (socket, addr) = bound();
+        let fd = socket.as_raw_fd();
+        set.insert(addr, socket).expect("insert");
+        let (receiver, to) = bound();
+        set.close(addr);
+        assert!(set.fd_of(&addr).is_none(), "closed for the core");
+        // What a burst queued before the close still leaves from the old socket.
+        // SAFETY: `fd` is still open: the set holds the socket until `reap`.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let sent = socket2::SockRef::from(&borrowed).send_to(b"x", &to.into()).expect("send from a closed socket");
+        assert_eq!(sent, 1);
+        let mut buf = [0u8; 4];
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        assert_eq!(receiver.recv_from(&mut buf).expect("received").0, 1);
+        set.reap();
+        assert!(set.closing.is_empty());
     }
 }

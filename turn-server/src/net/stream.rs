@@ -224,9 +224,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if let Some((id, peer)) = splice {
                         let why = splice_raw(&mut reader, conn, peer, &buf[consumed..], limits).await;
                         shared.spliced.borrow_mut().remove(&id);
-                        let mut server = shared.server.borrow_mut();
+                        let mut server = shared.dgram.server.borrow_mut();
                         server.tcp_connection_closed(id);
-                        shared.flush(&mut server);
+                        shared.settle(&mut server, super::clock::now());
                         return why;
                     }
                 }

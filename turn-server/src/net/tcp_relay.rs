@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+use super::clock;
 use super::worker::Shared;
-use crate::proto::Command;
+use crate::proto::TcpCommand;
 
 /// How long an outgoing connection to a peer may take (RFC 6062 allows 30 s; the core also times
 /// out on its own).
@@ -25,24 +26,25 @@ pub(super) async fn accept_peers(shared: Rc<Shared>, listener: TcpListener, rela
                 continue;
             }
         };
-        let mut server = shared.server.borrow_mut();
-        match server.tcp_peer_incoming(Instant::now(), relay, peer) {
+        let now = clock::now();
+        let mut server = shared.dgram.server.borrow_mut();
+        match server.tcp_peer_incoming(now, relay, peer) {
             Some(id) => {
                 shared.peer_streams.borrow_mut().insert(id, stream);
             }
             None => tracing::debug!(%relay, %peer, "refused TCP peer: no permission"),
         }
-        shared.flush(&mut server);
+        shared.settle(&mut server, now);
     }
 }
 
-pub(super) fn run_command(shared: &Rc<Shared>, command: Command) {
+pub(super) fn run_command(shared: &Rc<Shared>, command: TcpCommand) {
     match command {
-        Command::ConnectPeer { id, relay, peer } => {
+        TcpCommand::ConnectPeer { id, relay, peer } => {
             let task = tokio::task::spawn_local(connect_peer(shared.clone(), id, relay, peer));
             shared.peer_connects.borrow_mut().insert(id, task.abort_handle());
         }
-        Command::ClosePeer { id } => {
+        TcpCommand::ClosePeer { id } => {
             if let Some(task) = shared.peer_connects.borrow_mut().remove(&id) {
                 task.abort();
             }
@@ -53,7 +55,7 @@ pub(super) fn run_command(shared: &Rc<Shared>, command: Command) {
                 }
             }
         }
-        Command::Splice { id, data } => {
+        TcpCommand::Splice { id, data } => {
             let Some(peer) = shared.peer_streams.borrow_mut().remove(&id) else { return };
             if let Some(conn) = shared.streams.borrow().get(&data) {
                 conn.splice_to(id, peer);
@@ -78,9 +80,10 @@ async fn connect_peer(shared: Rc<Shared>, id: u32, relay: SocketAddr, peer: Sock
         }
         Err(_) => false,
     };
-    let mut server = shared.server.borrow_mut();
-    server.tcp_connect_result(Instant::now(), id, connected);
-    shared.flush(&mut server);
+    let now = clock::now();
+    let mut server = shared.dgram.server.borrow_mut();
+    server.tcp_connect_result(now, id, connected);
+    shared.settle(&mut server, now);
 }
 
 /// Connects from the relayed address itself, so the peer sees the address the client announced.

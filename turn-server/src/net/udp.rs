@@ -6,16 +6,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::batch::{Out, RecvBatch, SendQueue};
+use super::clock;
+use super::datagram::{DatagramSide, Streams};
 use super::relay_set::{Ready, Role, MAX_EVENTS};
-use super::worker::{now, Opener, Shared};
 use crate::proto::server::DATA_INDICATION_HEADROOM;
-use crate::proto::{channel_data, ClientTransport, FiveTuple, Now};
+use crate::proto::{ClientTransport, FiveTuple, Instant, Now};
 
 /// Largest UDP payload.
 pub(super) const MAX_DATAGRAM: usize = 65_535;
@@ -26,42 +26,32 @@ const TURN_BUDGET: usize = 128;
 /// Room after a relayed payload for padding to a multiple of four (TCP/TLS ChannelData).
 const PADDING: usize = 4;
 
-/// Hands `n` datagrams from clients to the core and sends what it relays.
+/// Hands `n` datagrams from clients to the core and sends what it relays. Every datagram is
+/// handled alike: relayed payload is queued for one `sendmmsg`, and what else the core asks for
+/// is done at once (a relay socket it closes meanwhile stays open until the queue has left).
 fn client_burst(
-    shared: &Rc<Shared>,
+    side: &DatagramSide,
+    streams: &impl Streams,
     now: Now,
     local: SocketAddr,
     batch: &mut RecvBatch,
     n: usize,
     sends: &mut SendQueue,
 ) {
-    let mut server = shared.server.borrow_mut();
+    let mut server = side.server.borrow_mut();
     for i in 0..n {
         let Some((from, slot, start, end)) = batch.slot_mut(i) else { continue };
-        let is_data = channel_data::looks_like_channel_data(&slot[start..end]);
-        if !is_data {
-            // A request may close a relay socket and open another on the same fd number: what is
-            // queued for the old one leaves first.
-            drop(server);
-            sends.flush(batch);
-            server = shared.server.borrow_mut();
-        }
-        let Some((_, slot, start, end)) = batch.slot_mut(i) else { continue };
         let tuple = FiveTuple { client: from, server: local, transport: ClientTransport::Udp };
-        let base = slot.as_ptr() as usize;
-        if let Some(out) = server.handle_client(now, tuple, &slot[start..end], &mut Opener { shared }) {
-            // The payload is a part of the datagram, so of this slot.
-            let offset = (out.data.as_ptr() as usize).wrapping_sub(base);
-            if let Some(fd) = shared.relays.borrow().fd_of(&out.relay) {
-                sends.push(Out { fd, slot: i, start: offset, end: offset + out.data.len(), to: out.peer });
+        if let Some(out) = server.handle_client(now, tuple, &slot[start..end]) {
+            if let Some(fd) = side.relays.borrow().fd_of(&out.relay) {
+                sends.push(Out { fd, slot: i, start: start + out.start, end: start + out.end, to: out.peer });
             }
         }
-        if !is_data {
-            shared.flush(&mut server);
-        }
+        side.drive(&mut server, now, streams);
     }
     drop(server);
     sends.flush(batch);
+    side.reap();
 }
 
 /// The buffers of one worker's datagram path, made once: what is received, relayed and sent
@@ -99,11 +89,11 @@ impl DatagramPath {
 
     /// Reads up to `BATCH` datagrams from each socket in `ready`, hands them to the core and sends
     /// what it relays.
-    pub(super) fn serve_ready(&mut self, shared: &Rc<Shared>) -> Round {
-        let now = now();
+    pub(super) fn serve_ready(&mut self, side: &DatagramSide, streams: &impl Streams) -> Round {
+        let now = clock::now();
         let mut round = Round { read: 0, drained: self.ready.len() < MAX_EVENTS, woken: false, at: now.instant };
         for r in &self.ready {
-            if !shared.relays.borrow().is_watched(r) {
+            if !side.relays.borrow().is_watched(r) {
                 continue;
             }
             let batch = match r.role {
@@ -119,9 +109,9 @@ impl DatagramPath {
                     round.read += n.max(1);
                     round.drained &= n < BATCH;
                     if r.role == Role::Listener {
-                        client_burst(shared, now, r.addr, batch, n, &mut self.sends);
+                        client_burst(side, streams, now, r.addr, batch, n, &mut self.sends);
                     } else {
-                        peer_burst(shared, now.instant, *r, batch, n, &mut self.sends);
+                        peer_burst(side, streams, now, *r, batch, n, &mut self.sends);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -143,9 +133,9 @@ impl DatagramPath {
 /// up to `BATCH` datagrams each per round, until none is left or `TURN_BUDGET` is spent (then
 /// yields, so TCP, timers and the control plane get their turn). Datagram workers do not use
 /// this: their threads sleep on the set directly (`udp_thread`).
-pub(super) async fn datagram_loop(shared: Rc<Shared>) {
-    let fd = EpollFd(shared.relays.borrow().epoll_fd());
-    // SAFETY: the epoll fd belongs to the relay set in `shared`, which this loop holds and which
+pub(super) async fn datagram_loop<S: Streams>(side: Rc<DatagramSide>, streams: S) {
+    let fd = EpollFd(side.relays.borrow().epoll_fd());
+    // SAFETY: the epoll fd belongs to the relay set in `side`, which this loop holds and which
     // never replaces it, so it stays open and the same for the registration's whole life.
     let epoll = match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
         Ok(fd) => fd,
@@ -165,13 +155,13 @@ pub(super) async fn datagram_loop(shared: Rc<Shared>) {
         };
         let mut read = 0;
         while read < TURN_BUDGET {
-            if let Err(e) = shared.relays.borrow_mut().ready(&mut path.ready) {
+            if let Err(e) = side.relays.borrow_mut().ready(&mut path.ready) {
                 // Only a broken epoll fd fails here (EINTR is retried inside): polling again
                 // would spin.
                 tracing::error!(error = %e, "UDP sockets cannot be polled");
                 return;
             }
-            let round = path.serve_ready(&shared);
+            let round = path.serve_ready(&side, &streams);
             read += round.read;
             if round.drained {
                 // The inner set is level-triggered and every socket is empty: any datagram from
@@ -187,7 +177,7 @@ pub(super) async fn datagram_loop(shared: Rc<Shared>) {
     }
 }
 
-/// The relay set's epoll fd, borrowed for the runtime's registration: the set lives in `Shared`,
+/// The relay set's epoll fd, borrowed for the runtime's registration: the set lives in the side
 /// which the loop holds, so the fd outlives the registration.
 struct EpollFd(RawFd);
 
@@ -198,17 +188,25 @@ impl AsRawFd for EpollFd {
 }
 
 /// Hands `n` datagrams from peers on relay socket `r` to the core and sends them on to clients.
-fn peer_burst(shared: &Shared, now: Instant, r: Ready, batch: &mut RecvBatch, n: usize, sends: &mut SendQueue) {
-    let mut server = shared.server.borrow_mut();
+fn peer_burst(
+    side: &DatagramSide,
+    streams: &impl Streams,
+    now: Now,
+    r: Ready,
+    batch: &mut RecvBatch,
+    n: usize,
+    sends: &mut SendQueue,
+) {
+    let mut server = side.server.borrow_mut();
     for i in 0..n {
         let Some((peer, slot, start, end)) = batch.slot_mut(i) else { continue };
         let Some(out) = server.handle_peer(now, r.addr, peer, slot, start, end) else { continue };
         if out.tuple.transport == ClientTransport::Udp {
-            if let Some(listener) = shared.listener_fd(&out.tuple.server) {
+            if let Some(listener) = side.listener_fd(&out.tuple.server) {
                 sends.push(Out { fd: listener, slot: i, start: out.start, end: out.end, to: out.tuple.client });
             }
         } else {
-            shared.send_to_client(&out.tuple, &slot[out.start..out.end]);
+            streams.send(&out.tuple, &slot[out.start..out.end]);
         }
     }
     drop(server);

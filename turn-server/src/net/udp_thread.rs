@@ -6,30 +6,29 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::rc::Rc;
-use std::time::Instant;
 
+use super::clock;
+use super::datagram::{DatagramSide, NoStreams};
 use super::udp::DatagramPath;
-use super::worker::Shared;
 
 /// Serves the worker's sockets and timers until `on_wakeup` returns false (`Ok`) or the set
 /// breaks (`Err`). `on_wakeup` runs whenever the wake-up fd was readable.
-pub(super) fn serve(shared: &Rc<Shared>, mut on_wakeup: impl FnMut() -> bool) -> io::Result<()> {
+pub(super) fn serve(side: &DatagramSide, mut on_wakeup: impl FnMut() -> bool) -> io::Result<()> {
     let mut path = DatagramPath::new();
-    let mut next_timer = shared.next_timer();
+    let mut next_timer = side.run_timers(&NoStreams);
     loop {
-        let timeout = next_timer.saturating_duration_since(Instant::now());
+        let timeout = clock::until(next_timer);
         // Only a broken epoll fd fails here (EINTR comes back as an empty list).
-        shared.relays.borrow_mut().wait(&mut path.ready, timeout)?;
+        side.relays.borrow_mut().wait(&mut path.ready, timeout)?;
         // Level-triggered: a socket left with datagrams after its batch is listed again by the
         // next wait, which then does not sleep, so every ready socket gets its turn in order.
-        let round = path.serve_ready(shared);
+        let round = path.serve_ready(side, &NoStreams);
         if round.woken && !on_wakeup() {
             return Ok(());
         }
         // The round's own clock read, taken as the wait returned, serves the timers too.
         if round.at >= next_timer {
-            next_timer = shared.run_timers();
+            next_timer = side.run_timers(&NoStreams);
         }
     }
 }

@@ -1,20 +1,23 @@
 //! One worker: a `Server`, its listening sockets and relay sockets, on one thread. A datagram worker
-//! serves UDP clients on a thread of its own with no runtime (`udp_thread`); the stream worker
-//! serves TCP and TLS clients on the main thread's runtime. The UDP data path lives in `udp`; relay
-//! sockets sit in one epoll set (`relay_set`), so ten thousand idle allocations cost neither a task
-//! nor a buffer each.
+//! serves UDP clients on a thread of its own with no runtime (`udp_thread`), and sees only the
+//! datagram side (`datagram`: the core, UDP listeners, relay sockets); the stream worker adds the
+//! stream side here (TCP and TLS clients, RFC 6062) on the main thread's runtime. The UDP data path
+//! lives in `udp`; relay sockets sit in one epoll set (`relay_set`), so ten thousand idle
+//! allocations cost neither a task nor a buffer each.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::clock;
+use super::datagram::{DatagramSide, NoStreams, Streams};
 use super::relay_set::RelaySet;
 use super::socket;
 use super::stream::{self, StreamConn, StreamLimits};
@@ -22,18 +25,15 @@ use super::tcp_relay;
 use super::tls::{TlsError, TlsFiles};
 use super::udp;
 use super::udp_thread;
-use crate::proto::{BindError, ClientTransport, Event, FiveTuple, Now, RelaySockets, Server, SocketKind};
+use crate::proto::{BindError, ClientTransport, FiveTuple, Now, Output, Server, SocketKind};
 
-/// Upper bound on how stale the timer check may be; lifetimes are whole seconds.
-const TIMER_TICK: Duration = Duration::from_millis(500);
 /// How often certificate files are checked for changes.
 const CERT_POLL: Duration = Duration::from_secs(5);
 
+/// A worker's state: the datagram side, which datagram threads use alone, and the stream side,
+/// which only the stream worker's runtime touches.
 pub(super) struct Shared {
-    pub(super) server: RefCell<Server>,
-    /// UDP listening sockets (watched by the relay set, which drains both directions).
-    listeners: HashMap<SocketAddr, std::net::UdpSocket>,
-    pub(super) relays: RefCell<RelaySet>,
+    pub(super) dgram: Rc<DatagramSide>,
     pub(super) streams: RefCell<HashMap<FiveTuple, Rc<StreamConn>>>,
     pub(super) stream_limits: StreamLimits,
     /// Open stream connections per source address, for the per-source cap.
@@ -75,11 +75,6 @@ pub struct Worker {
     tcp: RefCell<Vec<(TcpListener, bool)>>,
 }
 
-pub(super) fn now() -> Now {
-    let unix_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Now { instant: Instant::now(), unix_secs }
-}
-
 impl Worker {
     /// With TCP or TLS listeners, must be called inside a tokio runtime (they register with its
     /// reactor); a worker of UDP listeners only needs none.
@@ -113,9 +108,7 @@ impl Worker {
         Ok(Worker {
             name: name.into(),
             shared: Rc::new(Shared {
-                server: RefCell::new(server),
-                listeners: map,
-                relays: RefCell::new(relays),
+                dgram: Rc::new(DatagramSide::new(map, relays, server)),
                 streams: RefCell::new(HashMap::new()),
                 stream_limits: streams.limits,
                 sources: RefCell::new(HashMap::new()),
@@ -132,7 +125,7 @@ impl Worker {
 
     /// Applies a reloaded configuration to the core (see `Server::reload`).
     pub fn reload_config(&self, server: crate::proto::ServerConfig) -> Vec<&'static str> {
-        self.shared.server.borrow_mut().reload(server)
+        self.shared.dgram.server.borrow_mut().reload(server)
     }
 
     /// Reloads the TLS certificate; on failure the current one stays.
@@ -145,7 +138,7 @@ impl Worker {
 
     /// Every listening address with its transport, for the startup log.
     pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
-        let mut out: Vec<_> = self.shared.listeners.keys().map(|a| ("udp", *a)).collect();
+        let mut out: Vec<_> = self.shared.dgram.listeners.keys().map(|a| ("udp", *a)).collect();
         for (l, tls) in self.tcp.borrow().iter() {
             if let Ok(a) = l.local_addr() {
                 out.push((if *tls { "tls" } else { "tcp" }, a));
@@ -158,51 +151,52 @@ impl Worker {
     pub fn metrics_sample(&self) -> crate::ops::metrics::Sample {
         let streams = self.shared.streams.borrow();
         let tls = streams.keys().filter(|t| t.transport == ClientTransport::Tls).count();
-        crate::ops::metrics::Sample::of(&self.name, &self.shared.server.borrow(), (streams.len() - tls, tls))
+        crate::ops::metrics::Sample::of(&self.name, &self.shared.dgram.server.borrow(), (streams.len() - tls, tls))
     }
 
     pub fn allocation_count(&self) -> usize {
-        self.shared.server.borrow().allocation_count()
+        self.shared.dgram.server.borrow().allocation_count()
     }
 
     /// Reads the core's state (for the admin interface).
     pub fn with_server<R>(&self, read: impl FnOnce(&Server) -> R) -> R {
-        read(&self.shared.server.borrow())
+        read(&self.shared.dgram.server.borrow())
     }
 
     /// Ends every allocation of `user` (see `Server::drop_user`); their sockets close at once.
     pub fn drop_user(&self, user: &str) -> usize {
-        let mut server = self.shared.server.borrow_mut();
-        let dropped = server.drop_user(Instant::now(), user, &mut Opener { shared: &self.shared });
-        self.shared.flush(&mut server);
+        let now = clock::now();
+        let mut server = self.shared.dgram.server.borrow_mut();
+        let dropped = server.drop_user(now, user);
+        self.shared.settle(&mut server, now);
         dropped
     }
 
     /// New allocations are redirected or refused from now on; existing ones carry on.
     pub fn start_drain(&self) {
-        self.shared.server.borrow_mut().start_drain();
+        self.shared.dgram.server.borrow_mut().start_drain();
     }
 
     /// The fleet's less loaded relays, best first, for redirects (see `Server::set_fleet_alternates`).
     pub fn set_fleet_alternates(&self, alternates: Vec<SocketAddr>) {
-        self.shared.server.borrow_mut().set_fleet_alternates(alternates);
+        self.shared.dgram.server.borrow_mut().set_fleet_alternates(alternates);
     }
 
     /// Adds the doorbell whose ring makes `serve_datagrams` call its `on_wakeup`.
     pub(super) fn watch_wakeup(&self, wakeup: &udp_thread::Wakeup) -> io::Result<()> {
-        self.shared.relays.borrow_mut().watch_wakeup(wakeup.fd())
+        self.shared.dgram.relays.borrow_mut().watch_wakeup(wakeup.fd())
     }
 
     /// Serves a datagram worker on this thread, without a runtime, until `on_wakeup` returns false
     /// (it runs whenever the doorbell rang). For workers of UDP listeners only: stream clients
     /// need the runtime (`run`).
     pub(super) fn serve_datagrams(&self, on_wakeup: impl FnMut() -> bool) -> io::Result<()> {
-        udp_thread::serve(&self.shared, on_wakeup)
+        udp_thread::serve(&self.shared.dgram, on_wakeup)
     }
 
     /// Runs until the future is dropped. Must be polled inside a `LocalSet`.
     pub async fn run(&self) {
-        tokio::task::spawn_local(udp::datagram_loop(self.shared.clone()));
+        tokio::task::spawn_local(udp::datagram_loop(self.shared.dgram.clone(), self.shared.clone()));
         for (listener, tls) in self.tcp.take() {
             tokio::task::spawn_local(stream::accept_loop(self.shared.clone(), listener, tls));
         }
@@ -214,67 +208,40 @@ impl Worker {
 }
 
 async fn timer_loop(shared: Rc<Shared>) {
-    let mut deadline = shared.next_timer();
     loop {
-        tokio::time::sleep_until(deadline.into()).await;
-        deadline = shared.run_timers();
+        let deadline = shared.dgram.run_timers(&shared);
+        tokio::time::sleep_until(clock::to_std(deadline).into()).await;
     }
 }
 
 impl Shared {
-    /// When the core's timers next need running (at most `TIMER_TICK` away).
-    pub(super) fn next_timer(&self) -> Instant {
-        let tick = Instant::now() + TIMER_TICK;
-        self.server.borrow().poll_timeout().map_or(tick, |d| d.min(tick))
-    }
-
-    /// Runs the core's timers; returns when they next need running.
-    pub(super) fn run_timers(self: &Rc<Self>) -> Instant {
-        {
-            let mut server = self.server.borrow_mut();
-            server.handle_timeout(Instant::now(), &mut Opener { shared: self });
-            self.flush(&mut server);
-        }
-        self.next_timer()
+    /// Carries out the core's outputs after an input outside a datagram burst.
+    pub(super) fn settle(self: &Rc<Self>, server: &mut Server, now: Now) {
+        self.dgram.settle(server, now, self);
     }
 
     /// One complete TCP/TLS frame from a client (UDP datagrams come in bursts, see `udp`).
     pub(super) fn on_client_message(self: &Rc<Self>, tuple: FiveTuple, data: &[u8]) {
-        let mut server = self.server.borrow_mut();
-        if let Some(out) = server.handle_client(now(), tuple, data, &mut Opener { shared: self }) {
-            if let Some(Err(e)) = self.relays.borrow().send_to(&out.relay, out.data, out.peer) {
+        let now = clock::now();
+        let mut server = self.dgram.server.borrow_mut();
+        if let Some(out) = server.handle_client(now, tuple, data) {
+            let relays = self.dgram.relays.borrow();
+            if let Some(Err(e)) = relays.send_to(&out.relay, &data[out.start..out.end], out.peer) {
                 tracing::trace!(relay = %out.relay, peer = %out.peer, error = %e, "dropped datagram to peer");
             }
         }
-        self.flush(&mut server);
-    }
-
-    pub(super) fn listener_fd(&self, local: &SocketAddr) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.listeners.get(local).map(|l| l.as_raw_fd())
-    }
-
-    pub(super) fn send_to_client(&self, tuple: &FiveTuple, data: &[u8]) {
-        if tuple.transport != ClientTransport::Udp {
-            if let Some(conn) = self.streams.borrow().get(tuple) {
-                conn.send(data, self.stream_limits.max_queued);
-            }
-            return;
-        }
-        let Some(listener) = self.listeners.get(&tuple.server) else { return };
-        if let Err(e) = socket::send_datagram(listener, data, tuple.client) {
-            tracing::trace!(client = %tuple.client, error = %e, "dropped datagram to client");
-        }
+        self.settle(&mut server, now);
     }
 
     pub(super) fn on_connection_closed(self: &Rc<Self>, tuple: FiveTuple) {
-        let mut server = self.server.borrow_mut();
-        server.connection_closed(Instant::now(), tuple, &mut Opener { shared: self });
-        self.flush(&mut server);
+        let now = clock::now();
+        let mut server = self.dgram.server.borrow_mut();
+        server.connection_closed(now, tuple);
+        self.settle(&mut server, now);
     }
 
     pub(super) fn has_allocation(&self, tuple: &FiveTuple) -> bool {
-        self.server.borrow().allocation(tuple).is_some()
+        self.dgram.server.borrow().allocation(tuple).is_some()
     }
 
     pub(super) fn admit_source(&self, ip: IpAddr) -> bool {
@@ -299,26 +266,6 @@ impl Shared {
 
     pub(super) fn tls_acceptor(&self) -> Option<TlsAcceptor> {
         self.tls.borrow().clone()
-    }
-
-    /// Sends queued replies and logs events.
-    pub(super) fn flush(self: &Rc<Self>, server: &mut Server) {
-        while let Some(t) = server.poll_transmit() {
-            match t.redirect {
-                None => self.send_to_client(&t.tuple, &t.data),
-                Some((from, to)) => {
-                    if let Some(listener) = self.listeners.get(&from) {
-                        let _ = socket::send_datagram(listener, &t.data, to);
-                    }
-                }
-            }
-        }
-        while let Some(event) = server.poll_event() {
-            log_event(&event);
-        }
-        while let Some(command) = server.poll_command() {
-            tcp_relay::run_command(self, command);
-        }
     }
 }
 
@@ -354,84 +301,42 @@ pub enum WorkerError {
     NoCertificate,
 }
 
-/// coturn-style session log lines, which operators grep.
-fn log_event(event: &Event) {
-    match event {
-        Event::AllocationCreated { tuple, username, relays, lifetime } => tracing::info!(
-            client = %tuple.client,
-            transport = tuple.transport.as_str(),
-            username = %username,
-            relay = %DisplayList(relays),
-            lifetime_secs = lifetime.as_secs(),
-            "allocation created"
-        ),
-        Event::AllocationEnded { tuple, username, relays, duration, traffic, reason } => tracing::info!(
-            client = %tuple.client,
-            transport = tuple.transport.as_str(),
-            username = %username,
-            relay = %DisplayList(relays),
-            duration_secs = duration.as_secs(),
-            sent_packets = traffic.packets_to_peer,
-            sent_bytes = traffic.bytes_to_peer,
-            received_packets = traffic.packets_from_peer,
-            received_bytes = traffic.bytes_from_peer,
-            reason = reason.as_str(),
-            "allocation ended"
-        ),
-    }
-}
-
-struct DisplayList<'a>(&'a [SocketAddr]);
-
-impl std::fmt::Display for DisplayList<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, a) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{a}")?;
+/// The stream side, as the datagram path sees it.
+impl Streams for Rc<Shared> {
+    fn send(&self, tuple: &FiveTuple, data: &[u8]) {
+        if let Some(conn) = self.streams.borrow().get(tuple) {
+            conn.send(data, self.stream_limits.max_queued);
         }
-        Ok(())
+    }
+
+    fn output(&self, server: &mut Server, now: Now, out: Output) {
+        match out {
+            Output::OpenRelay { addr, kind: SocketKind::TcpListener } => {
+                let result = self.open_tcp_relay(addr);
+                server.relay_opened(now, addr, result);
+            }
+            Output::CloseRelay { addr } => {
+                if let Some(task) = self.tcp_relays.borrow_mut().remove(&addr) {
+                    task.abort();
+                }
+            }
+            Output::Tcp(command) => tcp_relay::run_command(self, command),
+            other => NoStreams.output(server, now, other),
+        }
     }
 }
 
-/// Opens relay sockets for the core (into the relay set, which the relay task drains).
-pub(super) struct Opener<'a> {
-    pub(super) shared: &'a Rc<Shared>,
-}
-
-impl RelaySockets for Opener<'_> {
-    fn open(&mut self, addr: SocketAddr, kind: SocketKind) -> Result<(), BindError> {
+impl Shared {
+    /// An RFC 6062 relay: a listener for peers, accepted on this runtime.
+    fn open_tcp_relay(self: &Rc<Self>, addr: SocketAddr) -> Result<(), BindError> {
         let to_bind_error = |e: io::Error| match e.kind() {
             io::ErrorKind::AddrInUse => BindError::InUse,
             _ => BindError::Failed(e.to_string()),
         };
-        let dont_fragment = match kind {
-            SocketKind::Udp { dont_fragment } => dont_fragment,
-            SocketKind::TcpListener => {
-                // RFC 6062 relays live on the stream worker's runtime; the core offers them only
-                // to stream clients, so a datagram worker (no runtime) never gets here.
-                if tokio::runtime::Handle::try_current().is_err() {
-                    return Err(BindError::Failed("a TCP relay needs the stream worker".into()));
-                }
-                let listener = socket::bind_tcp_relay(addr).map_err(to_bind_error)?;
-                let listener = TcpListener::from_std(listener).map_err(to_bind_error)?;
-                let task = tokio::task::spawn_local(tcp_relay::accept_peers(self.shared.clone(), listener, addr));
-                self.shared.tcp_relays.borrow_mut().insert(addr, task.abort_handle());
-                return Ok(());
-            }
-        };
-        let std_socket = socket::bind_udp(addr, false, None).map_err(to_bind_error)?;
-        if dont_fragment {
-            socket::set_dont_fragment(&std_socket, addr.is_ipv6()).map_err(|e| BindError::Failed(e.to_string()))?;
-        }
-        self.shared.relays.borrow_mut().insert(addr, std_socket).map_err(|e| BindError::Failed(e.to_string()))
-    }
-
-    fn close(&mut self, addr: SocketAddr) {
-        self.shared.relays.borrow_mut().remove(addr);
-        if let Some(task) = self.shared.tcp_relays.borrow_mut().remove(&addr) {
-            task.abort();
-        }
+        let listener = socket::bind_tcp_relay(addr).map_err(to_bind_error)?;
+        let listener = TcpListener::from_std(listener).map_err(to_bind_error)?;
+        let task = tokio::task::spawn_local(tcp_relay::accept_peers(self.clone(), listener, addr));
+        self.tcp_relays.borrow_mut().insert(addr, task.abort_handle());
+        Ok(())
     }
 }

@@ -9,7 +9,6 @@
 //! - `POST /reload`: re-reads the config file, as SIGHUP does.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
@@ -33,7 +32,7 @@ fn handle(control: &Control, token: &str, request: &Request) -> Response {
     match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["allocations"]) => {
             let user = request.query_value("user").map(str::to_owned);
-            let now = Instant::now();
+            let now = crate::net::clock::now().instant;
             let per_worker = control.workers.each(move |w| {
                 w.with_server(|server| {
                     server
@@ -82,7 +81,7 @@ fn authorized(request: &Request, token: &str) -> bool {
     bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
 }
 
-fn allocation_json(a: &Allocation, now: Instant) -> Value {
+fn allocation_json(a: &Allocation, now: crate::proto::Instant) -> Value {
     let t = a.traffic;
     json!({
         "username": a.username,

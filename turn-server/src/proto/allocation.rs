@@ -3,12 +3,13 @@
 //! them small under abuse, so a linear scan beats hashing.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
 
 use ice_config::LongTermKey;
 
 use super::bandwidth::DirectionalBuckets;
+use super::ledger::UserBuckets;
 use super::stun::TransactionId;
+use crate::proto::time::Instant;
 
 /// Transport between client and server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +87,10 @@ pub struct Allocation {
     pub traffic: Traffic,
     /// The per-allocation bandwidth allowance; boxed, so allocations without a cap stay small.
     pub bandwidth: Option<Box<DirectionalBuckets>>,
+    /// The user's allowance, shared with the user's other allocations (relay-wide), handed out by
+    /// the ledger at Allocate so the data path reaches it without a lookup. Used while a per-user
+    /// cap is set.
+    pub user_bandwidth: UserBuckets,
 }
 
 /// Why a channel cannot be bound (RFC 8656 11.2: both answered 400).
@@ -193,12 +198,13 @@ mod tests {
             channels: Vec::new(),
             traffic: Traffic::default(),
             bandwidth: None,
+            user_bandwidth: std::sync::Arc::new(super::super::bandwidth::SharedBuckets::new(now)),
         }
     }
 
     #[test]
     fn permissions_expire_and_cap() {
-        let now = Instant::now();
+        let now = Instant::EPOCH;
         let mut a = alloc(now);
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
         assert!(a.install_permission(ip, now + Duration::from_secs(300), now, 1));
@@ -212,7 +218,7 @@ mod tests {
 
     #[test]
     fn channel_conflicts() {
-        let now = Instant::now();
+        let now = Instant::EPOCH;
         let mut a = alloc(now);
         let p1: SocketAddr = "203.0.113.9:1".parse().unwrap();
         let p2: SocketAddr = "203.0.113.9:2".parse().unwrap();

@@ -4,7 +4,9 @@
 //! Over the rate a datagram is dropped, not queued: a relay that buffered for a slow allowance
 //! would add latency to a real-time call and memory to an abusive one.
 
-use std::time::{Duration, Instant};
+use crate::proto::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The smallest burst a bucket allows, whatever the rate: one largest UDP payload, so a low cap
 /// still lets every datagram through eventually instead of starving big ones for ever.
@@ -105,6 +107,55 @@ impl DirectionalBuckets {
     }
 }
 
+/// A user's two allowances, shared by every worker serving the user's allocations without a lock:
+/// each direction is one atomic "theoretical arrival time" (the generic cell rate algorithm). A
+/// datagram of `bytes` pushes it `bytes / rate` later; it passes while that stays within one burst
+/// of `now`. This is the token bucket above, kept as the time its debt runs out instead of a count,
+/// so one compare-and-swap updates it.
+#[derive(Debug)]
+pub struct SharedBuckets {
+    /// Times are nanoseconds since this (the moment the buckets were made, full).
+    base: Instant,
+    due: [AtomicU64; 2],
+}
+
+impl SharedBuckets {
+    pub fn new(now: Instant) -> Self {
+        SharedBuckets { base: now, due: [AtomicU64::new(0), AtomicU64::new(0)] }
+    }
+
+    /// Takes `bytes` if the allowance at `rate` bytes/s has them.
+    pub fn take(&self, now: Instant, direction: Direction, bytes: u64, rate: u64) -> bool {
+        let now = nanos(now.saturating_duration_since(self.base));
+        let cost = nanos_for(bytes, rate);
+        let window = nanos_for(burst(rate), rate);
+        let due = &self.due[direction as usize];
+        // Relaxed: the value stands alone; nothing else is published through it.
+        due.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+            let next = d.max(now).saturating_add(cost);
+            (next <= now.saturating_add(window)).then_some(next)
+        })
+        .is_ok()
+    }
+
+    /// Gives back what `take` just took, when another cap refused the same datagram.
+    pub fn refund(&self, direction: Direction, bytes: u64, rate: u64) {
+        let cost = nanos_for(bytes, rate);
+        let _ = self.due[direction as usize]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(cost)));
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// How long `rate` bytes/s takes to earn `bytes`.
+fn nanos_for(bytes: u64, rate: u64) -> u64 {
+    let n = u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1));
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_full_bucket_allows_one_second_of_traffic_then_refuses() {
-        let t0 = Instant::now();
+        let t0 = Instant::EPOCH;
         let mut b = TokenBucket::new(t0, RATE);
         let passed = (0..200).filter(|_| b.take(t0, 1000, RATE)).count();
         assert_eq!(passed, 100);
@@ -122,7 +173,7 @@ mod tests {
 
     #[test]
     fn refills_at_the_rate_and_keeps_fractions_of_a_byte() {
-        let t0 = Instant::now();
+        let t0 = Instant::EPOCH;
         let mut b = TokenBucket::new(t0, RATE);
         assert!(b.take(t0, RATE, RATE));
         // 10 µs at 100 kB/s is one byte: many tiny steps must add up, not round down to nothing.
@@ -138,7 +189,7 @@ mod tests {
 
     #[test]
     fn idle_time_is_not_saved_beyond_the_burst() {
-        let t0 = Instant::now();
+        let t0 = Instant::EPOCH;
         let mut b = TokenBucket::new(t0, RATE);
         assert!(b.take(t0, RATE, RATE));
         let later = t0 + Duration::from_secs(3600);
@@ -148,7 +199,7 @@ mod tests {
 
     #[test]
     fn a_low_cap_still_lets_a_large_datagram_through() {
-        let t0 = Instant::now();
+        let t0 = Instant::EPOCH;
         let mut b = TokenBucket::new(t0, 1000);
         assert!(b.take(t0, 1200, 1000));
         assert!(b.take(t0, 60_000, 1000));
@@ -159,7 +210,7 @@ mod tests {
 
     #[test]
     fn directions_are_separate() {
-        let t0 = Instant::now();
+        let t0 = Instant::EPOCH;
         let mut b = DirectionalBuckets::new(t0, RATE);
         assert!(b.take(t0, Direction::ToPeer, RATE, RATE));
         assert!(!b.take(t0, Direction::ToPeer, 1, RATE));
@@ -168,9 +219,32 @@ mod tests {
 
     #[test]
     fn time_going_backwards_earns_nothing() {
-        let t0 = Instant::now() + Duration::from_secs(10);
+        let t0 = Instant::EPOCH + Duration::from_secs(10);
         let mut b = TokenBucket::new(t0, RATE);
         assert!(b.take(t0, RATE, RATE));
         assert!(!b.take(t0 - Duration::from_secs(5), 1, RATE));
+    }
+
+    #[test]
+    fn shared_buckets_allow_one_burst_then_refill_at_the_rate() {
+        let t0 = Instant::EPOCH;
+        let b = SharedBuckets::new(t0);
+        let passed = (0..200).filter(|_| b.take(t0, Direction::ToPeer, 1000, RATE)).count();
+        assert_eq!(passed, 100);
+        assert!(b.take(t0, Direction::FromPeer, 1000, RATE), "directions are separate");
+        // 10 ms at 100 kB/s earns 1000 bytes, not more.
+        let later = t0 + Duration::from_millis(10);
+        assert!(b.take(later, Direction::ToPeer, 1000, RATE));
+        assert!(!b.take(later, Direction::ToPeer, 1, RATE));
+        b.refund(Direction::ToPeer, 1000, RATE);
+        assert!(b.take(later, Direction::ToPeer, 1000, RATE), "a refund is spendable at once");
+    }
+
+    #[test]
+    fn shared_buckets_do_not_save_idle_time_beyond_the_burst() {
+        let b = SharedBuckets::new(Instant::EPOCH);
+        let later = Instant::EPOCH + Duration::from_secs(3600);
+        assert!(b.take(later, Direction::ToPeer, RATE, RATE));
+        assert!(!b.take(later, Direction::ToPeer, 1, RATE));
     }
 }

@@ -2,15 +2,16 @@
 //! fed one datagram. Each must return normally on any input; a panic is a bug.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ice_config::{long_term_key, PasswordAlgorithm, RestSecrets};
 
 use super::auth::CredentialStore;
 use super::peer_policy::{PeerPolicy, PeerPolicyConfig};
-use super::server::{BindError, Now, RelaySockets, Server, DATA_INDICATION_HEADROOM};
+use super::server::{Now, Output, Server, Transmit, DATA_INDICATION_HEADROOM};
 use super::stun::{attr, Class, Message, MessageBuilder, MessageType, Method};
 use super::{channel_data, ClientTransport, FiveTuple, Lifetimes, Quotas, RelayIp, ServerConfig};
+use crate::proto::time::Instant;
 
 /// Parses `data` as STUN (decoding every attribute and checking integrity) and as ChannelData.
 pub fn parse_message(data: &[u8]) {
@@ -53,47 +54,56 @@ pub fn parse_message(data: &[u8]) {
     let _ = msg.check_integrity(key.as_bytes());
 }
 
-struct NoSockets;
-
-impl RelaySockets for NoSockets {
-    fn open(&mut self, _addr: SocketAddr, _kind: super::server::SocketKind) -> Result<(), BindError> {
-        Ok(())
+/// A driver whose binds all succeed: carries out `server`'s outputs until it has none, returning
+/// the transmits.
+fn drive(server: &mut Server, now: Now) -> Vec<Transmit> {
+    let mut transmits = Vec::new();
+    loop {
+        match server.poll_output() {
+            Output::OpenRelay { addr, .. } => server.relay_opened(now, addr, Ok(())),
+            Output::Transmit(t) => transmits.push(t),
+            Output::Timeout(_) => return transmits,
+            Output::CloseRelay { .. } | Output::Tcp(_) | Output::Event(_) => {}
+        }
     }
-    fn close(&mut self, _addr: SocketAddr) {}
 }
 
 /// Feeds `data` to a fresh server as a client datagram, then as peer data on a relay, then moves
 /// time past every lifetime.
 pub fn server_datagram(data: &[u8]) {
     let mut server = fuzz_server();
-    let t0 = Instant::now();
+    let t0 = Instant::EPOCH;
     let now = Now { instant: t0, unix_secs: 1_800_000_000 };
     let tuple = FiveTuple {
         client: SocketAddr::from(([198, 51, 100, 1], 4000)),
         server: SocketAddr::from(([192, 0, 2, 1], 3478)),
         transport: ClientTransport::Udp,
     };
-    let _ = server.handle_client(now, tuple, data, &mut NoSockets);
-    while server.poll_transmit().is_some() {}
+    let _ = server.handle_client(now, tuple, data);
+    drive(&mut server, now);
 
     // Behind authentication: an allocation made with valid credentials, then the fuzz bytes as a
     // request signed with the same credentials, so the checks after MESSAGE-INTEGRITY are reached.
     let session = FiveTuple { client: SocketAddr::from(([198, 51, 100, 2], 4000)), ..tuple };
     if let Some(nonce) = challenge(&mut server, now, session) {
         let allocate = signed(Method::Allocate, &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])], &nonce, [1; 12]);
-        let _ = server.handle_client(now, session, &allocate, &mut NoSockets);
+        let _ = server.handle_client(now, session, &allocate);
+        drive(&mut server, now);
         let fuzzed = fuzzed_request(data, &nonce);
-        let _ = server.handle_client(now, session, &fuzzed, &mut NoSockets);
-        let _ = server.handle_client(now, session, data, &mut NoSockets);
-        while server.poll_transmit().is_some() {}
+        let _ = server.handle_client(now, session, &fuzzed);
+        drive(&mut server, now);
+        let _ = server.handle_client(now, session, data);
+        drive(&mut server, now);
     }
     let mut buf = vec![0u8; DATA_INDICATION_HEADROOM + data.len() + 4];
     buf[DATA_INDICATION_HEADROOM..DATA_INDICATION_HEADROOM + data.len()].copy_from_slice(data);
     let relay = SocketAddr::from(([192, 0, 2, 1], 50000));
     let peer = SocketAddr::from(([93, 184, 216, 34], 9));
     let _ =
-        server.handle_peer(t0, relay, peer, &mut buf, DATA_INDICATION_HEADROOM, DATA_INDICATION_HEADROOM + data.len());
-    server.handle_timeout(t0 + Duration::from_secs(100_000), &mut NoSockets);
+        server.handle_peer(now, relay, peer, &mut buf, DATA_INDICATION_HEADROOM, DATA_INDICATION_HEADROOM + data.len());
+    let later = now.after(Duration::from_secs(100_000));
+    server.handle_timeout(later);
+    drive(&mut server, later);
 }
 
 /// A server with one REST secret, relays in a small port range and RFC 5780 enabled.
@@ -136,8 +146,8 @@ const FUZZ_USER: &str = "1800003600:fuzz";
 fn challenge(server: &mut Server, now: Now, tuple: FiveTuple) -> Option<Vec<u8>> {
     let mut b = MessageBuilder::new(MessageType::new(Method::Allocate, Class::Request), &[9; 12]);
     b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-    let _ = server.handle_client(now, tuple, &b.finish(), &mut NoSockets);
-    let reply = server.poll_transmit()?;
+    let _ = server.handle_client(now, tuple, &b.finish());
+    let reply = drive(server, now).into_iter().next()?;
     Message::parse(&reply.data).ok()?.get(attr::NONCE).map(<[u8]>::to_vec)
 }
 
@@ -192,7 +202,7 @@ mod tests {
     fn signed_requests_get_past_authentication() {
         use super::*;
         let mut server = fuzz_server();
-        let now = Now { instant: Instant::now(), unix_secs: 1_800_000_000 };
+        let now = Now { instant: Instant::EPOCH, unix_secs: 1_800_000_000 };
         let tuple = FiveTuple {
             client: SocketAddr::from(([198, 51, 100, 2], 4000)),
             server: SocketAddr::from(([192, 0, 2, 1], 3478)),
@@ -200,10 +210,12 @@ mod tests {
         };
         let nonce = challenge(&mut server, now, tuple).expect("a 401 with a nonce");
         let allocate = signed(Method::Allocate, &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])], &nonce, [1; 12]);
-        let _ = server.handle_client(now, tuple, &allocate, &mut NoSockets);
+        let _ = server.handle_client(now, tuple, &allocate);
+        drive(&mut server, now);
         assert_eq!(server.allocation_count(), 1);
         let refresh_zero = [1u8, 0x00, 0x0D, 4, 0, 0, 0, 0];
-        let _ = server.handle_client(now, tuple, &fuzzed_request(&refresh_zero, &nonce), &mut NoSockets);
+        let _ = server.handle_client(now, tuple, &fuzzed_request(&refresh_zero, &nonce));
+        drive(&mut server, now);
         assert_eq!(server.allocation_count(), 0, "the fuzzed Refresh(LIFETIME 0) was authenticated and applied");
     }
 }

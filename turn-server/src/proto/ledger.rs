@@ -1,42 +1,54 @@
 //! What the workers of one relay share. Each worker's core owns its allocations, permissions and
 //! channels, so nothing on the data path locks; the ledger holds only what must be one figure for
 //! the whole relay (relay ports, the per-user, per-source and total quotas, the nonce key) and is
-//! locked only
-//! while an allocation opens or ends, never per datagram. A user's bandwidth allowance is shared
-//! too, as a lock of that user's own (`UserBuckets`), so workers never wait on each other's users.
+//! locked only for a few map updates while an allocation starts or ends: never per datagram, never
+//! across a bind (a port is reserved here, bound by the driver, then kept or given back). A user's
+//! bandwidth allowance is shared too, lock-free (`UserBuckets`), and handed to each of the user's
+//! allocations once, at Allocate.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+// The one lock of the core, allowed here on purpose: the ledger is the table every worker thread
+// must agree on (a port one worker holds is never offered to another, a quota's last place goes to
+// one claimant). Its critical sections are a few map updates, taken when an allocation starts or
+// ends, never per datagram and never across a bind (ports are reserved here, bound by the driver
+// afterwards, and released here if the bind fails).
+#[allow(clippy::disallowed_types)]
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
-use super::bandwidth::DirectionalBuckets;
+use rand::Rng;
+
+use super::bandwidth::SharedBuckets;
 use super::config::{Quotas, RelayIp, ServerConfig};
 use super::ports::PortPool;
+use super::stun::ErrorCode;
+use crate::proto::time::Instant;
 
 pub struct Ledger {
     nonce_key: [u8; 32],
+    #[allow(clippy::disallowed_types)]
     state: Mutex<State>,
 }
 
-pub(crate) struct State {
+struct State {
     /// Relay ports per relay IP: a port one worker holds is never offered to another.
-    pub(crate) ports: HashMap<IpAddr, PortPool>,
+    ports: HashMap<IpAddr, PortPool>,
     /// Allocations per quota user, relay-wide (a user's clients may be served by several workers).
     users: HashMap<String, u32>,
     /// Allocations per client IP, relay-wide: one address's UDP clients share a datagram worker,
     /// but its TCP and TLS clients are the stream worker's.
     sources: HashMap<IpAddr, u32>,
     allocations: usize,
-    /// Bandwidth allowances of users under a per-user cap, while they hold allocations.
+    /// Bandwidth allowances of users, while they hold allocations; each allocation keeps a handle,
+    /// so the data path never comes back here.
     buckets: HashMap<String, UserBuckets>,
 }
 
-/// One user's bandwidth allowance, shared by the workers serving the user's allocations.
-pub type UserBuckets = Arc<Mutex<DirectionalBuckets>>;
+/// One user's bandwidth allowance, shared lock-free by the workers serving the user's allocations.
+pub type UserBuckets = Arc<SharedBuckets>;
 
-/// A quota an Allocate would exceed: the error code and the quota's name (a metrics label).
-pub type QuotaExceeded = (u16, &'static str);
+/// A quota an Allocate would exceed: the error and the quota's name (a metrics label).
+pub type QuotaExceeded = (ErrorCode, &'static str);
 
 impl Ledger {
     /// `nonce_key`: the key every worker mints and checks nonces with, so a nonce stays valid
@@ -45,6 +57,7 @@ impl Ledger {
         Self::with_ports(&cfg.relay_ips, cfg.min_port, cfg.max_port, nonce_key)
     }
 
+    #[allow(clippy::disallowed_types)]
     fn with_ports(relay_ips: &[RelayIp], min_port: u16, max_port: u16, nonce_key: [u8; 32]) -> Self {
         let ports = relay_ips.iter().map(|r| (r.bind, PortPool::new(min_port, max_port))).collect();
         Ledger {
@@ -65,30 +78,39 @@ impl Ledger {
 
     /// Nothing in the state can be left half-updated by a panic (each change is one statement),
     /// so a poisoned lock is still sound to use.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+    #[allow(clippy::disallowed_types)]
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts one more allocation of `user` from client address `source` if the quotas allow it;
-    /// checked and counted under one lock, so two workers cannot both take the last place. Give it
-    /// back with [`Ledger::release`].
-    pub fn claim(&self, user: &str, source: IpAddr, quotas: &Quotas) -> Result<(), QuotaExceeded> {
+    /// Counts one more allocation of `user` from client address `source` if the quotas allow it,
+    /// and hands out the user's bandwidth allowance for the allocation to keep. Checked and counted
+    /// under one lock, so two workers cannot both take the last place. Give it back with
+    /// [`Ledger::release`].
+    pub fn claim(
+        &self,
+        user: &str,
+        source: IpAddr,
+        quotas: &Quotas,
+        now: Instant,
+    ) -> Result<UserBuckets, QuotaExceeded> {
         let mut state = self.lock();
         let from_source = state.sources.get(&source).copied().unwrap_or(0);
         if quotas.per_source > 0 && from_source >= quotas.per_source {
-            return Err((486, "source"));
+            return Err((ErrorCode::AllocationQuotaReached, "source"));
         }
         if quotas.total > 0 && state.allocations >= quotas.total as usize {
-            return Err((508, "total"));
+            return Err((ErrorCode::InsufficientCapacity, "total"));
         }
         let held = state.users.get(user).copied().unwrap_or(0);
         if quotas.per_user > 0 && held >= quotas.per_user {
-            return Err((486, "user"));
+            return Err((ErrorCode::AllocationQuotaReached, "user"));
         }
         state.allocations += 1;
         *state.users.entry(user.to_owned()).or_insert(0) += 1;
         *state.sources.entry(source).or_insert(0) += 1;
-        Ok(())
+        let buckets = state.buckets.entry(user.to_owned()).or_insert_with(|| Arc::new(SharedBuckets::new(now)));
+        Ok(buckets.clone())
     }
 
     pub fn release(&self, user: &str, source: IpAddr) {
@@ -109,16 +131,30 @@ impl Ledger {
         }
     }
 
-    /// `user`'s allowance under a per-user cap of `rate` bytes/s, made full on first use.
-    pub fn user_buckets(&self, user: &str, now: Instant, rate: u64) -> UserBuckets {
+    /// Picks a free port of `ip`'s range and holds it (with `pair`, its successor too) until
+    /// [`Ledger::release_port`]: reserved before the driver binds it, so no other worker picks it
+    /// meanwhile and nothing stays locked during the bind. `exclude`: ports that failed to bind.
+    pub fn reserve_port(
+        &self,
+        ip: IpAddr,
+        rng: &mut impl Rng,
+        even: bool,
+        pair: bool,
+        exclude: &[u16],
+    ) -> Result<u16, ErrorCode> {
         let mut state = self.lock();
-        match state.buckets.get(user) {
-            Some(b) => b.clone(),
-            None => {
-                let b = Arc::new(Mutex::new(DirectionalBuckets::new(now, rate)));
-                state.buckets.insert(user.to_owned(), b.clone());
-                b
-            }
+        let pool = state.ports.get_mut(&ip).ok_or(ErrorCode::AddressFamilyNotSupported)?;
+        let port = pool.pick(rng, even, pair, exclude).ok_or(ErrorCode::InsufficientCapacity)?;
+        pool.take(port);
+        if pair {
+            pool.take(port + 1);
+        }
+        Ok(port)
+    }
+
+    pub fn release_port(&self, addr: SocketAddr) {
+        if let Some(pool) = self.lock().ports.get_mut(&addr.ip()) {
+            pool.release(addr.port());
         }
     }
 
@@ -137,6 +173,8 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    const T0: Instant = Instant::EPOCH;
+    const ERR_USER: QuotaExceeded = (ErrorCode::AllocationQuotaReached, "user");
     const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     const THERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
 
@@ -148,14 +186,14 @@ mod tests {
     fn claims_count_relay_wide_and_release_gives_back() {
         let ledger = Ledger::with_ports(&[], 0, 0, [0; 32]);
         let q = quotas(2, 3);
-        assert_eq!(ledger.claim("alice", HERE, &q), Ok(()));
-        assert_eq!(ledger.claim("alice", HERE, &q), Ok(()));
-        assert_eq!(ledger.claim("alice", HERE, &q), Err((486, "user")));
-        assert_eq!(ledger.claim("bob", HERE, &q), Ok(()));
-        assert_eq!(ledger.claim("carol", HERE, &q), Err((508, "total")));
+        assert_eq!(ledger.claim("alice", HERE, &q, T0).map(drop), Ok(()));
+        assert_eq!(ledger.claim("alice", HERE, &q, T0).map(drop), Ok(()));
+        assert_eq!(ledger.claim("alice", HERE, &q, T0).map(drop), Err(ERR_USER));
+        assert_eq!(ledger.claim("bob", HERE, &q, T0).map(drop), Ok(()));
+        assert_eq!(ledger.claim("carol", HERE, &q, T0).map(drop), Err((ErrorCode::InsufficientCapacity, "total")));
         assert_eq!(ledger.allocations(), 3);
         ledger.release("alice", HERE);
-        assert_eq!(ledger.claim("alice", HERE, &q), Ok(()));
+        assert_eq!(ledger.claim("alice", HERE, &q, T0).map(drop), Ok(()));
         for user in ["alice", "alice", "bob"] {
             ledger.release(user, HERE);
         }
@@ -170,19 +208,19 @@ mod tests {
         // would make them: the ledger is the one count both see.
         let ledger = Ledger::with_ports(&[], 0, 0, [0; 32]);
         let q = Quotas { per_source: 2, ..Quotas::default() };
-        assert_eq!(ledger.claim("alice", HERE, &q), Ok(()));
-        assert_eq!(ledger.claim("bob", HERE, &q), Ok(()));
-        assert_eq!(ledger.claim("carol", HERE, &q), Err((486, "source")));
-        assert_eq!(ledger.claim("carol", THERE, &q), Ok(()), "another address has its own count");
+        assert_eq!(ledger.claim("alice", HERE, &q, T0).map(drop), Ok(()));
+        assert_eq!(ledger.claim("bob", HERE, &q, T0).map(drop), Ok(()));
+        assert_eq!(ledger.claim("carol", HERE, &q, T0).map(drop), Err((ErrorCode::AllocationQuotaReached, "source")));
+        assert_eq!(ledger.claim("carol", THERE, &q, T0).map(drop), Ok(()), "another address has its own count");
         ledger.release("bob", HERE);
-        assert_eq!(ledger.claim("carol", HERE, &q), Ok(()));
+        assert_eq!(ledger.claim("carol", HERE, &q, T0).map(drop), Ok(()));
     }
 
     #[test]
     fn unlimited_quotas_only_count() {
         let ledger = Ledger::with_ports(&[], 0, 0, [0; 32]);
         for _ in 0..100 {
-            assert_eq!(ledger.claim("alice", HERE, &quotas(0, 0)), Ok(()));
+            assert_eq!(ledger.claim("alice", HERE, &quotas(0, 0), T0).map(drop), Ok(()));
         }
         assert_eq!(ledger.allocations(), 100);
     }

@@ -1,5 +1,9 @@
 //! The sans-IO STUN/TURN core: no sockets, no clocks. The driver in `net` feeds it datagrams and the
-//! current time, and carries out what it returns.
+//! current time, and carries out what it returns (the contract: `server/io.rs`).
+//!
+//! Enforced by `clippy.toml` at the workspace root: here, reading a clock or taking a
+//! `std::sync::Mutex` is a clippy error (the ledger's one lock is allowed where it is declared).
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod allocation;
 pub mod auth;
@@ -16,6 +20,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod stats;
 pub mod stun;
+pub mod time;
 
 pub use allocation::{ClientTransport, FiveTuple};
 
@@ -25,4 +30,5 @@ pub use allocation::{ClientTransport, FiveTuple};
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use config::{Lifetimes, NatDiscovery, Quotas, RelayIp, ServerConfig};
 pub use ledger::Ledger;
-pub use server::{BindError, Command, Event, Now, RelaySockets, Server, SocketKind, ToClient, ToPeer, Transmit};
+pub use server::{BindError, Event, Now, Output, Server, SocketKind, TcpCommand, ToClient, ToPeer, Transmit};
+pub use time::Instant;

@@ -7,7 +7,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::time::Instant;
+
+use crate::proto::time::Instant;
 
 const BUCKETS: usize = 4096;
 
@@ -64,7 +65,7 @@ mod tests {
     fn bursts_then_refills() {
         let mut l = SourceLimiter::new(10);
         let ip: IpAddr = [198, 51, 100, 1].into();
-        let t0 = Instant::now();
+        let t0 = Instant::EPOCH;
         let allowed = (0..100).filter(|_| l.allow(ip, t0)).count();
         assert_eq!(allowed, 20, "burst of twice the rate");
         assert!(!l.allow(ip, t0 + Duration::from_millis(50)));
@@ -78,7 +79,7 @@ mod tests {
     #[test]
     fn zero_disables() {
         let mut l = SourceLimiter::new(0);
-        let t0 = Instant::now();
+        let t0 = Instant::EPOCH;
         assert!((0..10_000).all(|_| l.allow([192, 0, 2, 1].into(), t0)));
     }
 }

@@ -7,7 +7,7 @@ use ice_config::PasswordAlgorithm;
 use super::super::allocation::FiveTuple;
 use super::super::nonce::NonceCheck;
 use super::super::stun::integrity::Integrity;
-use super::super::stun::{attr, Message, Method};
+use super::super::stun::{attr, ErrorCode, Message, Method};
 use super::reply::{password_algorithms_value, ResponseKey};
 use super::{Now, Server};
 
@@ -28,34 +28,52 @@ impl Server {
         let method = req.message_type().method;
         let Some(algorithm) = req.integrity_algorithm() else {
             // The usual first request of a client: challenge it.
-            self.reply_challenge(tuple, req, 401, now.unix_secs);
+            self.reply_challenge(now, tuple, req, ErrorCode::Unauthorized);
             return None;
         };
         let (Some(username), Some(realm), Some(nonce)) =
             (req.get(attr::USERNAME), req.get(attr::REALM), req.get(attr::NONCE))
         else {
-            self.reply_error(tuple, req, 400, None, "integrity without USERNAME, REALM and NONCE");
+            self.reply_error_unauthenticated(
+                now.instant,
+                tuple,
+                req,
+                ErrorCode::BadRequest,
+                "integrity without USERNAME, REALM and NONCE",
+            );
             return None;
         };
         let Some(username) = std::str::from_utf8(username).ok().filter(|u| u.len() <= MAX_USERNAME) else {
-            self.reply_error(tuple, req, 400, None, "USERNAME not UTF-8 or too long");
+            self.reply_error_unauthenticated(
+                now.instant,
+                tuple,
+                req,
+                ErrorCode::BadRequest,
+                "USERNAME not UTF-8 or too long",
+            );
             return None;
         };
         match self.nonces.check(nonce, tuple.client.ip(), now.unix_secs) {
             NonceCheck::Valid => {}
             stale => {
                 tracing::debug!(client = %tuple.client, ?stale, "refused {}: stale nonce", method.name());
-                self.reply_challenge(tuple, req, 438, now.unix_secs);
+                self.reply_challenge(now, tuple, req, ErrorCode::StaleNonce);
                 return None;
             }
         }
         let Some(password_algorithm) = self.negotiated_algorithm(req) else {
-            self.reply_error(tuple, req, 400, None, "PASSWORD-ALGORITHM(S) mismatch");
+            self.reply_error_unauthenticated(
+                now.instant,
+                tuple,
+                req,
+                ErrorCode::BadRequest,
+                "PASSWORD-ALGORITHM(S) mismatch",
+            );
             return None;
         };
         if realm != self.cfg.realm.as_bytes() {
             tracing::debug!(client = %tuple.client, "refused {}: wrong realm", method.name());
-            self.reply_challenge(tuple, req, 401, now.unix_secs);
+            self.reply_challenge(now, tuple, req, ErrorCode::Unauthorized);
             return None;
         }
 
@@ -65,7 +83,7 @@ impl Server {
             if alloc.username != username {
                 let key = ResponseKey { key: alloc.key.clone(), algorithm };
                 let why = format!("username {username:?} is not the allocation's");
-                self.reply_error(tuple, req, 441, Some(&key), &why);
+                self.reply_error(tuple, req, ErrorCode::WrongCredentials, &key, &why);
                 return None;
             }
             if alloc.key.algorithm() == password_algorithm
@@ -100,7 +118,7 @@ impl Server {
             Err(why) => {
                 tracing::debug!(client = %tuple.client, username, reason = why.as_str(), "refused {}: 401", method.name());
                 *self.stats.auth_failures.entry(why.label()).or_default() += 1;
-                self.reply_challenge(tuple, req, 401, now.unix_secs);
+                self.reply_challenge(now, tuple, req, ErrorCode::Unauthorized);
                 None
             }
         }
@@ -112,12 +130,12 @@ impl Server {
     pub(super) fn on_allocation(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) -> Option<ResponseKey> {
         let key = self.authenticate(now, tuple, req)?.response_key;
         if !self.allocations.contains_key(&tuple) {
-            self.reply_error(tuple, req, 437, Some(&key), "no allocation");
+            self.reply_error(tuple, req, ErrorCode::AllocationMismatch, &key, "no allocation");
             return None;
         }
         let unknown: Vec<u16> = req.unknown_required().collect();
         if !unknown.is_empty() {
-            self.reply_unknown(tuple, req, &unknown, Some(&key));
+            self.reply_unknown(now.instant, tuple, req, &unknown, Some(&key));
             return None;
         }
         Some(key)

@@ -1,14 +1,15 @@
 //! The TURN server core: one `Server` owns every allocation of a worker and answers each datagram
-//! with replies, relayed payloads and timers, never touching a socket or a clock itself.
+//! with replies, relayed payloads and timers, never touching a socket, a clock or a lock of its own
+//! (the relay-wide [`Ledger`] is the one shared table, and never on the datagram path).
 //!
-//! The driver calls [`Server::handle_client`] for datagrams on a listening socket,
-//! [`Server::handle_peer`] for datagrams arriving on a relay socket, [`Server::handle_timeout`] when
-//! [`Server::poll_timeout`] passes, and then drains [`Server::poll_transmit`] and
-//! [`Server::poll_event`]. Relay sockets are opened and closed through [`RelaySockets`], the one
-//! capability the core borrows from its driver.
+//! The contract with drivers is in `io`: the data path answers directly
+//! ([`Server::handle_client`] returns a [`ToPeer`], [`Server::handle_peer`] a [`ToClient`]);
+//! everything else comes out of [`Server::poll_output`] as [`Output`]s, drained after every input.
 
 mod allocate;
 mod authenticate;
+mod bind;
+mod io;
 mod relay;
 mod reply;
 mod tcp;
@@ -19,154 +20,25 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::allocation::{Allocation, FiveTuple, Traffic};
+use super::allocation::{Allocation, FiveTuple};
 use super::channel_data;
 use super::config::ServerConfig;
-use super::ledger::{Ledger, UserBuckets};
+use super::ledger::Ledger;
 use super::nonce::NonceMinter;
 use super::ratelimit::SourceLimiter;
 use super::stats::Stats;
-use super::stun::{Class, Message, Method};
+use super::stun::{Class, ErrorCode, Message, Method};
 use super::FastMap;
+use crate::proto::time::Instant;
 
+pub use io::{
+    BindError, EndReason, Event, Now, Output, SocketKind, TcpCommand, ToClient, ToPeer, TrafficSummary, Transmit,
+};
 pub use relay::DATA_INDICATION_HEADROOM;
-pub use tcp::Command;
-
-/// The current time, as both clocks: the monotonic one for lifetimes and the wall clock for REST
-/// credential expiry and nonces (both are unix-time based on the wire).
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    pub instant: Instant,
-    pub unix_secs: u64,
-}
-
-/// Why the driver could not open a relay socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BindError {
-    /// Another process holds the port: the core tries another one.
-    InUse,
-    Failed(String),
-}
-
-/// What kind of relay socket to open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketKind {
-    /// A UDP relay; `dont_fragment` asks for the DF bit on what it sends.
-    Udp { dont_fragment: bool },
-    /// An RFC 6062 relay: a TCP listener for peers' connections (outgoing ones bind here too).
-    TcpListener,
-}
-
-/// Relay sockets, opened and closed on the core's behalf.
-pub trait RelaySockets {
-    fn open(&mut self, addr: SocketAddr, kind: SocketKind) -> Result<(), BindError>;
-    fn close(&mut self, addr: SocketAddr);
-}
-
-/// A control message (response) to send to a client over its 5-tuple.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub tuple: FiveTuple,
-    pub data: Vec<u8>,
-    /// RFC 5780 answers leave from another local address or go to another port: (from, to).
-    /// `None` means over the tuple itself.
-    pub redirect: Option<(SocketAddr, SocketAddr)>,
-}
-
-/// Application data to send from a relay socket to a peer. Borrows the client's datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ToPeer<'a> {
-    pub relay: SocketAddr,
-    pub peer: SocketAddr,
-    pub data: &'a [u8],
-}
-
-/// Peer data framed in place for the client: send `buf[start..end]` over `tuple`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ToClient {
-    pub tuple: FiveTuple,
-    pub start: usize,
-    pub end: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    Expired,
-    /// Refresh with LIFETIME 0.
-    Deleted,
-    /// Refresh would pass the configured maximum session length.
-    SessionLimit,
-    /// The client's TCP or TLS connection closed (RFC 8656 section 3.1: the allocation goes with it).
-    ConnectionClosed,
-    /// An operator dropped it (admin interface).
-    Dropped,
-}
-
-impl EndReason {
-    /// Metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            EndReason::Expired => "expired",
-            EndReason::Deleted => "deleted",
-            EndReason::SessionLimit => "session_limit",
-            EndReason::ConnectionClosed => "connection_closed",
-            EndReason::Dropped => "dropped",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Expired => "expired",
-            EndReason::Deleted => "deleted by client",
-            EndReason::SessionLimit => "maximum session length",
-            EndReason::ConnectionClosed => "connection closed",
-            EndReason::Dropped => "dropped by an operator",
-        }
-    }
-}
-
-/// Things worth logging or counting; the driver turns them into session log lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    AllocationCreated {
-        tuple: FiveTuple,
-        username: String,
-        relays: Vec<SocketAddr>,
-        lifetime: Duration,
-    },
-    AllocationEnded {
-        tuple: FiveTuple,
-        username: String,
-        relays: Vec<SocketAddr>,
-        duration: Duration,
-        traffic: TrafficSummary,
-        reason: EndReason,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TrafficSummary {
-    pub packets_to_peer: u64,
-    pub bytes_to_peer: u64,
-    pub packets_from_peer: u64,
-    pub bytes_from_peer: u64,
-}
-
-impl From<Traffic> for TrafficSummary {
-    fn from(t: Traffic) -> Self {
-        TrafficSummary {
-            packets_to_peer: t.packets_to_peer,
-            bytes_to_peer: t.bytes_to_peer,
-            packets_from_peer: t.packets_from_peer,
-            bytes_from_peer: t.bytes_from_peer,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -190,10 +62,10 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     /// Shared with the relay's other workers: ports, per-user, per-source and total quotas.
     ledger: Arc<Ledger>,
-    /// Allocations per quota user on this worker, so its bandwidth buckets go with the last one.
-    users_here: HashMap<String, u32>,
-    /// Bandwidth allowances of users with allocations, when a per-user cap is set.
-    user_bandwidth: FastMap<String, UserBuckets>,
+    /// Allocates waiting for the driver to bind their relay sockets, by 5-tuple.
+    pending: HashMap<FiveTuple, bind::Pending>,
+    /// Relay addresses asked for with [`Output::OpenRelay`] and not yet answered: whose they are.
+    opening: HashMap<SocketAddr, FiveTuple>,
     /// Set by [`Server::start_drain`]: new allocations are redirected or refused.
     draining: bool,
     /// Round-robin position in the alternates.
@@ -202,17 +74,14 @@ pub struct Server {
     fleet_alternates: Vec<SocketAddr>,
     /// Limits answers to unauthenticated requests (amplification and reflection).
     unauthenticated: SourceLimiter,
-    /// The time of the input being handled, for code paths that are not handed it.
-    now: Instant,
     rng: StdRng,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
+    /// What the driver is to do, in order (see [`Server::poll_output`]).
+    outputs: VecDeque<Output>,
     next_serial: u64,
     indication_salt: u32,
     indications_sent: u64,
     tcp_connections: HashMap<u32, tcp::TcpConnection>,
     next_connection_id: u32,
-    commands: VecDeque<Command>,
     pub(super) stats: Stats,
 }
 
@@ -247,22 +116,19 @@ impl Server {
             reservations: HashMap::new(),
             timers: BinaryHeap::new(),
             ledger,
-            users_here: HashMap::new(),
-            user_bandwidth: FastMap::default(),
+            pending: HashMap::new(),
+            opening: HashMap::new(),
             draining: false,
             next_alternate: 0,
             fleet_alternates: Vec::new(),
             unauthenticated,
-            now: Instant::now(),
             rng,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            outputs: VecDeque::new(),
             next_serial: 1,
             indication_salt,
             indications_sent: 0,
             tcp_connections: HashMap::new(),
             next_connection_id,
-            commands: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -306,9 +172,6 @@ impl Server {
         cfg.bandwidth = new.bandwidth;
         cfg.alternate_servers = new.alternate_servers;
         cfg.capacity = new.capacity;
-        if cfg.bandwidth.per_user == 0 {
-            self.user_bandwidth.clear();
-        }
         needs_restart
     }
 
@@ -337,11 +200,11 @@ impl Server {
 
     /// Ends every allocation whose username or quota user (a REST credential's user id) is `user`.
     /// Returns how many ended.
-    pub fn drop_user(&mut self, now: Instant, user: &str, sockets: &mut dyn RelaySockets) -> usize {
+    pub fn drop_user(&mut self, now: Now, user: &str) -> usize {
         let doomed: Vec<FiveTuple> =
             self.allocations.values().filter(|a| a.username == user || a.quota_user == user).map(|a| a.tuple).collect();
         for tuple in &doomed {
-            self.remove_allocation(tuple, now, EndReason::Dropped, sockets);
+            self.remove_allocation(tuple, now.instant, EndReason::Dropped);
         }
         doomed.len()
     }
@@ -368,19 +231,12 @@ impl Server {
         self.ledger.ports_in_use()
     }
 
-    /// A datagram from a client. Returns payload to relay to a peer, if any; replies are queued
-    /// for [`Server::poll_transmit`].
-    pub fn handle_client<'a>(
-        &mut self,
-        now: Now,
-        tuple: FiveTuple,
-        data: &'a [u8],
-        sockets: &mut dyn RelaySockets,
-    ) -> Option<ToPeer<'a>> {
+    /// A datagram (or, over TCP and TLS, a frame) from a client. Returns the part of `data` to
+    /// relay to a peer, if any; anything else it causes is queued for [`Server::poll_output`].
+    pub fn handle_client(&mut self, now: Now, tuple: FiveTuple, data: &[u8]) -> Option<ToPeer> {
         if channel_data::looks_like_channel_data(data) {
             return self.channel_data_from_client(now.instant, tuple, data);
         }
-        self.now = now.instant;
         let msg = match Message::parse(data) {
             Ok(msg) => msg,
             Err(e) => {
@@ -390,16 +246,16 @@ impl Server {
         };
         let typ = msg.message_type();
         match (typ.class, typ.method) {
-            (Class::Request, Method::Binding) => self.binding(tuple, &msg),
-            (Class::Request, Method::Allocate) => self.allocate(now, tuple, &msg, sockets),
-            (Class::Request, Method::Refresh) => self.refresh(now, tuple, &msg, sockets),
+            (Class::Request, Method::Binding) => self.binding(now.instant, tuple, &msg),
+            (Class::Request, Method::Allocate) => self.allocate(now, tuple, &msg),
+            (Class::Request, Method::Refresh) => self.refresh(now, tuple, &msg),
             (Class::Request, Method::CreatePermission) => self.create_permission(now, tuple, &msg),
             (Class::Request, Method::ChannelBind) => self.channel_bind(now, tuple, &msg),
             (Class::Request, Method::Connect) => self.connect(now, tuple, &msg),
             (Class::Request, Method::ConnectionBind) => self.connection_bind(now, tuple, &msg),
             (Class::Request, method) => {
                 let why = format!("unsupported method {:#05x}", method.code());
-                self.reply_error(tuple, &msg, 400, None, &why);
+                self.reply_error_unauthenticated(now.instant, tuple, &msg, ErrorCode::BadRequest, &why);
             }
             (Class::Indication, Method::Send) => return self.send_indication(now.instant, tuple, &msg),
             // Binding indications are keepalives; responses are not ours to handle.
@@ -409,36 +265,36 @@ impl Server {
     }
 
     /// A client's TCP or TLS connection is gone: its allocation, if any, ends with it.
-    pub fn connection_closed(&mut self, now: Instant, tuple: FiveTuple, sockets: &mut dyn RelaySockets) {
-        self.remove_allocation(&tuple, now, EndReason::ConnectionClosed, sockets);
+    pub fn connection_closed(&mut self, now: Now, tuple: FiveTuple) {
+        self.cancel_pending(&tuple);
+        self.remove_allocation(&tuple, now.instant, EndReason::ConnectionClosed);
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+    /// The next thing for the driver to do; [`Output::Timeout`] when there is nothing more until
+    /// then. Drain it after every input: until [`Output::OpenRelay`] is answered, the Allocate
+    /// that asked waits.
+    pub fn poll_output(&mut self) -> Output {
+        match self.outputs.pop_front() {
+            Some(out) => out,
+            None => Output::Timeout(self.timers.peek().map(|Reverse((at, _))| *at)),
+        }
     }
 
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// When [`Server::handle_timeout`] next has work.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
-    }
-
-    pub fn handle_timeout(&mut self, now: Instant, sockets: &mut dyn RelaySockets) {
+    /// Time has reached `now`: expires what is due.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let now = now.instant;
         while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.timers.pop();
             match timer {
-                Timer::Allocation { tuple, serial } => self.allocation_timer(now, at, tuple, serial, sockets),
+                Timer::Allocation { tuple, serial } => self.allocation_timer(now, at, tuple, serial),
                 Timer::TcpConnection { id } => self.tcp_connection_timer(now, id),
                 Timer::Reservation { token } => {
                     if self.reservations.get(&token).is_some_and(|r| r.expires <= now) {
                         if let Some(r) = self.reservations.remove(&token) {
-                            self.release_port(r.addr, sockets);
+                            self.release_port(r.addr);
                         }
                     }
                 }
@@ -446,20 +302,13 @@ impl Server {
         }
     }
 
-    fn allocation_timer(
-        &mut self,
-        now: Instant,
-        at: Instant,
-        tuple: FiveTuple,
-        serial: u64,
-        sockets: &mut dyn RelaySockets,
-    ) {
+    fn allocation_timer(&mut self, now: Instant, at: Instant, tuple: FiveTuple, serial: u64) {
         let Some(alloc) = self.allocations.get(&tuple) else { return };
         if alloc.serial != serial || alloc.timer_at != at {
             return; // superseded by a later allocation or an earlier deadline
         }
         if alloc.expires <= now {
-            self.remove_allocation(&tuple, now, EndReason::Expired, sockets);
+            self.remove_allocation(&tuple, now, EndReason::Expired);
         } else {
             let expires = alloc.expires;
             self.schedule_allocation(&tuple, expires);
@@ -475,49 +324,28 @@ impl Server {
         }
     }
 
-    fn remove_allocation(
-        &mut self,
-        tuple: &FiveTuple,
-        now: Instant,
-        reason: EndReason,
-        sockets: &mut dyn RelaySockets,
-    ) {
+    fn remove_allocation(&mut self, tuple: &FiveTuple, now: Instant, reason: EndReason) {
         let Some(alloc) = self.allocations.remove(tuple) else { return };
         self.close_tcp_connections(tuple);
         for relay in &alloc.relays {
             self.by_relay.remove(relay);
-            self.release_port(*relay, sockets);
+            self.release_port(*relay);
         }
         self.stats.allocation_ended(reason);
         self.ledger.release(&alloc.quota_user, alloc.tuple.client.ip());
-        decrement(&mut self.users_here, &alloc.quota_user);
-        if !self.users_here.contains_key(&alloc.quota_user) {
-            self.user_bandwidth.remove(&alloc.quota_user);
-        }
-        self.events.push_back(Event::AllocationEnded {
+        self.outputs.push_back(Output::Event(Event::AllocationEnded {
             tuple: alloc.tuple,
             username: alloc.username,
             relays: alloc.relays,
             duration: now.saturating_duration_since(alloc.created),
             traffic: alloc.traffic.into(),
             reason,
-        });
+        }));
     }
 
-    fn release_port(&mut self, addr: SocketAddr, sockets: &mut dyn RelaySockets) {
-        sockets.close(addr);
-        if let Some(pool) = self.ledger.lock().ports.get_mut(&addr.ip()) {
-            pool.release(addr.port());
-        }
-    }
-}
-
-/// Counts down a quota entry, removing it at zero so the maps hold only live holders.
-fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: &K) {
-    if let Some(count) = counts.get_mut(key) {
-        *count -= 1;
-        if *count == 0 {
-            counts.remove(key);
-        }
+    /// Closes a bound relay socket and gives its port back.
+    fn release_port(&mut self, addr: SocketAddr) {
+        self.outputs.push_back(Output::CloseRelay { addr });
+        self.ledger.release_port(addr);
     }
 }

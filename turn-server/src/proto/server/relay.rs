@@ -2,19 +2,16 @@
 //! through its relay, and moving payloads both ways without allocating.
 
 use std::net::SocketAddr;
-use std::sync::PoisonError;
-use std::time::Instant;
 
 use super::super::allocation::{Allocation, ChannelConflict, ClientTransport, FiveTuple, RelayTransport};
 use super::super::bandwidth::{BandwidthCaps, Direction, DirectionalBuckets};
 use super::super::channel_data;
 use super::super::framing::stream_padding;
-use super::super::ledger::{Ledger, UserBuckets};
 use super::super::stats::{CapKind, Stats};
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
-use super::super::stun::{Class, Message, MessageBuilder, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
-use super::super::FastMap;
+use super::super::stun::{Class, ErrorCode, Message, MessageBuilder, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
 use super::{Now, Server, ToClient, ToPeer};
+use crate::proto::time::Instant;
 
 /// Bytes the driver must leave free in front of a peer payload so the core can frame it in place
 /// as a Data indication (header 20, XOR-PEER-ADDRESS up to 24, DATA header 4).
@@ -28,21 +25,23 @@ impl Server {
         for value in req.attributes().filter(|a| a.code == XOR_PEER_ADDRESS).map(|a| a.value) {
             match attr::decode_xor_address(value, req.transaction_id()) {
                 Ok(peer) => peers.push(peer),
-                Err(_) => return self.reply_error(tuple, req, 400, Some(&key), "malformed XOR-PEER-ADDRESS"),
+                Err(_) => {
+                    return self.reply_error(tuple, req, ErrorCode::BadRequest, &key, "malformed XOR-PEER-ADDRESS")
+                }
             }
         }
         if peers.is_empty() {
-            return self.reply_error(tuple, req, 400, Some(&key), "no XOR-PEER-ADDRESS");
+            return self.reply_error(tuple, req, ErrorCode::BadRequest, &key, "no XOR-PEER-ADDRESS");
         }
         // All or nothing (RFC 8656 9.2): check every peer before installing any.
         for peer in &peers {
             if alloc.relay_for(peer).is_none() {
-                return self.reply_error(tuple, req, 443, Some(&key), "no relay of the peer's address family");
+                return self.reply_family_mismatch(tuple, req, &key);
             }
             if let Err(why) = self.cfg.peer_policy.check(peer.ip()) {
                 *self.stats.peers_refused.entry(why.as_str()).or_default() += 1;
                 let why = format!("peer {peer} refused: {}", why.as_str());
-                return self.reply_error(tuple, req, 403, Some(&key), &why);
+                return self.reply_error(tuple, req, ErrorCode::Forbidden, &key, &why);
             }
         }
         let expires = now.instant + self.cfg.lifetimes.permission;
@@ -50,7 +49,7 @@ impl Server {
         let Some(alloc) = self.allocations.get_mut(&tuple) else { return };
         for peer in &peers {
             if !alloc.install_permission(peer.ip(), expires, now.instant, cap) {
-                return self.reply_error(tuple, req, 508, Some(&key), "permission cap reached");
+                return self.reply_error(tuple, req, ErrorCode::InsufficientCapacity, &key, "permission cap reached");
             }
         }
         self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
@@ -65,25 +64,25 @@ impl Server {
             return self.reply_error(
                 tuple,
                 req,
-                400,
-                Some(&key),
+                ErrorCode::BadRequest,
+                &key,
                 "missing or malformed CHANNEL-NUMBER or XOR-PEER-ADDRESS",
             );
         };
         if !channel_data::is_valid_channel(number) {
             let why = format!("channel number {number:#06x} out of range");
-            return self.reply_error(tuple, req, 400, Some(&key), &why);
+            return self.reply_error(tuple, req, ErrorCode::BadRequest, &key, &why);
         }
         if alloc.relay_for(&peer).is_none() {
-            return self.reply_error(tuple, req, 443, Some(&key), "no relay of the peer's address family");
+            return self.reply_family_mismatch(tuple, req, &key);
         }
         if alloc.relay_transport != RelayTransport::Udp {
-            return self.reply_error(tuple, req, 400, Some(&key), "ChannelBind on a TCP allocation");
+            return self.reply_error(tuple, req, ErrorCode::BadRequest, &key, "ChannelBind on a TCP allocation");
         }
         if let Err(why) = self.cfg.peer_policy.check_peer(peer) {
             *self.stats.peers_refused.entry(why.as_str()).or_default() += 1;
             let why = format!("peer {peer} refused: {}", why.as_str());
-            return self.reply_error(tuple, req, 403, Some(&key), &why);
+            return self.reply_error(tuple, req, ErrorCode::Forbidden, &key, &why);
         }
         let channel_expires = now.instant + self.cfg.lifetimes.channel;
         let permission_expires = now.instant + self.cfg.lifetimes.permission;
@@ -92,26 +91,25 @@ impl Server {
         if let Err(conflict) =
             alloc.bind_channel(number, peer, channel_expires, now.instant, quotas.channels_per_allocation)
         {
-            let code = if conflict == ChannelConflict::TooMany { 508 } else { 400 };
-            return self.reply_error(tuple, req, code, Some(&key), &format!("channel conflict: {conflict:?}"));
+            let code = if conflict == ChannelConflict::TooMany {
+                ErrorCode::InsufficientCapacity
+            } else {
+                ErrorCode::BadRequest
+            };
+            return self.reply_error(tuple, req, code, &key, &format!("channel conflict: {conflict:?}"));
         }
         // A channel binding also installs or refreshes the permission for its peer (RFC 8656 11.2).
         if !alloc.install_permission(peer.ip(), permission_expires, now.instant, quotas.permissions_per_allocation) {
-            return self.reply_error(tuple, req, 508, Some(&key), "permission cap reached");
+            return self.reply_error(tuple, req, ErrorCode::InsufficientCapacity, &key, "permission cap reached");
         }
         self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
     }
 
     /// Send indication (RFC 8656 10.2): silently dropped unless every check passes.
-    pub(super) fn send_indication<'a>(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        msg: &Message<'a>,
-    ) -> Option<ToPeer<'a>> {
+    pub(super) fn send_indication(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'_>) -> Option<ToPeer> {
         let alloc = self.allocations.get_mut(&tuple)?;
         let peer = attr::decode_xor_address(msg.get(XOR_PEER_ADDRESS)?, msg.transaction_id()).ok()?;
-        let data = msg.get(attr::DATA)?;
+        let data = msg.attributes().find(|a| a.code == attr::DATA)?;
         if msg.unknown_required().next().is_some() {
             return None;
         }
@@ -123,30 +121,18 @@ impl Server {
             return None;
         }
         let caps = self.cfg.bandwidth;
-        if !within_caps(
-            caps,
-            alloc,
-            UserAllowances { local: &mut self.user_bandwidth, ledger: &self.ledger },
-            &mut self.stats,
-            now,
-            Direction::ToPeer,
-            data.len(),
-        ) {
+        let len = data.value.len();
+        if !within_caps(caps, alloc, &mut self.stats, now, Direction::ToPeer, len) {
             return None;
         }
         alloc.traffic.packets_to_peer += 1;
-        alloc.traffic.bytes_to_peer += data.len() as u64;
+        alloc.traffic.bytes_to_peer += len as u64;
         self.stats.packets_to_peer += 1;
-        self.stats.bytes_to_peer += data.len() as u64;
-        Some(ToPeer { relay, peer, data })
+        self.stats.bytes_to_peer += len as u64;
+        Some(ToPeer { relay, peer, start: data.start, end: data.start + len })
     }
 
-    pub(super) fn channel_data_from_client<'a>(
-        &mut self,
-        now: Instant,
-        tuple: FiveTuple,
-        data: &'a [u8],
-    ) -> Option<ToPeer<'a>> {
+    pub(super) fn channel_data_from_client(&mut self, now: Instant, tuple: FiveTuple, data: &[u8]) -> Option<ToPeer> {
         let (number, payload) = channel_data::parse(data).ok()?;
         let alloc = self.allocations.get_mut(&tuple)?;
         let peer = alloc.channel_peer(number, now)?;
@@ -155,22 +141,16 @@ impl Server {
             return None;
         }
         let caps = self.cfg.bandwidth;
-        if !within_caps(
-            caps,
-            alloc,
-            UserAllowances { local: &mut self.user_bandwidth, ledger: &self.ledger },
-            &mut self.stats,
-            now,
-            Direction::ToPeer,
-            payload.len(),
-        ) {
+        let len = payload.len();
+        if !within_caps(caps, alloc, &mut self.stats, now, Direction::ToPeer, len) {
             return None;
         }
         alloc.traffic.packets_to_peer += 1;
-        alloc.traffic.bytes_to_peer += payload.len() as u64;
+        alloc.traffic.bytes_to_peer += len as u64;
         self.stats.packets_to_peer += 1;
-        self.stats.bytes_to_peer += payload.len() as u64;
-        Some(ToPeer { relay, peer, data: payload })
+        self.stats.bytes_to_peer += len as u64;
+        // ChannelData's payload follows its 4-byte header.
+        Some(ToPeer { relay, peer, start: channel_data::HEADER_LEN, end: channel_data::HEADER_LEN + len })
     }
 
     /// A datagram from `peer` arrived on relay socket `relay`, its payload at `buf[start..end]`
@@ -178,13 +158,14 @@ impl Server {
     /// in place as ChannelData or a Data indication, or drops it without a permission.
     pub fn handle_peer(
         &mut self,
-        now: Instant,
+        now: Now,
         relay: SocketAddr,
         peer: SocketAddr,
         buf: &mut [u8],
         start: usize,
         end: usize,
     ) -> Option<ToClient> {
+        let now = now.instant;
         let tuple = *self.by_relay.get(&relay)?;
         let alloc = self.allocations.get_mut(&tuple)?;
         if !alloc.has_permission(peer.ip(), now) {
@@ -192,15 +173,7 @@ impl Server {
         }
         let len = end.checked_sub(start)?;
         let caps = self.cfg.bandwidth;
-        if !within_caps(
-            caps,
-            alloc,
-            UserAllowances { local: &mut self.user_bandwidth, ledger: &self.ledger },
-            &mut self.stats,
-            now,
-            Direction::FromPeer,
-            len,
-        ) {
+        if !within_caps(caps, alloc, &mut self.stats, now, Direction::FromPeer, len) {
             return None;
         }
         alloc.traffic.packets_from_peer += 1;
@@ -226,18 +199,12 @@ impl Server {
 
 /// Whether the bandwidth caps let a datagram of `bytes` through; a refusal is counted. The
 /// allocation's allowance is given back when the user's cap refuses, so one cap never charges for
-/// a datagram the other dropped. Buckets appear on first use, so a cap added by a reload applies
-/// to live allocations too.
-/// Users' allowances: this worker's handles, and the ledger that makes new ones.
-struct UserAllowances<'a> {
-    local: &'a mut FastMap<String, UserBuckets>,
-    ledger: &'a Ledger,
-}
-
+/// a datagram the other dropped. The allocation's bucket appears on first use and the user's
+/// handle is on the allocation from the start, so a cap added by a reload applies to live
+/// allocations too, and the data path neither locks nor looks the user up.
 fn within_caps(
     caps: BandwidthCaps,
     alloc: &mut Allocation,
-    users: UserAllowances<'_>,
     stats: &mut Stats,
     now: Instant,
     direction: Direction,
@@ -254,23 +221,12 @@ fn within_caps(
             return false;
         }
     }
-    if caps.per_user > 0 {
-        let UserAllowances { local: users, ledger } = users;
-        if !users.contains_key(&alloc.quota_user) {
-            users.insert(alloc.quota_user.clone(), ledger.user_buckets(&alloc.quota_user, now, caps.per_user));
+    if caps.per_user > 0 && !alloc.user_bandwidth.take(now, direction, bytes, caps.per_user) {
+        if let (Some(own), true) = (alloc.bandwidth.as_mut(), caps.per_allocation > 0) {
+            own.refund(direction, bytes);
         }
-        // The user's own lock: taken only under a per-user cap, and contended only by workers
-        // relaying for the same user at the same instant.
-        let user_ok = users.get(&alloc.quota_user).is_some_and(|b| {
-            b.lock().unwrap_or_else(PoisonError::into_inner).take(now, direction, bytes, caps.per_user)
-        });
-        if !user_ok {
-            if let (Some(own), true) = (alloc.bandwidth.as_mut(), caps.per_allocation > 0) {
-                own.refund(direction, bytes);
-            }
-            stats.bandwidth_dropped(direction, CapKind::User);
-            return false;
-        }
+        stats.bandwidth_dropped(direction, CapKind::User);
+        return false;
     }
     true
 }

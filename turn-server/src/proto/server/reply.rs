@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 
 use super::super::allocation::{ClientTransport, FiveTuple};
 use super::super::stun::integrity::IntegrityAlgorithm;
-use super::super::stun::{attr, Class, Message, MessageBuilder};
-use super::{Server, Transmit};
+use super::super::stun::{attr, Class, ErrorCode, Message, MessageBuilder};
+use super::{Now, Output, Server, Transmit};
+use crate::proto::time::Instant;
 
 /// CHANGE-REQUEST flags (RFC 5780 7.2).
 const CHANGE_IP: u32 = 0x04;
@@ -19,30 +20,6 @@ const CHANGE_PORT: u32 = 0x02;
 pub(super) struct ResponseKey {
     pub key: LongTermKey,
     pub algorithm: IntegrityAlgorithm,
-}
-
-/// Short reason phrases (RFC 8489 / 8656 names): short, because error responses to unauthenticated
-/// requests should not be larger than needed.
-pub(super) fn reason(code: u16) -> &'static str {
-    match code {
-        300 => "Try Alternate",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        420 => "Unknown Attribute",
-        437 => "Allocation Mismatch",
-        438 => "Stale Nonce",
-        440 => "Address Family not Supported",
-        441 => "Wrong Credentials",
-        442 => "Unsupported Transport Protocol",
-        443 => "Peer Address Family Mismatch",
-        446 => "Connection Already Exists",
-        447 => "Connection Timeout or Failure",
-        486 => "Allocation Quota Reached",
-        500 => "Server Error",
-        508 => "Insufficient Capacity",
-        _ => "Error",
-    }
 }
 
 /// PASSWORD-ALGORITHMS value: the algorithms this server accepts, MD5 first (RFC 8489 14.11).
@@ -65,60 +42,94 @@ impl Server {
             };
         }
         b.fingerprint();
-        self.transmits.push_back(Transmit { tuple, data: b.finish(), redirect: None });
+        self.outputs.push_back(Output::Transmit(Transmit { tuple, data: b.finish(), redirect: None }));
     }
 
-    /// An error response; `why` is logged at debug level, so every refusal can be traced with -v.
+    /// An error response to an authenticated request, protected with its key; `why` is logged at
+    /// debug level, so every refusal can be traced with -v.
     pub(super) fn reply_error(
         &mut self,
         tuple: FiveTuple,
         req: &Message<'_>,
-        code: u16,
+        code: ErrorCode,
+        key: &ResponseKey,
+        why: &str,
+    ) {
+        self.send_error(tuple, req, code, Some(key), why);
+    }
+
+    /// 443: the allocation has no relay address of the peer's family (RFC 8656 sections 9-11).
+    pub(super) fn reply_family_mismatch(&mut self, tuple: FiveTuple, req: &Message<'_>, key: &ResponseKey) {
+        let why = "no relay of the peer's address family";
+        self.reply_error(tuple, req, ErrorCode::PeerAddressFamilyMismatch, key, why);
+    }
+
+    /// An error response to a request that is not (or not yet) authenticated: rate limited per
+    /// source, since a spoofed source would make it a reflector.
+    pub(super) fn reply_error_unauthenticated(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        req: &Message<'_>,
+        code: ErrorCode,
+        why: &str,
+    ) {
+        if !self.unauthenticated.allow(tuple.client.ip(), now) {
+            let method = req.message_type().method.name();
+            tracing::debug!(client = %tuple.client, method, code = code.code(), why, "refusal suppressed: source over its rate");
+            self.stats.unauthenticated_suppressed += 1;
+            return;
+        }
+        self.send_error(tuple, req, code, None, why);
+    }
+
+    fn send_error(
+        &mut self,
+        tuple: FiveTuple,
+        req: &Message<'_>,
+        code: ErrorCode,
         key: Option<&ResponseKey>,
         why: &str,
     ) {
         let method = req.message_type().method.name();
-        tracing::debug!(client = %tuple.client, method, code, why, "refused request");
-        if key.is_none() && !self.unauthenticated.allow(tuple.client.ip(), self.now) {
-            self.stats.unauthenticated_suppressed += 1;
-            return;
-        }
-        self.stats.refused(code);
+        tracing::debug!(client = %tuple.client, method, code = code.code(), why, "refused request");
+        self.stats.refused(code.code());
         let mut b = MessageBuilder::response_to(req, Class::Error);
-        b.error_code(code, reason(code));
+        b.error(code);
         self.queue(tuple, b, key);
     }
 
     /// 420 with the attributes we did not understand.
     pub(super) fn reply_unknown(
         &mut self,
+        now: Instant,
         tuple: FiveTuple,
         req: &Message<'_>,
         unknown: &[u16],
         key: Option<&ResponseKey>,
     ) {
         tracing::debug!(client = %tuple.client, method = req.message_type().method.name(), ?unknown, "refused request: 420");
-        if key.is_none() && !self.unauthenticated.allow(tuple.client.ip(), self.now) {
+        if key.is_none() && !self.unauthenticated.allow(tuple.client.ip(), now) {
             self.stats.unauthenticated_suppressed += 1;
             return;
         }
-        self.stats.refused(420);
+        self.stats.refused(ErrorCode::UnknownAttribute.code());
         let mut b = MessageBuilder::response_to(req, Class::Error);
-        b.error_code(420, reason(420)).unknown_attributes(unknown);
+        b.error(ErrorCode::UnknownAttribute).unknown_attributes(unknown);
         self.queue(tuple, b, key);
     }
 
     /// 401 or 438: a challenge with realm, a fresh nonce and the password algorithms on offer.
-    pub(super) fn reply_challenge(&mut self, tuple: FiveTuple, req: &Message<'_>, code: u16, now_unix: u64) {
-        if !self.unauthenticated.allow(tuple.client.ip(), self.now) {
-            tracing::debug!(client = %tuple.client, code, "challenge suppressed: source over its rate");
+    pub(super) fn reply_challenge(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>, code: ErrorCode) {
+        if !self.unauthenticated.allow(tuple.client.ip(), now.instant) {
+            tracing::debug!(client = %tuple.client, code = code.code(), "challenge suppressed: source over its rate");
             self.stats.unauthenticated_suppressed += 1;
             return;
         }
-        self.stats.refused(code);
-        let nonce = self.nonces.mint(tuple.client.ip(), now_unix);
+        self.stats.refused(code.code());
+        let nonce = self.nonces.mint(tuple.client.ip(), now.unix_secs);
         let mut b = MessageBuilder::response_to(req, Class::Error);
-        b.error_code(code, reason(code))
+        b.error(code)
             .attr(attr::REALM, self.cfg.realm.as_bytes())
             .attr(attr::NONCE, nonce.as_bytes())
             .attr(attr::PASSWORD_ALGORITHMS, &password_algorithms_value());
@@ -127,7 +138,7 @@ impl Server {
 
     /// Binding success: the client's reflexive address (RFC 8489 section 7.3), plus RFC 5780 NAT
     /// behaviour discovery where a second address is configured.
-    pub(super) fn binding(&mut self, tuple: FiveTuple, req: &Message<'_>) {
+    pub(super) fn binding(&mut self, now: Instant, tuple: FiveTuple, req: &Message<'_>) {
         if self.cfg.no_stun {
             tracing::debug!(client = %tuple.client, "dropped Binding: STUN disabled (--no-stun)");
             return;
@@ -140,7 +151,7 @@ impl Server {
             })
             .collect();
         if !unknown.is_empty() {
-            return self.reply_unknown(tuple, req, &unknown, None);
+            return self.reply_unknown(now, tuple, req, &unknown, None);
         }
         let mut b = MessageBuilder::response_to(req, Class::Success);
         b.xor_address(attr::XOR_MAPPED_ADDRESS, &tuple.client);
@@ -150,11 +161,27 @@ impl Server {
         let Some(discovery) = discovery else { return self.queue(tuple, b, None) };
         let change = match req.get(attr::CHANGE_REQUEST).map(attr::decode_u32).transpose() {
             Ok(flags) => flags.unwrap_or(0),
-            Err(_) => return self.reply_error(tuple, req, 400, None, "malformed CHANGE-REQUEST"),
+            Err(_) => {
+                return self.reply_error_unauthenticated(
+                    now,
+                    tuple,
+                    req,
+                    ErrorCode::BadRequest,
+                    "malformed CHANGE-REQUEST",
+                )
+            }
         };
         let to_port = match req.get(attr::RESPONSE_PORT) {
             Some([hi, lo, ..]) => u16::from_be_bytes([*hi, *lo]),
-            Some(_) => return self.reply_error(tuple, req, 400, None, "malformed RESPONSE-PORT"),
+            Some(_) => {
+                return self.reply_error_unauthenticated(
+                    now,
+                    tuple,
+                    req,
+                    ErrorCode::BadRequest,
+                    "malformed RESPONSE-PORT",
+                )
+            }
             None => tuple.client.port(),
         };
         let from = discovery.source(tuple.server, change & CHANGE_IP != 0, change & CHANGE_PORT != 0);
@@ -163,6 +190,6 @@ impl Server {
         b.fingerprint();
         let to = SocketAddr::new(tuple.client.ip(), to_port);
         let redirect = (from != tuple.server || to != tuple.client).then_some((from, to));
-        self.transmits.push_back(Transmit { tuple, data: b.finish(), redirect });
+        self.outputs.push_back(Output::Transmit(Transmit { tuple, data: b.finish(), redirect }));
     }
 }

@@ -4,28 +4,17 @@
 
 use std::cmp::Reverse;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::super::allocation::{ClientTransport, FiveTuple, RelayTransport};
 use super::super::stun::attr::{self, XOR_PEER_ADDRESS};
-use super::super::stun::{Class, Message, MessageBuilder, MessageType, Method, TransactionId};
+use super::super::stun::{Class, ErrorCode, Message, MessageBuilder, MessageType, Method, TransactionId};
 use super::reply::ResponseKey;
-use super::{Now, Server, Timer};
+use super::{Now, Output, Server, TcpCommand, Timer};
+use crate::proto::time::Instant;
 
 /// RFC 6062: a connection must be bound (or connected) within 30 seconds.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What the driver must do for TCP allocations.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Open a TCP connection from `relay` to `peer`; report with [`Server::tcp_connect_result`].
-    ConnectPeer { id: u32, relay: SocketAddr, peer: SocketAddr },
-    /// Close the peer connection `id` (and the data connection spliced to it, if any).
-    ClosePeer { id: u32 },
-    /// Pipe bytes between the peer connection `id` and the client's data connection `data`, once
-    /// the ConnectionBind response queued before this command has been written.
-    Splice { id: u32, data: FiveTuple },
-}
 
 #[derive(Debug, Clone)]
 enum State {
@@ -47,10 +36,6 @@ pub(super) struct TcpConnection {
 }
 
 impl Server {
-    pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
-    }
-
     fn new_connection(&mut self, now: Instant, allocation: FiveTuple, peer: SocketAddr, state: State) -> u32 {
         let mut id = self.next_connection_id;
         while id == 0 || self.tcp_connections.contains_key(&id) {
@@ -67,29 +52,45 @@ impl Server {
         let Some(key) = self.on_allocation(now, tuple, req) else { return };
         let Some(alloc) = self.allocations.get(&tuple) else { return };
         if alloc.relay_transport != RelayTransport::Tcp {
-            return self.reply_error(tuple, req, 400, Some(&key), "Connect on a UDP allocation");
+            return self.reply_error(tuple, req, ErrorCode::BadRequest, &key, "Connect on a UDP allocation");
         }
         let Some(Ok(peer)) = req.get(XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, req.transaction_id()))
         else {
-            return self.reply_error(tuple, req, 400, Some(&key), "missing or malformed XOR-PEER-ADDRESS");
+            return self.reply_error(tuple, req, ErrorCode::BadRequest, &key, "missing or malformed XOR-PEER-ADDRESS");
         };
         let Some(relay) = alloc.relay_for(&peer) else {
-            return self.reply_error(tuple, req, 443, Some(&key), "no relay of the peer's address family");
+            return self.reply_family_mismatch(tuple, req, &key);
         };
         if let Err(why) = self.cfg.peer_policy.check_peer(peer) {
             *self.stats.peers_refused.entry(why.as_str()).or_default() += 1;
-            return self.reply_error(tuple, req, 403, Some(&key), &format!("peer {peer} refused: {}", why.as_str()));
+            return self.reply_error(
+                tuple,
+                req,
+                ErrorCode::Forbidden,
+                &key,
+                &format!("peer {peer} refused: {}", why.as_str()),
+            );
         }
         if self.tcp_connections.values().any(|c| c.allocation == tuple && c.peer == peer) {
-            return self.reply_error(tuple, req, 446, Some(&key), "connection to this peer exists");
+            return self.reply_error(
+                tuple,
+                req,
+                ErrorCode::ConnectionAlreadyExists,
+                &key,
+                "connection to this peer exists",
+            );
         }
         let state = State::Connecting { tid: *req.transaction_id(), key };
         let id = self.new_connection(now.instant, tuple, peer, state);
-        self.commands.push_back(Command::ConnectPeer { id, relay, peer });
+        self.outputs.push_back(Output::Tcp(TcpCommand::ConnectPeer { id, relay, peer }));
     }
 
-    /// The driver's answer to [`Command::ConnectPeer`].
-    pub fn tcp_connect_result(&mut self, now: Instant, id: u32, connected: bool) {
+    /// The driver's answer to [`TcpCommand::ConnectPeer`].
+    pub fn tcp_connect_result(&mut self, now: Now, id: u32, connected: bool) {
+        self.connect_answered(now.instant, id, connected);
+    }
+
+    fn connect_answered(&mut self, now: Instant, id: u32, connected: bool) {
         let Some(conn) = self.tcp_connections.get_mut(&id) else { return };
         let State::Connecting { tid, key } = conn.state.clone() else { return };
         let tuple = conn.allocation;
@@ -103,7 +104,7 @@ impl Server {
             tracing::debug!(client = %tuple.client, peer = %conn.peer, "refused Connect: 447, peer unreachable");
             self.tcp_connections.remove(&id);
             b = MessageBuilder::new(MessageType::new(Method::Connect, Class::Error), &tid);
-            b.error_code(447, super::reply::reason(447));
+            b.error(ErrorCode::ConnectionTimeoutOrFailure);
         }
         self.queue(tuple, b, Some(&key));
     }
@@ -112,28 +113,41 @@ impl Server {
         let Some(auth) = self.authenticate(now, tuple, req) else { return };
         let key = auth.response_key;
         if tuple.transport == ClientTransport::Udp || self.allocations.contains_key(&tuple) {
-            return self.reply_error(tuple, req, 400, Some(&key), "ConnectionBind needs a fresh TCP connection");
+            return self.reply_error(
+                tuple,
+                req,
+                ErrorCode::BadRequest,
+                &key,
+                "ConnectionBind needs a fresh TCP connection",
+            );
         }
         let Some(Ok(id)) = req.get(attr::CONNECTION_ID).map(attr::decode_u32) else {
-            return self.reply_error(tuple, req, 400, Some(&key), "missing or malformed CONNECTION-ID");
+            return self.reply_error(tuple, req, ErrorCode::BadRequest, &key, "missing or malformed CONNECTION-ID");
         };
         let Some(conn) = self.tcp_connections.get(&id).filter(|c| matches!(c.state, State::Ready)) else {
-            return self.reply_error(tuple, req, 400, Some(&key), "unknown or already bound CONNECTION-ID");
+            return self.reply_error(tuple, req, ErrorCode::BadRequest, &key, "unknown or already bound CONNECTION-ID");
         };
         let owner = self.allocations.get(&conn.allocation).map(|a| a.username.as_str());
         if owner != Some(auth.username.as_str()) {
-            return self.reply_error(tuple, req, 441, Some(&key), "CONNECTION-ID belongs to another user");
+            return self.reply_error(
+                tuple,
+                req,
+                ErrorCode::WrongCredentials,
+                &key,
+                "CONNECTION-ID belongs to another user",
+            );
         }
         if let Some(conn) = self.tcp_connections.get_mut(&id) {
             conn.state = State::Bound;
         }
         self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
-        self.commands.push_back(Command::Splice { id, data: tuple });
+        self.outputs.push_back(Output::Tcp(TcpCommand::Splice { id, data: tuple }));
     }
 
     /// A peer connected to the TCP relay at `relay`. Returns the connection id to hold it under, or
     /// `None` to refuse it (no such allocation, or no permission for the peer).
-    pub fn tcp_peer_incoming(&mut self, now: Instant, relay: SocketAddr, peer: SocketAddr) -> Option<u32> {
+    pub fn tcp_peer_incoming(&mut self, now: Now, relay: SocketAddr, peer: SocketAddr) -> Option<u32> {
+        let now = now.instant;
         let tuple = *self.by_relay.get(&relay)?;
         let alloc = self.allocations.get(&tuple)?;
         if alloc.relay_transport != RelayTransport::Tcp || !alloc.has_permission(peer.ip(), now) {
@@ -151,7 +165,7 @@ impl Server {
     /// The driver saw peer connection `id` or its data connection close.
     pub fn tcp_connection_closed(&mut self, id: u32) {
         if self.tcp_connections.remove(&id).is_some() {
-            self.commands.push_back(Command::ClosePeer { id });
+            self.outputs.push_back(Output::Tcp(TcpCommand::ClosePeer { id }));
         }
     }
 
@@ -162,11 +176,11 @@ impl Server {
         }
         if matches!(conn.state, State::Connecting { .. }) {
             // The driver's connect attempt has its own timeout; answer the client now regardless.
-            self.tcp_connect_result(now, id, false);
+            self.connect_answered(now, id, false);
         } else {
             self.tcp_connections.remove(&id);
         }
-        self.commands.push_back(Command::ClosePeer { id });
+        self.outputs.push_back(Output::Tcp(TcpCommand::ClosePeer { id }));
     }
 
     /// Closes every TCP connection of an allocation that is going away.
@@ -175,7 +189,7 @@ impl Server {
             self.tcp_connections.iter().filter(|(_, c)| c.allocation == *allocation).map(|(id, _)| *id).collect();
         for id in ids {
             self.tcp_connections.remove(&id);
-            self.commands.push_back(Command::ClosePeer { id });
+            self.outputs.push_back(Output::Tcp(TcpCommand::ClosePeer { id }));
         }
     }
 }

@@ -81,6 +81,11 @@ impl MessageBuilder {
         self.attr(attr::ERROR_CODE, &error_value(code, reason))
     }
 
+    /// ERROR-CODE with the RFC's reason phrase.
+    pub fn error(&mut self, e: super::ErrorCode) -> &mut Self {
+        self.error_code(e.code(), e.reason())
+    }
+
     pub fn unknown_attributes(&mut self, codes: &[u16]) -> &mut Self {
         let value: Vec<u8> = codes.iter().flat_map(|c| c.to_be_bytes()).collect();
         self.attr(attr::UNKNOWN_ATTRIBUTES, &value)

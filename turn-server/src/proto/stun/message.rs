@@ -48,6 +48,9 @@ pub struct Message<'a> {
 pub struct RawAttr<'a> {
     pub code: u16,
     pub value: &'a [u8],
+    /// Where `value` starts in the message, so a caller can name it by bounds (Send indications'
+    /// DATA is relayed from the driver's buffer, not copied).
+    pub start: usize,
 }
 
 /// Cheap test used to demultiplex STUN from ChannelData on a shared socket.
@@ -166,9 +169,10 @@ impl<'a> Iterator for AttrIter<'a> {
             return None;
         }
         let (code, len) = attr_header(self.raw, self.offset).ok()?;
-        let value = self.raw.get(self.offset + 4..self.offset + 4 + len)?;
+        let start = self.offset + 4;
+        let value = self.raw.get(start..start + len)?;
         self.offset += 4 + padded(len);
-        Some(RawAttr { code, value })
+        Some(RawAttr { code, value, start })
     }
 }
 

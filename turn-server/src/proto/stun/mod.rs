@@ -7,11 +7,13 @@
 
 pub mod attr;
 pub mod builder;
+pub mod error_code;
 pub mod integrity;
 pub mod message;
 pub mod method;
 
 pub use builder::MessageBuilder;
+pub use error_code::ErrorCode;
 pub use message::{Message, ParseError};
 pub use method::{Class, MessageType, Method};
 
