@@ -6,11 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use ice_config::{ice_servers, Config, RelayEndpoint, RestSecrets, Transport};
+use ice_config::{ice_servers, Config, IceUrl, RelayEndpoint, RestSecrets, Transport};
 use turn_server::cli::{Cli, Command, CredentialsArgs, MigrateArgs, ProbeArgs, QuickstartArgs, RunArgs};
 use turn_server::coturn_config::{self, Import, Note, Severity};
 use turn_server::probe::conn::Trust;
-use turn_server::probe::url::IceUrl;
 use turn_server::probe::{self as prober, Credentials};
 use turn_server::{ops, runner, settings};
 
