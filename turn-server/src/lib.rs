@@ -4,12 +4,7 @@
 //! `settings` resolves the shared config file; `coturn_config` reads coturn's; `cli`, `ops` and
 //! `admin_client` serve the binary.
 
-pub mod admin_client;
-pub mod cli;
-pub mod coturn_config;
+pub mod app;
 pub mod net;
 pub mod ops;
-pub mod probe;
 pub mod proto;
-pub mod runner;
-pub mod settings;
