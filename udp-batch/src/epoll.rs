@@ -78,17 +78,16 @@ impl AsRawFd for Epoll {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket;
+    use crate::loopback;
 
     #[test]
     fn a_readable_socket_is_reported_by_its_token_until_drained() {
         let mut set = Epoll::new(4).expect("epoll");
-        let quiet = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let busy = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let ((quiet, _), (busy, busy_addr)) = (loopback(), loopback());
         set.add(quiet.as_raw_fd(), 7).expect("add");
         set.add(busy.as_raw_fd(), 1 << 40).expect("add");
         assert_eq!(set.wait(Duration::ZERO).expect("wait"), 0);
-        busy.send_to(b"x", busy.local_addr().expect("addr")).expect("send");
+        busy.send_to(b"x", busy_addr).expect("send");
         assert_eq!(set.wait(Duration::from_secs(2)).expect("wait"), 1);
         assert_eq!(set.tokens().collect::<Vec<_>>(), [1 << 40]);
         // Level-triggered: still listed while the datagram waits.
@@ -101,7 +100,7 @@ mod tests {
     #[test]
     fn a_closed_fd_cannot_be_added() {
         let set = Epoll::new(1).expect("epoll");
-        let fd = UdpSocket::bind("127.0.0.1:0").expect("bind").as_raw_fd();
+        let fd = loopback().0.as_raw_fd();
         // The socket is dropped: the number names nothing (unless another test's thread reused
         // it, which is why only a failure is checked when one happens).
         if let Err(e) = set.add(fd, 0) {

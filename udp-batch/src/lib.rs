@@ -25,3 +25,11 @@ pub use recv::RecvBatch;
 pub use send::{Out, SendQueue};
 pub use sendbatch::SendBatch;
 pub use sockopt::set_option;
+
+/// A UDP socket on an ephemeral loopback port and its address, for the tests of every module.
+#[cfg(test)]
+fn loopback() -> (std::net::UdpSocket, std::net::SocketAddr) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
+}

@@ -114,14 +114,12 @@ impl RecvBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket;
+    use crate::loopback;
     use std::os::fd::AsRawFd;
 
     #[test]
     fn a_burst_lands_after_the_headroom_with_its_senders() {
-        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let (a_addr, b_addr) = (a.local_addr().expect("addr"), b.local_addr().expect("addr"));
+        let ((a, a_addr), (b, b_addr)) = (loopback(), loopback());
         for i in 0..3u8 {
             a.send_to(&[i; 7], b_addr).expect("send");
         }
@@ -139,9 +137,8 @@ mod tests {
 
     #[test]
     fn a_datagram_longer_than_a_slot_is_cut_to_it() {
-        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        a.send_to(&[9; 50], b.local_addr().expect("addr")).expect("send");
+        let ((a, _), (b, b_addr)) = (loopback(), loopback());
+        a.send_to(&[9; 50], b_addr).expect("send");
         let mut batch = RecvBatch::new(2, 0, 16, 0);
         assert_eq!(batch.recv(b.as_raw_fd()).expect("recv"), 1);
         assert_eq!(batch.payload(0), [9; 16]);

@@ -193,14 +193,12 @@ fn send_each(fd: RawFd, hdr: &libc::mmsghdr) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket;
+    use crate::loopback;
     use std::os::fd::AsRawFd;
 
     #[test]
     fn receives_a_burst_and_sends_it_back_from_the_slots() {
-        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let (a_addr, b_addr) = (a.local_addr().expect("addr"), b.local_addr().expect("addr"));
+        let ((a, a_addr), (b, b_addr)) = (loopback(), loopback());
         for i in 0..5u8 {
             a.send_to(&[i; 10], b_addr).expect("send");
         }
@@ -224,14 +222,11 @@ mod tests {
 
     #[test]
     fn runs_of_one_size_to_one_destination_arrive_as_separate_datagrams() {
-        let src = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let c = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let (a_addr, c_addr) = (a.local_addr().expect("addr"), c.local_addr().expect("addr"));
+        let ((src, src_addr), (a, a_addr), (c, c_addr)) = (loopback(), loopback(), loopback());
         let sizes = [10usize, 10, 10, 5, 10, 10, 7];
         let dests = [a_addr, a_addr, a_addr, a_addr, a_addr, c_addr, a_addr];
         for (i, n) in sizes.iter().enumerate() {
-            src.send_to(&vec![i as u8; *n], src.local_addr().expect("addr")).expect("send");
+            src.send_to(&vec![i as u8; *n], src_addr).expect("send");
         }
         let mut batch = RecvBatch::new(8, 8, 100, 4);
         assert_eq!(batch.recv(src.as_raw_fd()).expect("recv"), sizes.len());
@@ -252,8 +247,7 @@ mod tests {
 
     #[test]
     fn entries_outside_the_slots_are_dropped_unsent() {
-        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let to = s.local_addr().expect("addr");
+        let (s, to) = loopback();
         let batch = RecvBatch::new(2, 0, 16, 0);
         let mut queue = SendQueue::new(2);
         queue.push(Out { fd: s.as_raw_fd(), slot: 2, start: 0, end: 1, to });

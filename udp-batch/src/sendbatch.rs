@@ -95,14 +95,13 @@ impl SendBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket;
+    use crate::loopback;
     use std::os::fd::AsRawFd;
 
     #[test]
     fn a_burst_on_a_connected_socket_arrives_as_separate_datagrams() {
-        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        tx.connect(rx.local_addr().expect("addr")).expect("connect");
+        let ((rx, rx_addr), (tx, _)) = (loopback(), loopback());
+        tx.connect(rx_addr).expect("connect");
         let mut batch = SendBatch::new(4, 32);
         for i in 0..4 {
             batch.buf_mut(i)[..12].fill(i as u8);
@@ -118,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_send_nobody_can_take_is_an_error() {
-        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (tx, _) = loopback();
         // Not connected: there is no destination for a null msg_name.
         let mut batch = SendBatch::new(2, 8);
         assert!(batch.send(tx.as_raw_fd(), 1, 8).is_err());
