@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use ice_config::{long_term_key, LongTermKey, PasswordAlgorithm, RestSecrets};
-use turn_server::probe::signed_request;
+use turn_server::app::probe::signed_request;
 use turn_server::proto::stun::{attr, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
 
 /// The channel every allocation binds: each allocation has one peer, so one number suffices.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::client::CHANNEL;
-use crate::mmsg::{Batch, Epoll, SendBatch};
+use udp_batch::{Epoll, Out, RecvBatch, SendBatch, SendQueue};
 
 /// Smallest payload: sequence number and timestamp.
 pub const MIN_PAYLOAD: usize = 16;
@@ -251,17 +251,23 @@ fn talk(peer: &UdpSocket, relayed: &[SocketAddr], spec: Spec, epoch: Instant) ->
 }
 
 fn peer_loop(peer: &UdpSocket, echo: bool, stop: &AtomicBool, count: &AtomicU64) -> anyhow::Result<()> {
-    let mut batch = Batch::new(64, 2048);
+    let mut batch = RecvBatch::new(64, 0, 2048, 0);
+    let mut echoes = SendQueue::new(64);
     let fd = peer.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
-        let n = batch.recv(fd, libc::MSG_WAITFORONE).context("peer receive")?;
+        let n = nothing_is_zero(batch.recv_with(fd, libc::MSG_WAITFORONE)).context("peer receive")?;
         if n == 0 {
             continue;
         }
         count.fetch_add(n as u64, Ordering::Relaxed);
         if echo {
+            for i in 0..n {
+                if let Some((from, _, start, end)) = batch.slot_mut(i) {
+                    echoes.push(Out { fd, slot: i, start, end, to: from });
+                }
+            }
             // Echoes the kernel refuses count as loss on the way back, which is what they are.
-            let _ = batch.echo(fd, n);
+            echoes.flush(&batch);
         }
     }
     Ok(())
@@ -272,24 +278,25 @@ fn receive_at_clients(clients: &[&UdpSocket], epoch: Instant, stop: &AtomicBool)
     for (i, c) in clients.iter().enumerate() {
         epoll.add(c.as_raw_fd(), i as u64).context("epoll add")?;
     }
-    let mut batch = Batch::new(32, 2048);
+    let mut batch = RecvBatch::new(32, 0, 2048, 0);
     let mut received = 0u64;
     let mut rtts = Vec::with_capacity(1 << 16);
     let mut ready = Vec::with_capacity(256);
     while !stop.load(Ordering::Relaxed) {
         ready.clear();
-        ready.extend(epoll.wait(20).context("epoll wait")?);
+        epoll.wait(Duration::from_millis(20)).context("epoll wait")?;
+        ready.extend(epoll.tokens());
         for &i in &ready {
             let Some(c) = clients.get(i as usize) else { continue };
             // Bounded per wakeup so one busy socket cannot starve the rest.
             for _ in 0..8 {
-                let n = batch.recv(c.as_raw_fd(), libc::MSG_DONTWAIT).context("client receive")?;
+                let n = nothing_is_zero(batch.recv(c.as_raw_fd())).context("client receive")?;
                 if n == 0 {
                     break;
                 }
                 let now_ns = epoch.elapsed().as_nanos() as u64;
                 for j in 0..n {
-                    let d = batch.data(j);
+                    let d = batch.payload(j);
                     if d.len() < 4 + MIN_PAYLOAD {
                         continue;
                     }
@@ -307,6 +314,14 @@ fn receive_at_clients(clients: &[&UdpSocket], epoch: Instant, stop: &AtomicBool)
         }
     }
     Ok((received, rtts))
+}
+
+/// A receive that found nothing (an empty queue, the socket's timeout, a signal) as 0 datagrams.
+fn nothing_is_zero(received: std::io::Result<usize>) -> std::io::Result<usize> {
+    match received {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => Ok(0),
+        r => r,
+    }
 }
 
 /// Sockets connected straight to `peer`, for the no-relay baseline of the latency row.

@@ -6,7 +6,6 @@
 mod client;
 mod cpu;
 mod load;
-mod mmsg;
 mod procfs;
 mod report;
 mod steps;

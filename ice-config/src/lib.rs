@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod fleet;
 pub mod ice;
 pub mod keys;
+pub mod url;
 
 pub use config::{
     parse_static_user, AuthConfig, CallConfig, Config, ConfigError, ExternalIp, IpRange, ParseAddrError, RelayEndpoint,
@@ -18,3 +19,4 @@ pub use config::{
 pub use credentials::{parse_rest_username, rest_password, CredentialError, RestCredential, RestSecrets, RestUsername};
 pub use ice::{ice_servers, IceServer, Transport};
 pub use keys::{long_term_key, long_term_key_from_hex, KeyError, LongTermKey, PasswordAlgorithm};
+pub use url::{IceUrl, Scheme, UrlError, UrlErrorKind};

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use ice_config::{Config, RelayEndpoint, Transport};
+use ice_config::{Config, IceUrl, RelayEndpoint, Scheme, Transport};
 
 /// `signaling`.
 #[derive(Debug, Parser)]
@@ -188,8 +188,8 @@ pub struct RunArgs {
     /// Relay URL handed to clients, e.g. `turn:turn.example.org:3478?transport=udp`,
     /// `turns:turn.example.org:443?transport=tcp`, `stun:turn.example.org:3478` (repeatable;
     /// replaces [[relays]]).
-    #[arg(long = "turn-url", value_name = "URL", value_parser = parse_turn_url)]
-    pub turn_url: Vec<TurnUrl>,
+    #[arg(long = "turn-url", value_name = "URL")]
+    pub turn_url: Vec<IceUrl>,
     /// Credential lifetime in seconds [auth.credential_ttl_secs].
     #[arg(long, value_name = "SECS")]
     pub credential_ttl: Option<u64>,
@@ -288,53 +288,8 @@ impl RunArgs {
     }
 }
 
-/// One parsed `--turn-url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TurnUrl {
-    host: String,
-    port: u16,
-    kind: UrlKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UrlKind {
-    Stun,
-    Turn(Transport),
-}
-
-/// `stun:H:P`, `turn:H:P?transport=udp|tcp`, `turns:H:P[?transport=tcp]` (RFC 7064/7065).
-pub fn parse_turn_url(url: &str) -> Result<TurnUrl, String> {
-    let (scheme, rest) = url.split_once(':').ok_or("expected stun:, turn: or turns:")?;
-    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let transport = match query {
-        "" => None,
-        "transport=udp" => Some("udp"),
-        "transport=tcp" => Some("tcp"),
-        _ => return Err(format!("unsupported query {query:?}: use ?transport=udp or ?transport=tcp")),
-    };
-    let kind = match (scheme, transport) {
-        ("stun", None) => UrlKind::Stun,
-        ("turn", Some("udp") | None) => UrlKind::Turn(Transport::Udp),
-        ("turn", Some(_)) => UrlKind::Turn(Transport::Tcp),
-        ("turns", Some("tcp") | None) => UrlKind::Turn(Transport::Tls),
-        ("turns", Some(_)) => return Err("turns: runs over TCP only".into()),
-        ("stun", Some(_)) => return Err("stun: URLs take no transport".into()),
-        _ => return Err(format!("unknown scheme {scheme:?}: expected stun, turn or turns")),
-    };
-    let default_port = if scheme == "turns" { 5349 } else { 3478 };
-    let (host, port) = match hostport.rsplit_once(':') {
-        // A bracketed IPv6 literal with no port: the colon is inside the brackets.
-        Some((h, p)) if !p.contains(']') => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
-        _ => (hostport, default_port),
-    };
-    if host.is_empty() || port == 0 {
-        return Err("missing host or port".into());
-    }
-    Ok(TurnUrl { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port, kind })
-}
-
 /// Groups URLs by host into relays, in the order hosts first appear.
-pub fn relays_from_urls(urls: &[TurnUrl]) -> Vec<RelayEndpoint> {
+pub fn relays_from_urls(urls: &[IceUrl]) -> Vec<RelayEndpoint> {
     let mut relays: Vec<RelayEndpoint> = Vec::new();
     for url in urls {
         let index = match relays.iter().position(|r| r.host == url.host) {
@@ -352,21 +307,15 @@ pub fn relays_from_urls(urls: &[TurnUrl]) -> Vec<RelayEndpoint> {
             }
         };
         let relay = &mut relays[index];
-        match url.kind {
-            UrlKind::Stun => {
-                relay.stun = true;
-                relay.udp_port = url.port;
-            }
-            UrlKind::Turn(t) => {
-                match t {
-                    Transport::Udp => relay.udp_port = url.port,
-                    Transport::Tcp => relay.tcp_port = url.port,
-                    Transport::Tls => relay.tls_port = url.port,
-                }
-                if !relay.transports.contains(&t) {
-                    relay.transports.push(t);
-                }
-            }
+        match url.transport {
+            Transport::Udp => relay.udp_port = url.port,
+            Transport::Tcp => relay.tcp_port = url.port,
+            Transport::Tls => relay.tls_port = url.port,
+        }
+        if url.scheme == Scheme::Stun {
+            relay.stun = true;
+        } else if !relay.transports.contains(&url.transport) {
+            relay.transports.push(url.transport);
         }
     }
     relays
@@ -379,7 +328,7 @@ mod tests {
 
     #[test]
     fn turn_urls_become_relays() {
-        let urls: Vec<TurnUrl> = [
+        let urls: Vec<IceUrl> = [
             "stun:turn.example.org:3478",
             "turn:turn.example.org:3478?transport=udp",
             "turn:turn.example.org:3479?transport=tcp",
@@ -387,7 +336,7 @@ mod tests {
             "turn:[2001:db8::1]:3478",
         ]
         .iter()
-        .map(|u| parse_turn_url(u).unwrap())
+        .map(|u| u.parse().unwrap())
         .collect();
         let relays = relays_from_urls(&urls);
         assert_eq!(relays.len(), 2);
@@ -404,16 +353,6 @@ mod tests {
         );
         assert_eq!(relays[1].host, "2001:db8::1");
         assert_eq!(relays[1].transports, vec![Transport::Udp]);
-    }
-
-    #[test]
-    fn bad_turn_urls() {
-        for bad in
-            ["http://x", "turn:h:0", "turn:h:x", "turns:h:443?transport=udp", "stun:h:1?transport=udp", "turn::1"]
-        {
-            assert!(parse_turn_url(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_turn_url("turns:h").unwrap().port, 5349);
     }
 
     #[test]

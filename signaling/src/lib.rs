@@ -8,7 +8,10 @@
 //! - [`metrics`]: Prometheus counters, counted where transitions are committed.
 //! - [`limiter`]: per-client rate limits in constant memory (REST and Socket.IO).
 //! - [`socket`]: the Socket.IO gateway (auth on connect, events, effects).
-//! - [`auth`], [`webhook`], [`config`], [`cli`]: around them.
+//! - [`fleet`]: the relays' registry in Redis, which `/v1/ice-servers` picks relays from.
+//! - [`server`]: wires the parts together and runs them; [`quickstart`]: the loopback demo.
+//! - [`auth`], [`webhook`], [`cli`]: around them. The config file itself is
+//!   [`ice_config::Config`], shared with the relay.
 
 pub mod auth;
 pub mod calls;

@@ -1,18 +1,20 @@
-//! A STUN/TURN relay (RFC 8489, RFC 8656) with TURN REST API credentials.
+//! A STUN/TURN relay (RFC 8489, RFC 8656) with TURN REST API credentials, in three layers and
+//! the binary on top:
 //!
-//! `proto` is the pure protocol core (no sockets, clocks or locks of its own; its contract with
-//! drivers is `proto::server` `io.rs`: `handle_client`/`handle_peer` answer the data path directly,
-//! every other effect comes out of `poll_output()`); `net` is the driver that moves bytes and time
-//! into it and carries out its outputs;
-//! `settings` resolves the shared config file; `coturn_config` reads coturn's; `cli`, `ops` and
-//! `admin_client` serve the binary.
+//! - [`proto`], the core: sans-IO STUN/TURN (messages, auth, allocations, permissions, channels).
+//!   It never reads the clock or touches a socket, holds no lock on the data path, and depends on
+//!   no other module here. Its contract with drivers is one file, `proto/server/io.rs`:
+//!   `handle_client`/`handle_peer` answer the data path directly, every other effect comes out
+//!   of `poll_output()`.
+//! - [`net`], the driver: owns the sockets, threads and clock and moves bytes and time into the
+//!   core (datagram workers on epoll threads, batched through the `udp-batch` crate; tokio for
+//!   TCP/TLS, RFC 6062 and the control plane).
+//! - [`ops`]: logging, metrics, the admin interface, reload and drain, beside the driver.
+//! - [`app`]: what only the binary needs: the command line, settings resolved from the shared
+//!   config file, the runner that starts the workers, the admin client, the deployment probe and
+//!   coturn config import.
 
-pub mod admin_client;
-pub mod cli;
-pub mod coturn_config;
+pub mod app;
 pub mod net;
 pub mod ops;
-pub mod probe;
 pub mod proto;
-pub mod runner;
-pub mod settings;

@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use ice_config::{ice_servers, Config, RelayEndpoint, RestSecrets, Transport};
-use turn_server::cli::{Cli, Command, CredentialsArgs, MigrateArgs, ProbeArgs, QuickstartArgs, RunArgs};
-use turn_server::coturn_config::{self, Import, Note, Severity};
-use turn_server::probe::conn::Trust;
-use turn_server::probe::url::IceUrl;
-use turn_server::probe::{self as prober, Credentials};
-use turn_server::{ops, runner, settings};
+use ice_config::{ice_servers, Config, IceUrl, RelayEndpoint, RestSecrets, Transport};
+use turn_server::app::cli::{Cli, Command, CredentialsArgs, MigrateArgs, ProbeArgs, QuickstartArgs, RunArgs};
+use turn_server::app::coturn_config::{self, Import, Note, Severity};
+use turn_server::app::probe::conn::Trust;
+use turn_server::app::probe::{self as prober, Credentials};
+use turn_server::app::{runner, settings};
+use turn_server::ops;
 
 fn main() -> ExitCode {
     // A bad flag is a configuration error like any other: exit 1, as `--check-config` does for a
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Some(Command::Credentials(args)) => credentials(&args),
         Some(Command::Quickstart(args)) => quickstart(&args),
         Some(Command::Probe(args)) => probe(&args),
-        Some(Command::Admin(args)) => turn_server::admin_client::run(&args),
+        Some(Command::Admin(args)) => turn_server::app::admin_client::run(&args),
         Some(Command::Migrate(args)) => migrate(&args),
         None => run(&cli.run),
     };

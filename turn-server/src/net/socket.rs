@@ -72,25 +72,7 @@ pub fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> io::Result
 
 /// `setsockopt` with a plain-data value, for options socket2 does not offer.
 #[cfg(target_os = "linux")]
-pub(super) fn set_option<T>(socket: &std::net::UdpSocket, level: i32, name: i32, value: &T) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the fd is a live socket owned by `socket`; `value` points to a T of the given size,
-    // alive for the call (the kernel copies it).
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
+pub(super) use udp_batch::set_option;
 
 #[cfg(not(target_os = "linux"))]
 pub fn set_dont_fragment(_socket: &std::net::UdpSocket, _ipv6: bool) -> io::Result<()> {
@@ -101,50 +83,4 @@ pub fn set_dont_fragment(_socket: &std::net::UdpSocket, _ipv6: bool) -> io::Resu
 /// sends only fail to go on a full buffer, where dropping is the right thing anyway.
 pub fn send_datagram(socket: &std::net::UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
     socket.send_to(data, to)
-}
-
-/// `setsockopt`/cmsg type of UDP generic segmentation offload (Linux 4.18+), at `IPPROTO_UDP`.
-const UDP_SEGMENT: libc::c_int = 103;
-
-/// The control message of a UDP GSO send: one `UDP_SEGMENT` cmsg giving the segment size, in a
-/// buffer aligned for `cmsghdr`. Point `msg_control` at [`SegmentCmsg::as_mut_ptr`] with
-/// `msg_controllen` = [`SegmentCmsg::LEN`].
-#[derive(Clone, Copy, Default)]
-pub struct SegmentCmsg([u64; 4]);
-
-impl SegmentCmsg {
-    /// CMSG_SPACE(2) on Linux: a 16-byte header and the u16, padded to 8 bytes.
-    pub const LEN: usize = 24;
-
-    pub fn write(&mut self, segment_size: u16) {
-        // SAFETY: a msghdr whose control buffer is ours, 32 bytes, at least CMSG_SPACE(2)
-        // (asserted by a test); the CMSG_* helpers stay inside it.
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_control = self.0.as_mut_ptr().cast();
-            msg.msg_controllen = Self::LEN as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::IPPROTO_UDP;
-            (*cmsg).cmsg_type = UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment_size);
-        }
-    }
-
-    pub fn as_mut_ptr(&mut self) -> *mut libc::c_void {
-        self.0.as_mut_ptr().cast()
-    }
-}
-
-#[cfg(test)]
-mod segment_cmsg_tests {
-    use super::SegmentCmsg;
-
-    #[test]
-    fn the_buffer_holds_exactly_the_space_the_kernel_expects() {
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(2) } as usize;
-        assert_eq!(SegmentCmsg::LEN, space);
-        assert!(std::mem::size_of::<SegmentCmsg>() >= space);
-    }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use super::logging::LogControl;
 use super::metrics::{DriverGauges, Sample};
 use super::systemd;
+use crate::app::settings::Settings;
 use crate::net::{Worker, WorkerPool};
-use crate::settings::Settings;
 
 /// Produces fresh settings from the config file and flags.
 pub type Reloader = Box<dyn Fn() -> anyhow::Result<Settings>>;

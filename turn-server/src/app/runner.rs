@@ -8,12 +8,12 @@ use anyhow::Context;
 
 use std::rc::Rc;
 
+use crate::app::settings::Settings;
 use crate::net::{socket, steering, Listeners, StreamOptions, Worker, WorkerPool, WorkerSpec};
 use crate::ops::control::Control;
 use crate::ops::logging::LogControl;
 use crate::ops::systemd;
 use crate::proto::{Ledger, Server};
-use crate::settings::Settings;
 
 /// Binds every listener; an IPv6 wildcard that the host cannot offer is skipped with a warning
 /// when an IPv4 listener exists, so a default config runs on IPv4-only hosts.

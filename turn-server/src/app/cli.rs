@@ -94,7 +94,7 @@ pub struct ProbeArgs {
     /// ICE URL to check (repeatable): stun:HOST[:PORT], turn:HOST[:PORT]?transport=udp|tcp,
     /// turns:HOST[:PORT]?transport=tcp. Default: every URL of the config's [[relays]].
     #[arg(long, value_name = "URL")]
-    pub url: Vec<crate::probe::url::IceUrl>,
+    pub url: Vec<ice_config::IceUrl>,
     /// REST shared secret to mint a credential with (default: the config's first auth.secrets).
     #[arg(long, env = "TURN_STATIC_AUTH_SECRET")]
     pub secret: Option<String>,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use ice_config::Config;
 use serde_json::Value;
 
-use crate::cli::{AdminAction, AdminArgs};
+use crate::app::cli::{AdminAction, AdminArgs};
 
 pub fn run(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     let cfg = match &args.config {

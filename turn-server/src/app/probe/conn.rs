@@ -11,9 +11,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use super::url::{IceUrl, Transport};
 use crate::proto::framing;
 use crate::proto::stun::{Message, TransactionId};
+use ice_config::{IceUrl, Transport};
 
 /// Where Debian and most distributions keep the system's trusted CAs.
 const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";

@@ -3,16 +3,14 @@
 //! itself, and reports addresses, round-trip time, and for failures the likely cause.
 
 pub mod conn;
-pub mod url;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ice_config::{long_term_key, LongTermKey, PasswordAlgorithm};
+use ice_config::{long_term_key, IceUrl, LongTermKey, PasswordAlgorithm, Scheme, Transport};
 use serde::Serialize;
 
 use self::conn::{Conn, Trust};
-use self::url::{IceUrl, Scheme};
 use crate::proto::stun::{attr, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
 
 /// Credentials to allocate with.
@@ -82,7 +80,7 @@ fn run(
         let hint = match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "nothing listens there: wrong port, or the listener is off",
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "no answer: a firewall drops it",
-            _ if matches!(url.transport, url::Transport::Tls) => {
+            _ if url.transport == Transport::Tls => {
                 "TLS failed: certificate name or CA mismatch (--ca FILE), or not a TLS port"
             }
             _ => "cannot connect",
