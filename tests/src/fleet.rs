@@ -1,4 +1,4 @@
-//! Helpers of the fleet tests (`tests/tests/fleet_*.rs`): built relays that register in a real
+//! Helpers of the fleet tests (`tests/tests/e2e/fleet_*.rs`): built relays that register in a real
 //! Redis under a key prefix, the signaling config that reads that registry, and the relay order
 //! of one `/v1/ice-servers` answer.
 

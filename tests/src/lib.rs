@@ -1,4 +1,4 @@
-//! Harness for the end-to-end tests in `tests/tests/`: it starts the built `turn-server` binary
+//! Harness for the end-to-end tests in `tests/tests/e2e/`: it starts the built `turn-server` binary
 //! as a child process on loopback and points clients nobody here wrote at it.
 //!
 //! - [`Server`]: one relay process on its own block of loopback ports (so tests run in

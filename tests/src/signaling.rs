@@ -1,4 +1,4 @@
-//! Harness for the signaling tests (`tests/tests/signaling_*.rs`): the built `signaling` binary
+//! Harness for the signaling tests (`tests/tests/e2e/signaling_*.rs`): the built `signaling` binary
 //! on a free loopback port, a minimal HTTP/1.1 client, HS256 tokens made here independently of
 //! the service's JWT library, Socket.IO clients nobody here wrote (socket.io-client from npm,
 //! python-socketio from PyPI) driven over JSON lines, and real `redis-server` and `nginx`.

@@ -116,7 +116,7 @@ fn every_denied_peer_form_is_refused_and_nothing_reaches_the_canary() {
         client.send_channel_data(channel, b"canary?").unwrap();
     }
     // The relay's own listening and relay ports are no peers either, even with loopback opened
-    // for a test (tests/tests/turn_client.rs covers the allow-list side).
+    // for a test (tests/tests/e2e/turn_client.rs covers the allow-list side).
     let own = SocketAddr::new("127.0.0.1".parse().unwrap(), server.addr().port());
     assert_eq!(client.create_permission(own).unwrap().error_code(), Some(403));
     client.send_indication(own, b"loop?").unwrap();
