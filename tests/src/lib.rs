@@ -27,7 +27,7 @@ pub mod signaling;
 pub mod stun;
 pub mod turn_wire;
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -235,6 +235,8 @@ pub struct ServerBuilder {
     program: Option<PathBuf>,
     tls: Option<(PathBuf, PathBuf)>,
     bare: bool,
+    ip: IpAddr,
+    prometheus: bool,
 }
 
 impl ServerBuilder {
@@ -250,6 +252,8 @@ impl ServerBuilder {
             program: None,
             tls: None,
             bare: false,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            prometheus: false,
         }
     }
 
@@ -274,6 +278,20 @@ impl ServerBuilder {
     /// [`Server::tls_addr`].
     pub fn tls(mut self, cert: PathBuf, key: PathBuf) -> Self {
         self.tls = Some((cert, key));
+        self
+    }
+
+    /// Listen and relay on `ip` instead of 127.0.0.1: an address of the network namespace the
+    /// server is started in with [`start_in`](Self::start_in).
+    pub fn ip(mut self, ip: impl Into<IpAddr>) -> Self {
+        self.ip = ip.into();
+        self
+    }
+
+    /// Serve Prometheus metrics (`--prometheus`) on a port of a block of its own, held as long as
+    /// the server lives: [`Server::metrics_port`]. Not with [`bare`](Self::bare).
+    pub fn prometheus(mut self) -> Self {
+        self.prometheus = true;
         self
     }
 
@@ -314,6 +332,13 @@ impl ServerBuilder {
         self.start_on(PortBlock::reserve())
     }
 
+    /// [`start`](Self::start) inside the network namespace `ns`, on the namespace's address given
+    /// with [`ip`](Self::ip): the process, its ports and the readiness probe all live there, and
+    /// the returned server is used from anywhere.
+    pub fn start_in(self, ns: &netns::NetNs) -> Server {
+        ns.run(move || self.start())
+    }
+
     /// [`start`](Self::start) on a block the test reserved itself (to write a config file naming
     /// its ports first).
     pub fn start_on(self, ports: PortBlock) -> Server {
@@ -325,12 +350,12 @@ impl ServerBuilder {
             if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
                 args.extend(extra.split_whitespace().map(str::to_owned));
             }
-            return Server::spawn(binary, args, ports, logs, self.secret, self.stun_probe);
+            return Server::spawn(binary, args, ports, None, logs, self);
         }
-        let mut args: Vec<String> = ["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "-r", REALM]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let metrics = self.prometheus.then(PortBlock::reserve);
+        let ip = self.ip.to_string();
+        let mut args: Vec<String> =
+            ["--listening-ip", &ip, "--relay-ip", &ip, "-r", REALM].iter().map(|s| (*s).to_owned()).collect();
         args.extend([
             "-p".to_owned(),
             ports.listen_port().to_string(),
@@ -355,6 +380,9 @@ impl ServerBuilder {
                 key.display().to_string(),
             ]);
         }
+        if let Some(block) = &metrics {
+            args.extend(["--prometheus".to_owned(), "--prometheus-port".to_owned(), block.listen_port().to_string()]);
+        }
         args.extend(self.args.iter().cloned());
         // A stopped test server need not drain its allocations (SIGTERM would otherwise keep it
         // up to 30 s); the drain tests set their own timeout.
@@ -364,7 +392,7 @@ impl ServerBuilder {
         if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
             args.extend(extra.split_whitespace().map(str::to_owned));
         }
-        Server::spawn(binary, args, ports, logs, self.secret, self.stun_probe)
+        Server::spawn(binary, args, ports, metrics, logs, self)
     }
 }
 
@@ -377,6 +405,7 @@ pub struct Server {
     secret: Option<String>,
     command: String,
     ports: PortBlock,
+    metrics: Option<PortBlock>,
     logs: LogDir,
     /// Set once a failure message already carried the stderr tail.
     reported: AtomicBool,
@@ -387,26 +416,29 @@ impl Server {
         binary: PathBuf,
         args: Vec<String>,
         ports: PortBlock,
+        metrics: Option<PortBlock>,
         logs: LogDir,
-        secret: Option<String>,
-        stun_probe: bool,
+        how: ServerBuilder,
     ) -> Server {
         let child = process::spawn("server", &binary, &args, logs.path(), SERVER_MAX_LIFE);
         let mut server = Server {
             child,
-            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports.listen_port())),
-            secret,
+            addr: SocketAddr::new(how.ip, ports.listen_port()),
+            secret: how.secret,
             command: format!("{} {}", binary.display(), args.join(" ")),
             ports,
+            metrics,
             logs,
             reported: AtomicBool::new(false),
         };
-        server.wait_ready(stun_probe);
+        server.wait_ready(how.stun_probe);
         server
     }
 
     fn wait_ready(&mut self, stun_probe: bool) {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+        let any =
+            if self.addr.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+        let socket = UdpSocket::bind((any, 0)).expect("bind probe socket");
         let start = Instant::now();
         while start.elapsed() < READY_TIMEOUT {
             if let Some(status) = self.child.exited() {
@@ -449,6 +481,17 @@ impl Server {
     /// Its ports.
     pub fn ports(&self) -> &PortBlock {
         &self.ports
+    }
+
+    /// Where it serves Prometheus metrics on 127.0.0.1, if started with
+    /// [`ServerBuilder::prometheus`].
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics.as_ref().expect("this server was started without ServerBuilder::prometheus").listen_port()
+    }
+
+    /// The body of its `/metrics`.
+    pub fn scrape(&self) -> String {
+        prometheus::scrape(self.metrics_port())
     }
 
     /// Where its captured output and the test's other files go.

@@ -363,17 +363,14 @@ fn unauthenticated_answers_are_small_and_rate_limited() {
 
 #[test]
 fn quotas_are_reached_and_released() {
-    let spare = e2e::PortBlock::reserve();
-    let metrics_port = spare.peer_port(0);
     let server = ServerBuilder::new("attacker_quota")
         .arg("--user-quota")
         .arg("2")
         .arg("--max-allocations-per-ip")
         .arg("3")
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
+        .prometheus()
         .start();
+    let metrics_port = server.metrics_port();
     let allocate = |user: &str, from: &str| {
         let (username, password) = server.credential(user);
         let mut c =

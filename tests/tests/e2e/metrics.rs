@@ -10,14 +10,8 @@ use e2e::{process, ServerBuilder};
 
 #[test]
 fn metrics_follow_what_clients_do() {
-    // A port of a block reserved for this test, so parallel tests cannot collide on it.
-    let block = e2e::PortBlock::reserve();
-    let metrics_port = block.peer_port(7);
-    let server = ServerBuilder::new("metrics")
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
-        .start();
+    let server = ServerBuilder::new("metrics").prometheus().start();
+    let metrics_port = server.metrics_port();
     let probe = |secret: &str| {
         let args: Vec<String> =
             ["probe", "--timeout", "3s", "--secret", secret, "--url", &format!("turn:{}?transport=udp", server.addr())]

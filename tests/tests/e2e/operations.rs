@@ -259,15 +259,8 @@ fn admin_interface_lists_drops_shows_config_and_reloads() {
 fn max_bps_drops_what_exceeds_the_rate_and_counts_it() {
     const RATE: u64 = 20_000;
     const BURST: u64 = 65_536;
-    let spare = PortBlock::reserve();
-    let metrics_port = spare.peer_port(0);
-    let server = ServerBuilder::new("max_bps")
-        .arg("--max-bps")
-        .arg(RATE.to_string())
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
-        .start();
+    let server = ServerBuilder::new("max_bps").arg("--max-bps").arg(RATE.to_string()).prometheus().start();
+    let metrics_port = server.metrics_port();
     let echo = UdpEcho::start(format!("127.0.0.1:{}", server.ports().peer_port(0)).parse().unwrap());
     let mut c = client_with_channel(&server, "capped", echo.addr());
     let payload = [1u8; 1000];
