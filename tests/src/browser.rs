@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::signaling::{repo_root, Signaling};
+use crate::clients_dir;
+use crate::signaling::Signaling;
 use crate::{process, tail, LogDir};
 
 pub struct ChromiumRun {
@@ -72,11 +73,6 @@ impl Drop for ChromiumRun {
 // ---- The /diag page driver (tests/clients/browser/diag.js) ----
 
 const DRIVER_DEADLINE: Duration = Duration::from_secs(50);
-
-/// `tests/clients/`: the pinned npm and PyPI test clients.
-pub fn clients_dir() -> PathBuf {
-    repo_root().join("tests").join("clients")
-}
 
 /// Width, height and size of a PNG file, or why it is not one.
 pub fn is_png(path: &Path) -> Result<(u32, u32, u64), String> {

@@ -107,6 +107,25 @@ pub fn server_binary() -> PathBuf {
     p
 }
 
+/// The repository root (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// `tests/clients/`: the pinned npm and PyPI clients and their scripts.
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// `name` on PATH, or in /usr/sbin or /usr/bin (root's PATH may lack them in a sandbox).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Finds one of coturn's programs on PATH or fails the test saying how to install it.
 pub fn require_tool(name: &str) -> PathBuf {
     require_program(name, "coturn")
@@ -114,12 +133,8 @@ pub fn require_tool(name: &str) -> PathBuf {
 
 /// Finds `name` on PATH or fails the test naming the Debian package to install.
 pub fn require_program(name: &str, debian_package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
+    if let Some(found) = find_program(name) {
+        return found;
     }
     panic!(
         "`{name}` is not installed: it comes with Debian's {debian_package} package. Install it \

@@ -24,16 +24,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::signaling::{repo_root, require, Signaling, SignalingBuilder};
+use e2e::clients_dir;
+use e2e::signaling::{require, Signaling, SignalingBuilder};
 use e2e::{process, server_binary, stun, tail, ChildGuard, LogDir, PortBlock, ServerBuilder, REALM};
 use serde_json::{json, Value};
 
 /// The driver's own deadline for the whole call (each wait in a page is at most 30 s).
 const DRIVER_DEADLINE: Duration = Duration::from_secs(60);
-
-fn clients_dir() -> PathBuf {
-    repo_root().join("tests").join("clients")
-}
 
 /// Chromium, node and the npm packages, or a failure saying how to install them.
 fn prerequisites() -> (PathBuf, PathBuf) {

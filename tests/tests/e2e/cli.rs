@@ -3,16 +3,12 @@
 //! the `credentials` and `quickstart` subcommands producing credentials that really work.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::client::TurnClient;
 use e2e::process::{self, Finished};
-use e2e::{rest_password, server_binary, tail, unix_now, LogDir, ServerBuilder};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository root").to_path_buf()
-}
+use e2e::{repo_root, rest_password, server_binary, tail, unix_now, LogDir, ServerBuilder};
 
 /// Runs `turn-server args...` to completion (bounded at 20 s).
 fn turn_server(args: &[&str], dir: &Path) -> Finished {

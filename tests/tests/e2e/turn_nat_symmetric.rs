@@ -123,7 +123,7 @@ struct Agent {
 
 impl Agent {
     fn spawn(name: &str, ns: &NetNs, python: &Path, args: &[String], dir: &Path) -> Self {
-        let script = e2e::peers::clients_dir().join("ice_aioice.py");
+        let script = e2e::clients_dir().join("ice_aioice.py");
         let stderr = dir.join(format!("{name}.stderr"));
         let mut child = Command::new(e2e::require_program("timeout", "coreutils"))
             .args(["-k", "5", "90"])
