@@ -126,6 +126,13 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Runs the built `turn-server` with `args` to completion (a subcommand or `--check-config`),
+/// bounded to 30 s, its output kept in `dir`.
+pub fn turn_server_cli(args: &[&str], dir: &Path) -> Finished {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    process::run("turn-server-cli", &server_binary(), &args, dir, Duration::from_secs(30))
+}
+
 /// Finds one of coturn's programs on PATH or fails the test saying how to install it.
 pub fn require_tool(name: &str) -> PathBuf {
     require_program(name, "coturn")
@@ -522,6 +529,24 @@ impl Server {
     /// The last lines of its stderr.
     pub fn stderr_tail(&self) -> String {
         tail(&self.child.stderr(), 40)
+    }
+
+    /// Waits up to `within` for a line containing `needle` in its stderr tail; fails the test
+    /// with the tail if none comes.
+    #[track_caller]
+    pub fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.stderr_tail().contains(needle) {
+            self.check(Instant::now() < deadline, || format!("no log line containing {needle:?} within {within:?}"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `turn-server probe` over `transport` (`udp`, `tcp`) against this server with REST secret
+    /// `secret`: Binding, Allocate, permission and a datagram relayed back.
+    pub fn probe(&self, secret: &str, transport: &str) -> Finished {
+        let url = format!("turn:{}?transport={transport}", self.addr);
+        turn_server_cli(&["probe", "--timeout", "3s", "--secret", secret, "--url", &url], self.log_dir())
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the server process.
