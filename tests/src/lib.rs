@@ -246,6 +246,30 @@ impl PortBlock {
     }
 }
 
+/// A TCP port on 127.0.0.1 for a server a test runs itself (Redis, nginx, the signaling
+/// service). It comes from port blocks this process holds until it exits, below the kernel's
+/// ephemeral range: a port the kernel picked (bind to port 0) could be handed meanwhile to
+/// another test's outgoing connection, and all tests share one process.
+pub fn free_port() -> u16 {
+    static POOL: std::sync::Mutex<Vec<(PortBlock, u16)>> = std::sync::Mutex::new(Vec::new());
+    let mut pool = POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let next = match pool.last_mut() {
+            Some((block, used)) if *used < BLOCK_SIZE - 1 => {
+                *used += 1;
+                block.base + *used - 1
+            }
+            _ => {
+                pool.push((PortBlock::reserve(), 0));
+                continue;
+            }
+        };
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, next)).is_ok() {
+            return next;
+        }
+    }
+}
+
 /// How a [`Server`] is started.
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {

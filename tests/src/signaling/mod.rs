@@ -26,7 +26,9 @@ pub use instance::{Metrics, Signaling, SignalingBuilder};
 pub use nginx::Nginx;
 pub use redis::Redis;
 
-use std::net::{Ipv4Addr, TcpListener};
+/// Where the signaling tests have always found it.
+pub use crate::free_port;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,11 +54,6 @@ pub fn signaling_binary() -> PathBuf {
     let p = crate::profile_dir().join("signaling");
     assert!(p.is_file(), "{} not found: run `cargo build -p signaling` first", p.display());
     p
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// A program the test needs, or a failure saying how to install it.
