@@ -116,10 +116,7 @@ impl Metrics {
     /// The value of the sample written exactly `series` (`name` or `name{a="b"}`); 0 when absent,
     /// as Prometheus treats a labelled counter that never moved.
     pub fn value(&self, series: &str) -> f64 {
-        self.0
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0)
+        crate::prometheus::sample_f64(&self.0, series).unwrap_or(0.0)
     }
 }
 
