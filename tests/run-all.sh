@@ -59,7 +59,7 @@ section "Debian packages"
 # command -> Debian package: coturn's turnutils_* clients and turnserver; openssl for test
 # certificates; redis-server and nginx for the signaling tests; iproute2 for the NAT tests'
 # network namespaces; node/npm and python3 for the Socket.IO and aioice clients; c++ for
-# libFuzzer; chromium for the browser call (tests/tests/browser_call.rs, driven by playwright-core,
+# libFuzzer; chromium for the browser call (tests/tests/e2e/browser_call.rs, driven by playwright-core,
 # which never downloads a browser of its own).
 NEEDS=(
     turnserver:coturn turnutils_uclient:coturn turnutils_peer:coturn turnutils_stunclient:coturn
@@ -84,13 +84,13 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/n
     missing+=("python3 ensurepip")
     [[ " ${DEB_PACKAGES[*]} " == *" python3-venv "* ]] || DEB_PACKAGES+=(python3-venv)
 fi
-# nginx's stream module (TURN over TLS on 443 behind ssl_preread, tests/tests/turn_nginx.rs) is a
+# nginx's stream module (TURN over TLS on 443 behind ssl_preread, tests/tests/e2e/turn_nginx.rs) is a
 # separate package that nginx only recommends.
 if [[ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]]; then
     missing+=(ngx_stream_module)
     DEB_PACKAGES+=(libnginx-mod-stream)
 fi
-# And the GeoIP2 module, for deploy/fleet/nginx.conf's region map (tests/tests/fleet_nginx_geoip.rs).
+# And the GeoIP2 module, for deploy/fleet/nginx.conf's region map (tests/tests/e2e/fleet_nginx_geoip.rs).
 if [[ ! -f /usr/lib/nginx/modules/ngx_http_geoip2_module.so ]]; then
     missing+=(ngx_http_geoip2_module)
     DEB_PACKAGES+=(libnginx-mod-http-geoip2)

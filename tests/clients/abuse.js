@@ -1,4 +1,4 @@
-// Hostile Socket.IO/WebSocket clients for tests/tests/signaling_abuse.rs, built on the `ws`
+// Hostile Socket.IO/WebSocket clients for tests/tests/e2e/signaling_abuse.rs, built on the `ws`
 // package (the WebSocket client socket.io-client itself uses under node). One mode per run,
 // results as JSON lines on stdout; every wait is bounded and the process exits by itself.
 //   node abuse.js frame  URL LOCAL_ADDR CLAIMED_BYTES SENT_BYTES HOLD_MS

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::signaling::{repo_root, Signaling};
+use crate::clients_dir;
+use crate::process::Finished;
+use crate::signaling::Signaling;
 use crate::{process, tail, LogDir};
 
 pub struct ChromiumRun {
@@ -32,6 +34,21 @@ impl ChromiumRun {
     /// What to pass as the driver's TMPDIR.
     pub fn tmpdir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Runs `node tests/clients/browser/<script> <cfg>` with this run's TMPDIR, bounded to
+    /// `deadline` plus 15 s (the script stops itself at `cfg.deadlineMs`): how it ended and the
+    /// last JSON line it printed (`null` if none).
+    pub fn drive(&self, node: &Path, script: &str, cfg: &Value, logs: &Path, deadline: Duration) -> (Finished, Value) {
+        let args: Vec<String> = vec![
+            format!("TMPDIR={}", self.dir.display()),
+            node.display().to_string(),
+            clients_dir().join("browser").join(script).display().to_string(),
+            cfg.to_string(),
+        ];
+        let run = process::run(script, Path::new("/usr/bin/env"), &args, logs, deadline + Duration::from_secs(15));
+        let result = run.stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+        (run, result)
     }
 
     /// Processes still running with this run's directory in their command line.
@@ -73,11 +90,6 @@ impl Drop for ChromiumRun {
 
 const DRIVER_DEADLINE: Duration = Duration::from_secs(50);
 
-/// `tests/clients/`: the pinned npm and PyPI test clients.
-pub fn clients_dir() -> PathBuf {
-    repo_root().join("tests").join("clients")
-}
-
 /// Width, height and size of a PNG file, or why it is not one.
 pub fn is_png(path: &Path) -> Result<(u32, u32, u64), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
@@ -93,28 +105,14 @@ pub fn is_png(path: &Path) -> Result<(u32, u32, u64), String> {
 pub fn open_diag_page(signaling: &Signaling, name: &str, chromium: &Path, node: &Path) -> (Value, LogDir, String) {
     let logs = LogDir::new(name);
     let reaper = ChromiumRun::new();
-    let tmp = reaper.tmpdir().to_path_buf();
     let cfg = json!({
         "chromium": chromium,
         "url": format!("{}/diag#token={}", signaling.url(), signaling.token("diag-operator", 600)),
         "screenshot": logs.path().join("diag.png"),
         "deadlineMs": DRIVER_DEADLINE.as_millis(),
     });
-    let args: Vec<String> = vec![
-        format!("TMPDIR={}", tmp.display()),
-        node.display().to_string(),
-        clients_dir().join("browser").join("diag.js").display().to_string(),
-        cfg.to_string(),
-    ];
-    let run = process::run(
-        "diag-driver",
-        Path::new("/usr/bin/env"),
-        &args,
-        logs.path(),
-        DRIVER_DEADLINE + Duration::from_secs(15),
-    );
+    let (run, result) = reaper.drive(node, "diag.js", &cfg, logs.path(), DRIVER_DEADLINE);
     drop(reaper);
-    let result: Value = run.stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
     let context = format!(
         "driver {}\nresult: {}\n--- driver stderr (last 60 lines):\n{}",
         run.describe_status(),

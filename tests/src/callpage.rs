@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::browser::{clients_dir, is_png, ChromiumRun};
+use crate::browser::{is_png, ChromiumRun};
+use crate::clients_dir;
 use crate::signaling::{require, Driver};
 use crate::LogDir;
 

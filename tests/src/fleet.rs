@@ -1,4 +1,4 @@
-//! Helpers of the fleet tests (`tests/tests/fleet_*.rs`): built relays that register in a real
+//! Helpers of the fleet tests (`tests/tests/e2e/fleet_*.rs`): built relays that register in a real
 //! Redis under a key prefix, the signaling config that reads that registry, and the relay order
 //! of one `/v1/ice-servers` answer.
 
@@ -13,18 +13,34 @@ use crate::{Server, ServerBuilder};
 /// The `[[relays]]` fallback host of [`signaling_config`] (`static` in [`hosts_of`]).
 pub const STATIC_HOST: &str = "static.example.test";
 
-/// Relay `n` (public host `relay-<n>.example.test`) in `region`, registered in `redis` under
-/// `prefix` with a 1 s heartbeat, capacity 10, drain timeout 30 s.
-pub fn relay(n: u32, region: &str, redis: &Redis, prefix: &str, dir: &Path) -> Server {
-    let text = format!("[turn]\nregistry_heartbeat_secs = 1\n[signaling]\nredis_prefix = \"{prefix}\"\n");
-    let config = crate::peers::write_file(dir, &format!("relay-{n}.toml"), &text);
-    ServerBuilder::new(&format!("fleet-relay-{n}"))
+/// A relay that registers in the Redis at `redis_url` under `prefix` as public host
+/// `<name>.example.test`, heartbeat every `heartbeat_secs`, with `turn_extra` lines in its `[turn]`
+/// table (its config file goes to `dir`): add flags, then start it.
+pub fn registered_relay(
+    name: &str,
+    redis_url: &str,
+    prefix: &str,
+    heartbeat_secs: u64,
+    turn_extra: &str,
+    dir: &Path,
+) -> ServerBuilder {
+    let text = format!(
+        "[turn]\nregistry_heartbeat_secs = {heartbeat_secs}\n{turn_extra}[signaling]\nredis_prefix = \"{prefix}\"\n"
+    );
+    let config = crate::peers::write_file(dir, &format!("{name}.toml"), &text);
+    ServerBuilder::new(name)
         .arg("--config")
         .arg(config.display().to_string())
         .arg("--redis-url")
-        .arg(redis.url())
+        .arg(redis_url)
         .arg("--public-host")
-        .arg(format!("relay-{n}.example.test"))
+        .arg(format!("{name}.example.test"))
+}
+
+/// Relay `n` (public host `relay-<n>.example.test`) in `region`, registered in `redis` under
+/// `prefix` with a 1 s heartbeat, capacity 10, drain timeout 30 s.
+pub fn relay(n: u32, region: &str, redis: &Redis, prefix: &str, dir: &Path) -> Server {
+    registered_relay(&format!("relay-{n}"), &redis.url(), prefix, 1, "", dir)
         .arg("--region")
         .arg(region)
         .arg("--capacity")

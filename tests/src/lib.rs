@@ -1,4 +1,4 @@
-//! Harness for the end-to-end tests in `tests/tests/`: it starts the built `turn-server` binary
+//! Harness for the end-to-end tests in `tests/tests/e2e/`: it starts the built `turn-server` binary
 //! as a child process on loopback and points clients nobody here wrote at it.
 //!
 //! - [`Server`]: one relay process on its own block of loopback ports (so tests run in
@@ -28,7 +28,7 @@ pub mod signaling;
 pub mod stun;
 pub mod turn_wire;
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -108,6 +108,32 @@ pub fn server_binary() -> PathBuf {
     p
 }
 
+/// The repository root (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// `tests/clients/`: the pinned npm and PyPI clients and their scripts.
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// `name` on PATH, or in /usr/sbin or /usr/bin (root's PATH may lack them in a sandbox).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs the built `turn-server` with `args` to completion (a subcommand or `--check-config`),
+/// bounded to 30 s, its output kept in `dir`.
+pub fn turn_server_cli(args: &[&str], dir: &Path) -> Finished {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    process::run("turn-server-cli", &server_binary(), &args, dir, Duration::from_secs(30))
+}
+
 /// Finds one of coturn's programs on PATH or fails the test saying how to install it.
 pub fn require_tool(name: &str) -> PathBuf {
     require_program(name, "coturn")
@@ -115,12 +141,8 @@ pub fn require_tool(name: &str) -> PathBuf {
 
 /// Finds `name` on PATH or fails the test naming the Debian package to install.
 pub fn require_program(name: &str, debian_package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
+    if let Some(found) = find_program(name) {
+        return found;
     }
     panic!(
         "`{name}` is not installed: it comes with Debian's {debian_package} package. Install it \
@@ -225,6 +247,30 @@ impl PortBlock {
     }
 }
 
+/// A TCP port on 127.0.0.1 for a server a test runs itself (Redis, nginx, the signaling
+/// service). It comes from port blocks this process holds until it exits, below the kernel's
+/// ephemeral range: a port the kernel picked (bind to port 0) could be handed meanwhile to
+/// another test's outgoing connection, and all tests share one process.
+pub fn free_port() -> u16 {
+    static POOL: std::sync::Mutex<Vec<(PortBlock, u16)>> = std::sync::Mutex::new(Vec::new());
+    let mut pool = POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let next = match pool.last_mut() {
+            Some((block, used)) if *used < BLOCK_SIZE - 1 => {
+                *used += 1;
+                block.base + *used - 1
+            }
+            _ => {
+                pool.push((PortBlock::reserve(), 0));
+                continue;
+            }
+        };
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, next)).is_ok() {
+            return next;
+        }
+    }
+}
+
 /// How a [`Server`] is started.
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
@@ -236,6 +282,8 @@ pub struct ServerBuilder {
     program: Option<PathBuf>,
     tls: Option<(PathBuf, PathBuf)>,
     bare: bool,
+    ip: IpAddr,
+    prometheus: bool,
 }
 
 impl ServerBuilder {
@@ -251,6 +299,8 @@ impl ServerBuilder {
             program: None,
             tls: None,
             bare: false,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            prometheus: false,
         }
     }
 
@@ -275,6 +325,20 @@ impl ServerBuilder {
     /// [`Server::tls_addr`].
     pub fn tls(mut self, cert: PathBuf, key: PathBuf) -> Self {
         self.tls = Some((cert, key));
+        self
+    }
+
+    /// Listen and relay on `ip` instead of 127.0.0.1: an address of the network namespace the
+    /// server is started in with [`start_in`](Self::start_in).
+    pub fn ip(mut self, ip: impl Into<IpAddr>) -> Self {
+        self.ip = ip.into();
+        self
+    }
+
+    /// Serve Prometheus metrics (`--prometheus`) on a port of a block of its own, held as long as
+    /// the server lives: [`Server::metrics_port`]. Not with [`bare`](Self::bare).
+    pub fn prometheus(mut self) -> Self {
+        self.prometheus = true;
         self
     }
 
@@ -315,6 +379,13 @@ impl ServerBuilder {
         self.start_on(PortBlock::reserve())
     }
 
+    /// [`start`](Self::start) inside the network namespace `ns`, on the namespace's address given
+    /// with [`ip`](Self::ip): the process, its ports and the readiness probe all live there, and
+    /// the returned server is used from anywhere.
+    pub fn start_in(self, ns: &netns::NetNs) -> Server {
+        ns.run(move || self.start())
+    }
+
     /// [`start`](Self::start) on a block the test reserved itself (to write a config file naming
     /// its ports first).
     pub fn start_on(self, ports: PortBlock) -> Server {
@@ -326,12 +397,12 @@ impl ServerBuilder {
             if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
                 args.extend(extra.split_whitespace().map(str::to_owned));
             }
-            return Server::spawn(binary, args, ports, logs, self.secret, self.stun_probe);
+            return Server::spawn(binary, args, ports, None, logs, self);
         }
-        let mut args: Vec<String> = ["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "-r", REALM]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let metrics = self.prometheus.then(PortBlock::reserve);
+        let ip = self.ip.to_string();
+        let mut args: Vec<String> =
+            ["--listening-ip", &ip, "--relay-ip", &ip, "-r", REALM].iter().map(|s| (*s).to_owned()).collect();
         args.extend([
             "-p".to_owned(),
             ports.listen_port().to_string(),
@@ -356,6 +427,9 @@ impl ServerBuilder {
                 key.display().to_string(),
             ]);
         }
+        if let Some(block) = &metrics {
+            args.extend(["--prometheus".to_owned(), "--prometheus-port".to_owned(), block.listen_port().to_string()]);
+        }
         args.extend(self.args.iter().cloned());
         // A stopped test server need not drain its allocations (SIGTERM would otherwise keep it
         // up to 30 s); the drain tests set their own timeout.
@@ -365,7 +439,7 @@ impl ServerBuilder {
         if let (false, Ok(extra)) = (reference, std::env::var("E2E_TURN_SERVER_ARGS")) {
             args.extend(extra.split_whitespace().map(str::to_owned));
         }
-        Server::spawn(binary, args, ports, logs, self.secret, self.stun_probe)
+        Server::spawn(binary, args, ports, metrics, logs, self)
     }
 }
 
@@ -378,6 +452,7 @@ pub struct Server {
     secret: Option<String>,
     command: String,
     ports: PortBlock,
+    metrics: Option<PortBlock>,
     logs: LogDir,
     /// Set once a failure message already carried the stderr tail.
     reported: AtomicBool,
@@ -388,26 +463,29 @@ impl Server {
         binary: PathBuf,
         args: Vec<String>,
         ports: PortBlock,
+        metrics: Option<PortBlock>,
         logs: LogDir,
-        secret: Option<String>,
-        stun_probe: bool,
+        how: ServerBuilder,
     ) -> Server {
         let child = process::spawn("server", &binary, &args, logs.path(), SERVER_MAX_LIFE);
         let mut server = Server {
             child,
-            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports.listen_port())),
-            secret,
+            addr: SocketAddr::new(how.ip, ports.listen_port()),
+            secret: how.secret,
             command: format!("{} {}", binary.display(), args.join(" ")),
             ports,
+            metrics,
             logs,
             reported: AtomicBool::new(false),
         };
-        server.wait_ready(stun_probe);
+        server.wait_ready(how.stun_probe);
         server
     }
 
     fn wait_ready(&mut self, stun_probe: bool) {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
+        let any =
+            if self.addr.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+        let socket = UdpSocket::bind((any, 0)).expect("bind probe socket");
         let start = Instant::now();
         while start.elapsed() < READY_TIMEOUT {
             if let Some(status) = self.child.exited() {
@@ -452,6 +530,17 @@ impl Server {
         &self.ports
     }
 
+    /// Where it serves Prometheus metrics on 127.0.0.1, if started with
+    /// [`ServerBuilder::prometheus`].
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics.as_ref().expect("this server was started without ServerBuilder::prometheus").listen_port()
+    }
+
+    /// The body of its `/metrics`.
+    pub fn scrape(&self) -> String {
+        prometheus::scrape(self.metrics_port())
+    }
+
     /// Where its captured output and the test's other files go.
     pub fn log_dir(&self) -> &Path {
         self.logs.path()
@@ -465,6 +554,24 @@ impl Server {
     /// The last lines of its stderr.
     pub fn stderr_tail(&self) -> String {
         tail(&self.child.stderr(), 40)
+    }
+
+    /// Waits up to `within` for a line containing `needle` in its stderr tail; fails the test
+    /// with the tail if none comes.
+    #[track_caller]
+    pub fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.stderr_tail().contains(needle) {
+            self.check(Instant::now() < deadline, || format!("no log line containing {needle:?} within {within:?}"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `turn-server probe` over `transport` (`udp`, `tcp`) against this server with REST secret
+    /// `secret`: Binding, Allocate, permission and a datagram relayed back.
+    pub fn probe(&self, secret: &str, transport: &str) -> Finished {
+        let url = format!("turn:{}?transport={transport}", self.addr);
+        turn_server_cli(&["probe", "--timeout", "3s", "--secret", secret, "--url", &url], self.log_dir())
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the server process.

@@ -235,19 +235,9 @@ pub fn named_cert(dir: &Path, file: &str, name: &str, extra_sans: &[&str]) -> (P
     (cert, key)
 }
 
-/// The workspace root (the parent of `tests/`).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
-}
-
-/// `tests/clients/`.
-pub fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
 /// The virtualenv `tests/run-all.sh` installs `tests/clients/requirements-turn.txt` into.
 pub fn turn_venv() -> PathBuf {
-    workspace_root().join("target").join("e2e-venv-turn")
+    crate::repo_root().join("target").join("e2e-venv-turn")
 }
 
 /// The Python with aioice installed, or a failure saying how to install it.
@@ -257,7 +247,7 @@ pub fn aioice_python() -> PathBuf {
         "python3 -m venv {venv} && {venv}/bin/pip install -r {req} (tests/run-all.sh does this; Debian needs \
          python3-venv)",
         venv = turn_venv().display(),
-        req = clients_dir().join("requirements-turn.txt").display()
+        req = crate::clients_dir().join("requirements-turn.txt").display()
     );
     assert!(python.is_file(), "{} not found: install aioice with `{install}`", python.display());
     let probe = Command::new(&python).args(["-c", "import aioice"]).output();

@@ -37,6 +37,11 @@ impl Finished {
         self.status.is_some_and(|s| s.success())
     }
 
+    /// stdout, then stderr: all it said, for failure messages and searches.
+    pub fn output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
     /// The exit code, or a word saying why there is none.
     pub fn describe_status(&self) -> String {
         match self.status {

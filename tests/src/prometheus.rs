@@ -1,4 +1,5 @@
-//! Reading a relay's Prometheus listener (`--prometheus`, served on 127.0.0.1) in tests.
+//! Reading Prometheus text in tests: the relay's listener (`--prometheus`, served on 127.0.0.1)
+//! and the samples of any scrape (the signaling service's too).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,7 +23,17 @@ pub fn scrape(port: u16) -> String {
 
 /// The value of the sample `series` (the exact text before the value, labels included).
 pub fn sample(body: &str, series: &str) -> Option<u64> {
-    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    body.lines().find_map(|l| value_text(l, series)?.parse().ok())
+}
+
+/// [`sample`] for values that need not be integers (gauges, OpenMetrics text).
+pub fn sample_f64(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| value_text(l, series)?.parse().ok())
+}
+
+/// The value of line `l` if it is a sample of exactly `series` (a timestamp after it is ignored).
+fn value_text<'a>(l: &'a str, series: &str) -> Option<&'a str> {
+    l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()
 }
 
 /// The sum of every sample of family `name`, whatever its labels.

@@ -22,4 +22,6 @@ pub use model::{Call, CallId, CallState, CallType, Deadline, DeadlineKind, Role,
 pub use transition::Transition;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -10,20 +10,20 @@ use super::*;
 const T: Timing = Timing { ring_timeout_ms: 45_000, grace_ms: 20_000, record_ttl_ms: 600_000, max_call_ms: 86_400_000 };
 
 /// A committed transition as `(call, from, to, ringing_ms, talking_ms)`.
-type Move = (CallId, Option<CallState>, CallState, Option<u64>, Option<u64>);
+pub(super) type Move = (CallId, Option<CallState>, CallState, Option<u64>, Option<u64>);
 
-/// The whole state, applied the way the stores apply `Writes`.
+/// The whole state, applied the way the stores apply `Writes` (also driven by `proptests.rs`).
 #[derive(Default)]
-struct World {
-    calls: BTreeMap<CallId, Call>,
-    slots: BTreeMap<UserId, CallId>,
-    deadlines: BTreeMap<Deadline, u64>,
+pub(super) struct World {
+    pub(super) calls: BTreeMap<CallId, Call>,
+    pub(super) slots: BTreeMap<UserId, CallId>,
+    pub(super) deadlines: BTreeMap<Deadline, u64>,
     /// Every committed transition, in order.
-    moves: Vec<Move>,
+    pub(super) moves: Vec<Move>,
 }
 
 impl World {
-    fn run(&mut self, now: u64, input: Input) -> (Reply, Vec<Effect>) {
+    pub(super) fn run(&mut self, now: u64, input: Input) -> (Reply, Vec<Effect>) {
         let needs = input.needs();
         let mut view = View::default();
         for user in &needs.slots {
@@ -70,7 +70,7 @@ impl World {
         self.deadlines.iter().filter(|(_, at)| **at <= now).map(|(d, _)| d.clone()).collect()
     }
 
-    fn fire(&mut self, now: u64) -> Vec<(Reply, Vec<Effect>)> {
+    pub(super) fn fire(&mut self, now: u64) -> Vec<(Reply, Vec<Effect>)> {
         self.due(now).into_iter().map(|d| self.run(now, Input::Deadline { call_id: d.call_id, kind: d.kind })).collect()
     }
 

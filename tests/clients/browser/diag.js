@@ -1,6 +1,6 @@
 // Opens the signaling service's ICE diagnostics page (GET /diag, signaling/src/http/diag.html)
 // in headless Chromium with `#token=...`, waits until every row finished gathering, reads the
-// table from the DOM and saves a screenshot, for tests/tests/diag_page.rs. Launch flags as in
+// table from the DOM and saves a screenshot, for tests/tests/e2e/diag_page.rs. Launch flags as in
 // driver.js (system Chromium via playwright-core; TMPDIR set by the test).
 //
 // Usage: node diag.js '<json config>'   {chromium, url, screenshot, deadlineMs}

@@ -1,5 +1,5 @@
 // Drives two headless Chromium pages (tests/clients/browser/call.html) through a call, for
-// tests/tests/browser_call.rs. playwright-core from npm talks to the system's Chromium
+// tests/tests/e2e/browser_call.rs. playwright-core from npm talks to the system's Chromium
 // (/usr/bin/chromium, Debian's `chromium`); Playwright's own browsers are never downloaded.
 //
 // Playwright refuses `--user-data-dir` in launch() args and makes a fresh profile itself, in

@@ -26,4 +26,6 @@ pub const HEADER_LEN: usize = 20;
 pub type TransactionId = [u8; 12];
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -2,30 +2,15 @@
 //! they move with what clients do (allocations, relayed traffic, authentication failures).
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use e2e::prometheus::{get as scrape, sample};
 use e2e::turn_wire::{TurnClient, Wire};
-use e2e::{process, ServerBuilder};
+use e2e::ServerBuilder;
 
 #[test]
 fn metrics_follow_what_clients_do() {
-    // A port of a block reserved for this test, so parallel tests cannot collide on it.
-    let block = e2e::PortBlock::reserve();
-    let metrics_port = block.peer_port(7);
-    let server = ServerBuilder::new("metrics")
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
-        .start();
-    let probe = |secret: &str| {
-        let args: Vec<String> =
-            ["probe", "--timeout", "3s", "--secret", secret, "--url", &format!("turn:{}?transport=udp", server.addr())]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-        process::run("probe", &e2e::server_binary(), &args, server.log_dir(), Duration::from_secs(30))
-    };
+    let server = ServerBuilder::new("metrics").prometheus().start();
+    let metrics_port = server.metrics_port();
+    let probe = |secret: &str| server.probe(secret, "udp");
     let good = probe(server.secret());
     server.check(good.success(), || format!("a good probe passes:\n{}\n{}", good.stdout, good.stderr));
     assert!(!probe("not-the-secret").success(), "a bad secret fails");

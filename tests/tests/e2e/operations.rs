@@ -40,14 +40,6 @@ fn fresh_allocate(server: &Server, user: &str) -> e2e::turn_wire::Reply {
     c.request(Method::Allocate, &[Attr::Raw(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])]).unwrap()
 }
 
-fn wait_log(server: &Server, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.stderr_tail().contains(needle) {
-        server.check(Instant::now() < deadline, || format!("no log line containing {needle:?}"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Waits for the process to exit; returns how long it took.
 fn wait_exit(server: &mut Server, within: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -75,7 +67,7 @@ fn sigterm_drains_live_flows_and_redirects_new_allocations() {
     assert!(round_trip(&mut live, b"before"));
 
     server.signal_server(libc::SIGTERM);
-    wait_log(&server, "draining");
+    server.wait_log("draining", Duration::from_secs(10));
     // The call in progress carries on...
     for i in 0..10 {
         let payload = format!("during drain {i}");
@@ -106,7 +98,7 @@ fn drain_timeout_stops_a_relay_that_still_has_allocations() {
     let mut live = client_with_channel(&server, "live", echo.addr());
     let signalled = Instant::now();
     server.signal_server(libc::SIGTERM);
-    wait_log(&server, "draining");
+    server.wait_log("draining", Duration::from_secs(10));
     assert!(round_trip(&mut live, b"still relayed"));
     // No alternate configured: 508.
     assert_eq!(fresh_allocate(&server, "newcomer").error_code(), Some(508));
@@ -123,7 +115,7 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     let echo = UdpEcho::start(format!("127.0.0.1:{}", server.ports().peer_port(0)).parse().unwrap());
     let mut live = client_with_channel(&server, "live", echo.addr());
     server.signal_server(libc::SIGTERM);
-    wait_log(&server, "draining");
+    server.wait_log("draining", Duration::from_secs(10));
     // The first signal alone does not end it (a listener registered late would see it again).
     std::thread::sleep(Duration::from_millis(500));
     assert!(round_trip(&mut live, b"still draining"), "the drain ended on its own first signal");
@@ -227,7 +219,7 @@ fn admin_interface_lists_drops_shows_config_and_reloads() {
     assert_eq!(users_listed(&admin_json(&server, port, &["list"])), vec!["bob"]);
     assert_eq!(alice.refresh(600).unwrap().error_code(), Some(437), "alice's allocation is gone");
     assert!(round_trip(&mut bob, b"bob still relays"));
-    wait_log(&server, "dropped by an operator");
+    server.wait_log("dropped by an operator", Duration::from_secs(10));
 
     let shown = admin_json(&server, port, &["config"]);
     let text = shown["config"].as_str().unwrap();
@@ -259,15 +251,8 @@ fn admin_interface_lists_drops_shows_config_and_reloads() {
 fn max_bps_drops_what_exceeds_the_rate_and_counts_it() {
     const RATE: u64 = 20_000;
     const BURST: u64 = 65_536;
-    let spare = PortBlock::reserve();
-    let metrics_port = spare.peer_port(0);
-    let server = ServerBuilder::new("max_bps")
-        .arg("--max-bps")
-        .arg(RATE.to_string())
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
-        .start();
+    let server = ServerBuilder::new("max_bps").arg("--max-bps").arg(RATE.to_string()).prometheus().start();
+    let metrics_port = server.metrics_port();
     let echo = UdpEcho::start(format!("127.0.0.1:{}", server.ports().peer_port(0)).parse().unwrap());
     let mut c = client_with_channel(&server, "capped", echo.addr());
     let payload = [1u8; 1000];

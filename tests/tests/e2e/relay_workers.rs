@@ -22,17 +22,14 @@ fn client_from(server: &e2e::Server, ip: &str, user: &str) -> TurnClient {
 
 #[test]
 fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
-    let block = e2e::PortBlock::reserve();
-    let metrics_port = block.peer_port(7);
     let server = ServerBuilder::new("relay_workers")
         .arg("--relay-threads")
         .arg(WORKERS.to_string())
         .arg("--user-quota")
         .arg("1")
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
+        .prometheus()
         .start();
+    let metrics_port = server.metrics_port();
     let pid = server.server_pid().unwrap();
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -92,8 +89,6 @@ fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
 /// relay ports come back.
 #[test]
 fn allocations_expire_on_the_datagram_workers_own_timers() {
-    let block = e2e::PortBlock::reserve();
-    let metrics_port = block.peer_port(7);
     let dir = e2e::LogDir::new("relay-workers-expiry-files");
     let config = e2e::peers::write_file(
         dir.path(),
@@ -105,10 +100,9 @@ fn allocations_expire_on_the_datagram_workers_own_timers() {
         .arg(config.display().to_string())
         .arg("--relay-threads")
         .arg("2")
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
+        .prometheus()
         .start();
+    let metrics_port = server.metrics_port();
     // 127.0.0.2 and .3: one client per worker (the steering is the address modulo 2).
     let mut clients: Vec<TurnClient> =
         (2..4).map(|i| client_from(&server, &format!("127.0.0.{i}"), &format!("e{i}"))).collect();

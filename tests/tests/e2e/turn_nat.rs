@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use e2e::netns::{self, NetNs};
 use e2e::peers::TcpEcho;
-use e2e::process::{self, ChildGuard};
+use e2e::process;
 use e2e::turn_wire::{self, TurnClient, Wire};
-use e2e::{require_tool, tail, ServerBuilder};
+use e2e::{require_tool, tail, Server, ServerBuilder};
 use turn_server::proto::stun::attr;
 
 /// `Response origin: : 127.0.0.2:20097` and `Other addr: : 127.0.0.2:20097` lines of stunclient.
@@ -70,8 +70,6 @@ const PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 200, 2, 1);
 const PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 2);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 200, 2, 2);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 200, 3, 2);
-const TURN_PORT: u16 = 3478;
-const RELAY_PORTS: (u16, u16) = (49152, 49170);
 
 /// Four namespaces wired as in the module docs; all deleted on drop.
 struct NatTopology {
@@ -112,76 +110,19 @@ impl NatTopology {
     }
 }
 
-/// The relay inside the `relay` namespace, with its stderr for failure messages.
-struct NatRelay {
-    child: ChildGuard,
-    command: String,
-}
-
-impl NatRelay {
-    fn stderr_tail(&self) -> String {
-        tail(&self.child.stderr(), 40)
-    }
-
-    #[track_caller]
-    fn fail(&self, msg: &str) -> ! {
-        panic!(
-            "{msg}\n--- relay command: {}\n--- relay stderr, last 40 lines:\n{}\n---",
-            self.command,
-            self.stderr_tail()
-        )
-    }
-
-    #[track_caller]
-    fn check(&self, cond: bool, msg: impl FnOnce() -> String) {
-        if !cond {
-            self.fail(&msg());
-        }
-    }
-}
-
-fn start_relay(t: &NatTopology, external_ip: &str, secret: &str, dir: &std::path::Path) -> NatRelay {
-    let binary = e2e::server_binary();
-    let private = PRIVATE.to_string();
-    let relay_args: Vec<String> = [
-        "-L",
-        &private,
-        "--relay-ip",
-        &private,
-        "--external-ip",
-        external_ip,
-        "-p",
-        &TURN_PORT.to_string(),
-        "--min-port",
-        &RELAY_PORTS.0.to_string(),
-        "--max-port",
-        &RELAY_PORTS.1.to_string(),
-        "-r",
-        e2e::REALM,
-        "--use-auth-secret",
-        "--static-auth-secret",
-        secret,
+/// The relay inside the `relay` namespace, on its private address.
+fn start_relay(t: &NatTopology, name: &str, external_ip: &str, secret: &str) -> Server {
+    ServerBuilder::new(name)
+        .secret(secret)
+        .ip(PRIVATE)
+        .refuse_loopback_peers()
+        .arg("--external-ip")
+        .arg(external_ip)
         // Peers live in a private range, refused by default.
-        "--allowed-peer-ip",
-        "10.200.3.0/24",
-        "-v",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let mut args = vec!["netns".to_owned(), "exec".to_owned(), t.relay.name().to_owned(), binary.display().to_string()];
-    args.extend(relay_args);
-    let ip = e2e::require_program("ip", "iproute2");
-    let command = format!("{} {}", ip.display(), args.join(" "));
-    let mut child = process::spawn("server", &ip, &args, dir, Duration::from_secs(120));
-    let deadline = Instant::now() + e2e::READY_TIMEOUT;
-    while !child.stderr().contains("listening on udp") {
-        if child.exited().is_some() || Instant::now() >= deadline {
-            let relay = NatRelay { child, command };
-            relay.fail("the relay in its namespace did not start listening");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    NatRelay { child, command }
+        .arg("--allowed-peer-ip")
+        .arg("10.200.3.0/24")
+        .arg("-v")
+        .start_in(&t.relay)
 }
 
 /// Receives one datagram on `socket` within 5 s.
@@ -205,10 +146,10 @@ fn external_ip_public_only_behind_one_to_one_nat() {
 
 fn external_ip_behind_one_to_one_nat(name: &str, external_ip: &str) {
     let topology = NatTopology::build();
-    let logs = e2e::LogDir::new(name);
     let secret = format!("e2e-secret-{:016x}", rand::random::<u64>());
-    let relay = start_relay(&topology, external_ip, &secret, logs.path());
-    let server = SocketAddr::new(IpAddr::V4(PUBLIC), TURN_PORT);
+    let relay = start_relay(&topology, name, external_ip, &secret);
+    let server = SocketAddr::new(IpAddr::V4(PUBLIC), relay.addr().port());
+    let (relay_min, relay_max) = (relay.ports().relay_min(), relay.ports().relay_max());
     let (user, pass) = e2e::rest_credential(&secret, "natted", 3600);
 
     // The client reaches the relay only through the NAT's public address.
@@ -231,8 +172,8 @@ fn external_ip_behind_one_to_one_nat(name: &str, external_ip: &str) {
     let alloc =
         client.allocate(turn_wire::UDP).unwrap_or_else(|e| relay.fail(&format!("Allocate through the NAT: {e}")));
     relay.check(
-        alloc.relayed.ip() == IpAddr::V4(PUBLIC) && (RELAY_PORTS.0..=RELAY_PORTS.1).contains(&alloc.relayed.port()),
-        || format!("XOR-RELAYED-ADDRESS is {}, expected {PUBLIC}:<{}-{}>", alloc.relayed, RELAY_PORTS.0, RELAY_PORTS.1),
+        alloc.relayed.ip() == IpAddr::V4(PUBLIC) && (relay_min..=relay_max).contains(&alloc.relayed.port()),
+        || format!("XOR-RELAYED-ADDRESS is {}, expected {PUBLIC}:<{relay_min}-{relay_max}>", alloc.relayed),
     );
 
     // A peer in its own namespace reaches the client through the public relayed address.

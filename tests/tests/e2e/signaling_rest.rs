@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use e2e::client::TurnClient;
 use e2e::process;
-use e2e::signaling::{hs256_token, repo_root, require, Signaling, SignalingBuilder};
+use e2e::repo_root;
+use e2e::signaling::{hs256_token, require, Signaling, SignalingBuilder};
 use e2e::{unix_now, ServerBuilder};
 use serde_json::{json, Value};
 

@@ -11,7 +11,8 @@
 
 use std::path::Path;
 
-use e2e::browser::{clients_dir, open_diag_page};
+use e2e::browser::open_diag_page;
+use e2e::clients_dir;
 use e2e::netns::{self, NetNs};
 use e2e::signaling::{require, SignalingBuilder};
 use e2e::turn_wire::{TurnClient, Wire};

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::process::{self, Finished};
-use e2e::{server_binary, tail, LogDir, PortBlock, Server, ServerBuilder};
+use e2e::process::Finished;
+use e2e::{tail, turn_server_cli, LogDir, PortBlock, Server, ServerBuilder};
 
 /// A coturn config as found on servers, in coturn's own line forms (`name=value`, `name value`,
 /// bare flags, quotes, comments, CRLF), for the ports of `ports`. `log` is its log-file.
@@ -46,36 +46,16 @@ fn coturn_conf(ports: &PortBlock, secret: &str, log: &Path) -> (String, usize) {
 }
 
 /// Runs `turn-server args...` to completion (bounded at 20 s).
-fn turn_server(args: &[&str], dir: &Path) -> Finished {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    process::run("turn-server-cli", &server_binary(), &args, dir, Duration::from_secs(20))
-}
-
-fn output(run: &Finished) -> String {
-    format!("{}\n{}", run.stdout, run.stderr)
-}
-
 #[track_caller]
 fn assert_ok(run: &Finished, what: &str) {
-    assert!(run.success(), "{what}: {}, expected exit 0; output:\n{}", run.describe_status(), tail(&output(run), 30));
-}
-
-/// `turn-server probe` over `transport` against `server` with its REST secret: Binding,
-/// Allocate, permission, and a datagram relayed back.
-fn probe(server: &Server, transport: &str) -> Finished {
-    let url = format!("turn:{}?transport={transport}", server.addr());
-    let args: Vec<String> = ["probe", "--timeout", "3s", "--secret", server.secret(), "--url", &url]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    process::run("probe", &server_binary(), &args, server.log_dir(), Duration::from_secs(30))
+    assert!(run.success(), "{what}: {}, expected exit 0; output:\n{}", run.describe_status(), tail(&run.output(), 30));
 }
 
 #[track_caller]
 fn assert_relays(server: &Server) {
     for transport in ["udp", "tcp"] {
-        let run = probe(server, transport);
-        server.check(run.success(), || format!("probe over {transport} failed:\n{}", tail(&output(&run), 20)));
+        let run = server.probe(server.secret(), transport);
+        server.check(run.success(), || format!("probe over {transport} failed:\n{}", tail(&run.output(), 20)));
     }
 }
 
@@ -144,20 +124,20 @@ fn migrate_prints_toml_that_checks_and_runs_the_same() {
     std::fs::write(&coturn, conf).unwrap();
     let coturn_arg = coturn.to_str().unwrap();
 
-    let migrated = turn_server(&["migrate", coturn_arg], files.path());
+    let migrated = turn_server_cli(&["migrate", coturn_arg], files.path());
     assert_ok(&migrated, "turn-server migrate turnserver.conf");
     let expected = format!("turnserver.conf:{userdb_line}: userdb is not supported by turn-server; ignored");
     assert!(migrated.stderr.contains(&expected), "migrate's stderr does not say {expected:?}:\n{}", migrated.stderr);
     assert!(!migrated.stdout.contains("userdb ="), "warnings belong on stderr, the TOML on stdout");
-    let as_flag = turn_server(&["migrate", "--coturn-config", coturn_arg], files.path());
+    let as_flag = turn_server_cli(&["migrate", "--coturn-config", coturn_arg], files.path());
     assert_ok(&as_flag, "turn-server migrate --coturn-config turnserver.conf");
     assert_eq!(as_flag.stdout, migrated.stdout, "both ways of naming the file give the same TOML");
 
     let toml = files.path().join("out.toml");
     std::fs::write(&toml, &migrated.stdout).unwrap();
-    let from_toml = turn_server(&["--check-config", "--config", toml.to_str().unwrap()], files.path());
+    let from_toml = turn_server_cli(&["--check-config", "--config", toml.to_str().unwrap()], files.path());
     assert_ok(&from_toml, &format!("--check-config on migrate's output:\n{}", migrated.stdout));
-    let from_coturn = turn_server(&["--check-config", "--coturn-config", coturn_arg], files.path());
+    let from_coturn = turn_server_cli(&["--check-config", "--coturn-config", coturn_arg], files.path());
     assert_ok(&from_coturn, "--check-config --coturn-config");
     assert_eq!(
         from_toml.stdout, from_coturn.stdout,
@@ -185,8 +165,8 @@ fn coturn_config_mistakes_are_errors() {
     std::fs::write(&bad, "realm=e2e.test\nstatic-auth-secret=s\nlistening-port=3478x\n").unwrap();
     let bad_arg = bad.to_str().unwrap();
     for args in [&["--check-config", "--coturn-config", bad_arg][..], &["migrate", bad_arg][..]] {
-        let run = turn_server(args, files.path());
-        let out = output(&run);
+        let run = turn_server_cli(args, files.path());
+        let out = run.output();
         assert!(
             run.status.and_then(|s| s.code()) == Some(1) && out.contains("bad.conf:3: listening-port"),
             "turn-server {args:?}: expected exit 1 naming bad.conf:3 and listening-port, got {}:\n{}",
@@ -198,20 +178,20 @@ fn coturn_config_mistakes_are_errors() {
     std::fs::write(&good, "static-auth-secret=s\n").unwrap();
     let toml = files.path().join("c.toml");
     std::fs::write(&toml, "[auth]\nsecrets = [\"s\"]\n").unwrap();
-    let both = turn_server(
+    let both = turn_server_cli(
         &["--check-config", "--coturn-config", good.to_str().unwrap(), "--config", toml.to_str().unwrap()],
         files.path(),
     );
     assert!(
-        both.status.and_then(|s| s.code()) == Some(1) && output(&both).contains("--coturn-config"),
+        both.status.and_then(|s| s.code()) == Some(1) && both.output().contains("--coturn-config"),
         "--coturn-config with --config must be refused: {}:\n{}",
         both.describe_status(),
-        tail(&output(&both), 20)
+        tail(&both.output(), 20)
     );
-    let missing = turn_server(&["--check-config", "--coturn-config", "/nonexistent/turnserver.conf"], files.path());
+    let missing = turn_server_cli(&["--check-config", "--coturn-config", "/nonexistent/turnserver.conf"], files.path());
     assert!(
-        !missing.success() && output(&missing).contains("/nonexistent/turnserver.conf"),
+        !missing.success() && missing.output().contains("/nonexistent/turnserver.conf"),
         "a missing coturn file must be named: {}",
-        tail(&output(&missing), 20)
+        tail(&missing.output(), 20)
     );
 }

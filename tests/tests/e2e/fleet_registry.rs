@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use e2e::peers::UdpEcho;
 use e2e::signaling::Redis;
 use e2e::turn_wire::{Attr, TurnClient, Wire};
-use e2e::{LogDir, Server, ServerBuilder};
+use e2e::{LogDir, Server};
 use serde_json::Value;
 use turn_server::proto::stun::{attr, Method};
 
@@ -51,17 +51,7 @@ fn relay(
     drain_secs: u64,
     extra: &str,
 ) -> Server {
-    let text = format!(
-        "[turn]\nregistry_heartbeat_secs = {heartbeat_secs}\n{extra}[signaling]\nredis_prefix = \"{PREFIX}\"\n"
-    );
-    let config = e2e::peers::write_file(dir, &format!("{name}.toml"), &text);
-    ServerBuilder::new(name)
-        .arg("--config")
-        .arg(config.display().to_string())
-        .arg("--redis-url")
-        .arg(redis.url())
-        .arg("--public-host")
-        .arg(format!("{name}.example.test"))
+    e2e::fleet::registered_relay(name, &redis.url(), PREFIX, heartbeat_secs, extra, dir)
         .arg("--drain-timeout")
         .arg(drain_secs.to_string())
         .start()

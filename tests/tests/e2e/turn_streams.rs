@@ -130,7 +130,7 @@ fn run_aioice(
     let python = peers::aioice_python();
     let (user, pass) = server.credential("aioice");
     let mut args: Vec<String> = vec![
-        peers::clients_dir().join("turn_aioice.py").display().to_string(),
+        e2e::clients_dir().join("turn_aioice.py").display().to_string(),
         "--server".into(),
         target.to_string(),
         "--transport".into(),

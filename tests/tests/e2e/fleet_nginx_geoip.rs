@@ -20,7 +20,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use e2e::fleet::{self, hosts_of, turn_hosts, wait_hosts};
-use e2e::signaling::{free_port, https_get, repo_root, Nginx, Redis, Signaling, SignalingBuilder};
+use e2e::repo_root;
+use e2e::signaling::{free_port, https_get, Nginx, Redis, Signaling, SignalingBuilder};
 use e2e::LogDir;
 
 const PREFIX: &str = "fleet-nginx-e2e";

@@ -3,7 +3,8 @@
 //! call through `/calls/socket.io/` (WebSocket and long-polling) and the ICE config through `/v1/`.
 #![allow(clippy::unwrap_used)]
 
-use e2e::signaling::{call_id, free_port, http, repo_root, Driver, Nginx, SignalingBuilder, EVENT_TIMEOUT};
+use e2e::repo_root;
+use e2e::signaling::{call_id, free_port, http, Driver, Nginx, SignalingBuilder, EVENT_TIMEOUT};
 use serde_json::json;
 
 #[test]

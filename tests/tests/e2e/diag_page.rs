@@ -13,7 +13,8 @@
 
 use std::time::Instant;
 
-use e2e::browser::{clients_dir, is_png, open_diag_page as open_page};
+use e2e::browser::{is_png, open_diag_page as open_page};
+use e2e::clients_dir;
 use e2e::signaling::{require, SignalingBuilder};
 use e2e::ServerBuilder;
 use serde_json::{json, Value};

@@ -9,23 +9,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::signaling::{call_id, free_port, Driver, Redis, Signaling, SignalingBuilder, EVENT_TIMEOUT};
-use e2e::{LogDir, Server, ServerBuilder};
+use e2e::{LogDir, Server};
 use serde_json::json;
 
 const PREFIX: &str = "topo-e2e";
 const SERVICE: &str = "calls";
 
 fn relay(url: &str, dir: &Path) -> Server {
-    let text = format!("[turn]\nregistry_heartbeat_secs = 1\n[signaling]\nredis_prefix = \"{PREFIX}\"\n");
-    let config = e2e::peers::write_file(dir, "relay.toml", &text);
-    ServerBuilder::new("topo-relay")
-        .arg("--config")
-        .arg(config.display().to_string())
-        .arg("--redis-url")
-        .arg(url)
-        .arg("--public-host")
-        .arg("relay-1.example.test")
-        .start()
+    e2e::fleet::registered_relay("relay-1", url, PREFIX, 1, "", dir).start()
 }
 
 fn signaling(name: &str, url: &str, like: Option<&Signaling>) -> Signaling {

@@ -116,7 +116,7 @@ fn every_denied_peer_form_is_refused_and_nothing_reaches_the_canary() {
         client.send_channel_data(channel, b"canary?").unwrap();
     }
     // The relay's own listening and relay ports are no peers either, even with loopback opened
-    // for a test (tests/tests/turn_client.rs covers the allow-list side).
+    // for a test (tests/tests/e2e/turn_client.rs covers the allow-list side).
     let own = SocketAddr::new("127.0.0.1".parse().unwrap(), server.addr().port());
     assert_eq!(client.create_permission(own).unwrap().error_code(), Some(403));
     client.send_indication(own, b"loop?").unwrap();
@@ -363,17 +363,14 @@ fn unauthenticated_answers_are_small_and_rate_limited() {
 
 #[test]
 fn quotas_are_reached_and_released() {
-    let spare = e2e::PortBlock::reserve();
-    let metrics_port = spare.peer_port(0);
     let server = ServerBuilder::new("attacker_quota")
         .arg("--user-quota")
         .arg("2")
         .arg("--max-allocations-per-ip")
         .arg("3")
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
+        .prometheus()
         .start();
+    let metrics_port = server.metrics_port();
     let allocate = |user: &str, from: &str| {
         let (username, password) = server.credential(user);
         let mut c =

@@ -19,21 +19,18 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::signaling::{repo_root, require, Signaling, SignalingBuilder};
+use e2e::clients_dir;
+use e2e::signaling::{require, Signaling, SignalingBuilder};
 use e2e::{process, server_binary, stun, tail, ChildGuard, LogDir, PortBlock, ServerBuilder, REALM};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The driver's own deadline for the whole call (each wait in a page is at most 30 s).
 const DRIVER_DEADLINE: Duration = Duration::from_secs(60);
-
-fn clients_dir() -> PathBuf {
-    repo_root().join("tests").join("clients")
-}
 
 /// Chromium, node and the npm packages, or a failure saying how to install them.
 fn prerequisites() -> (PathBuf, PathBuf) {
@@ -219,7 +216,6 @@ fn run_call(sc: &Scenario<'_>, (chromium, node): (PathBuf, PathBuf)) {
         SignalingBuilder::new(&format!("{}_signaling", sc.name)).turn_secret(sc.secret).config(&config).start();
     let logs = LogDir::new(sc.name);
     let reaper = e2e::browser::ChromiumRun::new();
-    let tmp = reaper.tmpdir().to_path_buf();
     let cfg = json!({
         "chromium": chromium,
         "pageUrl": format!("{}/", site.origin()),
@@ -231,21 +227,8 @@ fn run_call(sc: &Scenario<'_>, (chromium, node): (PathBuf, PathBuf)) {
         "hangupBy": sc.hangup_by,
         "deadlineMs": DRIVER_DEADLINE.as_millis(),
     });
-    let args: Vec<String> = vec![
-        format!("TMPDIR={}", tmp.display()),
-        node.display().to_string(),
-        clients_dir().join("browser").join("driver.js").display().to_string(),
-        cfg.to_string(),
-    ];
-    let run = process::run(
-        "browser-driver",
-        Path::new("/usr/bin/env"),
-        &args,
-        logs.path(),
-        DRIVER_DEADLINE + Duration::from_secs(15),
-    );
+    let (run, result) = reaper.drive(&node, "driver.js", &cfg, logs.path(), DRIVER_DEADLINE);
     let took = started.elapsed();
-    let result: Value = run.stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
     let context = || {
         format!(
             "driver {} after {took:.1?}\n--- driver stderr (last 60 lines):\n{}\n--- signaling stderr:\n{}",

@@ -27,8 +27,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use e2e::netns::{self, NetNs};
-use e2e::process::{self, ChildGuard};
-use e2e::{stun, tail};
+use e2e::{stun, tail, Server, ServerBuilder};
 use webrtc_util::Conn as _;
 
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 1);
@@ -36,8 +35,9 @@ const RELAY_ALT: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 2);
 const NAT_A_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 210, 1, 2);
 const NAT_B_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 210, 2, 2);
 const CLIENT_A: Ipv4Addr = Ipv4Addr::new(10, 210, 11, 2);
-const TURN_PORT: u16 = 3478;
-const RELAY_PORTS: (u16, u16) = (49152, 49200);
+/// RFC 5780's alternate port, outside every port block (whose relay range starts at the listening
+/// port + 1, the default alternate port).
+const ALT_PORT: u16 = 3479;
 
 /// The namespaces of the module docs; all deleted on drop (the iptables rules live in them).
 struct Topology {
@@ -93,76 +93,22 @@ impl Topology {
     }
 }
 
-/// The relay in the public namespace, with its stderr for failure messages.
-struct Relay {
-    child: ChildGuard,
-    command: String,
-}
-
-impl Relay {
-    #[track_caller]
-    fn fail(&self, msg: &str) -> ! {
-        panic!(
-            "{msg}\n--- relay command: {}\n--- relay stderr, last 40 lines:\n{}\n---",
-            self.command,
-            tail(&self.child.stderr(), 40)
-        )
-    }
-
-    #[track_caller]
-    fn check(&self, cond: bool, msg: impl FnOnce() -> String) {
-        if !cond {
-            self.fail(&msg());
-        }
-    }
-}
-
-fn start_relay(t: &Topology, secret: &str, dir: &Path) -> Relay {
-    let relay = RELAY.to_string();
-    let relay_args: Vec<String> = [
-        "-L",
-        &relay,
-        "--relay-ip",
-        &relay,
-        "--alt-listening-ip",
-        &RELAY_ALT.to_string(),
-        "-p",
-        &TURN_PORT.to_string(),
-        "--min-port",
-        &RELAY_PORTS.0.to_string(),
-        "--max-port",
-        &RELAY_PORTS.1.to_string(),
-        "-r",
-        e2e::REALM,
-        "--use-auth-secret",
-        "--static-auth-secret",
-        secret,
+/// The relay in the public namespace, with RFC 5780's alternate address.
+fn start_relay(t: &Topology, name: &str, secret: &str) -> Server {
+    ServerBuilder::new(name)
+        .secret(secret)
+        .ip(RELAY)
+        .refuse_loopback_peers()
+        .arg("--alt-listening-ip")
+        .arg(RELAY_ALT.to_string())
+        .arg("--alt-listening-port")
+        .arg(ALT_PORT.to_string())
         // Every address of this test is private, refused as a peer by default: open exactly the
         // test's range.
-        "--allowed-peer-ip",
-        "10.210.0.0/16",
-        "-v",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let ip = e2e::require_program("ip", "iproute2");
-    let mut args = vec![
-        "netns".to_owned(),
-        "exec".to_owned(),
-        t.public.name().to_owned(),
-        e2e::server_binary().display().to_string(),
-    ];
-    args.extend(relay_args);
-    let command = format!("{} {}", ip.display(), args.join(" "));
-    let mut child = process::spawn("server", &ip, &args, dir, Duration::from_secs(180));
-    let deadline = Instant::now() + e2e::READY_TIMEOUT;
-    while !child.stderr().contains("listening on udp") {
-        if child.exited().is_some() || Instant::now() >= deadline {
-            Relay { child, command }.fail("the relay in the public namespace did not start listening");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Relay { child, command }
+        .arg("--allowed-peer-ip")
+        .arg("10.210.0.0/16")
+        .arg("-v")
+        .start_in(&t.public)
 }
 
 /// One aioice agent in a client namespace, talking JSON lines over stdin/stdout; killed (its
@@ -177,7 +123,7 @@ struct Agent {
 
 impl Agent {
     fn spawn(name: &str, ns: &NetNs, python: &Path, args: &[String], dir: &Path) -> Self {
-        let script = e2e::peers::clients_dir().join("ice_aioice.py");
+        let script = e2e::clients_dir().join("ice_aioice.py");
         let stderr = dir.join(format!("{name}.stderr"));
         let mut child = Command::new(e2e::require_program("timeout", "coreutils"))
             .args(["-k", "5", "90"])
@@ -304,9 +250,9 @@ fn two_clients_behind_symmetric_nats_connect_only_through_the_relay() {
     let topology = Topology::build();
     let logs = e2e::LogDir::new("turn_nat_symmetric");
     let secret = format!("e2e-secret-{:016x}", rand::random::<u64>());
-    let relay = start_relay(&topology, &secret, logs.path());
-    let primary = SocketAddr::new(IpAddr::V4(RELAY), TURN_PORT);
-    let alternate = SocketAddr::new(IpAddr::V4(RELAY_ALT), TURN_PORT + 1);
+    let relay = start_relay(&topology, "turn_nat_symmetric_relay", &secret);
+    let primary = relay.addr();
+    let alternate = SocketAddr::new(IpAddr::V4(RELAY_ALT), ALT_PORT);
 
     // The NAT is symmetric: one client socket, two destinations, two different mapped ports.
     let socket = topology.client_a.run(|| UdpSocket::bind((CLIENT_A, 0))).unwrap();
@@ -454,10 +400,9 @@ async fn webrtc_client(
 fn webrtc_rs_clients_behind_symmetric_nats_relay_but_cannot_reach_each_other_directly() {
     let started = Instant::now();
     let topology = Topology::build();
-    let logs = e2e::LogDir::new("turn_nat_symmetric_webrtc");
     let secret = format!("e2e-secret-{:016x}", rand::random::<u64>());
-    let relay = start_relay(&topology, &secret, logs.path());
-    let primary = SocketAddr::new(IpAddr::V4(RELAY), TURN_PORT);
+    let relay = start_relay(&topology, "turn_nat_symmetric_webrtc_relay", &secret);
+    let primary = relay.addr();
     let client_b_ip = Ipv4Addr::new(10, 210, 12, 2);
 
     // Direct path: each socket learns its mapping from the relay, then the two send to each

@@ -3,29 +3,16 @@
 //! the `credentials` and `quickstart` subcommands producing credentials that really work.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::client::TurnClient;
 use e2e::process::{self, Finished};
-use e2e::{rest_password, server_binary, tail, unix_now, LogDir, ServerBuilder};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository root").to_path_buf()
-}
+use e2e::{repo_root, rest_password, server_binary, tail, turn_server_cli, unix_now, LogDir, ServerBuilder};
 
 /// Runs `turn-server args...` to completion (bounded at 20 s).
-fn turn_server(args: &[&str], dir: &Path) -> Finished {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    process::run("turn-server-cli", &server_binary(), &args, dir, Duration::from_secs(20))
-}
-
-fn output(run: &Finished) -> String {
-    format!("{}\n{}", run.stdout, run.stderr)
-}
-
 fn check_config(config: &Path, dir: &Path) -> Finished {
-    turn_server(&["--check-config", "--config", config.to_str().unwrap()], dir)
+    turn_server_cli(&["--check-config", "--config", config.to_str().unwrap()], dir)
 }
 
 /// The shipped examples are valid as they stand, except that the TLS certificate they name
@@ -56,14 +43,14 @@ fn check_config_accepts_the_shipped_examples() {
             run.success(),
             "turn-server --check-config --config {example}: {}, expected exit 0; output:\n{}",
             run.describe_status(),
-            tail(&output(&run), 20)
+            tail(&run.output(), 20)
         );
     }
 }
 
 /// `--check-config` must exit 1 and name one of `keys` somewhere in its output.
 fn assert_rejected(run: &Finished, keys: &[&str], what: &str) {
-    let out = output(run);
+    let out = run.output();
     assert!(
         run.status.and_then(|s| s.code()) == Some(1) && keys.iter().any(|k| out.contains(k)),
         "{what}: expected exit code 1 and an error naming one of {keys:?}, got {}; output:\n{}",
@@ -85,7 +72,7 @@ fn check_config_names_the_offending_key() {
         run.success(),
         "the minimal valid config {VALID:?} is refused: {}; output:\n{}",
         run.describe_status(),
-        tail(&output(&run), 20)
+        tail(&run.output(), 20)
     );
     let cases: [(&str, &str, &[&str]); 6] = [
         ("inverted port range", "[turn]\nmin_port = 60000\nmax_port = 50000\n", &["min_port", "max_port"]),
@@ -107,14 +94,14 @@ fn check_config_names_the_offending_key() {
         let run = check_config(&path, logs.path());
         assert_rejected(&run, keys, &format!("config with {what} ({toml:?})"));
     }
-    let run = turn_server(&["--check-config", "--config", "/nonexistent/turn.toml"], logs.path());
+    let run = turn_server_cli(&["--check-config", "--config", "/nonexistent/turn.toml"], logs.path());
     assert_rejected(&run, &["/nonexistent/turn.toml"], "a missing config file");
 }
 
 #[test]
 fn check_config_validates_flags_too() {
     let logs = LogDir::new("check_config_flags");
-    let ok = turn_server(
+    let ok = turn_server_cli(
         &[
             "--check-config",
             "--use-auth-secret",
@@ -137,15 +124,16 @@ fn check_config_validates_flags_too() {
         ok.success(),
         "valid flags with --check-config: {}, expected exit 0; output:\n{}",
         ok.describe_status(),
-        tail(&output(&ok), 20)
+        tail(&ok.output(), 20)
     );
     let secret = ["--use-auth-secret", "--static-auth-secret", "s3cret"];
-    let bad = turn_server(
+    let bad = turn_server_cli(
         &[&secret[..], &["--check-config", "--min-port", "60000", "--max-port", "50000"]].concat(),
         logs.path(),
     );
     assert_rejected(&bad, &["min-port", "max-port", "min_port", "max_port"], "--min-port 60000 --max-port 50000");
-    let bad = turn_server(&[&secret[..], &["--check-config", "--denied-peer-ip", "10.0.0.300"]].concat(), logs.path());
+    let bad =
+        turn_server_cli(&[&secret[..], &["--check-config", "--denied-peer-ip", "10.0.0.300"]].concat(), logs.path());
     assert_rejected(&bad, &["10.0.0.300"], "--denied-peer-ip 10.0.0.300");
 }
 
@@ -265,8 +253,8 @@ fn assert_rest_credential(username: &str, password: &str, secret: &str, user: &s
 async fn credentials_subcommand_prints_a_credential_the_relay_accepts() {
     let logs = LogDir::new("credentials");
     let secret = "credentials-subcommand-secret";
-    let run = turn_server(&["credentials", "--secret", secret, "--user", "alice", "--ttl", "1h"], logs.path());
-    let described = || format!("{}; output:\n{}", run.describe_status(), tail(&output(&run), 30));
+    let run = turn_server_cli(&["credentials", "--secret", secret, "--user", "alice", "--ttl", "1h"], logs.path());
+    let described = || format!("{}; output:\n{}", run.describe_status(), tail(&run.output(), 30));
     assert!(run.success(), "turn-server credentials: {}", described());
     let (Some(username), Some(password)) = (labelled(&run.stdout, "username"), labelled(&run.stdout, "password"))
     else {
@@ -292,7 +280,7 @@ fn credentials_subcommand_prints_ice_servers_for_the_configured_relays() {
     let logs = LogDir::new("credentials_json");
     let example = repo_root().join("deploy/turn-server.example.toml");
     let secret = "another-secret";
-    let run = turn_server(
+    let run = turn_server_cli(
         &[
             "credentials",
             "--json",
@@ -311,7 +299,7 @@ fn credentials_subcommand_prints_ice_servers_for_the_configured_relays() {
         run.success(),
         "turn-server credentials --json: {}; output:\n{}",
         run.describe_status(),
-        tail(&output(&run), 30)
+        tail(&run.output(), 30)
     );
     let config = find_ice_config(&run.stdout)
         .unwrap_or_else(|| panic!("no JSON object with iceServers in stdout:\n{}", run.stdout));
@@ -396,7 +384,7 @@ async fn quickstart_prints_an_ice_config_and_a_try_it_line_that_work() {
         logs.path(),
         Duration::from_secs(60),
     );
-    let out = output(&run);
+    let out = run.output();
     assert!(
         run.success() && out.contains("Total lost packets 0 "),
         "the printed `turnutils_uclient {}` failed: {}, expected exit 0 and \"Total lost packets 0\"; \

@@ -24,9 +24,10 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::browser::clients_dir;
 use e2e::callpage::{call_url, CallPages};
-use e2e::signaling::{free_port, repo_root, Nginx, Redis, Signaling, SignalingBuilder};
+use e2e::clients_dir;
+use e2e::repo_root;
+use e2e::signaling::{free_port, Nginx, Redis, Signaling, SignalingBuilder};
 use e2e::{PortBlock, ServerBuilder};
 use serde_json::{json, Value};
 

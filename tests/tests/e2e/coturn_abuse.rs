@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use e2e::peers::UdpEcho;
 use e2e::turn_wire::{TurnClient, Wire};
-use e2e::{process, require_tool, PortBlock, Server, ServerBuilder};
+use e2e::{process, require_tool, Server, ServerBuilder};
 
 /// Abandoned allocations live this long, so the test can watch them go.
 const LIFETIME_SECS: u64 = 5;
@@ -50,15 +50,12 @@ fn uclient(server: &Server, peer: SocketAddr, mode: &str, clients: u32) -> proce
 #[test]
 fn uclient_negative_and_flood_modes_leave_legitimate_calls_and_memory_intact() {
     let _load = e2e::exclusive_load();
-    let spare = PortBlock::reserve();
-    let metrics_port = spare.peer_port(0);
     let mut server = ServerBuilder::new("coturn_abuse")
         .arg("--max-allocate-lifetime")
         .arg(LIFETIME_SECS.to_string())
-        .arg("--prometheus")
-        .arg("--prometheus-port")
-        .arg(metrics_port.to_string())
+        .prometheus()
         .start();
+    let metrics_port = server.metrics_port();
     let peer_addr: SocketAddr = format!("127.0.0.1:{}", server.ports().peer_port(0)).parse().unwrap();
     let peer_args = ["-L".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), peer_addr.port().to_string()];
     let _peer = e2e::start_turnutils_peer(&peer_args, peer_addr, server.log_dir());

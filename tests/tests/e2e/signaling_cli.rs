@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use e2e::client::TurnClient;
 use e2e::process::{self, Finished};
-use e2e::signaling::{free_port, http, repo_root, signaling_binary};
+use e2e::repo_root;
+use e2e::signaling::{free_port, http, signaling_binary};
 use e2e::{tail, LogDir, PortBlock};
 
 fn signaling(args: &[&str], dir: &Path) -> Finished {

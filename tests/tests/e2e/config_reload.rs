@@ -4,11 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::peers::UdpEcho;
 use e2e::turn_wire::{TurnClient, Wire};
-use e2e::{process, ServerBuilder};
+use e2e::ServerBuilder;
 use turn_server::proto::stun::Class;
 
 fn config(secret: &str, log_level: &str) -> String {
@@ -25,18 +25,7 @@ fn relays(client: &mut TurnClient, payload: &[u8]) -> bool {
 }
 
 fn probe_ok(server: &e2e::Server, secret: &str) -> bool {
-    let url = format!("turn:{}?transport=udp", server.addr());
-    let args: Vec<String> =
-        ["probe", "--timeout", "3s", "--secret", secret, "--url", &url].iter().map(|s| (*s).to_owned()).collect();
-    process::run("probe", &e2e::server_binary(), &args, server.log_dir(), Duration::from_secs(30)).success()
-}
-
-fn wait_log(server: &e2e::Server, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.stderr_tail().contains(needle) {
-        server.check(Instant::now() < deadline, || format!("no log line containing {needle:?}"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    server.probe(secret, "udp").success()
 }
 
 fn write(path: &Path, text: &str) {
@@ -66,11 +55,11 @@ fn sighup_rotates_the_secret_and_refuses_a_broken_file() {
 
     write(&path, &config("second-secret", "debug"));
     server.signal(libc::SIGHUP);
-    wait_log(&server, "configuration reloaded");
+    server.wait_log("configuration reloaded", Duration::from_secs(10));
     server.check(probe_ok(&server, "second-secret"), || "the new secret does not work".into());
     server.check(!probe_ok(&server, "first-secret"), || "the old secret still allocates".into());
     // The reloaded log level shows the refusal just made at debug level.
-    wait_log(&server, "refused Allocate");
+    server.wait_log("refused Allocate", Duration::from_secs(10));
     server.check(relays(&mut live, b"after the rotation"), || "the call in progress stopped relaying".into());
     // The live allocation still refreshes with the key it was created with.
     let refreshed = live.refresh(600).unwrap();
@@ -78,6 +67,6 @@ fn sighup_rotates_the_secret_and_refuses_a_broken_file() {
 
     write(&path, "this is = not toml [");
     server.signal(libc::SIGHUP);
-    wait_log(&server, "invalid configuration; keeping the current one");
+    server.wait_log("invalid configuration; keeping the current one", Duration::from_secs(10));
     server.check(probe_ok(&server, "second-secret"), || "a broken file must not change what runs".into());
 }

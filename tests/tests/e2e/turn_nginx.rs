@@ -39,7 +39,7 @@ fn wait_listening(addr: SocketAddr, child: &mut ChildGuard) -> bool {
 
 /// The deploy file with its host name and addresses replaced; every replaced piece must be there.
 fn templated_stream_conf(turn_tls: u16, web: u16, listen: u16) -> String {
-    let path = peers::workspace_root().join("deploy/nginx/turn-tls-443.conf");
+    let path = e2e::repo_root().join("deploy/nginx/turn-tls-443.conf");
     let mut conf = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     for (from, to) in [
         ("turn.example.org", "turn.test".to_owned()),
@@ -186,7 +186,7 @@ fn nginx_routes_tls_on_one_port_to_the_relay_or_the_web_server() {
     let python = peers::aioice_python();
     let (user, pass) = server.credential("behind-nginx");
     let args: Vec<String> = vec![
-        peers::clients_dir().join("turn_aioice.py").display().to_string(),
+        e2e::clients_dir().join("turn_aioice.py").display().to_string(),
         "--server".into(),
         nginx_addr.to_string(),
         "--transport".into(),
