@@ -126,13 +126,14 @@ function signIn(token) {
   log("signing in");
 }
 
-/** The switch applies to the next call placed or answered. */
+/** The switch applies to the next call placed or answered and, through an ICE restart, to the call in progress. */
 function applyForceRelay() {
   const relay = $("force-relay").checked;
   body.dataset.forceRelay = String(relay);
-  // CallClient reads its `forceRelay` option when it builds each call's RTCPeerConnection; it
-  // has no setter, so the page changes the option it was given.
-  if (state.client?._opts) state.client._opts.forceRelay = relay;
+  if (state.client && state.client.forceRelay !== relay) {
+    state.client.forceRelay = relay;
+    if (state.call) log(`force relay ${relay ? "on" : "off"}: restarting ICE`);
+  }
 }
 
 /** A failed media check (the library checks before it rings anyone): its message, no call. */
@@ -165,8 +166,8 @@ function onIncoming(incoming) {
   state.incoming = incoming;
   body.dataset.outcome = "";
   delete body.dataset.mediaError;
-  const from = incoming.from ?? incoming.callerId ?? "someone";
-  const type = incoming.callType ?? (incoming.video ? "video" : "audio");
+  const from = incoming.from;
+  const type = incoming.callType;
   $("incoming-from").textContent = from;
   $("incoming-type").textContent = type;
   $("incoming").hidden = false;
