@@ -1,9 +1,11 @@
 // The call client's lifecycle against a real socket.io server (in this process): close() hangs
 // up what is in progress and closes what rings, a call whose peer connection cannot be built
 // releases the camera and is forgotten, a double accept answers once, and forceRelay reaches the
-// next call's peer connection. The RTC environment is the library's `rtc` option: node has no
-// RTCPeerConnection, so it is a constructor that records its configuration and refuses, as a
-// browser does for a configuration it rejects.
+// next call's peer connection and the calls in progress, ICE restarts wait for signaling, and a
+// quality sample that comes back after the end is dropped. The RTC environment is the library's
+// `rtc` option: node has no RTCPeerConnection, so it is either a constructor that records its
+// configuration and refuses (as a browser does for a configuration it rejects), or, where a
+// call must be up, the few members the library uses, recording what it is asked.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -27,6 +29,57 @@ function environment() {
     ),
   };
   return env;
+}
+
+/** The members of RTCPeerConnection the library uses, recording offers and configurations. */
+class RecordingPeer {
+  /** @param {RTCConfiguration} config */
+  constructor(config) {
+    this.config = { ...config };
+    this.offers = 0;
+    this.signalingState = "stable";
+    this.iceConnectionState = "connected";
+    /** @type {RTCSessionDescriptionInit | null} */
+    this.localDescription = null;
+    this.remoteDescription = null;
+    /** @type {Array<(report: Map<string, any>) => void>} */
+    this.statsWaiting = [];
+  }
+  addTrack() {}
+  addEventListener() {}
+  getConfiguration() {
+    return { ...this.config };
+  }
+  /** @param {RTCConfiguration} config */
+  setConfiguration(config) {
+    this.config = { ...config };
+  }
+  async createOffer() {
+    this.offers++;
+    return { type: "offer", sdp: `v=0 offer ${this.offers}` };
+  }
+  /** @param {RTCSessionDescriptionInit} desc */
+  async setLocalDescription(desc) {
+    this.localDescription = desc;
+    this.signalingState = desc.type === "offer" ? "have-local-offer" : "stable";
+  }
+  getStats() {
+    return new Promise((resolve) => this.statsWaiting.push(resolve));
+  }
+  close() {
+    this.signalingState = "closed";
+  }
+}
+
+/** A caller's call the callee answered, on `client`, with a RecordingPeer. */
+function upCall(client) {
+  const call = new Call(client, { id: "c-live", peerId: "bob", role: "caller", video: false });
+  client._calls.set(call.id, call);
+  call._setup({ iceServers: [], ttl: 600, expiresAt: "", serverTime: 0 }, /** @type {any} */ ({ getTracks: () => [] }));
+  call._confirmed();
+  call._accepted();
+  call._release();
+  return { call, pc: /** @type {RecordingPeer} */ (/** @type {unknown} */ (call.pc)) };
 }
 
 async function connected(t, options = {}) {
@@ -112,4 +165,42 @@ test("forceRelay is public, starts from the option, and reaches the next call's 
   client.forceRelay = false;
   await assert.rejects(client.call("bob"));
   assert.deepEqual(env.policies, ["relay", "all"]);
+});
+
+test("forceRelay on a call in progress sets its policy and the caller restarts ICE with it", async (t) => {
+  const { server, client } = await connected(t, { rtc: { RTCPeerConnection: /** @type {any} */ (RecordingPeer) } });
+  const { call, pc } = upCall(client);
+  const restarts = [];
+  call.on("restart", (why) => restarts.push(why));
+  client.forceRelay = true;
+  assert.equal(pc.getConfiguration().iceTransportPolicy, "relay");
+  await serverSees(server, "call:renegotiate", call.id);
+  assert.deepEqual(restarts, ["policy"]);
+  const [, offer] = server.seen.find(([e]) => e === "call:renegotiate");
+  assert.deepEqual(offer, { callId: "c-live", type: "offer", sdp: { type: "offer", sdp: "v=0 offer 1" } });
+});
+
+test("no ICE restart offer is made while signaling is down (the reconnect restarts a call still down)", async (t) => {
+  const { server, client } = await connected(t, { rtc: { RTCPeerConnection: /** @type {any} */ (RecordingPeer) } });
+  const { call, pc } = upCall(client);
+  server.dropAll();
+  await new Promise((resolve) => client.on("status", (s) => s === "reconnecting" && resolve(undefined)));
+  await call.restartIce("network");
+  assert.equal(pc.offers, 0, "an offer made now would wait in the outbox and go stale");
+  assert.equal(client.queued, 0);
+});
+
+test("a quality sample that comes back after the call ended is dropped", async (t) => {
+  const { client } = await connected(t, { rtc: { RTCPeerConnection: /** @type {any} */ (RecordingPeer) } });
+  const { call, pc } = upCall(client);
+  const seen = [];
+  call.on("quality", (q) => seen.push(q));
+  call.on("ended", () => seen.push("ended"));
+  await new Promise((resolve) => setTimeout(resolve, 5)); // the call's held events handed over
+  call._sampleQuality();
+  call._finish(null, "hangup");
+  for (const resolve of pc.statsWaiting) resolve(new Map());
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(seen, ["ended"]);
+  assert.equal(call.lastQuality, null);
 });
