@@ -60,13 +60,14 @@ export class CallClient extends Emitter {
   }
 
   /**
-   * Applies to the next call placed or answered, and to the calls in progress: their peer
-   * connections take the new policy and the caller restarts ICE, so the path follows it.
+   * Applies to the next call placed or answered. Not to a call in progress: JSEP has a policy
+   * change take effect at the next gathering (an ICE restart), but in headless Chromium through
+   * our relay a restart after `setConfiguration` kept the old host pair (the answerer gathered
+   * no relay candidates for the new generation), so the library does not pretend it moves.
    * @param {boolean} relay
    */
   set forceRelay(relay) {
     this._forceRelay = Boolean(relay);
-    for (const call of this._calls.values()) call._setPolicy(this._forceRelay ? "relay" : "all");
   }
 
   /**

@@ -110,19 +110,6 @@ export class Call extends Emitter {
   }
 
   /**
-   * Applies the client's transport policy to this call: future gatherings follow it, and a call
-   * in progress restarts ICE at once so its path follows it too (the caller offers; on the
-   * callee the policy applies from the next restart).
-   * @param {RTCIceTransportPolicy} policy
-   */
-  _setPolicy(policy) {
-    const pc = this.pc;
-    if (!pc || this.state === "ended" || pc.getConfiguration().iceTransportPolicy === policy) return;
-    pc.setConfiguration({ ...pc.getConfiguration(), iceTransportPolicy: policy });
-    if (this.state === "accepted") void this._restart.start("policy");
-  }
-
-  /**
    * @param {import("./index.js").IceConfig} config
    * @param {MediaStream} stream
    */

@@ -274,9 +274,7 @@ export class CallClient extends Emitter<CallClientEvents> {
   readonly calls: ReadonlyMap<string, Call>;
   /**
    * Relay-only ICE (`iceTransportPolicy: "relay"`), initially the `forceRelay` option. Setting it
-   * applies to the next call placed or answered and to the calls in progress: their peer
-   * connections take the new policy (`setConfiguration`) and, on the caller's side, restart ICE
-   * at once so the path follows it (on the callee's side, from the next restart).
+   * applies to the next call placed or answered (not to a call in progress).
    */
   forceRelay: boolean;
   /**
@@ -316,7 +314,7 @@ export type CallEvents = {
   ended: [string];
   quality: [Quality];
   remoteStream: [MediaStream];
-  /** ICE restart begun ("network", "disconnected", "failed", "reconnect", "sync", "policy", "credentials", "again") and ICE state changes. */
+  /** ICE restart begun ("network", "disconnected", "failed", "reconnect", "sync", "credentials", "again") and ICE state changes. */
   restart: [string];
   iceState: [string];
 };

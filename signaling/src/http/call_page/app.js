@@ -119,6 +119,9 @@ function signIn(token) {
   on(client, "status", showStatus);
   on(client, "queue", showQueue);
   on(client, "incoming", onIncoming);
+  // Failures that belong to no request the page made (a restart or renegotiation that failed,
+  // a refused sign-in): the operator reads them in the log.
+  on(client, "error", (e) => log(`error ${e.code}: ${e.message}`));
   showStatus("reconnecting");
   client.connect();
   $("signin").hidden = true;
@@ -126,14 +129,12 @@ function signIn(token) {
   log("signing in");
 }
 
-/** The switch applies to the next call placed or answered and, through an ICE restart, to the call in progress. */
+/** The switch applies to the next call placed or answered (the library's `forceRelay`). */
 function applyForceRelay() {
   const relay = $("force-relay").checked;
   body.dataset.forceRelay = String(relay);
-  if (state.client && state.client.forceRelay !== relay) {
-    state.client.forceRelay = relay;
-    if (state.call) log(`force relay ${relay ? "on" : "off"}: restarting ICE`);
-  }
+  if (state.client) state.client.forceRelay = relay;
+  if (state.call) log(`force relay ${relay ? "on" : "off"}: from the next call`);
 }
 
 /** A failed media check (the library checks before it rings anyone): its message, no call. */
