@@ -41,6 +41,8 @@ export class Connection extends Emitter {
     this._ready = socket.connected;
     this._closed = false;
     this._droppedOnce = false;
+    /** Counts connects, so a resync that outlives its connection does not flush the next one's outbox. */
+    this._epoch = 0;
     /** @type {unknown} */
     this._retryTimer = null;
     /** @type {ConnectionStatus} */
@@ -169,6 +171,7 @@ export class Connection extends Emitter {
   }
 
   async _connected() {
+    const epoch = ++this._epoch;
     this._clearRetry();
     this._backoff.reset();
     const again = this._droppedOnce;
@@ -176,10 +179,13 @@ export class Connection extends Emitter {
       try {
         await this._beforeFlush();
       } catch (err) {
-        this.emit("error", asClientError(err, "sync-failed", "Could not resynchronise after reconnecting."));
+        if (epoch === this._epoch && !this._closed) {
+          this.emit("error", asClientError(err, "sync-failed", "Could not resynchronise after reconnecting."));
+        }
       }
     }
-    if (!this.socket.connected || this._closed) return;
+    // Dropped (and maybe connected again) meanwhile: that connection runs its own resync.
+    if (epoch !== this._epoch || !this.socket.connected || this._closed) return;
     this._ready = true;
     // "connected" once resynchronised: a request the app makes now goes straight out.
     this._setStatus("connected");
@@ -195,9 +201,14 @@ export class Connection extends Emitter {
     this._ready = false;
     this._droppedOnce = true;
     // Requests the server may not have seen go back to the front, in their order; the server's
-    // requests are idempotent by callId, so a duplicate is harmless.
-    const back = [...this._inflight].sort((a, b) => a.seq - b.seq);
+    // requests are idempotent by callId, so a duplicate is harmless. An `immediate` one (the
+    // resync) belongs to the connection that dropped: it fails, and the next connect sends its own.
+    const cut = [...this._inflight].sort((a, b) => a.seq - b.seq);
     this._inflight.clear();
+    const back = cut.filter((item) => !item.options.immediate);
+    for (const item of cut) {
+      if (item.options.immediate) item.reject(new ClientError("offline", `The connection dropped before the server answered "${item.event}".`));
+    }
     if (back.length > 0) {
       this._queue = [...back, ...this._queue];
       this.emit("queue", this._queue.length);

@@ -234,7 +234,7 @@ export interface CallClientOptions {
   getToken: () => string | Promise<string>;
   /** Shared cache (default: one made for `url`). */
   iceConfig?: IceConfigCache;
-  /** `iceTransportPolicy: "relay"`: every path goes through the relay. */
+  /** `iceTransportPolicy: "relay"`: every path goes through the relay (see `CallClient.forceRelay`). */
   forceRelay?: boolean;
   maxQueue?: number;
   backoff?: BackoffOptions;
@@ -272,11 +272,20 @@ export class CallClient extends Emitter<CallClientEvents> {
   call(userId: string, options?: { video?: boolean; chatId?: string; constraints?: MediaStreamConstraints }): Promise<Call>;
   /** Calls this client has (ringing or in progress). */
   readonly calls: ReadonlyMap<string, Call>;
+  /**
+   * Relay-only ICE (`iceTransportPolicy: "relay"`), initially the `forceRelay` option. Setting it
+   * applies to the next call placed or answered (not to a call in progress).
+   */
+  forceRelay: boolean;
+  /**
+   * Signs out for good: calls in progress are hung up (the server is told when connected),
+   * ringing incoming calls emit `closed` with "closed", queued requests reject with "closed".
+   */
   close(): void;
 }
 
 export type IncomingCallEvents = {
-  /** It stopped ringing: "no-answer" | "caller-cancelled" | "caller-disconnected" | "rejected-elsewhere" | "glare" | "answered-elsewhere" | "accepted" | "rejected". */
+  /** It stopped ringing: "no-answer" | "caller-cancelled" | "caller-disconnected" | "rejected-elsewhere" | "glare" | "answered-elsewhere" | "accepted" | "rejected" | "closed" (the client was closed). */
   closed: [string];
 };
 
@@ -288,6 +297,7 @@ export class IncomingCall extends Emitter<IncomingCallEvents> {
   readonly callType: "audio" | "video";
   readonly chatId: string;
   readonly closed: boolean;
+  /** Checks media and answers; a second call while the first is under way returns the same promise. */
   accept(options?: { constraints?: MediaStreamConstraints }): Promise<Call>;
   reject(): Promise<void>;
 }
@@ -304,7 +314,7 @@ export type CallEvents = {
   ended: [string];
   quality: [Quality];
   remoteStream: [MediaStream];
-  /** ICE restart begun ("network", "disconnected", "failed", "reconnect") and ICE state changes. */
+  /** ICE restart begun ("network", "disconnected", "failed", "reconnect", "sync", "credentials", "again") and ICE state changes. */
   restart: [string];
   iceState: [string];
 };

@@ -1,7 +1,9 @@
 // Why: the one entry point of @calls/web; the signaling binary serves these files as they are.
 
 export { Backoff, backoffDelay, MAX_BACKOFF_MS } from "./backoff.js";
-export { Call, CallClient, IncomingCall } from "./call-client.js";
+export { Call } from "./call.js";
+export { CallClient } from "./call-client.js";
+export { IncomingCall } from "./incoming-call.js";
 export { Connection } from "./connection.js";
 export { Emitter } from "./emitter.js";
 export { ClientError } from "./errors.js";

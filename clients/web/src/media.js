@@ -92,3 +92,11 @@ export async function checkMedia(constraints, env) {
     throw classifyMediaError(err, constraints);
   }
 }
+
+/**
+ * Turns the camera and microphone off (their lights too) once a call no longer needs them.
+ * @param {MediaStream | null | undefined} stream
+ */
+export function stopTracks(stream) {
+  for (const track of stream?.getTracks() ?? []) track.stop();
+}

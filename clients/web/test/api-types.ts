@@ -3,11 +3,13 @@
 // a return type changed).
 import type * as api from "../src/index.js";
 import * as backoff from "../src/backoff.js";
+import * as call from "../src/call.js";
 import * as calls from "../src/call-client.js";
 import * as connection from "../src/connection.js";
 import * as emitter from "../src/emitter.js";
 import * as errors from "../src/errors.js";
 import * as ice from "../src/ice-config.js";
+import * as incoming from "../src/incoming-call.js";
 import * as media from "../src/media.js";
 import * as quality from "../src/quality.js";
 
@@ -42,6 +44,6 @@ export const declared: {
 };
 
 /** The library makes calls (apps never construct them), so only their instances must fit. */
-export function instances(call: calls.Call, incoming: calls.IncomingCall): [api.Call, api.IncomingCall] {
-  return [call, incoming];
+export function instances(c: call.Call, i: incoming.IncomingCall): [api.Call, api.IncomingCall] {
+  return [c, i];
 }

@@ -1,44 +1,13 @@
 // The outbox and reconnect logic against a real socket.io server (the `socket.io` package, in
 // this process) and a real socket.io-client; only the Connection's own timer is hand-driven.
 import assert from "node:assert/strict";
-import { createServer } from "node:http";
 import { test } from "node:test";
 
-import { Server } from "socket.io";
 import { io } from "socket.io-client";
 
 import { ClientError, Connection } from "../src/index.js";
 import { FakeTimers } from "./fake-timers.js";
-
-/** A socket.io server acking every event with `{ok: true, echo}`; `hold` names events it leaves unanswered once and drops the socket for. */
-async function startServer(port = 0, hold = new Set()) {
-  const http = createServer();
-  const srv = new Server(http);
-  const seen = [];
-  srv.on("connection", (s) => {
-    s.onAny((event, data, ack) => {
-      seen.push([event, data]);
-      if (hold.delete(event)) {
-        s.conn.close();
-        return;
-      }
-      if (typeof ack === "function") ack({ ok: true, echo: data });
-    });
-  });
-  await new Promise((resolve) => http.listen(port, "127.0.0.1", () => resolve(undefined)));
-  const addr = /** @type {import("node:net").AddressInfo} */ (http.address());
-  return {
-    url: `http://127.0.0.1:${addr.port}`,
-    port: addr.port,
-    srv,
-    seen,
-    /** Closes every client's transport, as a network drop would. */
-    dropAll: () => {
-      for (const s of srv.sockets.sockets.values()) s.conn.close();
-    },
-    stop: () => new Promise((resolve) => srv.close(() => resolve(undefined))),
-  };
-}
+import { startServer } from "./io-server.js";
 
 function client(url, options = {}) {
   const timers = new FakeTimers();
@@ -182,4 +151,34 @@ test("an online event retries at once; close rejects what waits and stops retryi
   assert.equal(c.conn.status, "disconnected");
   assert.deepEqual(c.timers.pending(), []);
   await assert.rejects(c.conn.request("x", {}), (e) => e.code === "closed");
+});
+
+test("a drop during the resync fails that sync; the next connect's own sync goes before the outbox, once", async (t) => {
+  const server = await startServer(0, new Set(["sync"]));
+  let n = 0;
+  const c = client(server.url, {
+    beforeFlush: async () => {
+      await c.conn.request("sync", { n: n++ }, { immediate: true });
+    },
+  });
+  const errors = [];
+  c.conn.on("error", (e) => errors.push(e));
+  t.after(async () => {
+    c.conn.close();
+    await server.stop();
+  });
+  const sent = c.conn.request("message:send", { n: 10 });
+  c.conn.connect();
+  await until(c.conn, "reconnecting");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(errors.map((e) => e.code), ["offline"], "the cut-off sync rejected instead of waiting for the next connection");
+  assert.match(errors[0].message, /dropped before the server answered "sync"/);
+  assert.equal(c.conn.queued, 1, "the sync is not put back in the outbox");
+  c.timers.tick(c.timers.pending()[0]);
+  assert.deepEqual(await sent, { ok: true, echo: { n: 10 } });
+  assert.deepEqual(
+    server.seen.map(([e, d]) => `${e}:${d.n}`),
+    ["sync:0", "sync:1", "message:send:10"],
+  );
+  assert.deepEqual(c.statuses, ["reconnecting", "connected"]);
 });

@@ -76,10 +76,10 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         Ok(())
     }
 
-    /// The connect handler, after the middleware accepted. Synchronous on purpose: socketioxide
-    /// calls the handler closure inline right after sending the CONNECT packet (only the future
-    /// it returns is spawned), so handlers registered here catch the client's very first event;
-    /// registering them in the future would race with it.
+    /// The connect handler, after the middleware accepted (and registered the event handlers,
+    /// see `register`). socketioxide calls it after sending the CONNECT packet, so the client's
+    /// first events may already wait in the socket's queue; they are served once the socket is
+    /// in its rooms.
     pub(super) fn connected(self: Arc<Self>, s: SocketRef<A>) {
         let Some(principal) = s.extensions.get::<Principal>() else { return };
         let sid = s.id.to_string();
@@ -87,7 +87,7 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
         s.join([user_room(&principal.user), sid.clone()]);
         tracing::info!(user = %principal.user, %sid, transport = ?s.transport_type(), "socket connected");
         self.metrics.socket_delta(1);
-        self.listen(&s, principal.user.clone());
+        self.serve(&s, principal.user.clone());
         s.extensions.insert(Present(Arc::new(AtomicBool::new(true))));
         {
             let gw = self.clone();

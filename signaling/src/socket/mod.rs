@@ -76,7 +76,15 @@ pub fn register<S: KvStore, A: Adapter + DefinedAdapter>(gateway: Arc<Gateway<S,
         let gw = gateway.clone();
         move |s: SocketRef<A>, TryData(auth): TryData<Value>| {
             let gw = gw.clone();
-            async move { gw.authenticate(&s, auth.ok()) }
+            async move {
+                gw.authenticate(&s, auth.ok())?;
+                // Here, not in the connect handler: socketioxide sends CONNECT before it calls
+                // that handler, from another task, and drops an event that finds no handler, so
+                // a client emitting on `connect` (the web client's `call:sync`) could lose its
+                // first request and never get the ack. The middleware runs before CONNECT.
+                gw.listen(&s);
+                Ok::<(), connect::Refused>(())
+            }
         }
     };
     io.ns("/", on_connect.with(middleware))
@@ -100,14 +108,26 @@ impl<A: Adapter> Clone for Queue<A> {
     }
 }
 
+/// The receiving end, parked in the extensions from the middleware until the connect handler
+/// starts the socket's task; a socket that never completes its connect drops it unserved.
+struct Parked<A: Adapter>(Arc<std::sync::Mutex<Option<mpsc::Receiver<Job<A>>>>>);
+
+impl<A: Adapter> Clone for Parked<A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
 impl<S: KvStore, A: Adapter> Gateway<S, A> {
     /// Handlers push onto a per-socket queue served by one task, so a client's events are
     /// handled in the order it sent them (socketioxide spawns async handlers concurrently, which
     /// could run a `call:offer` before the `call:initiate` sent just before it), and the
-    /// disconnect is handled after everything the socket sent.
-    fn listen(self: &Arc<Self>, s: &SocketRef<A>, user: String) {
-        let (tx, mut rx) = mpsc::channel::<Job<A>>(QUEUE_DEPTH);
+    /// disconnect is handled after everything the socket sent. Registered by the middleware;
+    /// what arrives before [`Gateway::serve`] starts the task waits in the queue.
+    fn listen(self: &Arc<Self>, s: &SocketRef<A>) {
+        let (tx, rx) = mpsc::channel::<Job<A>>(QUEUE_DEPTH);
         s.extensions.insert(Queue(tx));
+        s.extensions.insert(Parked(Arc::new(std::sync::Mutex::new(Some(rx)))));
         // As for the connect handler, the closures enqueue inline (socketioxide calls them as
         // the packets arrive, in order) and return an empty future: enqueueing inside the
         // future would race, as socketioxide spawns each one.
@@ -125,6 +145,16 @@ impl<S: KvStore, A: Adapter> Gateway<S, A> {
             gw.unknown_event(&s, &name, ack);
             std::future::ready(())
         });
+    }
+
+    /// Starts the socket's serial task (once connected and in its rooms, so the effects of its
+    /// first requests reach it).
+    fn serve(self: &Arc<Self>, s: &SocketRef<A>, user: String) {
+        let parked = s.extensions.get::<Parked<A>>();
+        let Some(mut rx) = parked.and_then(|p| p.0.lock().ok().and_then(|mut rx| rx.take())) else {
+            tracing::error!(sid = %s.id, "socket connected without its request queue");
+            return;
+        };
         let gw = self.clone();
         let socket = s.clone();
         let alive = self.tasks.clone();

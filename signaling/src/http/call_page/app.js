@@ -119,6 +119,9 @@ function signIn(token) {
   on(client, "status", showStatus);
   on(client, "queue", showQueue);
   on(client, "incoming", onIncoming);
+  // Failures that belong to no request the page made (a restart or renegotiation that failed,
+  // a refused sign-in): the operator reads them in the log.
+  on(client, "error", (e) => log(`error ${e.code}: ${e.message}`));
   showStatus("reconnecting");
   client.connect();
   $("signin").hidden = true;
@@ -126,13 +129,12 @@ function signIn(token) {
   log("signing in");
 }
 
-/** The switch applies to the next call placed or answered. */
+/** The switch applies to the next call placed or answered (the library's `forceRelay`). */
 function applyForceRelay() {
   const relay = $("force-relay").checked;
   body.dataset.forceRelay = String(relay);
-  // CallClient reads its `forceRelay` option when it builds each call's RTCPeerConnection; it
-  // has no setter, so the page changes the option it was given.
-  if (state.client?._opts) state.client._opts.forceRelay = relay;
+  if (state.client) state.client.forceRelay = relay;
+  if (state.call) log(`force relay ${relay ? "on" : "off"}: from the next call`);
 }
 
 /** A failed media check (the library checks before it rings anyone): its message, no call. */
@@ -165,8 +167,8 @@ function onIncoming(incoming) {
   state.incoming = incoming;
   body.dataset.outcome = "";
   delete body.dataset.mediaError;
-  const from = incoming.from ?? incoming.callerId ?? "someone";
-  const type = incoming.callType ?? (incoming.video ? "video" : "audio");
+  const from = incoming.from;
+  const type = incoming.callType;
   $("incoming-from").textContent = from;
   $("incoming-type").textContent = type;
   $("incoming").hidden = false;
