@@ -16,6 +16,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod contract;
 pub mod fleet;
 pub mod mmdb;
 pub mod netns;
