@@ -144,6 +144,8 @@ cargo build --workspace --bins
 section "cargo test --workspace --no-fail-fast"
 TEST_LOG=target/run-all-cargo-test.log
 mkdir -p target
+# The e2e clients record here which messages of signaling/contract/ they saw (checked below).
+rm -rf target/e2e-logs/contract
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"
 test_rc=${PIPESTATUS[0]}
@@ -153,6 +155,9 @@ read -r TESTS_PASSED TESTS_FAILED < <(awk '/^test result:/ { p += $4; f += $6 } 
 if ((test_rc != 0)); then
     exit "$test_rc"
 fi
+
+section "signaling contract coverage: every message of signaling/contract/ seen by the e2e tests"
+node tests/clients/contract.js coverage target/e2e-logs/contract
 
 section "bench smoke: bash bench/run.sh --smoke (debug build; checks the harness, not speed)"
 bash bench/run.sh --smoke
