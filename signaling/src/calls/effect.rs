@@ -17,6 +17,8 @@ pub enum Event {
     End,
     /// A trickled ICE candidate from the peer.
     IceCandidate,
+    /// A renegotiation offer or answer from the peer of an accepted call.
+    Renegotiate,
     /// Nobody answered in time (to the caller).
     NoAnswer,
     /// The callee is in another call (to the caller).
@@ -38,6 +40,7 @@ impl Event {
             Self::Reject => "call:reject",
             Self::End => "call:end",
             Self::IceCandidate => "call:ice-candidate",
+            Self::Renegotiate => "call:renegotiate",
             Self::NoAnswer => "call:no-answer",
             Self::Busy => "call:busy",
             Self::Cancelled => "call:cancelled",

@@ -76,6 +76,20 @@ pub enum Input {
         /// Opaque candidate.
         candidate: Value,
     },
+    /// `call:renegotiate`: a party of an accepted call sends a new offer or answer (an ICE
+    /// restart after a network change); forwarded to the other party, the state does not change.
+    Renegotiate {
+        /// Call.
+        call_id: CallId,
+        /// Sender.
+        user: UserId,
+        /// Sender's socket.
+        sid: SocketId,
+        /// Offer or answer.
+        kind: SdpKind,
+        /// Opaque SDP.
+        sdp: Value,
+    },
     /// `call:sync`: a (re)connected socket asks for its calls and, if it was the party in a
     /// call whose socket dropped (or names the call in `resume`), takes it over.
     Sync {
@@ -107,6 +121,25 @@ pub enum Input {
         /// Which one.
         kind: DeadlineKind,
     },
+}
+
+/// Which half of an offer/answer exchange a `call:renegotiate` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpKind {
+    /// A new offer (from either party; clients pick one side to avoid crossing offers).
+    Offer,
+    /// The answer to the peer's renegotiation offer.
+    Answer,
+}
+
+impl SdpKind {
+    /// Wire value of `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offer => "offer",
+            Self::Answer => "answer",
+        }
+    }
 }
 
 /// Error codes in acks and `call:error`.

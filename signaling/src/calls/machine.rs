@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use super::effect::{Effect, Event, Hook, HookKind, Target};
-use super::input::{Ack, ErrorCode, Input, Reply, SyncEntry};
+use super::input::{Ack, ErrorCode, Input, Reply, SdpKind, SyncEntry};
 use super::model::{Call, CallId, CallState, Deadline, DeadlineKind, Role, UserId};
 use super::transition::Transition;
 
@@ -64,6 +64,7 @@ impl Input {
             | Input::Reject { call_id, .. }
             | Input::End { call_id, .. }
             | Input::Candidate { call_id, .. }
+            | Input::Renegotiate { call_id, .. }
             | Input::Deadline { call_id, .. } => {
                 n.calls.insert(call_id.clone());
             }
@@ -155,6 +156,7 @@ impl Machine {
             Input::Reject { call_id, user, sid } => self.reject(now_ms, &call_id, &user, &sid),
             Input::End { call_id, user, sid } => self.end(now_ms, &call_id, &user, &sid),
             Input::Candidate { call_id, user, sid, candidate } => self.candidate(&call_id, &user, &sid, candidate),
+            Input::Renegotiate { call_id, user, sid, kind, sdp } => self.renegotiate(&call_id, &user, &sid, kind, sdp),
             Input::Sync { user, sid, resume } => self.sync(now_ms, &user, &sid, &resume),
             Input::Connected { user, sid } => self.connected(&user, &sid),
             Input::Disconnected { user, sid } => self.disconnected(now_ms, &user, &sid),
@@ -383,6 +385,32 @@ impl Machine {
             _ => return Reply::err(ErrorCode::InvalidState, call_id),
         };
         self.emit(to, Event::IceCandidate, data);
+        Reply::ok(call_id, call.state)
+    }
+
+    /// Only the two devices in an accepted call may renegotiate: while ringing there is no
+    /// answer to build on, and another device of either user has no peer connection in the call.
+    fn renegotiate(&mut self, call_id: &str, user: &str, sid: &str, kind: SdpKind, sdp: Value) -> Reply {
+        let (call, role) = match self.party_call(call_id, user) {
+            Ok(found) => found,
+            Err(reply) => return reply,
+        };
+        if call.state != CallState::Accepted {
+            return Reply::err(ErrorCode::InvalidState, call_id);
+        }
+        let in_call = match role {
+            Role::Caller => call.caller_socket == sid,
+            Role::Callee => call.callee_socket.as_deref() == Some(sid),
+        };
+        if !in_call {
+            return Reply::err(ErrorCode::Forbidden, call_id);
+        }
+        let to = self.peer_socket(&call, role);
+        self.emit(
+            Target::Socket(to),
+            Event::Renegotiate,
+            json!({"callId": call_id, "type": kind.as_str(), "sdp": sdp, "from": user}),
+        );
         Reply::ok(call_id, call.state)
     }
 

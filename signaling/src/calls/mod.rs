@@ -15,7 +15,7 @@ mod model;
 mod transition;
 
 pub use effect::{Effect, Event, Hook, HookKind, Target};
-pub use input::{Ack, ErrorCode, Input, Reply, SyncEntry};
+pub use input::{Ack, ErrorCode, Input, Reply, SdpKind, SyncEntry};
 pub use machine::{Machine, Needs, Timing, View, Writes};
 pub use model::{Call, CallId, CallState, CallType, Deadline, DeadlineKind, Role, SocketId, UserId};
 pub use transition::Transition;

@@ -319,6 +319,68 @@ fn candidates_are_routed_to_the_peer() {
     assert!(fx.is_empty());
 }
 
+fn renegotiate(user: &str, sid: &str, kind: SdpKind) -> Input {
+    Input::Renegotiate { call_id: "c1".into(), user: user.into(), sid: sid.into(), kind, sdp: json!("restart-sdp") }
+}
+
+#[test]
+fn renegotiation_is_forwarded_between_the_two_devices_of_an_accepted_call() {
+    let mut w = accepted();
+    let moves = w.moves.len();
+    let (r, fx) = w.run(3_000, renegotiate("alice", "a1", SdpKind::Offer));
+    assert_eq!(r, Reply::ok("c1", CallState::Accepted));
+    assert_eq!(
+        emits(&fx),
+        vec![(
+            sock("b1"),
+            "call:renegotiate",
+            json!({"callId": "c1", "type": "offer", "sdp": "restart-sdp", "from": "alice"})
+        )]
+    );
+    let (r, fx) = w.run(3_100, renegotiate("bob", "b1", SdpKind::Answer));
+    assert_eq!(r, Reply::ok("c1", CallState::Accepted));
+    assert_eq!(emits(&fx)[0].0, sock("a1"));
+    assert_eq!(emits(&fx)[0].2["type"], "answer");
+    // The callee may offer too (either side's network can change).
+    let (r, fx) = w.run(3_200, renegotiate("bob", "b1", SdpKind::Offer));
+    assert!(r.is_ok());
+    assert_eq!(emits(&fx)[0].0, sock("a1"));
+    assert_eq!(w.state("c1"), CallState::Accepted);
+    assert_eq!(w.moves.len(), moves, "renegotiating is no transition");
+}
+
+#[test]
+fn renegotiation_is_refused_outside_an_accepted_call_and_to_outsiders() {
+    let mut w = ringing();
+    for who in [("alice", "a1"), ("bob", "b1")] {
+        let (r, fx) = w.run(1_500, renegotiate(who.0, who.1, SdpKind::Offer));
+        assert_eq!(r.code(), Some(ErrorCode::InvalidState), "{who:?} while ringing");
+        assert!(fx.is_empty());
+    }
+    w.run(2_000, answer("c1", "bob", "b1"));
+    for (who, code) in [
+        (("eve", "e1"), ErrorCode::Forbidden),
+        (("bob", "b2"), ErrorCode::Forbidden),
+        (("alice", "a2"), ErrorCode::Forbidden),
+    ] {
+        let (r, fx) = w.run(2_500, renegotiate(who.0, who.1, SdpKind::Offer));
+        assert_eq!(r.code(), Some(code), "{who:?}");
+        assert!(fx.is_empty());
+    }
+    w.run(3_000, end("c1", "bob", "b1"));
+    let (r, fx) = w.run(3_100, renegotiate("alice", "a1", SdpKind::Offer));
+    assert_eq!(r.code(), Some(ErrorCode::InvalidState));
+    assert!(fx.is_empty());
+    let missing = Input::Renegotiate {
+        call_id: "nope".into(),
+        user: "alice".into(),
+        sid: "a1".into(),
+        kind: SdpKind::Offer,
+        sdp: json!("x"),
+    };
+    assert_eq!(w.run(3_200, missing).0.code(), Some(ErrorCode::NotFound));
+}
+
 #[test]
 fn busy_callee() {
     let mut w = accepted();

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::calls::{CallType, ErrorCode, Input, Reply};
+use crate::calls::{CallType, ErrorCode, Input, Reply, SdpKind};
 
 /// Longest call id; UUIDs are 36.
 const MAX_CALL_ID: usize = 64;
@@ -27,12 +27,22 @@ pub enum ClientEvent {
     IceCandidate,
     /// Resync after reconnect.
     Sync,
+    /// New offer/answer in an accepted call (ICE restart).
+    Renegotiate,
 }
 
 impl ClientEvent {
     /// Every event, for registering handlers.
-    pub const ALL: [ClientEvent; 7] =
-        [Self::Initiate, Self::Offer, Self::Answer, Self::Reject, Self::End, Self::IceCandidate, Self::Sync];
+    pub const ALL: [ClientEvent; 8] = [
+        Self::Initiate,
+        Self::Offer,
+        Self::Answer,
+        Self::Reject,
+        Self::End,
+        Self::IceCandidate,
+        Self::Sync,
+        Self::Renegotiate,
+    ];
 
     /// The Socket.IO event name.
     pub fn name(self) -> &'static str {
@@ -44,6 +54,7 @@ impl ClientEvent {
             Self::End => "call:end",
             Self::IceCandidate => "call:ice-candidate",
             Self::Sync => "call:sync",
+            Self::Renegotiate => "call:renegotiate",
         }
     }
 }
@@ -59,6 +70,11 @@ pub fn valid_call_id(id: &str) -> bool {
 
 fn string_field<'a>(data: &'a Value, name: &str) -> Option<&'a str> {
     data.get(name).and_then(Value::as_str)
+}
+
+/// An SDP is opaque here: a string or an `RTCSessionDescriptionInit` object.
+fn sdp_field(data: &Value) -> Option<Value> {
+    data.get("sdp").filter(|v| v.is_string() || v.is_object()).cloned()
 }
 
 /// Parses `data` of `event` from `user` on socket `sid`.
@@ -112,7 +128,7 @@ pub fn parse(event: ClientEvent, user: &str, sid: &str, data: Option<Value>, max
             Input::Initiate { call_id, user, sid, callee, chat_id, call_type, sdp }
         }
         ClientEvent::Offer | ClientEvent::Answer => {
-            let sdp = data.get("sdp").filter(|v| v.is_string() || v.is_object()).cloned().ok_or_else(missing)?;
+            let sdp = sdp_field(&data).ok_or_else(missing)?;
             if event == ClientEvent::Offer {
                 Input::Offer { call_id, user, sid, sdp }
             } else {
@@ -124,6 +140,15 @@ pub fn parse(event: ClientEvent, user: &str, sid: &str, data: Option<Value>, max
         ClientEvent::IceCandidate => {
             let candidate = data.get("candidate").filter(|v| !v.is_null()).cloned().ok_or_else(missing)?;
             Input::Candidate { call_id, user, sid, candidate }
+        }
+        ClientEvent::Renegotiate => {
+            let kind = match data.get("type").and_then(Value::as_str) {
+                Some("offer") => SdpKind::Offer,
+                Some("answer") => SdpKind::Answer,
+                _ => return Err(missing()),
+            };
+            let sdp = sdp_field(&data).ok_or_else(missing)?;
+            Input::Renegotiate { call_id, user, sid, kind, sdp }
         }
         ClientEvent::Sync => return Err(bad(None)),
     };
@@ -180,6 +205,30 @@ mod tests {
         assert!(p(ClientEvent::Answer, json!({"callId": "c", "sdp": {"type": "answer", "sdp": "v=0"}})).is_ok());
         assert!(p(ClientEvent::IceCandidate, json!({"callId": "c"})).is_err());
         assert!(p(ClientEvent::IceCandidate, json!({"callId": "c", "candidate": {"candidate": "a"}})).is_ok());
+    }
+
+    #[test]
+    fn renegotiate_needs_a_type_and_an_sdp() {
+        let input = p(ClientEvent::Renegotiate, json!({"callId": "c", "type": "offer", "sdp": "v=0"})).unwrap();
+        assert_eq!(
+            input,
+            Input::Renegotiate {
+                call_id: "c".into(),
+                user: "alice".into(),
+                sid: "s1".into(),
+                kind: SdpKind::Offer,
+                sdp: json!("v=0")
+            }
+        );
+        assert!(p(ClientEvent::Renegotiate, json!({"callId": "c", "type": "answer", "sdp": {"sdp": "v=0"}})).is_ok());
+        for bad_payload in [
+            json!({"callId": "c", "sdp": "v=0"}),
+            json!({"callId": "c", "type": "pranswer", "sdp": "v=0"}),
+            json!({"callId": "c", "type": "offer"}),
+            json!({"callId": "c", "type": "offer", "sdp": 1}),
+        ] {
+            assert_eq!(p(ClientEvent::Renegotiate, bad_payload).unwrap_err().code(), Some(ErrorCode::BadRequest));
+        }
     }
 
     #[test]
