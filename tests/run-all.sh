@@ -156,7 +156,8 @@ if ((test_rc != 0)); then
     exit "$test_rc"
 fi
 
-section "signaling contract coverage: every message of signaling/contract/ seen by the e2e tests"
+section "signaling contract: a valid AsyncAPI 3.0 document, every message seen by the e2e tests"
+node tests/clients/contract.js lint
 node tests/clients/contract.js coverage target/e2e-logs/contract
 
 section "bench smoke: bash bench/run.sh --smoke (debug build; checks the harness, not speed)"

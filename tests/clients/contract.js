@@ -9,6 +9,9 @@
 //                                       records it as seen; exit 1 with the schema errors
 //   node contract.js coverage DIR       every message of the contract was seen by the suite
 //                                       (records in DIR) or is in NOT_COVERED with a reason
+//   node contract.js lint               asyncapi.json is a valid AsyncAPI 3.0 document (the
+//                                       official schema, @asyncapi/specs), its references
+//                                       resolve and every schema file is used
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -182,6 +185,57 @@ function coverage(dir) {
   return failed ? 1 : 0;
 }
 
+/// Problems of the document itself, one per line.
+function lint(dir = CONTRACT_DIR) {
+  const Ajv = require('ajv');
+  const specs = require('@asyncapi/specs/schemas/3.0.0.json');
+  // The official schema embeds its own copy of the draft-07 meta-schema.
+  const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false, meta: false, validateSchema: false });
+  const validate = ajv.compile(specs);
+  const doc = JSON.parse(fs.readFileSync(path.join(dir, 'asyncapi.json'), 'utf8'));
+  const problems = [];
+  if (!validate(doc)) {
+    // The schema's oneOf/if branches repeat each real error; keep the leaves.
+    const leaves = validate.errors.filter((e) => !['oneOf', 'anyOf', 'if'].includes(e.keyword));
+    problems.push(...leaves.map((e) => `not AsyncAPI 3.0.0: ${e.instancePath} ${e.message} (${e.schemaPath})`));
+  }
+  const files = new Set();
+  const walk = (node) => {
+    if (!node || typeof node !== 'object') return;
+    if (typeof node.$ref === 'string') {
+      if (node.$ref.startsWith('#/')) {
+        try {
+          deref(doc, { $ref: node.$ref });
+        } catch (e) {
+          problems.push(`unresolved reference ${node.$ref}`);
+        }
+      } else {
+        files.add(node.$ref);
+      }
+    }
+    Object.values(node).forEach(walk);
+  };
+  walk(doc);
+  const schemaDir = path.join(dir, 'schemas');
+  for (const f of fs.readdirSync(schemaDir).filter((f) => f.endsWith('.json'))) {
+    if (f !== 'common.json' && !files.has('schemas/' + f) && !refersTo(schemaDir, f)) {
+      problems.push(`schemas/${f} is used by no message`);
+    }
+  }
+  for (const f of files) {
+    if (!fs.existsSync(path.join(dir, f))) problems.push(`missing schema file ${f}`);
+  }
+  return problems;
+}
+
+/// Whether another schema file refers to `file` (e.g. ack.error.json from ack.request.json).
+function refersTo(schemaDir, file) {
+  return fs
+    .readdirSync(schemaDir)
+    .filter((f) => f !== file && f.endsWith('.json'))
+    .some((f) => fs.readFileSync(path.join(schemaDir, f), 'utf8').includes(`"${file}`));
+}
+
 if (require.main === module) {
   const [cmd, arg] = process.argv.slice(2);
   if (cmd === 'check' && arg) {
@@ -193,8 +247,13 @@ if (require.main === module) {
     }
   } else if (cmd === 'coverage' && arg) {
     process.exit(coverage(arg));
+  } else if (cmd === 'lint') {
+    const problems = lint();
+    problems.forEach((p) => console.error(p));
+    if (problems.length) process.exit(1);
+    console.log('signaling/contract/asyncapi.json: a valid AsyncAPI 3.0.0 document, every reference resolves');
   } else {
-    console.error('usage: node contract.js check MESSAGE < payload.json | coverage DIR');
+    console.error('usage: node contract.js check MESSAGE < payload.json | coverage DIR | lint');
     process.exit(2);
   }
 }
