@@ -9,6 +9,9 @@
 //                                       records it as seen; exit 1 with the schema errors
 //   node contract.js coverage DIR       every message of the contract was seen by the suite
 //                                       (records in DIR) or is in NOT_COVERED with a reason
+//   node contract.js serve              the checks for another driver (py_driver.py), one JSON
+//                                       line in, one out: {kind: "event"|"request"|"ack"|
+//                                       "message", name, data, sent?} -> {error, sent?}
 //   node contract.js lint               asyncapi.json is a valid AsyncAPI 3.0 document (the
 //                                       official schema, @asyncapi/specs), its references
 //                                       resolve and every schema file is used
@@ -247,13 +250,25 @@ if (require.main === module) {
     }
   } else if (cmd === 'coverage' && arg) {
     process.exit(coverage(arg));
+  } else if (cmd === 'serve') {
+    const rl = require('readline').createInterface({ input: process.stdin });
+    rl.on('line', (line) => {
+      const q = JSON.parse(line);
+      let reply;
+      if (q.kind === 'event') reply = { error: checkEvent(q.name, q.data) };
+      else if (q.kind === 'request') reply = { error: null, sent: checkRequest(q.name, q.data) };
+      else if (q.kind === 'ack') reply = { error: checkAck(q.name, q.sent, q.data) };
+      else if (q.kind === 'message') reply = { error: check(q.name, q.data) };
+      else reply = { error: `contract.js serve: unknown kind ${q.kind}` };
+      process.stdout.write(JSON.stringify(reply) + '\n');
+    });
   } else if (cmd === 'lint') {
     const problems = lint();
     problems.forEach((p) => console.error(p));
     if (problems.length) process.exit(1);
     console.log('signaling/contract/asyncapi.json: a valid AsyncAPI 3.0.0 document, every reference resolves');
   } else {
-    console.error('usage: node contract.js check MESSAGE < payload.json | coverage DIR | lint');
+    console.error('usage: node contract.js check MESSAGE < payload.json | coverage DIR | serve | lint');
     process.exit(2);
   }
 }
