@@ -4,8 +4,10 @@
 # 1. installs the Debian packages the end-to-end tests use (coturn's turnutils_* tools, openssl,
 #    redis-server, nginx, iproute2, node, python3, chromium) with apt-get when run as root; as another
 #    user with something missing, prints the apt-get line and fails; then the pinned npm and
-#    PyPI test clients of tests/clients/ (npm ci, python venvs);
-# 2. cargo fmt --check, clippy -D warnings, builds the binaries, cargo test --workspace;
+#    PyPI test clients of tests/clients/ (npm ci, python venvs); the web client library's
+#    node unit tests and type check (clients/web/);
+# 2. cargo fmt --check, clippy -D warnings, builds the binaries (then the web library's test
+#    against the built signaling binary), cargo test --workspace;
 # 3. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~2 minutes, on the
 #    debug binaries built in step 2: it proves the harness works, its numbers mean nothing);
 # 4. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
@@ -132,6 +134,17 @@ echo "tests/clients/node_modules: $(ls tests/clients/node_modules | xargs)"
 install_venv tests/clients/.venv tests/clients/requirements.txt
 install_venv target/e2e-venv-turn tests/clients/requirements-turn.txt
 
+section "web client library (clients/web/): npm ci, node unit tests, tsc type check"
+# Pinned by its own package-lock.json, reinstalled only when that changes. The test against the
+# real signaling binary waits for the cargo build below (a binary left from an older build
+# would test old code), so it is skipped here and run there.
+if ! cmp -s clients/web/package-lock.json clients/web/node_modules/.package-lock.installed 2>/dev/null; then
+    npm ci --prefix clients/web --no-audit --no-fund --loglevel=error
+    cp clients/web/package-lock.json clients/web/node_modules/.package-lock.installed
+fi
+SIGNALING_BIN=/nonexistent npm test --prefix clients/web --silent
+npm run check --prefix clients/web --silent
+
 section "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
@@ -140,6 +153,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 section "cargo build --workspace --bins (the e2e tests run target/debug/turn-server)"
 cargo build --workspace --bins
+
+section "web client library against the built signaling binary"
+SIGNALING_BIN="$PWD/target/debug/signaling" node --test clients/web/test/live-signaling.test.js
 
 section "cargo test --workspace --no-fail-fast"
 TEST_LOG=target/run-all-cargo-test.log

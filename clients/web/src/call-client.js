@@ -48,6 +48,20 @@ function wire(desc) {
   return { type: desc?.type, sdp: desc?.sdp };
 }
 
+/**
+ * A UUID v4 (the server takes any 1-64 of [A-Za-z0-9_-]); randomUUID exists only in secure
+ * contexts, getRandomValues everywhere.
+ */
+function newCallId() {
+  const c = globalThis.crypto;
+  if (typeof c.randomUUID === "function") return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 /** @param {MediaStream | null} stream */
 function stopTracks(stream) {
   for (const track of stream?.getTracks() ?? []) track.stop();
@@ -100,6 +114,13 @@ export class Call extends Emitter {
     this.lastQuality = null;
     /** @type {RTCIceCandidateInit[]} */
     this._remoteCandidates = [];
+    /**
+     * Whether the server has the call: a caller's candidates wait for the initiate's ack (sent
+     * before it they would meet `not_found`), and a resync does not end a call it never had.
+     */
+    this._known = init.role === "callee";
+    /** @type {RTCIceCandidateInit[]} */
+    this._localCandidates = [];
     /** Events wait here until the app holds the object (see `_release`). */
     /** @type {Array<[string, unknown[]]> | null} */
     this._held = [];
@@ -205,7 +226,8 @@ export class Call extends Emitter {
     pc.addEventListener("icecandidate", (e) => {
       if (!e.candidate || this.state === "ended") return;
       const candidate = typeof e.candidate.toJSON === "function" ? e.candidate.toJSON() : e.candidate;
-      client._request("call:ice-candidate", { callId: this.id, candidate }, { whenOffline: "queue", tag: this.id }).catch(() => {});
+      if (this._known) this._sendCandidate(candidate);
+      else this._localCandidates.push(candidate);
     });
     pc.addEventListener("track", (e) => {
       const stream = e.streams[0] ?? this.remoteStream ?? new MediaStream();
@@ -227,6 +249,19 @@ export class Call extends Emitter {
         () => {},
       );
     });
+  }
+
+  /** @param {RTCIceCandidateInit} candidate */
+  _sendCandidate(candidate) {
+    this._client._request("call:ice-candidate", { callId: this.id, candidate }, { whenOffline: "queue", tag: this.id }).catch(() => {});
+  }
+
+  /** The server acknowledged the call: candidates held until now go out. */
+  _confirmed() {
+    this._known = true;
+    const held = this._localCandidates;
+    this._localCandidates = [];
+    for (const c of held) this._sendCandidate(c);
   }
 
   /** @param {string} state */
@@ -444,7 +479,7 @@ export class CallClient extends Emitter {
     this._opts = options;
     this._timers = options.timers ?? realTimers;
     this._ice = options.iceConfig ?? new IceConfigCache({ baseUrl: options.url, getToken: options.getToken });
-    this._newId = options.newId ?? (() => globalThis.crypto.randomUUID());
+    this._newId = options.newId ?? newCallId;
     /** @type {Map<string, Call>} */
     this._calls = new Map();
     /** @type {Map<string, IncomingCall>} */
@@ -483,6 +518,10 @@ export class CallClient extends Emitter {
     const io = opts.io ?? /** @type {any} */ (defaultIo);
     const socket = io(opts.url, {
       path: opts.path ?? "/socket.io",
+      // WebSocket first: no polling-to-WebSocket upgrade in the middle of the first requests,
+      // one connection less on a phone; polling still when a proxy refuses WebSocket.
+      transports: opts.transports ?? ["websocket", "polling"],
+      tryAllTransports: true,
       autoConnect: false,
       reconnection: false,
       // Asked on every (re)connect, so an expired token is replaced by the app's fresh one.
@@ -572,7 +611,8 @@ export class CallClient extends Emitter {
       call._finish(null, "failed");
       throw asClientError(err, "call-failed", "The call could not be started.");
     }
-    if (!ack.ok) {
+    if (ack.ok) call._confirmed();
+    else {
       if (ack.error === "busy") call._finish("busy", "busy");
       else if (ack.error === "glare") this._cancelled({ callId: call.id, reason: "glare", replacedBy: /** @type {string} */ (ack.winner) });
       else {
@@ -646,11 +686,14 @@ export class CallClient extends Emitter {
     const conn = this._connection;
     if (!conn) return;
     const ids = [...this._calls.keys()];
-    const ack = await conn.request("call:sync", ids.length > 0 ? { callIds: ids } : {}, { immediate: true });
+    // Short: the outbox waits for this, and a lost sync must not hold it for long.
+    const ack = await conn.request("call:sync", ids.length > 0 ? { callIds: ids } : {}, { immediate: true, timeoutMs: 5000 });
     if (!ack?.ok || !Array.isArray(ack.calls)) return;
     const entries = /** @type {SyncEntry[]} */ (ack.calls);
     const byId = new Map(entries.map((e) => [e.callId, e]));
     for (const call of [...this._calls.values()]) {
+      // Its initiate is still on its way (cut off by the drop, sent again after this sync).
+      if (!call._known) continue;
       const entry = byId.get(call.id);
       if (!entry) {
         call._finish(null, "lost");

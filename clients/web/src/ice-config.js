@@ -7,6 +7,17 @@ import { ClientError } from "./errors.js";
 
 /** @typedef {import("./index.js").IceConfig} IceConfig */
 
+/**
+ * `expiresAt` is RFC 3339 (what the service sends); unix ms is taken too.
+ * @param {IceConfig} config
+ * @returns {number | null}
+ */
+function expiryMs(config) {
+  const at = /** @type {unknown} */ (config.expiresAt);
+  const ms = typeof at === "number" ? at : typeof at === "string" ? Date.parse(at) : NaN;
+  return Number.isFinite(ms) ? ms : null;
+}
+
 export class IceConfigCache {
   /** @param {import("./index.js").IceConfigCacheOptions} options */
   constructor(options) {
@@ -55,8 +66,9 @@ export class IceConfigCache {
 
   /** @param {{config: IceConfig, offset: number}} entry */
   _fresh(entry) {
-    const { expiresAt, serverTime } = entry.config;
-    const lifetime = expiresAt - serverTime;
+    const expiresAt = expiryMs(entry.config);
+    if (expiresAt === null) return false;
+    const lifetime = expiresAt - entry.config.serverTime;
     const margin = Math.min(this._marginMs, Math.max(0, lifetime / 2));
     return this._now() + entry.offset < expiresAt - margin;
   }
@@ -81,7 +93,13 @@ export class IceConfigCache {
   }
 
   async _fetchConfig() {
-    const token = await this._getToken();
+    /** @type {string} */
+    let token;
+    try {
+      token = await this._getToken();
+    } catch (err) {
+      throw new ClientError("token-failed", "Could not get a sign-in token for the call service; sign in again.", { cause: err });
+    }
     const sentAt = this._now();
     /** @type {Response} */
     let res;

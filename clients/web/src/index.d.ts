@@ -119,8 +119,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 export interface IceConfig {
   iceServers: RTCIceServer[];
   ttl: number;
-  /** Unix ms, server clock. */
-  expiresAt: number;
+  /** When the TURN credential expires, RFC 3339 (e.g. "2026-12-05T07:00:00Z"), server clock. */
+  expiresAt: string;
   /** Unix ms, server clock when the answer was made. */
   serverTime: number;
   call?: { ringTimeoutSecs?: number; heartbeatSecs?: number; reconnectGraceSecs?: number; [key: string]: unknown };
@@ -228,6 +228,8 @@ export interface CallClientOptions {
   url: string;
   /** Socket.IO path (default "/socket.io"). */
   path?: string;
+  /** Engine.IO transports (default ["websocket", "polling"], each tried in turn). */
+  transports?: ("websocket" | "polling" | "webtransport")[];
   /** Called for every (re)connect and ICE config fetch, so a refreshed token is used. */
   getToken: () => string | Promise<string>;
   /** Shared cache (default: one made for `url`). */
@@ -278,7 +280,9 @@ export type IncomingCallEvents = {
   closed: [string];
 };
 
+/** Made by the CallClient for each `call:offer` (emitted as `incoming`). */
 export class IncomingCall extends Emitter<IncomingCallEvents> {
+  private constructor();
   readonly id: string;
   readonly from: string;
   readonly callType: "audio" | "video";
@@ -305,7 +309,9 @@ export type CallEvents = {
   iceState: [string];
 };
 
+/** Made by `CallClient.call()` and `IncomingCall.accept()`. */
 export class Call extends Emitter<CallEvents> {
+  private constructor();
   readonly id: string;
   readonly peerId: string;
   readonly role: "caller" | "callee";

@@ -5,7 +5,7 @@ import { ClientError, IceConfigCache } from "../src/index.js";
 
 /**
  * A /v1/ice-servers that answers like the signaling service, on a server clock `skewMs` ahead of
- * the test's local clock, with a credential valid for `ttlMs`.
+ * the test's local clock, with a credential valid for `ttlMs` (`expiresAt` in RFC 3339, as the service sends it).
  */
 function service(clock, { skewMs = 0, ttlMs = 3_600_000, status = 200 } = {}) {
   const calls = [];
@@ -14,7 +14,7 @@ function service(clock, { skewMs = 0, ttlMs = 3_600_000, status = 200 } = {}) {
     const serverTime = clock.now + skewMs;
     const body =
       status === 200
-        ? { iceServers: [{ urls: ["turn:127.0.0.1:3478"], username: `u${calls.length}`, credential: "c" }], ttl: ttlMs / 1000, expiresAt: serverTime + ttlMs, serverTime }
+        ? { iceServers: [{ urls: ["turn:127.0.0.1:3478"], username: `u${calls.length}`, credential: "c" }], ttl: ttlMs / 1000, expiresAt: new Date(serverTime + ttlMs).toISOString(), serverTime }
         : { error: "unauthorized", message: "token expired" };
     return { ok: status === 200, status, json: async () => body };
   };
