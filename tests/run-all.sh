@@ -160,6 +160,8 @@ SIGNALING_BIN="$PWD/target/debug/signaling" node --test clients/web/test/live-si
 section "cargo test --workspace --no-fail-fast"
 TEST_LOG=target/run-all-cargo-test.log
 mkdir -p target
+# The e2e clients record here which messages of signaling/contract/ they saw (checked below).
+rm -rf target/e2e-logs/contract
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"
 test_rc=${PIPESTATUS[0]}
@@ -169,6 +171,10 @@ read -r TESTS_PASSED TESTS_FAILED < <(awk '/^test result:/ { p += $4; f += $6 } 
 if ((test_rc != 0)); then
     exit "$test_rc"
 fi
+
+section "signaling contract: a valid AsyncAPI 3.0 document, every message seen by the e2e tests"
+node tests/clients/contract.js lint
+node tests/clients/contract.js coverage target/e2e-logs/contract
 
 section "bench smoke: bash bench/run.sh --smoke (debug build; checks the harness, not speed)"
 bash bench/run.sh --smoke

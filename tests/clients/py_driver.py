@@ -1,6 +1,11 @@
 """Drives python-socketio (PyPI) for the e2e tests with the same stdin/stdout JSON-line protocol
-as driver.js, so a Rust test can swap one client implementation for the other."""
+as driver.js, so a Rust test can swap one client implementation for the other. Like driver.js it
+checks what it sends and receives against the signaling contract (signaling/contract/), through
+the same validator (`node contract.js serve`), and reports a mismatch as a contract_violation line."""
 import json
+import os
+import shutil
+import subprocess
 import sys
 import threading
 
@@ -17,6 +22,29 @@ def out(obj):
         sys.stdout.flush()
 
 
+checker_lock = threading.Lock()
+checker = subprocess.Popen(
+    [shutil.which("node") or "node", os.path.join(os.path.dirname(os.path.abspath(__file__)), "contract.js"), "serve"],
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    text=True,
+)
+
+
+def contract(kind, name, data, sent=None):
+    """One check by contract.js: {"error": null | text, "sent": ...}."""
+    with checker_lock:
+        checker.stdin.write(json.dumps({"kind": kind, "name": name, "data": data, "sent": sent}) + "\n")
+        checker.stdin.flush()
+        line = checker.stdout.readline()
+    return json.loads(line) if line else {"error": "contract.js serve exited"}
+
+
+def violation(cid, event, payload, error):
+    sys.stderr.write(f"contract violation: {event} at {cid}: {error}\npayload: {json.dumps(payload)}\n")
+    out({"id": cid, "type": "contract_violation", "event": event, "payload": payload, "error": error})
+
+
 def connect(cmd):
     cid = cmd["id"]
     sio = socketio.Client(reconnection=bool(cmd.get("reconnection", False)))
@@ -28,6 +56,10 @@ def connect(cmd):
 
     @sio.event
     def connect_error(data):
+        if isinstance(data, dict):
+            err = contract("message", "connectError", data)["error"]
+            if err:
+                violation(cid, "connectError", data, err)
         message = data.get("message") if isinstance(data, dict) else str(data)
         out({"id": cid, "type": "connect_error", "message": message})
 
@@ -37,9 +69,16 @@ def connect(cmd):
 
     @sio.on("*")
     def any_event(event, data=None):
+        err = contract("event", event, data)["error"]
+        if err:
+            violation(cid, event, data, err)
         out({"id": cid, "type": "event", "event": event, "data": data})
 
     auth = {"token": cmd["token"]} if "token" in cmd else None
+    if auth is not None:
+        err = contract("message", "connectAuth", auth)["error"]
+        if err:
+            violation(cid, "connectAuth", auth, err)
     try:
         sio.connect(
             cmd["url"],
@@ -58,10 +97,15 @@ def emit(cmd):
     if sio is None:
         out({"id": cmd["id"], "type": "driver_error", "message": "no such client"})
         return
+    sent = contract("request", cmd["event"], cmd.get("data"))["sent"]
     try:
         ack = sio.call(cmd["event"], cmd.get("data"), timeout=5)
+        err = contract("ack", cmd["event"], ack, sent)["error"]
     except socketio.exceptions.TimeoutError:
         ack = {"timeout": True}
+        err = sent and sent.get("sendError") and f"{cmd['event']} was sent outside the contract and not acked"
+    if err:
+        violation(cmd["id"], cmd["event"], {"sent": cmd.get("data"), "ack": ack}, err)
     out({"id": cmd["id"], "type": "ack", "req": cmd.get("req"), "data": ack})
 
 

@@ -17,6 +17,7 @@
 pub mod browser;
 pub mod callpage;
 pub mod client;
+pub mod contract;
 pub mod fleet;
 pub mod mmdb;
 pub mod netns;

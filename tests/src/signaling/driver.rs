@@ -58,6 +58,7 @@ impl Driver {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .env("E2E_CONTRACT_LOG", crate::contract::log_dir())
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {} driver: {e}", program.display()));
@@ -108,7 +109,11 @@ impl Driver {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
+            let next = self.rx.recv_timeout(left);
+            if let Ok(v) = &next {
+                crate::contract::fail_on_violation(v);
+            }
+            match next {
                 Ok(v) if pred(&v) => return Some(v),
                 Ok(v) => self.backlog.push(v),
                 Err(_) => return None,
@@ -216,18 +221,23 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "{}", json!({"op": "exit"}));
         let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if let Ok(pgid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: killpg has no memory-safety preconditions; the group is the driver's own.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if let Ok(pgid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: killpg has no memory-safety preconditions; the group is the driver's own.
+                unsafe {
+                    libc::killpg(pgid, libc::SIGKILL);
+                }
+            }
+            let _ = self.child.wait();
+        }
+        // What the test never waited for must conform too (the reader ends at the driver's exit).
+        if !std::thread::panicking() {
+            while let Ok(v) = self.rx.recv_timeout(Duration::from_millis(500)) {
+                crate::contract::fail_on_violation(&v);
             }
         }
-        let _ = self.child.wait();
     }
 }

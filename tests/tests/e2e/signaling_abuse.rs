@@ -273,7 +273,9 @@ fn foreign_origin_is_refused_before_a_session_on_both_transports() {
         h.extend_from_slice(extra);
         h
     };
-    assert_eq!(http(s.addr, "GET", poll, &with("https://evil.example", &[])).status, 403);
+    let refused = http(s.addr, "GET", poll, &with("https://evil.example", &[]));
+    assert_eq!(refused.status, 403);
+    e2e::contract::check("connectRefused", &refused.json());
     assert_eq!(http(s.addr, "GET", ws, &with("https://evil.example", &upgrade)).status, 403);
     // The polling requests of an existing session are checked too.
     let open = http(s.addr, "GET", poll, &with("https://app.example", &[]));
@@ -296,5 +298,7 @@ fn foreign_origin_is_refused_before_a_session_on_both_transports() {
     assert_eq!(http(s.addr, "GET", poll, &[]).status, 200);
     // A header token is checked before the upgrade too.
     let bad = [("Authorization", "Bearer x.y.z")];
-    assert_eq!(http(s.addr, "GET", poll, &bad).status, 401);
+    let refused = http(s.addr, "GET", poll, &bad);
+    assert_eq!(refused.status, 401);
+    e2e::contract::check("connectRefused", &refused.json());
 }

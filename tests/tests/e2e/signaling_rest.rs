@@ -17,6 +17,7 @@ fn ice(s: &Signaling, token: &str) -> Value {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(r.header("content-type"), Some("application/json"));
+    e2e::contract::check("iceServers", &r.json());
     r.json()
 }
 
@@ -139,6 +140,7 @@ fn expect_401(s: &Signaling, token: Option<&str>, needle: &str) {
     assert_eq!(r.status, 401, "token {token:?}: {}", r.body);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     let body = r.json();
+    e2e::contract::check("httpError", &body);
     assert_eq!(body["error"], "unauthorized");
     let message = body["message"].as_str().unwrap();
     assert!(message.contains(needle), "expected {needle:?} in {message:?}");
@@ -300,6 +302,7 @@ fn rate_limits_per_user_and_per_ip() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
     assert_eq!(r.json()["error"], "rate_limited");
+    e2e::contract::check("httpError", &r.json());
     // Another user from the same address: allowed until the per-IP limit (6 requests so far
     // counted 4), then refused.
     let bob = s.token("bob", 60);
