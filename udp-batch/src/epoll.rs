@@ -40,6 +40,18 @@ impl Epoll {
         Ok(())
     }
 
+    /// Stops watching `fd`. The caller must still hold `fd` open: removing a number that already
+    /// names another file would remove that one.
+    pub fn remove(&self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: the set's fd is live; a null event is allowed for EPOLL_CTL_DEL; a stale `fd`
+        // makes the call fail, it cannot touch memory.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sleeps up to `timeout` (rounded up to whole milliseconds) for a first fd to become ready,
     /// and returns how many are; read their tokens with [`tokens`](Self::tokens). A signal ends
     /// the wait early with none.
@@ -95,6 +107,18 @@ mod tests {
         busy.recv(&mut [0u8; 4]).expect("recv");
         assert_eq!(set.wait(Duration::from_millis(1)).expect("wait"), 0);
         assert_eq!(set.tokens().count(), 0);
+    }
+
+    #[test]
+    fn a_removed_socket_is_not_reported() {
+        let mut set = Epoll::new(4).expect("epoll");
+        let (socket, addr) = loopback();
+        set.add(socket.as_raw_fd(), 3).expect("add");
+        socket.send_to(b"x", addr).expect("send");
+        assert_eq!(set.wait(Duration::from_secs(2)).expect("wait"), 1);
+        set.remove(socket.as_raw_fd()).expect("remove");
+        assert_eq!(set.wait(Duration::ZERO).expect("wait"), 0);
+        assert!(set.remove(socket.as_raw_fd()).is_err(), "not in the set any more");
     }
 
     #[test]

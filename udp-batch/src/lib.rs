@@ -10,6 +10,7 @@
 //!   one size to one destination as one GSO message.
 //! - [`SendBatch`]: caller-filled buffers sent on a connected socket as one GSO message.
 //! - [`Epoll`]: a level-triggered epoll set whose events carry the caller's tokens.
+//! - [`Wakeup`]: an eventfd, the doorbell of a thread that sleeps on an [`Epoll`].
 //! - [`set_option`]: `setsockopt` for the options `socket2` does not offer.
 
 mod addr;
@@ -19,12 +20,14 @@ mod recv;
 mod send;
 mod sendbatch;
 mod sockopt;
+mod wakeup;
 
 pub use epoll::Epoll;
 pub use recv::RecvBatch;
 pub use send::{Out, SendQueue};
 pub use sendbatch::SendBatch;
 pub use sockopt::set_option;
+pub use wakeup::Wakeup;
 
 /// A UDP socket on an ephemeral loopback port and its address, for the tests of every module.
 #[cfg(test)]

@@ -13,9 +13,9 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use super::udp_thread::Wakeup;
 use super::{Listeners, StreamOptions, Worker, WorkerError};
 use crate::proto::{Ledger, Server, ServerConfig};
+use udp_batch::Wakeup;
 
 /// How long the control plane waits for a worker thread's answer before going on without it.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);

@@ -6,8 +6,10 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
+
+use udp_batch::Epoll;
 
 use crate::proto::FastMap;
 
@@ -27,12 +29,11 @@ struct Entry {
 /// Relay sockets by slot; an epoll token is the slot and its generation, so an event fetched for
 /// a socket closed since never reaches the socket that reused the slot.
 pub(super) struct RelaySet {
-    epoll: OwnedFd,
+    epoll: Epoll,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     by_addr: FastMap<SocketAddr, u32>,
     generation: u32,
-    events: Vec<libc::epoll_event>,
     /// The fd `watch_wakeup` added.
     wakeup: RawFd,
     /// Relay sockets closed but kept open until `reap`: a send queued for one in the current
@@ -62,20 +63,12 @@ pub(super) enum Role {
 
 impl RelaySet {
     pub(super) fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; the returned fd is owned below.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(RelaySet {
-            epoll,
+            epoll: Epoll::new(MAX_EVENTS)?,
             slots: Vec::new(),
             free: Vec::new(),
             by_addr: FastMap::default(),
             generation: 0,
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS],
             wakeup: -1,
             closing: Vec::new(),
         })
@@ -97,19 +90,8 @@ impl RelaySet {
     /// Adds an fd (an eventfd, which the caller owns and keeps open for the life of the set) whose
     /// readability `wait` reports as a `Role::Wakeup` entry.
     pub(super) fn watch_wakeup(&mut self, fd: RawFd) -> io::Result<()> {
-        self.add(fd, WAKE_TOKEN)?;
+        self.epoll.add(fd, WAKE_TOKEN)?;
         self.wakeup = fd;
-        Ok(())
-    }
-
-    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        // Level-triggered: a socket left with datagrams after its share of a round stays ready.
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
-        // SAFETY: both fds are live; `ev` is a valid epoll_event.
-        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(())
     }
 
@@ -123,7 +105,8 @@ impl RelaySet {
         };
         self.generation = self.generation.wrapping_add(1);
         let token = u64::from(self.generation) << 32 | u64::from(slot);
-        if let Err(e) = self.add(fd, token) {
+        // Level-triggered: a socket left with datagrams after its share of a round stays ready.
+        if let Err(e) = self.epoll.add(fd, token) {
             self.free.push(slot);
             return Err(e);
         }
@@ -136,9 +119,9 @@ impl RelaySet {
         let Some(slot) = self.by_addr.remove(&addr) else { return };
         let Some(entry) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
         self.free.push(slot);
-        // SAFETY: both fds are live (the socket is still owned, in `closing` below); a null event
-        // is allowed for EPOLL_CTL_DEL.
-        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, entry.fd, std::ptr::null_mut()) };
+        // The socket is still open (in `closing` below), so its fd names it; a failure would mean
+        // it was never in the set, which `watch` rules out.
+        let _ = self.epoll.remove(entry.fd);
         self.closing.extend(entry.socket);
     }
 
@@ -190,17 +173,9 @@ impl RelaySet {
     /// socket to become ready; `out` is empty when the time ran out or a signal interrupted.
     pub(super) fn wait(&mut self, out: &mut Vec<Ready>, timeout: Duration) -> io::Result<()> {
         out.clear();
-        let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: the events buffer holds MAX_EVENTS entries.
-        let n = unsafe {
-            libc::epoll_wait(self.epoll.as_raw_fd(), self.events.as_mut_ptr(), MAX_EVENTS as libc::c_int, ms)
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
-        }
-        for ev in &self.events[..n as usize] {
-            let token = ev.u64;
+        // Only a broken epoll fd fails here (EINTR comes back as no event).
+        self.epoll.wait(timeout)?;
+        for token in self.epoll.tokens() {
             if token == WAKE_TOKEN {
                 let none: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
                 out.push(Ready { fd: self.wakeup, addr: none, role: Role::Wakeup, token });

@@ -183,8 +183,8 @@ impl Worker {
     }
 
     /// Adds the doorbell whose ring makes `serve_datagrams` call its `on_wakeup`.
-    pub(super) fn watch_wakeup(&self, wakeup: &udp_thread::Wakeup) -> io::Result<()> {
-        self.shared.dgram.relays.borrow_mut().watch_wakeup(wakeup.fd())
+    pub(super) fn watch_wakeup(&self, wakeup: &udp_batch::Wakeup) -> io::Result<()> {
+        self.shared.dgram.relays.borrow_mut().watch_wakeup(std::os::fd::AsRawFd::as_raw_fd(wakeup))
     }
 
     /// Serves a datagram worker on this thread, without a runtime, until `on_wakeup` returns false
