@@ -8,9 +8,11 @@
 #    node unit tests and type check (clients/web/);
 # 2. cargo fmt --check, clippy -D warnings, builds the binaries (then the web library's test
 #    against the built signaling binary), cargo test --workspace;
-# 3. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~2 minutes, on the
+# 3. builds the Debian packages from those debug binaries, installs, checks and purges them
+#    (deploy/test-packages.sh; as root only);
+# 4. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~2 minutes, on the
 #    debug binaries built in step 2: it proves the harness works, its numbers mean nothing);
-# 4. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
+# 5. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
 #    30; 0 skips this step).
 # Runs from any directory. About 20 minutes from a clean clone on 2 cores, a third of it compiling.
 set -euo pipefail
@@ -168,6 +170,16 @@ set -e
 read -r TESTS_PASSED TESTS_FAILED < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$TEST_LOG")
 if ((test_rc != 0)); then
     exit "$test_rc"
+fi
+
+section "the .deb packages: bash deploy/test-packages.sh (dpkg -i, checks, a relayed run, purge)"
+# Packages the debug binaries built above (no release build), installs them and checks what
+# issue 18 promises (files, --check-config, systemd-analyze verify, man, a uclient run through
+# /usr/bin/turn-server, nothing left after purge). Needs root (CI runs as root).
+if [[ $(id -u) -eq 0 ]]; then
+    bash deploy/test-packages.sh
+else
+    echo "skipped: not root (dpkg -i needs it)"
 fi
 
 section "bench smoke: bash bench/run.sh --smoke (debug build; checks the harness, not speed)"
