@@ -9,7 +9,8 @@
 # 2. cargo fmt --check, clippy -D warnings, builds the binaries (then the web library's test
 #    against the built signaling binary), cargo test --workspace;
 # 3. builds the Debian packages from those debug binaries, installs, checks and purges them
-#    (deploy/test-packages.sh; as root only);
+#    (deploy/test-packages.sh), and a container image of the relay that must relay a probe
+#    (deploy/container/build.sh --check); as root only;
 # 4. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~2 minutes, on the
 #    debug binaries built in step 2: it proves the harness works, its numbers mean nothing);
 # 5. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
@@ -180,6 +181,19 @@ if [[ $(id -u) -eq 0 ]]; then
     bash deploy/test-packages.sh
 else
     echo "skipped: not root (dpkg -i needs it)"
+fi
+
+section "container image: deploy/container/build.sh --check (buildah from scratch, podman --network host)"
+# Seconds once buildah, podman and runc are installed: builds the image from the debug binary
+# and relays one probe through it. Root only, like the packages.
+if [[ $(id -u) -eq 0 ]]; then
+    if ! command -v buildah >/dev/null || ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah podman runc >/dev/null
+    fi
+    TURN_SERVER_BIN=target/debug/turn-server IMAGE=localhost/turn-server:ci bash deploy/container/build.sh --check
+    podman rmi localhost/turn-server:ci >/dev/null
+else
+    echo "skipped: not root (buildah and podman run as root here)"
 fi
 
 section "bench smoke: bash bench/run.sh --smoke (debug build; checks the harness, not speed)"
