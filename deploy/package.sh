@@ -6,7 +6,7 @@
 # Installs cargo-deb (pinned) if it is missing. What each package holds is the
 # [package.metadata.deb] table of turn-server/Cargo.toml and signaling/Cargo.toml; this script
 # makes the assets those tables name that are generated, under target/<profile>/assets/<package>/:
-#   - man pages and bash/zsh/fish completions, written by the xtask crate from the binaries' clap
+#   - man pages and bash/zsh/fish completions, written by deploy/pkg-assets (a workspace crate) from the binaries' clap
 #     definitions;
 #   - the conffile: deploy/<package>.example.toml with the secrets emptied (so --check-config
 #     fails, saying what to set, until the operator sets them) and, for the relay, TLS and
@@ -35,12 +35,12 @@ fi
 if [[ "$PROFILE" == dev ]]; then
     cargo build --workspace --bins
 else
-    cargo build --profile "$PROFILE" -p turn-server -p signaling -p xtask --bins
+    cargo build --profile "$PROFILE" -p turn-server -p signaling -p pkg-assets --bins
 fi
 
 ASSETS=target/$PROFILE_DIR/assets
 rm -rf "$ASSETS"
-"target/$PROFILE_DIR/xtask" assets "$ASSETS" >/dev/null
+"target/$PROFILE_DIR/pkg-assets" assets "$ASSETS" >/dev/null
 # Debian installs man pages gzipped (-n: no name or time stamp, so a rebuild is byte-identical).
 gzip -9nf "$ASSETS"/*/man/*.1
 

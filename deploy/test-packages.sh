@@ -89,6 +89,7 @@ for pkg in "${PACKAGES[@]}"; do
         grep -qxF "$f" "$WORK/$pkg.files" || fail "$pkg: $f exists but dpkg -L $pkg does not list it"
     done
     [[ -x "/usr/bin/$pkg" ]] || fail "/usr/bin/$pkg is not executable"
+    bash -n "/usr/share/bash-completion/completions/$pkg" || fail "the bash completion of $pkg does not parse"
     grep -qxF "/etc/$pkg/config.toml" "/var/lib/dpkg/info/$pkg.conffiles" ||
         fail "$pkg: /etc/$pkg/config.toml is not a conffile"
     grep -q "^ExecStart=/usr/bin/$pkg " "/usr/lib/systemd/system/$pkg.service" ||

@@ -1,4 +1,4 @@
-//! `cargo run -p xtask -- assets DIR`: writes the man pages and shell completions of both binaries
+//! `cargo run -p pkg-assets -- assets DIR`: writes the man pages and shell completions of both binaries
 //! from their clap definitions (`turn_server::app::cli::Cli`, `signaling::cli::Cli`), so what the
 //! Debian packages document is the parser the binaries run, with no build.rs copy of the CLI.
 //! `deploy/package.sh` runs it before `cargo deb`.
@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
             write_assets(signaling::cli::Cli::command(), &dir)?;
             Ok(())
         }
-        _ => bail!("usage: xtask assets [DIR]  (writes DIR/<binary>/man/*.1 and DIR/<binary>/completions/)"),
+        _ => bail!("usage: pkg-assets assets [DIR]  (writes DIR/<binary>/man/*.1 and DIR/<binary>/completions/)"),
     }
 }
 
