@@ -8,9 +8,12 @@
 #    node unit tests and type check (clients/web/);
 # 2. cargo fmt --check, clippy -D warnings, builds the binaries (then the web library's test
 #    against the built signaling binary), cargo test --workspace;
-# 3. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~2 minutes, on the
+# 3. builds the Debian packages from those debug binaries, installs, checks and purges them
+#    (deploy/test-packages.sh), and a container image of the relay that must relay a probe
+#    (deploy/container/build.sh --check); as root only;
+# 4. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~2 minutes, on the
 #    debug binaries built in step 2: it proves the harness works, its numbers mean nothing);
-# 4. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
+# 5. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
 #    30; 0 skips this step).
 # Runs from any directory. About 20 minutes from a clean clone on 2 cores, a third of it compiling.
 set -euo pipefail
@@ -60,12 +63,14 @@ section "Debian packages"
 # certificates; redis-server and nginx for the signaling tests; iproute2 for the NAT tests'
 # network namespaces; node/npm and python3 for the Socket.IO and aioice clients; c++ for
 # libFuzzer; chromium for the browser call (tests/tests/e2e/browser_call.rs, driven by playwright-core,
-# which never downloads a browser of its own).
+# which never downloads a browser of its own); man-db and systemd (for `systemd-analyze verify`)
+# for the .deb checks, buildah, podman and runc for the container image (deploy/).
 NEEDS=(
     turnserver:coturn turnutils_uclient:coturn turnutils_peer:coturn turnutils_stunclient:coturn
     openssl:openssl redis-server:redis-server nginx:nginx ip:iproute2 timeout:coreutils
     node:nodejs npm:npm python3:python3 c++:g++ iptables:iptables
     chromium:chromium
+    man:man-db systemd-analyze:systemd buildah:buildah podman:podman runc:runc
 )
 missing=()
 DEB_PACKAGES=()
@@ -175,6 +180,26 @@ fi
 section "signaling contract: a valid AsyncAPI 3.0 document, every message seen by the e2e tests"
 node tests/clients/contract.js lint
 node tests/clients/contract.js coverage target/e2e-logs/contract
+
+section "the .deb packages: bash deploy/test-packages.sh (dpkg -i, checks, a relayed run, purge)"
+# Packages the debug binaries built above (no release build), installs them and checks what
+# issue 18 promises (files, --check-config, systemd-analyze verify, man, a uclient run through
+# /usr/bin/turn-server, nothing left after purge). Needs root (CI runs as root).
+if [[ $(id -u) -eq 0 ]]; then
+    bash deploy/test-packages.sh
+else
+    echo "skipped: not root (dpkg -i needs it)"
+fi
+
+section "container image: deploy/container/build.sh --check (buildah from scratch, podman --network host)"
+# Seconds once buildah, podman and runc are installed: builds the image from the debug binary
+# and relays one probe through it. Root only, like the packages.
+if [[ $(id -u) -eq 0 ]]; then
+    TURN_SERVER_BIN=target/debug/turn-server IMAGE=localhost/turn-server:ci bash deploy/container/build.sh --check
+    podman rmi localhost/turn-server:ci >/dev/null
+else
+    echo "skipped: not root (buildah and podman run as root here)"
+fi
 
 section "bench smoke: bash bench/run.sh --smoke (debug build; checks the harness, not speed)"
 bash bench/run.sh --smoke

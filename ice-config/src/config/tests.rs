@@ -327,7 +327,7 @@ fn a_relay_without_any_auth_is_refused() {
     let mut c = minimal();
     c.auth.secrets.clear();
     let err = c.validate().unwrap_err();
-    assert_eq!(err.to_string(), "turn.use_auth_secret: is true but auth.secrets is empty and no auth.users are set");
+    assert!(err.to_string().starts_with("auth.secrets: is empty"), "{err}");
     c.auth.users = vec!["alice:pw".into()];
     c.validate().unwrap();
 

@@ -10,6 +10,11 @@ use std::net::Ipv6Addr;
 /// RFC 8489 limits REALM and SOFTWARE to fewer than 128 characters.
 const MAX_STUN_TEXT_CHARS: usize = 127;
 
+/// Why a config without a REST secret is refused, and what to put there: the relay and the
+/// signaling service share the secret, so both say the same.
+const NO_SECRET: &str = "is empty, so no client could get TURN credentials: set it to a secret shared by the \
+                         relay and the signaling service, e.g. secrets = [\"<output of openssl rand -base64 48>\"]";
+
 impl Config {
     /// Checks every value; the first problem found is returned, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -28,7 +33,7 @@ impl Config {
     pub fn validate_for_signaling(&self) -> Result<(), ConfigError> {
         self.validate()?;
         if self.auth.secrets.is_empty() {
-            return Err(ConfigError::invalid("auth.secrets", "is empty: signaling cannot sign TURN credentials"));
+            return Err(ConfigError::invalid("auth.secrets", NO_SECRET));
         }
         if self.relays.is_empty() {
             return Err(ConfigError::invalid("relays", "is empty: there is no relay to offer clients"));
@@ -37,7 +42,9 @@ impl Config {
         if s.jwt_secret.is_none() && s.jwt_public_key.is_none() && s.api_keys.is_empty() {
             return Err(ConfigError::invalid(
                 "signaling.jwt_secret",
-                "none of signaling.jwt_secret, signaling.jwt_public_key or signaling.api_keys is set: nobody could authenticate",
+                "none of signaling.jwt_secret, signaling.jwt_public_key or signaling.api_keys is set, so nobody could \
+                 authenticate: set jwt_secret to the messenger backend's HS256 key (at least 16 bytes) or \
+                 jwt_public_key to its PEM public key file",
             ));
         }
         Ok(())
@@ -196,12 +203,15 @@ impl Config {
         if !rest_usable && users.is_empty() {
             // A relay that authenticates nobody is useless, and one that authenticates everybody
             // is an open relay; there is deliberately no "no auth" mode.
-            let message = if self.turn.use_auth_secret {
-                "is true but auth.secrets is empty and no auth.users are set"
-            } else {
-                "is false and no auth.users are set: no client could authenticate"
-            };
-            return Err(ConfigError::invalid("turn.use_auth_secret", message));
+            // The packaged config ships with no secret, so this is the first error an operator
+            // sees after installing: it says what to write, not only what is missing.
+            if self.turn.use_auth_secret {
+                return Err(ConfigError::invalid("auth.secrets", NO_SECRET));
+            }
+            return Err(ConfigError::invalid(
+                "turn.use_auth_secret",
+                "is false and no auth.users are set: no client could authenticate",
+            ));
         }
         Ok(())
     }
