@@ -293,6 +293,12 @@ impl Config {
             let key = if turn.cert.is_some() { "turn.pkey" } else { "turn.cert" };
             return Err(ConfigError::invalid(key, "turn.cert and turn.pkey go together: set both or neither"));
         }
+        if (turn.proxy_protocol_tcp || turn.proxy_protocol_tls) && turn.proxy_protocol_from.is_empty() {
+            return Err(ConfigError::invalid(
+                "turn.proxy_protocol_from",
+                "is empty: a PROXY protocol listener would refuse every connection; name the proxies' addresses",
+            ));
+        }
         if turn.no_udp && turn.no_tcp && (turn.no_tls || turn.cert.is_none()) {
             return Err(ConfigError::invalid("turn.no_udp", "every transport is disabled: nothing to listen on"));
         }
