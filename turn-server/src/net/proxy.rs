@@ -76,3 +76,66 @@ async fn read_header_untimed(stream: &mut TcpStream) -> Result<Option<ProxiedAdd
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_trickled_header_is_read_and_the_bytes_after_it_stay() {
+        let (mut client, mut server) = pair().await;
+        let writer = tokio::spawn(async move {
+            for piece in [&b"PROXY TCP4 198.51"[..], b".100.7 192.0.2.1 4000 443\r", b"\nSTUN"] {
+                client.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            client
+        });
+        let addrs = read_header(&mut server, Duration::from_secs(5)).await.unwrap().unwrap();
+        assert_eq!(addrs.src, "198.51.100.7:4000".parse().unwrap());
+        let mut rest = [0u8; 4];
+        server.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"STUN");
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn silence_no_header_and_early_close_are_refused() {
+        let (_client, mut server) = pair().await;
+        let silent = read_header(&mut server, Duration::from_millis(100)).await;
+        assert_eq!(silent, Err("PROXY protocol header not received in time"));
+
+        let (mut client, mut server) = pair().await;
+        client.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap(); // a TLS ClientHello
+        assert!(read_header(&mut server, Duration::from_secs(5)).await.is_err());
+
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"PROXY TCP4 1.2").await.unwrap();
+        drop(client);
+        assert_eq!(
+            read_header(&mut server, Duration::from_secs(5)).await,
+            Err("closed before a complete PROXY protocol header")
+        );
+    }
+
+    #[test]
+    fn only_listed_sources_are_trusted() {
+        let p = ProxyProtocol { tcp: false, tls: true, from: vec!["10.0.0.0/8".parse().unwrap()] };
+        assert!(p.expected_on(true) && !p.expected_on(false));
+        assert!(p.trusts("10.1.2.3:5".parse().unwrap()));
+        // An IPv4 proxy on a dual-stack socket arrives IPv4-mapped.
+        assert!(p.trusts("[::ffff:10.1.2.3]:5".parse().unwrap()));
+        assert!(!p.trusts("192.0.2.1:5".parse().unwrap()));
+    }
+}
