@@ -112,6 +112,16 @@ impl Config {
                 "must be at least 1024 (an SDP does not fit in less)",
             ));
         }
+        if s.max_message_bytes < s.max_event_bytes.saturating_add(1024) {
+            return Err(ConfigError::invalid(
+                "signaling.max_message_bytes",
+                format!(
+                    "({}) must exceed signaling.max_event_bytes ({}) by at least 1024, for the event's name \
+                     and framing: events between the two get payload_too_large instead of a closed connection",
+                    s.max_message_bytes, s.max_event_bytes
+                ),
+            ));
+        }
         if s.socket_connect_timeout_secs > 60 {
             return Err(ConfigError::invalid(
                 "signaling.socket_connect_timeout_secs",
