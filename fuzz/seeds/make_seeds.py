@@ -66,6 +66,18 @@ def main():
         ("stream-allocate-then-channel-data", dict(turn)["allocate-unauthenticated"] + dict(turn)["channel-data"]),
         ("stream-truncated", b"".join(frames)[:-7]),
     ]
+    # PROXY protocol headers (v1 as nginx sends it, v2 TCP4 and TCP6 with a TLV, v2 LOCAL)
+    # before the first frame, as on a listener behind a proxy.
+    allocate = dict(turn)["allocate-unauthenticated"]
+    v2sig = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A])
+    v6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack("!HH", 40000, 443) + b"\x01\x00\x09stun.turn"
+    streams += [
+        ("proxy-v1-tcp4", b"PROXY TCP4 127.0.0.2 127.0.0.1 40312 443\r\n" + allocate),
+        ("proxy-v1-unknown", b"PROXY UNKNOWN\r\n" + allocate),
+        ("proxy-v2-tcp4", v2sig + bytes([0x21, 0x11, 0, 12, 172, 19, 0, 1, 172, 19, 0, 3, 0xA6, 0x52, 0, 80]) + allocate),
+        ("proxy-v2-tcp6-tlv", v2sig + bytes([0x21, 0x21]) + struct.pack("!H", len(v6)) + v6 + allocate),
+        ("proxy-v2-local", v2sig + bytes([0x20, 0x00, 0, 0]) + allocate),
+    ]
     corpora = {
         "stun_message": rfc + turn,
         "server_datagram": rfc + turn,

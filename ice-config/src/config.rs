@@ -329,6 +329,15 @@ pub struct TurnConfig {
     pub max_connections_per_ip: u32,
     /// A TCP/TLS connection without an allocation is closed after this long without a message.
     pub stream_idle_timeout_secs: u64,
+    /// The TCP listener expects a PROXY protocol header (v1 or v2, as nginx's `proxy_protocol on`
+    /// and HAProxy's `send-proxy` write) before the client's bytes, and takes the client address
+    /// from it; connections without one are refused.
+    pub proxy_protocol_tcp: bool,
+    /// The same for the TLS listeners (the header comes before the TLS handshake).
+    pub proxy_protocol_tls: bool,
+    /// The proxies whose headers are believed: a connection to a PROXY protocol listener from any
+    /// other address is refused, since whoever can write the header can claim any client address.
+    pub proxy_protocol_from: Vec<IpRange>,
     /// A TLS handshake, or a message that has started to arrive, must finish within this.
     pub stream_handshake_timeout_secs: u64,
     /// Relayed bytes per second one allocation may carry, each direction counted on its own
@@ -407,6 +416,12 @@ impl Default for TurnConfig {
             pkey: None,
             max_connections_per_ip: 64,
             stream_idle_timeout_secs: 60,
+            proxy_protocol_tcp: false,
+            proxy_protocol_tls: false,
+            proxy_protocol_from: vec![
+                IpRange::single(IpAddr::from([127, 0, 0, 1])),
+                IpRange::single(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
             stream_handshake_timeout_secs: 10,
             max_bps: 0,
             user_max_bps: 0,

@@ -152,6 +152,10 @@ pub struct RunArgs {
     /// Largest event payload in bytes [signaling.max_event_bytes].
     #[arg(long, value_name = "BYTES")]
     pub max_event_bytes: Option<usize>,
+    /// Largest Socket.IO message the engine reads, in bytes; above it the connection is closed
+    /// [signaling.max_message_bytes].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
     /// Redis URL shared by all instances [signaling.redis_url].
     #[arg(long, value_name = "URL", env = "SIGNALING_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -267,6 +271,7 @@ impl RunArgs {
         set!(s.credential_bucket_secs, self.credential_bucket);
         set!(s.reconnect_grace_secs, self.reconnect_grace);
         set!(s.max_event_bytes, self.max_event_bytes);
+        set!(s.max_message_bytes, self.max_message_bytes);
         set_opt!(s.redis_url, self.redis_url);
         set!(s.redis_prefix, self.redis_prefix);
         set!(s.deadline_poll_ms, self.deadline_poll_ms);

@@ -116,7 +116,8 @@ pub async fn run(cfg: Config, listener: TcpListener) -> anyhow::Result<()> {
 }
 
 fn socketio_builder(cfg: &Config) -> SocketIoBuilder {
-    let max_payload = (cfg.signaling.max_event_bytes as u64).saturating_mul(2).max(100_000);
+    // Between max_event_bytes and this, events reach the handler and get payload_too_large.
+    let max_payload = cfg.signaling.max_message_bytes as u64;
     SocketIo::builder()
         .req_path(cfg.signaling.socketio_path.clone())
         .ping_interval(Duration::from_secs(cfg.call.heartbeat_interval_secs))

@@ -47,8 +47,14 @@ pub struct SignalingConfig {
     pub credential_bucket_secs: u64,
     /// How long a party whose socket dropped may take to reconnect before the call ends.
     pub reconnect_grace_secs: u64,
-    /// Largest accepted event payload (an SDP is typically 2-10 KiB).
+    /// Largest accepted event payload (an SDP is typically 2-10 KiB); a larger event gets a
+    /// `payload_too_large` error and the connection stays.
     pub max_event_bytes: usize,
+    /// The Socket.IO engine's limit: the largest WebSocket message or frame, or polling body, read
+    /// at all. Above it the WebSocket is closed from the frame header, before its payload is read
+    /// (a polling POST gets 413), so the client hears no reason. Must leave room above
+    /// `max_event_bytes` for an event's name and framing.
+    pub max_message_bytes: usize,
     /// Redis URL; when set, instances share rooms and call state through it.
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel, so several deployments can share a Redis.
@@ -120,6 +126,9 @@ impl Default for SignalingConfig {
             credential_bucket_secs: 600,
             reconnect_grace_secs: 20,
             max_event_bytes: 64 * 1024,
+            // Half of socket.io's own default (maxHttpBufferSize, 1 MB): a 300 KB event still
+            // gets its payload_too_large, and one client's message costs at most this much.
+            max_message_bytes: 512 * 1024,
             redis_url: None,
             redis_prefix: "signaling".into(),
             deadline_poll_ms: 250,

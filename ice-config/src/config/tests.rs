@@ -596,7 +596,7 @@ fn fleet_keys_default_off_and_read() {
 
 #[test]
 fn signaling_errors_name_their_key() {
-    let cases: [(&str, &str); 16] = [
+    let cases: [(&str, &str); 18] = [
         ("[signaling]\nsocket_connect_timeout_secs = 0\n", "signaling.socket_connect_timeout_secs"),
         ("[signaling]\nsocket_send_queue = 100000\n", "signaling.socket_send_queue"),
         ("[signaling]\nsocket_auth_failures_per_ip = 0\n", "signaling.socket_auth_failures_per_ip"),
@@ -610,6 +610,8 @@ fn signaling_errors_name_their_key() {
         ("[signaling]\nwebhook_url = \"http://127.0.0.1:9/hook\"\n", "signaling.webhook_secret"),
         ("[signaling]\nwebhook_url = \"ftp://x\"\nwebhook_secret = \"0123456789abcdef\"\n", "signaling.webhook_url"),
         ("[signaling]\nmax_event_bytes = 10\n", "signaling.max_event_bytes"),
+        ("[signaling]\nmax_event_bytes = 600000\n", "signaling.max_message_bytes"),
+        ("[signaling]\nmax_message_bytes = 66559\n", "signaling.max_message_bytes"),
         ("[signaling]\nfleet = true\n", "signaling.fleet"),
         ("[signaling]\nfleet_relays = 0\n", "signaling.fleet_relays"),
         ("[signaling]\nregion_header = \"X Region\"\n", "signaling.region_header"),

@@ -119,6 +119,16 @@ impl Config {
                 "must be at least 1024 (an SDP does not fit in less)",
             ));
         }
+        if s.max_message_bytes < s.max_event_bytes.saturating_add(1024) {
+            return Err(ConfigError::invalid(
+                "signaling.max_message_bytes",
+                format!(
+                    "({}) must exceed signaling.max_event_bytes ({}) by at least 1024, for the event's name \
+                     and framing: events between the two get payload_too_large instead of a closed connection",
+                    s.max_message_bytes, s.max_event_bytes
+                ),
+            ));
+        }
         if s.socket_connect_timeout_secs > 60 {
             return Err(ConfigError::invalid(
                 "signaling.socket_connect_timeout_secs",
@@ -302,6 +312,12 @@ impl Config {
         if turn.cert.is_some() != turn.pkey.is_some() {
             let key = if turn.cert.is_some() { "turn.pkey" } else { "turn.cert" };
             return Err(ConfigError::invalid(key, "turn.cert and turn.pkey go together: set both or neither"));
+        }
+        if (turn.proxy_protocol_tcp || turn.proxy_protocol_tls) && turn.proxy_protocol_from.is_empty() {
+            return Err(ConfigError::invalid(
+                "turn.proxy_protocol_from",
+                "is empty: a PROXY protocol listener would refuse every connection; name the proxies' addresses",
+            ));
         }
         if turn.no_udp && turn.no_tcp && (turn.no_tls || turn.cert.is_none()) {
             return Err(ConfigError::invalid("turn.no_udp", "every transport is disabled: nothing to listen on"));

@@ -38,5 +38,6 @@ mod turn_client;
 mod turn_nat;
 mod turn_nat_symmetric;
 mod turn_nginx;
+mod turn_proxy_protocol;
 mod turn_stream_limits;
 mod turn_streams;

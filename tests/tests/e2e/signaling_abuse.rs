@@ -70,7 +70,7 @@ fn oversized_frame_and_polling_body_are_refused_without_buffering() {
     let mut d = Driver::node(s.log_dir());
     let base = s.rss_kib();
     // 12 MiB claimed, under engineioxide's own 16 MiB frame default: only the configured limit
-    // (2 x max_event_bytes = 128 KiB) refuses it. Four at once, each held open 3 s.
+    // (max_message_bytes = 512 KiB) refuses it. Four at once, each held open 3 s.
     let (results, peak) = with_peak_rss(&s, || {
         let mut clients: Vec<AbuseClient> = (0..4)
             .map(|_| {

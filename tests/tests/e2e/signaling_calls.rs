@@ -305,6 +305,36 @@ fn bad_input_gets_error_acks_and_does_not_disturb_other_calls() {
 }
 
 #[test]
+fn events_up_to_the_engine_limit_get_payload_too_large_and_keep_their_connection() {
+    // Defaults: max_event_bytes 64 KiB, max_message_bytes (the engine's limit) 512 KiB.
+    let s = start("sig_engine_limit", &[]);
+    let mut d = Driver::node(s.log_dir());
+    let id = ring(&mut d, &s);
+    for size in [70_000, 300_000, 500_000] {
+        let ack = d.emit("bob", "call:answer", json!({"callId": id, "sdp": "x".repeat(size)}));
+        assert_eq!(ack["error"], "payload_too_large", "{size}-byte answer: {ack}");
+        assert_eq!(d.expect("bob", "call:error", EVENT_TIMEOUT)["error"], "payload_too_large");
+    }
+    // Still connected and still in the call: a real answer goes through.
+    assert_eq!(d.emit("bob", "call:answer", json!({"callId": id, "sdp": "a"}))["state"], "accepted");
+    assert_eq!(d.expect("alice", "call:answer", EVENT_TIMEOUT)["sdp"], "a");
+    // Above the engine's limit the message is not read: the connection is closed.
+    d.emit_nowait("bob", "call:ice-candidate", json!({"callId": id, "candidate": "x".repeat(600_000)}));
+    let why = d.expect_disconnect("bob", Duration::from_secs(10));
+    eprintln!("600 kB event over a 512 KiB engine limit: bob disconnected ({why})");
+
+    // The engine limit is configurable: at 200 kB a 300 kB event closes the connection, while
+    // one under it still gets its answer.
+    let s = start("sig_engine_limit_flag", &["--max-message-bytes", "200000"]);
+    let mut d = Driver::node(s.log_dir());
+    let id = ring(&mut d, &s);
+    let ack = d.emit("bob", "call:answer", json!({"callId": id, "sdp": "x".repeat(150_000)}));
+    assert_eq!(ack["error"], "payload_too_large", "{ack}");
+    d.emit_nowait("bob", "call:answer", json!({"callId": id, "sdp": "x".repeat(300_000)}));
+    d.expect_disconnect("bob", Duration::from_secs(10));
+}
+
+#[test]
 fn retried_initiate_is_idempotent() {
     let s = start("sig_idempotent", &[]);
     let mut d = Driver::node(s.log_dir());

@@ -23,7 +23,7 @@ const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 /// Waits up to 10 s for a TCP listener on `addr`; false if `child` exited or time ran out.
-fn wait_listening(addr: SocketAddr, child: &mut ChildGuard) -> bool {
+pub(crate) fn wait_listening(addr: SocketAddr, child: &mut ChildGuard) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if child.exited().is_some() {
@@ -38,13 +38,16 @@ fn wait_listening(addr: SocketAddr, child: &mut ChildGuard) -> bool {
 }
 
 /// The deploy file with its host name and addresses replaced; every replaced piece must be there.
-fn templated_stream_conf(turn_tls: u16, web: u16, listen: u16) -> String {
+/// `strip` is the port of the server that takes the PROXY protocol header off for the web site.
+pub(crate) fn templated_stream_conf(turn_tls: u16, web: u16, strip: u16, listen: u16) -> String {
     let path = e2e::repo_root().join("deploy/nginx/turn-tls-443.conf");
     let mut conf = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     for (from, to) in [
         ("turn.example.org", "turn.test".to_owned()),
         ("server 127.0.0.1:5349;", format!("server 127.0.0.1:{turn_tls};")),
-        ("server 127.0.0.1:8443;", format!("server 127.0.0.1:{web};")),
+        ("server 127.0.0.1:8444;", format!("server 127.0.0.1:{strip};")),
+        ("listen 127.0.0.1:8444 proxy_protocol;", format!("listen 127.0.0.1:{strip} proxy_protocol;")),
+        ("proxy_pass 127.0.0.1:8443;", format!("proxy_pass 127.0.0.1:{web};")),
         ("listen 443;", format!("listen 127.0.0.1:{listen};")),
         ("listen [::]:443;", String::new()),
     ] {
@@ -54,17 +57,17 @@ fn templated_stream_conf(turn_tls: u16, web: u16, listen: u16) -> String {
     conf
 }
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: ChildGuard,
     dir: PathBuf,
 }
 
 impl Nginx {
-    fn error_log(&self) -> String {
+    pub(crate) fn error_log(&self) -> String {
         tail(&std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default(), 30)
     }
 
-    fn start(dir: &Path, stream_conf: &str, listen: SocketAddr) -> Nginx {
+    pub(crate) fn start(dir: &Path, stream_conf: &str, listen: SocketAddr) -> Nginx {
         let nginx = require_program("nginx", "nginx");
         assert!(
             Path::new(STREAM_MODULE).is_file(),
@@ -127,7 +130,7 @@ fn s_client_subject(dir: &Path, nginx: SocketAddr, extra: &[&str]) -> String {
     subject
 }
 
-fn fail_with(server: &Server, nginx: &Nginx, msg: &str) -> ! {
+pub(crate) fn fail_with(server: &Server, nginx: &Nginx, msg: &str) -> ! {
     server.fail(&format!("{msg}\n--- nginx error.log tail:\n{}", nginx.error_log()))
 }
 
@@ -136,7 +139,9 @@ fn nginx_routes_tls_on_one_port_to_the_relay_or_the_web_server() {
     let files = e2e::LogDir::new("nginx_443-files");
     let (relay_cert, relay_key) = peers::named_cert(files.path(), "relay", "turn.test", &["IP:127.0.0.1"]);
     let (web_cert, web_key) = peers::named_cert(files.path(), "web", "web.test", &[]);
-    let server = ServerBuilder::new("nginx_443").tls(relay_cert.clone(), relay_key).start();
+    // The deploy file sends the PROXY protocol header; the relay reads it (loopback is trusted).
+    let server =
+        ServerBuilder::new("nginx_443").tls(relay_cert.clone(), relay_key).arg("--proxy-protocol").arg("tls").start();
     let web_addr = SocketAddr::new(LOCALHOST, server.ports().peer_port(2));
     let nginx_addr = SocketAddr::new(LOCALHOST, server.ports().peer_port(3));
 
@@ -157,7 +162,8 @@ fn nginx_routes_tls_on_one_port_to_the_relay_or_the_web_server() {
     let mut web = process::spawn("web_s_server", &openssl, &web_args, server.log_dir(), Duration::from_secs(120));
     server.check(wait_listening(web_addr, &mut web), || format!("openssl s_server did not listen: {}", web.stderr()));
 
-    let conf = templated_stream_conf(server.tls_addr().port(), web_addr.port(), nginx_addr.port());
+    let strip_port = server.ports().peer_port(4);
+    let conf = templated_stream_conf(server.tls_addr().port(), web_addr.port(), strip_port, nginx_addr.port());
     let nginx = Nginx::start(server.log_dir(), &conf, nginx_addr);
 
     // Routing by SNI, by ALPN, and the default.

@@ -236,6 +236,21 @@ pub struct RunArgs {
     /// TCP/TLS connections one source address may hold (default 64).
     #[arg(long = "max-connections-per-ip", value_name = "N")]
     pub max_connections_per_ip: Option<u32>,
+    /// Expect a PROXY protocol header (v1 or v2) on these stream listeners: `tcp`, `tls`, or both
+    /// when given bare; the client's address is taken from it and connections without one are
+    /// refused (for a relay behind nginx's `proxy_protocol on` or HAProxy's `send-proxy`).
+    #[arg(
+        long = "proxy-protocol",
+        value_name = "LISTENER",
+        num_args = 0..=1,
+        default_missing_value = "all",
+        value_parser = ["tcp", "tls", "all"]
+    )]
+    pub proxy_protocol: Vec<String>,
+    /// Address or range (CIDR, `A-B`) of a proxy whose PROXY protocol headers are believed
+    /// (repeatable; default loopback); connections from elsewhere to such a listener are refused.
+    #[arg(long = "proxy-protocol-from", value_name = "RANGE")]
+    pub proxy_protocol_from: Vec<IpRange>,
     /// UDP worker threads, each with its own listening sockets (SO_REUSEPORT, a client address
     /// always to the same one) and relay sockets; 0 = one per core (the default).
     #[arg(long = "relay-threads", value_name = "N")]
@@ -369,6 +384,13 @@ impl RunArgs {
             t.pkey = self.pkey.clone();
         }
         set(&mut t.max_connections_per_ip, self.max_connections_per_ip);
+        for listener in &self.proxy_protocol {
+            t.proxy_protocol_tcp |= listener != "tls";
+            t.proxy_protocol_tls |= listener != "tcp";
+        }
+        if !self.proxy_protocol_from.is_empty() {
+            t.proxy_protocol_from = self.proxy_protocol_from.clone();
+        }
         set(&mut t.workers, self.relay_threads);
         set(&mut t.max_allocations_per_ip, self.max_allocations_per_ip);
         set(&mut t.unauthenticated_rate, self.unauthenticated_rate);
@@ -473,6 +495,21 @@ mod tests {
         assert_eq!(cfg.turn.user_quota, 3);
         assert_eq!(cfg.turn.max_allocate_lifetime_secs, 1800);
         assert_eq!(cli.run.verbose, 2);
+    }
+
+    #[test]
+    fn proxy_protocol_per_listener() {
+        let applied = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["turn-server"], args].concat()).unwrap();
+            let mut cfg = Config::default();
+            cli.run.apply(&mut cfg);
+            (cfg.turn.proxy_protocol_tcp, cfg.turn.proxy_protocol_tls, cfg.turn.proxy_protocol_from.len())
+        };
+        assert_eq!(applied(&[]), (false, false, 2));
+        assert_eq!(applied(&["--proxy-protocol"]), (true, true, 2));
+        assert_eq!(applied(&["--proxy-protocol", "tls"]), (false, true, 2));
+        assert_eq!(applied(&["--proxy-protocol=tcp", "--proxy-protocol-from", "10.0.0.0/8"]), (true, false, 1));
+        assert!(Cli::try_parse_from(["turn-server", "--proxy-protocol", "udp"]).is_err());
     }
 
     #[test]

@@ -101,7 +101,11 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
         }
         let udp_sets = datagram_worker_sockets(&settings, std::mem::take(&mut listeners.udp))?;
         let ledger = Arc::new(Ledger::new(&settings.server, rand::random()));
-        let streams = StreamOptions { limits: settings.stream_limits, tls_files: settings.tls_files.clone() };
+        let streams = StreamOptions {
+            limits: settings.stream_limits,
+            tls_files: settings.tls_files.clone(),
+            proxy: settings.proxy_protocol.clone(),
+        };
         let specs: Vec<WorkerSpec> = udp_sets
             .into_iter()
             .map(|udp| WorkerSpec { server: settings.server.clone(), ledger: ledger.clone(), seed: rand::random(), udp })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ice_config::{Config, ConfigError};
 
-use crate::net::{StreamLimits, TlsFiles};
+use crate::net::{ProxyProtocol, StreamLimits, TlsFiles};
 use crate::ops::registry::RegistrySettings;
 use crate::proto::auth::CredentialStore;
 use crate::proto::bandwidth::BandwidthCaps;
@@ -23,6 +23,7 @@ pub struct Settings {
     pub tls_listen: Vec<SocketAddr>,
     pub tls_files: Option<TlsFiles>,
     pub stream_limits: StreamLimits,
+    pub proxy_protocol: ProxyProtocol,
     /// Where to serve Prometheus metrics, if at all.
     pub metrics: Option<SocketAddr>,
     /// The admin interface, when a token is configured.
@@ -208,6 +209,11 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
         tls_listen,
         tls_files,
         stream_limits,
+        proxy_protocol: ProxyProtocol {
+            tcp: t.proxy_protocol_tcp,
+            tls: t.proxy_protocol_tls,
+            from: t.proxy_protocol_from.clone(),
+        },
         metrics: t.prometheus.then(|| SocketAddr::new(t.prometheus_address, t.prometheus_port)),
         admin,
         drain_timeout: Duration::from_secs(t.drain_timeout_secs),
@@ -366,9 +372,10 @@ impl Settings {
                 }
             })
             .collect();
+        let proxied = |on: bool| if on { " (PROXY protocol)" } else { "" };
         let listen: Vec<String> = (self.listen.iter().map(|a| format!("udp {a}")))
-            .chain(self.tcp_listen.iter().map(|a| format!("tcp {a}")))
-            .chain(self.tls_listen.iter().map(|a| format!("tls {a}")))
+            .chain(self.tcp_listen.iter().map(|a| format!("tcp {a}{}", proxied(self.proxy_protocol.tcp))))
+            .chain(self.tls_listen.iter().map(|a| format!("tls {a}{}", proxied(self.proxy_protocol.tls))))
             .collect();
         format!(
             "listening: {}\nrelay addresses: {}\nrelay ports: {}-{}\nrealm: {}\nREST secrets: {}\nstatic users: {}\n\

@@ -8,6 +8,7 @@ mod batch;
 pub mod clock;
 mod datagram;
 mod pool;
+mod proxy;
 mod relay_set;
 pub mod socket;
 pub mod steering;
@@ -19,6 +20,7 @@ mod udp_thread;
 mod worker;
 
 pub use pool::{WorkerPool, WorkerSpec};
+pub use proxy::ProxyProtocol;
 pub use stream::StreamLimits;
 pub use tls::TlsFiles;
 pub use worker::{Listeners, StreamOptions, Worker, WorkerError};

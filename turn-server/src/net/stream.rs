@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use super::proxy;
 use super::worker::Shared;
 use crate::proto::framing::{self, MAX_FRAME};
 use crate::proto::{ClientTransport, FiveTuple};
@@ -130,13 +131,40 @@ pub async fn accept_loop(shared: Rc<Shared>, listener: TcpListener, tls: bool) {
                 continue;
             }
         };
+        let _ = stream.set_nodelay(true);
+        if shared.proxy.expected_on(tls) {
+            // Checked before a byte is read: a header from anyone else could name any client.
+            if !shared.proxy.trusts(client) {
+                tracing::debug!(%client, %local, "refused connection: not from a PROXY protocol source");
+                continue;
+            }
+            tokio::task::spawn_local(serve_proxied(shared.clone(), stream, client, local, tls));
+            continue;
+        }
         if !shared.admit_source(client.ip()) {
             tracing::debug!(%client, %local, "refused connection: too many from this address");
             continue;
         }
-        let _ = stream.set_nodelay(true);
         tokio::task::spawn_local(serve(shared.clone(), stream, client, local, tls));
     }
+}
+
+/// A connection through a proxy: the header names the client, and the per-source cap counts that
+/// client rather than the proxy (which would otherwise be one source for everybody).
+async fn serve_proxied(shared: Rc<Shared>, mut stream: TcpStream, proxy: SocketAddr, local: SocketAddr, tls: bool) {
+    let client = match proxy::read_header(&mut stream, shared.stream_limits.tls_handshake).await {
+        Ok(Some(addrs)) => SocketAddr::new(addrs.src.ip().to_canonical(), addrs.src.port()),
+        Ok(None) => proxy,
+        Err(why) => {
+            tracing::debug!(%proxy, %local, why, "refused connection: no valid PROXY protocol header");
+            return;
+        }
+    };
+    if !shared.admit_source(client.ip()) {
+        tracing::debug!(%client, %proxy, %local, "refused connection: too many from this address");
+        return;
+    }
+    serve(shared, stream, client, local, tls).await;
 }
 
 async fn serve(shared: Rc<Shared>, stream: TcpStream, client: SocketAddr, local: SocketAddr, tls: bool) {
@@ -166,6 +194,11 @@ where
     S: AsyncRead + AsyncWrite + 'static,
 {
     let limits = shared.stream_limits;
+    // Only a proxy's header can repeat a live client address and port; the first holder keeps it.
+    if shared.streams.borrow().contains_key(&tuple) {
+        tracing::debug!(client = %tuple.client, "refused connection: this client address is already connected");
+        return;
+    }
     let (reader, writer) = tokio::io::split(stream);
     let conn = Rc::new(StreamConn::new());
     shared.streams.borrow_mut().insert(tuple, conn.clone());

@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::clock;
 use super::datagram::{DatagramSide, NoStreams, Streams};
+use super::proxy::ProxyProtocol;
 use super::relay_set::RelaySet;
 use super::socket;
 use super::stream::{self, StreamConn, StreamLimits};
@@ -36,6 +37,7 @@ pub(super) struct Shared {
     pub(super) dgram: Rc<DatagramSide>,
     pub(super) streams: RefCell<HashMap<FiveTuple, Rc<StreamConn>>>,
     pub(super) stream_limits: StreamLimits,
+    pub(super) proxy: ProxyProtocol,
     /// Open stream connections per source address, for the per-source cap.
     sources: RefCell<HashMap<IpAddr, u32>>,
     tls: RefCell<Option<TlsAcceptor>>,
@@ -64,6 +66,8 @@ pub struct StreamOptions {
     pub limits: StreamLimits,
     /// Certificate and key for the TLS listeners; loaded at start and on reload.
     pub tls_files: Option<TlsFiles>,
+    /// Listeners behind a proxy that sends the PROXY protocol header.
+    pub proxy: ProxyProtocol,
 }
 
 /// Runs a `Server` on sockets already bound by the caller (so bind errors surface at startup).
@@ -111,6 +115,7 @@ impl Worker {
                 dgram: Rc::new(DatagramSide::new(map, relays, server)),
                 streams: RefCell::new(HashMap::new()),
                 stream_limits: streams.limits,
+                proxy: streams.proxy,
                 sources: RefCell::new(HashMap::new()),
                 tls: RefCell::new(acceptor),
                 tls_files: streams.tls_files,

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod nonce;
 pub mod peer_policy;
 pub mod ports;
+pub mod proxy_header;
 pub mod ratelimit;
 pub mod server;
 pub mod stats;

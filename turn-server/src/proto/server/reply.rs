@@ -1,5 +1,6 @@
 //! Building and queueing responses. Responses to authenticated requests carry the same kind of
-//! integrity the request used (RFC 8489 9.2.4); every response carries FINGERPRINT.
+//! integrity the request used (RFC 8489 9.2.4); every response carries FINGERPRINT, except a
+//! challenge to a request that had none.
 
 use ice_config::{LongTermKey, PasswordAlgorithm};
 
@@ -133,7 +134,13 @@ impl Server {
             .attr(attr::REALM, self.cfg.realm.as_bytes())
             .attr(attr::NONCE, nonce.as_bytes())
             .attr(attr::PASSWORD_ALGORITHMS, &password_algorithms_value());
-        self.queue(tuple, b, None);
+        // A challenge is what anyone can make the relay send to a spoofed address, so it carries
+        // no byte it does not need. FINGERPRINT only tells STUN apart from other protocols sharing
+        // a port, and a client that sent none does not need it back (coturn answers alike).
+        if req.has_fingerprint() {
+            b.fingerprint();
+        }
+        self.outputs.push_back(Output::Transmit(Transmit { tuple, data: b.finish(), redirect: None }));
     }
 
     /// Binding success: the client's reflexive address (RFC 8489 section 7.3), plus RFC 5780 NAT

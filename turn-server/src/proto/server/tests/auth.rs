@@ -19,6 +19,33 @@ fn unauthenticated_allocate_is_challenged() {
 }
 
 #[test]
+fn challenge_is_no_larger_than_it_needs_to_be() {
+    let mut h = Harness::new(config());
+    let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
+    let req = c.unauthenticated(Method::Allocate, &[udp()]);
+    assert_eq!(req.len(), 28, "the smallest Allocate: header and REQUESTED-TRANSPORT");
+    let reply = h.send(c.tuple, &req).unwrap();
+    let msg = Message::parse(&reply).unwrap();
+    assert!(!msg.has_fingerprint(), "a request without FINGERPRINT gets none back");
+    assert_eq!(msg.get(attr::NONCE).unwrap().len(), 32, "nonce cookie and sealed expiry and tag, unpadded");
+    // Header, ERROR-CODE 401 "Unauthorized", REALM "example.org" padded, NONCE, PASSWORD-ALGORITHMS.
+    let expected = 20 + (4 + 4 + 12) + (4 + 12) + (4 + 32) + (4 + 8);
+    assert_eq!(reply.len(), expected, "401 to a {}-byte Allocate", req.len());
+    eprintln!("unauthenticated Allocate: {} B -> 401 of {} B", req.len(), reply.len());
+
+    // A client that multiplexes STUN with other protocols sends FINGERPRINT and gets it back.
+    let tid = c.tid();
+    let mut b = MessageBuilder::new(MessageType::new(Method::Allocate, Class::Request), &tid);
+    b.attr(udp().0, &udp().1);
+    b.fingerprint();
+    let reply = h.send(c.tuple, &b.finish()).unwrap();
+    let msg = Message::parse(&reply).unwrap();
+    assert_eq!(error_code(&msg), 401);
+    assert!(msg.has_fingerprint());
+    assert_eq!(reply.len(), expected + 8);
+}
+
+#[test]
 fn rest_credential_allocates_with_protected_response() {
     let mut h = Harness::new(config());
     let mut c = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
