@@ -318,8 +318,10 @@ fn events_up_to_the_engine_limit_get_payload_too_large_and_keep_their_connection
     // Still connected and still in the call: a real answer goes through.
     assert_eq!(d.emit("bob", "call:answer", json!({"callId": id, "sdp": "a"}))["state"], "accepted");
     assert_eq!(d.expect("alice", "call:answer", EVENT_TIMEOUT)["sdp"], "a");
-    // Above the engine's limit the message is not read: the connection is closed.
-    d.emit_nowait("bob", "call:ice-candidate", json!({"callId": id, "candidate": "x".repeat(600_000)}));
+    // Above the engine's limit the message is not read: the connection is closed. (A candidate
+    // of the contract's shape, so only its size is wrong.)
+    let candidate = json!({"candidate": "x".repeat(600_000), "sdpMid": "0", "sdpMLineIndex": 0});
+    d.emit_nowait("bob", "call:ice-candidate", json!({"callId": id, "candidate": candidate}));
     let why = d.expect_disconnect("bob", Duration::from_secs(10));
     eprintln!("600 kB event over a 512 KiB engine limit: bob disconnected ({why})");
 
