@@ -73,13 +73,15 @@ for tool in turnserver turnadmin turnutils_uclient turnutils_peer redis-server r
 done
 [[ -d tests/clients/node_modules/socket.io-client ]] || { echo "soak: run npm ci --prefix tests/clients first" >&2; exit 1; }
 
+# The generator is always the debug build: a few hundred datagrams a second need no optimiser.
+# The workspace build is tests/run-all.sh's, so a no-op after it (a subset of packages would
+# resolve other features and rebuild every dependency).
+cargo build --workspace --bins
 if [[ $SOAK_PROFILE == release ]]; then
-    cargo build --release -p turn-server -p signaling -p turn-bench
-else
-    # tests/run-all.sh's build: a no-op after it (a subset would resolve other features).
-    cargo build --workspace --bins
+    cargo build --release -p turn-server -p signaling
 fi
 BIN=target/$SOAK_PROFILE
+GEN=target/debug/turn-bench
 OUT=target/soak/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 CSV=$OUT/soak.csv
@@ -192,8 +194,8 @@ spawn signaling "$BIN/signaling" --listen "127.0.0.1:$SIG_PORT" --metrics-listen
     --reconnect-grace 2 --ring-timeout 10
 SIG_PID=$CHILD
 spawn peer turnutils_peer -L 127.0.0.1 -p "$PEER_PORT"
-wait_for "turn-server" 20 "$BIN/turn-bench" ready --server "127.0.0.1:$TS_PORT" --timeout 0.5
-wait_for "coturn" 20 "$BIN/turn-bench" ready --server "127.0.0.1:$CT_PORT" --timeout 0.5
+wait_for "turn-server" 20 "$GEN" ready --server "127.0.0.1:$TS_PORT" --timeout 0.5
+wait_for "coturn" 20 "$GEN" ready --server "127.0.0.1:$CT_PORT" --timeout 0.5
 wait_for "turn-server metrics" 10 curl -sf "http://127.0.0.1:$TS_METRICS/metrics"
 wait_for "signaling" 20 curl -sf "http://127.0.0.1:$SIG_PORT/healthz"
 say "servers up: turn-server $TS_PID, coturn $CT_PID, signaling $SIG_PID; writing $OUT"
@@ -240,8 +242,8 @@ churn() { # NAME COMMAND...
     CHURN_WRAPPERS+=("$!")
     WRAPPERS+=("$!")
 }
-churn churn-udp-turn-server "$BIN/turn-bench" churn --server "127.0.0.1:$TS_PORT" --secret-file "$SECRET_FILE" --seconds "$CHURN_SECS"
-churn churn-udp-coturn "$BIN/turn-bench" churn --server "127.0.0.1:$CT_PORT" --secret-file "$SECRET_FILE" --seconds "$CHURN_SECS"
+churn churn-udp-turn-server "$GEN" churn --server "127.0.0.1:$TS_PORT" --secret-file "$SECRET_FILE" --seconds "$CHURN_SECS"
+churn churn-udp-coturn "$GEN" churn --server "127.0.0.1:$CT_PORT" --secret-file "$SECRET_FILE" --seconds "$CHURN_SECS"
 churn churn-signaling node bench/soak/signaling-churn.js --url "http://127.0.0.1:$SIG_PORT" \
     --jwt-secret "$JWT_SECRET" --seconds "$CHURN_SECS" --grace-secs 2
 
@@ -330,18 +332,22 @@ done
 CHURNING=0
 
 # --- after the churn: everything released within the grace? --------------------------------
+# Counted inside Redis (a few thousand call records by the end of a full run).
 redis_live_calls() {
-    redis --scan --pattern 'signaling:call:*' | xargs -r -n 200 redis-cli -p "$REDIS_PORT" --raw mget |
-        grep -c '"state":"\(ringing\|accepted\)"' || true
+    redis eval "local n = 0
+        for _, k in ipairs(redis.call('KEYS', 'signaling:call:*')) do
+            local v = redis.call('GET', k) or ''
+            if string.find(v, '\"state\":\"ringing\"', 1, true) or string.find(v, '\"state\":\"accepted\"', 1, true) then n = n + 1 end
+        end
+        return n" 0
 }
 # Keys that never expire, besides the instance registry's set (signaling:nodes, by design).
 redis_keys_without_ttl() {
-    local k n=0
-    while read -r k; do
-        [[ -z $k || $k == signaling:nodes ]] && continue
-        [[ $(redis pttl "$k") == -1 ]] && n=$((n + 1))
-    done < <(redis --scan)
-    echo "$n"
+    redis eval "local n = 0
+        for _, k in ipairs(redis.call('KEYS', '*')) do
+            if k ~= 'signaling:nodes' and redis.call('PTTL', k) == -1 then n = n + 1 end
+        end
+        return n" 0
 }
 settled() {
     (($(last ts_allocations) == 0 && $(last ts_relay_ports) == 0 && $(last ts_streams) == 0)) &&
