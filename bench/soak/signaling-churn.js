@@ -106,7 +106,12 @@ async function connect(user) {
 }
 
 async function ack(s, event, data) {
-  const reply = await s.timeout(STEP_MS).emitWithAck(event, data);
+  let reply;
+  try {
+    reply = await s.timeout(STEP_MS).emitWithAck(event, data);
+  } catch (e) {
+    throw new Error(`${event}: no ack within ${STEP_MS} ms (${e.message})`);
+  }
   if (!reply || reply.ok !== true) throw new Error(`${event}: ${JSON.stringify(reply)}`);
   return reply;
 }
