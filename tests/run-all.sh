@@ -12,7 +12,9 @@
 #    (deploy/test-packages.sh), and a container image of the relay that must relay a probe
 #    (deploy/container/build.sh --check); as root only;
 # 4. a smoke run of the coturn comparison benchmark (bench/run.sh --smoke, ~2 minutes, on the
-#    debug binaries built in step 2: it proves the harness works, its numbers mean nothing);
+#    debug binaries built in step 2: it proves the harness works, its numbers mean nothing), then
+#    a 1-minute smoke of the soak (bench/soak.sh --smoke, under 2 minutes: churn against
+#    turn-server, coturn and the signaling service, and nothing left behind after it);
 # 5. installs cargo-fuzz if needed and fuzzes every target briefly (FUZZ_SECONDS each, default
 #    30; 0 skips this step).
 # Runs from any directory. About 20 minutes from a clean clone on 2 cores, a third of it compiling.
@@ -64,10 +66,12 @@ section "Debian packages"
 # network namespaces; node/npm and python3 for the Socket.IO and aioice clients; c++ for
 # libFuzzer; chromium for the browser call (tests/tests/e2e/browser_call.rs, driven by playwright-core,
 # which never downloads a browser of its own); man-db and systemd (for `systemd-analyze verify`)
-# for the .deb checks, buildah, podman and runc for the container image (deploy/).
+# for the .deb checks, buildah, podman and runc for the container image (deploy/); gnuplot and
+# curl for the soak (bench/soak.sh).
 NEEDS=(
     turnserver:coturn turnutils_uclient:coturn turnutils_peer:coturn turnutils_stunclient:coturn
     openssl:openssl redis-server:redis-server nginx:nginx ip:iproute2 timeout:coreutils
+    turnadmin:coturn gnuplot:gnuplot-nox curl:curl
     node:nodejs npm:npm python3:python3 c++:g++ iptables:iptables
     chromium:chromium
     man:man-db systemd-analyze:systemd buildah:buildah podman:podman runc:runc
@@ -203,6 +207,9 @@ fi
 
 section "bench smoke: bash bench/run.sh --smoke (debug build; checks the harness, not speed)"
 bash bench/run.sh --smoke
+
+section "soak smoke: bash bench/soak.sh --smoke (1 minute of churn on the debug build, then nothing left behind)"
+bash bench/soak.sh --smoke
 
 if [[ "$FUZZ_SECONDS" -gt 0 ]]; then
     section "cargo-fuzz $CARGO_FUZZ_VERSION"

@@ -166,6 +166,15 @@ impl Allocation {
     }
 }
 
+impl Allocation {
+    /// Ends the allocation as a browser does when a call closes (Refresh with LIFETIME 0), so
+    /// the relay frees it at once instead of when its lifetime runs out.
+    pub fn delete(mut self) -> anyhow::Result<()> {
+        self.session.request(&self.socket, Method::Refresh, &[(attr::LIFETIME, &0u32.to_be_bytes())], None)?;
+        Ok(())
+    }
+}
+
 /// Refreshes every allocation; returns how many failed.
 pub fn refresh_all(allocs: &mut [Allocation]) -> usize {
     allocs.iter_mut().map(|a| a.refresh()).filter(Result::is_err).count()

@@ -3,6 +3,7 @@
 //! appends JSON-line records to `--out`; `table` turns them into the side-by-side comparison.
 //! Everything stays on 127.0.0.1 and every loop is bounded in count and time.
 
+mod churn;
 mod client;
 mod cpu;
 mod load;
@@ -92,6 +93,12 @@ enum Command {
         #[command(flatten)]
         args: uclient::UclientArgs,
     },
+    /// The soak's UDP churn (bench/soak.sh): rounds of allocations opened, used at a moderate
+    /// rate and deleted, until `--seconds` have passed.
+    Churn {
+        #[command(flatten)]
+        args: churn::ChurnArgs,
+    },
     /// Prints the table of the records in FILE, servers as columns in the order given.
     Table {
         file: PathBuf,
@@ -117,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         Command::Relay { common, relay } => steps::relay(&common, &relay),
         Command::Cpu { args } => cpu::run(&args),
         Command::Uclient { common, args } => uclient::run(&common, &args),
+        Command::Churn { args } => churn::run(&args),
         Command::Table { file, servers } => {
             print!("{}", report::table(&file, &servers).context("cannot build the table")?);
             Ok(())
