@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -95,15 +94,11 @@ impl DatagramSide {
     }
 
     fn open_udp(&self, addr: SocketAddr, dont_fragment: bool) -> Result<(), BindError> {
-        let failed = |e: io::Error| BindError::Failed(e.to_string());
-        let socket = socket::bind_udp(addr, false, None).map_err(|e| match e.kind() {
-            io::ErrorKind::AddrInUse => BindError::InUse,
-            _ => failed(e),
-        })?;
+        let socket = socket::bind_udp(addr, false, None)?;
         if dont_fragment {
-            socket::set_dont_fragment(&socket, addr.is_ipv6()).map_err(failed)?;
+            socket::set_dont_fragment(&socket, addr.is_ipv6())?;
         }
-        self.relays.borrow_mut().insert(addr, socket).map_err(failed)
+        Ok(self.relays.borrow_mut().insert(addr, socket)?)
     }
 
     fn transmit(&self, t: &Transmit, streams: &impl Streams) {

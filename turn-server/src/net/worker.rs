@@ -334,12 +334,8 @@ impl Streams for Rc<Shared> {
 impl Shared {
     /// An RFC 6062 relay: a listener for peers, accepted on this runtime.
     fn open_tcp_relay(self: &Rc<Self>, addr: SocketAddr) -> Result<(), BindError> {
-        let to_bind_error = |e: io::Error| match e.kind() {
-            io::ErrorKind::AddrInUse => BindError::InUse,
-            _ => BindError::Failed(e.to_string()),
-        };
-        let listener = socket::bind_tcp_relay(addr).map_err(to_bind_error)?;
-        let listener = TcpListener::from_std(listener).map_err(to_bind_error)?;
+        let listener = socket::bind_tcp_relay(addr)?;
+        let listener = TcpListener::from_std(listener)?;
         let task = tokio::task::spawn_local(tcp_relay::accept_peers(self.clone(), listener, addr));
         self.tcp_relays.borrow_mut().insert(addr, task.abort_handle());
         Ok(())

@@ -74,6 +74,17 @@ pub enum BindError {
     Failed(String),
 }
 
+/// How a driver reports a failed bind (or a failed step after it): the port being taken is the one
+/// failure the core answers by trying another port.
+impl From<std::io::Error> for BindError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::AddrInUse => BindError::InUse,
+            _ => BindError::Failed(e.to_string()),
+        }
+    }
+}
+
 /// A control message to send to a client over its 5-tuple.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
