@@ -6,7 +6,7 @@
 //! over the cap at once.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -29,22 +29,15 @@ fn connect(addr: SocketAddr) -> TcpStream {
 /// (counted from the first byte), or `None` if all 20 bytes went out and it is still open.
 fn trickle(mut stream: TcpStream) -> Option<Duration> {
     let request = stun::binding_request(stun::transaction_id());
-    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let start = Instant::now();
-    let mut buf = [0u8; 64];
     for (i, byte) in request.iter().enumerate() {
         if stream.write_all(&[*byte]).is_err() {
             return Some(start.elapsed());
         }
         // Read (and watch for the close) until the next byte is due.
         let next = start + Duration::from_secs(u64::try_from(i).unwrap() + 1);
-        while Instant::now() < next {
-            match stream.read(&mut buf) {
-                Ok(0) => return Some(start.elapsed()),
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return Some(start.elapsed()),
-            }
+        if wait_closed(&mut stream, next.saturating_duration_since(Instant::now())).is_some() {
+            return Some(start.elapsed());
         }
     }
     None
