@@ -5,7 +5,7 @@
 
 /**
  * @typedef {{callId: string, state: string, role: "caller"|"callee", peerId: string, chatId: string,
- *   callType: "audio"|"video", sdp?: unknown, thisDevice: boolean}} SyncEntry
+ *   callType: "audio"|"video", sdp?: unknown, thisDevice: boolean, reason?: string}} SyncEntry
  */
 
 /** Terminal states in a `call:sync` answer, as the outcome (or end reason) they mean. */
@@ -40,7 +40,10 @@ export async function syncCalls(client) {
     if (!entry) {
       call._finish(null, "lost");
     } else if (SYNCED_END[entry.state]) {
-      const [outcome, reason] = SYNCED_END[entry.state];
+      // The server's own reason ("hangup", "caller-cancelled", ...) is what the live event
+      // would have said; the state's name only stands in for an older server.
+      const [outcome, fallback] = SYNCED_END[entry.state];
+      const reason = typeof entry.reason === "string" ? entry.reason : fallback;
       call._finish(outcome, reason, { reason });
     } else if (entry.state === "accepted" && call.state === "ringing" && call.role === "caller") {
       // The answer came while we were away and its SDP is gone: accept, then renegotiate.

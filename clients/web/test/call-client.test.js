@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Call, CallClient } from "../src/index.js";
+import { syncCalls } from "../src/call-sync.js";
 import { FakeTimers } from "./fake-timers.js";
 
 function setup() {
@@ -91,4 +92,21 @@ test("an incoming call closes once, for the first reason", () => {
   client._cancelled({ callId: "c9", reason: "no-answer" });
   assert.deepEqual(reasons, ["caller-cancelled"]);
   assert.equal(incoming[0].closed, true);
+});
+
+test("a call that ended while we were away ends with the reason the sync gives", async () => {
+  const { client, timers, outgoing } = setup();
+  const hungUp = outgoing("c1", "bob");
+  const older = outgoing("c2", "carol");
+  const entry = (callId, peerId, extra) => ({ callId, state: "ended", role: "caller", peerId, chatId: "chat", callType: "audio", thisDevice: false, ...extra });
+  // The peer's hang-up went out while our socket was down; only the sync can tell it.
+  client._connection = /** @type {any} */ ({
+    request: async () => ({ ok: true, calls: [entry("c1", "bob", { reason: "hangup" }), entry("c2", "carol", {})] }),
+    cancel: () => {},
+  });
+  await syncCalls(client);
+  timers.tick(0);
+  assert.deepEqual(hungUp.events.at(-1), ["ended", "hangup"]);
+  assert.deepEqual(older.events.at(-1), ["ended", "ended"], "a server that gives no reason: the state's name");
+  client._connection = null;
 });

@@ -212,6 +212,10 @@ pub struct SyncEntry {
     pub sdp: Option<Value>,
     /// Whether this socket is the party's device in the call.
     pub this_device: bool,
+    /// How a finished call ended (`"hangup"`, `"peer-disconnected"`, `"caller-cancelled"`, ...):
+    /// the reason the live event would have carried, for a client that missed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A successful ack.

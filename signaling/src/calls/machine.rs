@@ -454,6 +454,7 @@ impl Machine {
                 call_type: call.call_type,
                 sdp: if role == Role::Callee && call.state == CallState::Ringing { call.offer.clone() } else { None },
                 this_device,
+                reason: None,
             });
             if changed {
                 self.put_live(now, call);
@@ -475,6 +476,7 @@ impl Machine {
                         call_type: call.call_type,
                         sdp: None,
                         this_device: false,
+                        reason: call.reason.clone(),
                     });
                 }
             }

@@ -574,11 +574,27 @@ fn sync_reports_a_ringing_offer_and_finished_calls() {
     w.run(2_000, end("c1", "alice", "a1"));
     let (r, _) = w.run(2_500, Input::Sync { user: "bob".into(), sid: "b3".into(), resume: vec!["c1".into()] });
     let Reply::Ok(ack) = r else { panic!() };
-    assert_eq!(ack.calls.unwrap()[0].state, "cancelled");
+    let calls = ack.calls.unwrap();
+    assert_eq!(calls[0].state, "cancelled");
+    assert_eq!(calls[0].reason.as_deref(), Some("caller-cancelled"), "the reason the missed event carried");
     // Someone else's call id in resume reveals nothing.
     let (r, _) = w.run(2_500, Input::Sync { user: "eve".into(), sid: "e1".into(), resume: vec!["c1".into()] });
     let Reply::Ok(ack) = r else { panic!() };
     assert!(ack.calls.unwrap().is_empty());
+}
+
+#[test]
+fn sync_tells_a_party_who_missed_the_hang_up_how_the_call_ended() {
+    // Both sockets dropped; alice's queued hang-up reaches the service before bob is back, so
+    // bob's `call:end` went nowhere: his sync says the call ended by a hang-up, not just "ended".
+    let mut w = accepted();
+    w.run(3_000, Input::Disconnected { user: "bob".into(), sid: "b1".into() });
+    w.run(4_000, end("c1", "alice", "a1"));
+    let (r, _) = w.run(5_000, Input::Sync { user: "bob".into(), sid: "b2".into(), resume: vec!["c1".into()] });
+    let Reply::Ok(ack) = r else { panic!() };
+    let calls = ack.calls.unwrap();
+    assert_eq!((calls[0].state, calls[0].reason.as_deref()), ("ended", Some("hangup")));
+    assert!(!calls[0].this_device);
 }
 
 #[test]
