@@ -66,6 +66,7 @@ impl DatagramSide {
                     streams.output(server, now, Output::CloseRelay { addr });
                 }
                 Output::Event(event) => log_event(&event),
+                Output::Offload(_) => {}
                 Output::Timeout(at) => return at,
                 out @ (Output::OpenRelay { .. } | Output::Tcp(_)) => streams.output(server, now, out),
             }

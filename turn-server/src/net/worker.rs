@@ -130,7 +130,12 @@ impl Worker {
 
     /// Applies a reloaded configuration to the core (see `Server::reload`).
     pub fn reload_config(&self, server: crate::proto::ServerConfig) -> Vec<&'static str> {
-        self.shared.dgram.server.borrow_mut().reload(server)
+        let now = clock::now();
+        let mut core = self.shared.dgram.server.borrow_mut();
+        let needs_restart = core.reload(now, server);
+        // A reload may withdraw offloaded routes (a peer now refused, a new bandwidth cap).
+        self.shared.settle(&mut core, now);
+        needs_restart
     }
 
     /// Reloads the TLS certificate; on failure the current one stays.

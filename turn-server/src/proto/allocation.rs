@@ -55,6 +55,9 @@ pub struct Channel {
     pub number: u16,
     pub peer: SocketAddr,
     pub expires: Instant,
+    /// Mirrored into the kernel fast path (the core keeps this in step with what it told the
+    /// driver, see `server/offload.rs`).
+    pub offloaded: bool,
 }
 
 /// Counters for the session log and metrics.
@@ -150,8 +153,8 @@ impl Allocation {
         now: Instant,
         cap: usize,
     ) -> Result<(), ChannelConflict> {
-        // An expired binding no longer blocks anything.
-        self.channels.retain(|c| c.expires > now);
+        // An expired binding no longer blocks anything (the caller withdrew any route it had).
+        self.channels.retain(|c| c.expires > now || c.offloaded);
         for c in &mut self.channels {
             match (c.number == number, c.peer == peer) {
                 (true, true) => {
@@ -166,7 +169,7 @@ impl Allocation {
         if self.channels.len() >= cap {
             return Err(ChannelConflict::TooMany);
         }
-        self.channels.push(Channel { number, peer, expires });
+        self.channels.push(Channel { number, peer, expires, offloaded: false });
         Ok(())
     }
 }

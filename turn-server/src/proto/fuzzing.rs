@@ -63,7 +63,7 @@ fn drive(server: &mut Server, now: Now) -> Vec<Transmit> {
             Output::OpenRelay { addr, .. } => server.relay_opened(now, addr, Ok(())),
             Output::Transmit(t) => transmits.push(t),
             Output::Timeout(_) => return transmits,
-            Output::CloseRelay { .. } | Output::Tcp(_) | Output::Event(_) => {}
+            Output::CloseRelay { .. } | Output::Tcp(_) | Output::Offload(_) | Output::Event(_) => {}
         }
     }
 }

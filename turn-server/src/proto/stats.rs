@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::allocation::{ClientTransport, RelayTransport};
 use super::bandwidth::Direction;
-use super::server::EndReason;
+use super::server::{EndReason, TrafficSummary};
 
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -32,6 +32,8 @@ pub struct Stats {
     pub unauthenticated_suppressed: u64,
     /// Datagrams dropped by a bandwidth cap, by direction, then by cap (allocation, user).
     pub bandwidth_dropped: [[u64; 2]; 2],
+    /// Of the relayed packets above, those the kernel fast path relayed: to peers, from peers.
+    pub offloaded_packets: [u64; 2],
 }
 
 /// Which bandwidth cap dropped a datagram.
@@ -73,6 +75,8 @@ impl Stats {
         add_map(&mut self.redirects, &other.redirects);
         add_map(&mut self.peers_refused, &other.peers_refused);
         self.unauthenticated_suppressed += other.unauthenticated_suppressed;
+        self.offloaded_packets[0] += other.offloaded_packets[0];
+        self.offloaded_packets[1] += other.offloaded_packets[1];
         for (into, from) in self.bandwidth_dropped.iter_mut().zip(other.bandwidth_dropped) {
             for (a, b) in into.iter_mut().zip(from) {
                 *a += b;
@@ -94,6 +98,16 @@ impl Stats {
 
     pub(crate) fn bandwidth_dropped(&mut self, direction: Direction, cap: CapKind) {
         self.bandwidth_dropped[direction as usize][cap as usize] += 1;
+    }
+
+    /// Traffic the kernel fast path relayed, folded in as if the core had relayed it.
+    pub(crate) fn offloaded(&mut self, t: TrafficSummary) {
+        self.packets_to_peer += t.packets_to_peer;
+        self.bytes_to_peer += t.bytes_to_peer;
+        self.packets_from_peer += t.packets_from_peer;
+        self.bytes_from_peer += t.bytes_from_peer;
+        self.offloaded_packets[0] += t.packets_to_peer;
+        self.offloaded_packets[1] += t.packets_from_peer;
     }
 
     pub(crate) fn refused(&mut self, code: u16) {

@@ -51,6 +51,9 @@ pub enum Output {
     CloseRelay { addr: SocketAddr },
     /// RFC 6062 work for the driver's TCP side.
     Tcp(TcpCommand),
+    /// Mirror a channel into, or out of, the kernel fast path (only once the driver has called
+    /// `Server::enable_offload`).
+    Offload(OffloadCommand),
     /// Worth logging or counting.
     Event(Event),
     /// Nothing more to do now; call `handle_timeout` at this instant (`None`: no timer is armed).
@@ -111,6 +114,29 @@ pub struct ToClient {
     pub tuple: FiveTuple,
     pub start: usize,
     pub end: usize,
+}
+
+/// A live channel binding as a kernel fast path needs it: ChannelData from `tuple` on channel
+/// `number` leaves from `relay` to `peer` as plain UDP, and datagrams from `peer` to `relay` go
+/// back to `tuple` framed as ChannelData.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelRoute {
+    pub tuple: FiveTuple,
+    pub relay: SocketAddr,
+    pub peer: SocketAddr,
+    pub number: u16,
+}
+
+/// The core stays the only authority over what is relayed: a route is installed only while
+/// everything the data path would check holds, and withdrawn the moment one stops holding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadCommand {
+    /// Relay this channel in the kernel from now on.
+    Install(ChannelRoute),
+    /// Stop relaying it there (channel or permission expired, allocation ended, user dropped,
+    /// peer refused after a reload). Hand the route's last counts to `Server::offloaded_traffic`;
+    /// when the allocation ended, its `AllocationEnded` event follows and does not include them.
+    Remove(ChannelRoute),
 }
 
 /// What the driver must do for TCP allocations.

@@ -10,6 +10,7 @@ mod allocate;
 mod authenticate;
 mod bind;
 mod io;
+mod offload;
 mod relay;
 mod reply;
 mod tcp;
@@ -36,7 +37,8 @@ use super::FastMap;
 use crate::proto::time::Instant;
 
 pub use io::{
-    BindError, EndReason, Event, Now, Output, SocketKind, TcpCommand, ToClient, ToPeer, TrafficSummary, Transmit,
+    BindError, ChannelRoute, EndReason, Event, Now, OffloadCommand, Output, SocketKind, TcpCommand, ToClient, ToPeer,
+    TrafficSummary, Transmit,
 };
 pub use relay::DATA_INDICATION_HEADROOM;
 
@@ -82,6 +84,8 @@ pub struct Server {
     indications_sent: u64,
     tcp_connections: HashMap<u32, tcp::TcpConnection>,
     next_connection_id: u32,
+    /// Whether live channels are mirrored into a kernel fast path ([`Output::Offload`]).
+    offload: bool,
     pub(super) stats: Stats,
 }
 
@@ -129,6 +133,7 @@ impl Server {
             indications_sent: 0,
             tcp_connections: HashMap::new(),
             next_connection_id,
+            offload: false,
             stats: Stats::default(),
         }
     }
@@ -141,7 +146,7 @@ impl Server {
     /// rotate while calls keep the key they were created with), peer policy, quotas, lifetimes of
     /// what is created from now on, rate limits. Addresses, ports and the realm need a restart;
     /// their names are returned when they differ, and the old values stay.
-    pub fn reload(&mut self, new: ServerConfig) -> Vec<&'static str> {
+    pub fn reload(&mut self, now: Now, new: ServerConfig) -> Vec<&'static str> {
         let mut needs_restart = Vec::new();
         if new.realm != self.cfg.realm {
             needs_restart.push("realm");
@@ -172,6 +177,8 @@ impl Server {
         cfg.bandwidth = new.bandwidth;
         cfg.alternate_servers = new.alternate_servers;
         cfg.capacity = new.capacity;
+        // A peer the new policy refuses, or a new bandwidth cap, takes routes out of the kernel.
+        self.resync_offload_all(now);
         needs_restart
     }
 
@@ -310,8 +317,11 @@ impl Server {
         if alloc.expires <= now {
             self.remove_allocation(&tuple, now, EndReason::Expired);
         } else {
-            let expires = alloc.expires;
-            self.schedule_allocation(&tuple, expires);
+            // A channel or permission of an offloaded route may be what is due.
+            self.sync_offload(&tuple, now);
+            if let Some(at) = self.allocations.get(&tuple).map(|a| self.next_deadline(a)) {
+                self.schedule_allocation(&tuple, at);
+            }
         }
     }
 
@@ -326,6 +336,7 @@ impl Server {
 
     fn remove_allocation(&mut self, tuple: &FiveTuple, now: Instant, reason: EndReason) {
         let Some(alloc) = self.allocations.remove(tuple) else { return };
+        self.withdraw_routes(&alloc);
         self.close_tcp_connections(tuple);
         for relay in &alloc.relays {
             self.by_relay.remove(relay);

@@ -20,6 +20,8 @@ pub const DATA_INDICATION_HEADROOM: usize = HEADER_LEN + 24 + 4;
 impl Server {
     pub(super) fn create_permission(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) {
         let Some(key) = self.on_allocation(now, tuple, req) else { return };
+        // Withdraw what expired before the permission table drops it.
+        self.sync_offload(&tuple, now.instant);
         let Some(alloc) = self.allocations.get(&tuple) else { return };
         let mut peers = Vec::new();
         for value in req.attributes().filter(|a| a.code == XOR_PEER_ADDRESS).map(|a| a.value) {
@@ -52,11 +54,15 @@ impl Server {
                 return self.reply_error(tuple, req, ErrorCode::InsufficientCapacity, &key, "permission cap reached");
             }
         }
+        // A renewed permission may let a channel to that peer back into the kernel.
+        self.sync_offload(&tuple, now.instant);
         self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
     }
 
     pub(super) fn channel_bind(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>) {
         let Some(key) = self.on_allocation(now, tuple, req) else { return };
+        // Withdraw what expired before the channel table drops it.
+        self.sync_offload(&tuple, now.instant);
         let Some(alloc) = self.allocations.get(&tuple) else { return };
         let number = req.get(attr::CHANNEL_NUMBER).map(attr::decode_channel_number);
         let peer = req.get(XOR_PEER_ADDRESS).map(|v| attr::decode_xor_address(v, req.transaction_id()));
@@ -102,6 +108,7 @@ impl Server {
         if !alloc.install_permission(peer.ip(), permission_expires, now.instant, quotas.permissions_per_allocation) {
             return self.reply_error(tuple, req, ErrorCode::InsufficientCapacity, &key, "permission cap reached");
         }
+        self.sync_offload(&tuple, now.instant);
         self.queue(tuple, MessageBuilder::response_to(req, Class::Success), Some(&key));
     }
 

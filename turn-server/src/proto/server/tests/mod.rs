@@ -89,6 +89,7 @@ struct Harness {
     transmits: VecDeque<Transmit>,
     events: Vec<Event>,
     commands: VecDeque<TcpCommand>,
+    offloads: VecDeque<OffloadCommand>,
     /// The last `Output::Timeout`.
     timeout: Option<Instant>,
 }
@@ -106,6 +107,7 @@ impl Harness {
             transmits: VecDeque::new(),
             events: Vec::new(),
             commands: VecDeque::new(),
+            offloads: VecDeque::new(),
             timeout: None,
         }
     }
@@ -126,6 +128,7 @@ impl Harness {
                 }
                 Output::CloseRelay { addr } => self.sockets.close(addr),
                 Output::Tcp(c) => self.commands.push_back(c),
+                Output::Offload(c) => self.offloads.push_back(c),
                 Output::Event(e) => self.events.push(e),
                 Output::Timeout(at) => {
                     self.timeout = at;
@@ -170,6 +173,12 @@ impl Harness {
     fn command(&mut self) -> Option<TcpCommand> {
         self.drive();
         self.commands.pop_front()
+    }
+
+    /// The fast-path commands issued since the last call.
+    fn offloads(&mut self) -> Vec<OffloadCommand> {
+        self.drive();
+        self.offloads.drain(..).collect()
     }
 
     fn timeout(&mut self) -> Option<Instant> {
@@ -370,6 +379,7 @@ mod abuse;
 mod allocate;
 mod auth;
 mod binding;
+mod offload;
 mod operations;
 mod refresh;
 mod relay;

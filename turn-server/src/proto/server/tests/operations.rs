@@ -128,7 +128,7 @@ fn a_cap_set_by_reload_applies_to_live_allocations() {
     assert_eq!((0..150).filter(|_| h.relay(c.tuple, &channel_data(0x4001, &payload)).is_some()).count(), 150);
     let mut capped = config();
     capped.bandwidth.per_allocation = 100_000;
-    assert!(h.server.reload(capped).is_empty());
+    assert!(h.server.reload(h.now(), capped).is_empty());
     assert_eq!((0..150).filter(|_| h.relay(c.tuple, &channel_data(0x4001, &payload)).is_some()).count(), 100);
 }
 

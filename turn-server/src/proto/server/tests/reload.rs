@@ -12,7 +12,7 @@ fn reload_rotates_secrets_without_dropping_live_allocations() {
     rotated.credentials.rest = Some(RestSecrets::new(["brand-new-secret"]).unwrap());
     rotated.peer_policy = PeerPolicy::new(PeerPolicyConfig { allow_loopback: true, ..PeerPolicyConfig::default() });
     rotated.realm = "other.example".into();
-    assert_eq!(h.server.reload(rotated), vec!["realm"], "the realm needs a restart and is kept");
+    assert_eq!(h.server.reload(h.now(), rotated), vec!["realm"], "the realm needs a restart and is kept");
     assert_eq!(h.server.config().realm, REALM);
 
     // The call in progress keeps refreshing with the key it was created with.
