@@ -43,10 +43,7 @@ fn compile() -> Result<(), String> {
     };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let first = stderr
-            .lines()
-            .find(|l| l.contains("error"))
-            .unwrap_or("no message");
+        let first = stderr.lines().find(|l| l.contains("error")).unwrap_or("no message");
         return Err(format!(
             "clang could not compile {SOURCE} (are libbpf-dev and the kernel headers installed?): {first}"
         ));

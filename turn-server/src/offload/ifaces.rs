@@ -34,9 +34,7 @@ pub(crate) fn up_interfaces() -> Result<Vec<String>, OffloadError> {
 }
 
 fn is_up(name: &str) -> Result<bool, OffloadError> {
-    let fail = |what: &str| {
-        OffloadError::Interface(format!("{what} {name}: {}", std::io::Error::last_os_error()))
-    };
+    let fail = |what: &str| OffloadError::Interface(format!("{what} {name}: {}", std::io::Error::last_os_error()));
     // SAFETY: a plain socket(2) call; the descriptor is closed below on every path.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -96,20 +96,15 @@ fn attach(ebpf: &mut Ebpf, interface: &str) -> Result<(), OffloadError> {
     // Last in the TCX chain: whatever else is attached (another relay process on the same
     // interface) runs first, and ours passes on what it does not relay.
     let options = TcAttachOptions::TcxOrder(LinkOrder::last());
-    program
-        .attach_with_options(interface, TcAttachType::Ingress, options)
-        .map(|_| ())
-        .map_err(|e| match errno_of(&e) {
-            Some(libc::EPERM) => not_permitted(&format!("attaching to {interface}")),
-            Some(libc::ENODEV) => OffloadError::Interface(format!("{interface}: no such interface")),
-            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(ENOTSUPP) => {
-                OffloadError::Unsupported(format!(
-                    "attaching to {interface} needs TCX links (Linux 6.6 or later): {}",
-                    chain(&e)
-                ))
-            }
-            _ => OffloadError::Interface(format!("attaching to {interface}: {}", chain(&e))),
-        })
+    program.attach_with_options(interface, TcAttachType::Ingress, options).map(|_| ()).map_err(|e| match errno_of(&e) {
+        Some(libc::EPERM) => not_permitted(&format!("attaching to {interface}")),
+        Some(libc::ENODEV) => OffloadError::Interface(format!("{interface}: no such interface")),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(ENOTSUPP) => OffloadError::Unsupported(format!(
+            "attaching to {interface} needs TCX links (Linux 6.6 or later): {}",
+            chain(&e)
+        )),
+        _ => OffloadError::Interface(format!("attaching to {interface}: {}", chain(&e))),
+    })
 }
 
 impl Offload {
@@ -119,8 +114,7 @@ impl Offload {
         match hook {
             Hook::Tc => {}
         }
-        let interfaces =
-            if interfaces.is_empty() { ifaces::up_interfaces()? } else { interfaces.to_vec() };
+        let interfaces = if interfaces.is_empty() { ifaces::up_interfaces()? } else { interfaces.to_vec() };
         if interfaces.is_empty() {
             return Err(OffloadError::Interface("no interface is up".into()));
         }
@@ -128,24 +122,15 @@ impl Offload {
         for interface in &interfaces {
             attach(&mut ebpf, interface)?;
         }
-        let mut take = |name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| OffloadError::Map(format!("no map {name} in the object")))
-        };
+        let mut take =
+            |name: &str| ebpf.take_map(name).ok_or_else(|| OffloadError::Map(format!("no map {name} in the object")));
         let (channels, peers, counters) = (take("channels")?, take("peers")?, take("counters")?);
         let channels = HashMap::try_from(channels).map_err(|e| map_err("channels", &e))?;
         let peers = HashMap::try_from(peers).map_err(|e| map_err("peers", &e))?;
         let counters = PerCpuArray::try_from(counters).map_err(|e| map_err("counters", &e))?;
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(what, e)| OffloadError::Map(format!("counting CPUs ({what}): {e}")))?;
-        let inner = Inner {
-            channels,
-            peers,
-            counters,
-            cpus,
-            slots: Slots::new(CAPACITY),
-            _ebpf: ebpf,
-        };
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| OffloadError::Map(format!("counting CPUs ({what}): {e}")))?;
+        let inner = Inner { channels, peers, counters, cpus, slots: Slots::new(CAPACITY), _ebpf: ebpf };
         Ok(Offload { interfaces, inner: Mutex::new(inner) })
     }
 

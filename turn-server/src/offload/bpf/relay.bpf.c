@@ -48,7 +48,10 @@
 // bpf_fib_lookup on the rewritten addresses before anything is changed (a packet cannot be
 // un-rewritten): NOT_FWDED (a local destination) -> TC_ACT_OK, the local stack delivers it;
 // SUCCESS -> bpf_redirect_neigh out the egress device; anything else (forwarding disabled on the
-// ingress device, unreachable, fragmentation needed) -> userspace, unchanged.
+// ingress device, unreachable, fragmentation needed) -> userspace, unchanged. So relaying to a
+// remote peer or client needs forwarding enabled on the ingress device (net.ipv4.conf.<dev>.
+// forwarding, net.ipv6.conf.<dev>.forwarding); for IPv4, local delivery does too, except to
+// 127.0.0.0/8 (see route()).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -262,6 +265,11 @@ static __always_inline int route(struct __sk_buff *skb, const struct pkt *p, con
 		return 0;
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex > 0)
 		return (int)fib.ifindex;
+	// The IPv4 lookup checks forwarding on the ingress device before it looks at the route,
+	// so a host that does not forward gets FWD_DISABLED even for its own addresses (the IPv6
+	// one answers NOT_FWDED). 127.0.0.0/8 is always local.
+	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED && !p->v6 && dst[12] == 127)
+		return 0;
 	return -1;
 }
 
@@ -580,7 +588,7 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 	return deliver(where);
 }
 
-SEC("tc")
+SEC("classifier")
 int turn_relay(struct __sk_buff *skb)
 {
 	struct pkt p = {};
