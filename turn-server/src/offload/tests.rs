@@ -296,7 +296,7 @@ fn probe_loads_and_leaves_nothing_attached() {
     let Some(ns) = Netns::new("probe") else { return };
     match ns.run(probe) {
         Ok(()) => {}
-        Err(e @ (OffloadError::NotPermitted(_) | OffloadError::Unsupported(_))) => {
+        Err(e @ (OffloadError::NotBuilt(_) | OffloadError::NotPermitted(_) | OffloadError::Unsupported(_))) => {
             eprintln!("skipped: {e}");
             return;
         }
