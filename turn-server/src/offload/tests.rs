@@ -266,8 +266,8 @@ fn veth_relays_between_namespaces() {
         // leave through a device with csum_start pointing at the wrong place, so the program
         // hands it to userspace.
         let data = payload(100, 1);
-        ends.client_reaches_userspace(&channel_data(CHANNEL, &data), "{family} PARTIAL client");
-        ends.peer_reaches_userspace(&data, "{family} PARTIAL peer");
+        ends.client_reaches_userspace(&channel_data(CHANNEL, &data), &format!("{family} PARTIAL client"));
+        ends.peer_reaches_userspace(&data, &format!("{family} PARTIAL peer"));
         assert_eq!(offload.read(slot).unwrap(), Counters::default());
 
         // With tx offload off the senders checksum in full, as datagrams from a NIC arrive;
@@ -286,9 +286,12 @@ fn veth_relays_between_namespaces() {
         assert_eq!(peer.udp_counter("InDatagrams"), peer_in + n, "{family} peer");
 
         assert_eq!(offload.remove(&route, slot).unwrap(), want);
-        ends.client_reaches_userspace(&channel_data(CHANNEL, &data), "{family} after remove");
-        ends.peer_reaches_userspace(&data, "{family} after remove");
+        ends.client_reaches_userspace(&channel_data(CHANNEL, &data), &format!("{family} after remove"));
+        ends.peer_reaches_userspace(&data, &format!("{family} after remove"));
     }
+    assert_eq!((attached(&relay, "rc"), attached(&relay, "rp")), (1, 1));
+    drop(offload);
+    assert_eq!((attached(&relay, "rc"), attached(&relay, "rp")), (0, 0), "detached on drop");
 }
 
 #[test]
