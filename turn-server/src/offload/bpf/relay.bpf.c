@@ -34,7 +34,8 @@
 //   header (skb_csum_unnecessary); after our pop it is before it, so the receiver verifies the
 //   field as a full checksum and would drop the datagram (UDP InCsumErrors). And a device that
 //   fills the checksum in (a NIC, or skb_checksum_help when tx offload is off) would write it at
-//   the wrong place, corrupting the datagram. No helper can move csum_start, and __sk_buff does
+//   the wrong place, corrupting the datagram (seen on veth with tx off on the egress side: both
+//   directions were dropped by the receiver with UDP InCsumErrors). No helper can move csum_start, and __sk_buff does
 //   not show ip_summed. So: PARTIAL is detected (a non-pseudo l4_csum_replace is a no-op only on
 //   PARTIAL skbs, see is_partial), its check field is replaced by a full checksum computed here
 //   (right whichever way the receiver looks at it), and a PARTIAL skb is relayed only to a local
