@@ -21,8 +21,8 @@
 // UDP+4 after a push, at UDP-4 (inside the IP header) after a pop. Per ip_summed state:
 // - CHECKSUM_NONE: the UDP check field is a full checksum; incremental bpf_l4_csum_replace
 //   updates keep it right. The receiver verifies it in software.
-// - CHECKSUM_UNNECESSARY (what veth or a NIC marks after verifying): adjust_room resets it to
-//   NONE (no BPF_F_ADJ_ROOM_NO_CSUM_RESET here), so the receiver verifies our result in full.
+// - CHECKSUM_UNNECESSARY (what a NIC marks after verifying): adjust_room resets it to NONE (no
+//   BPF_F_ADJ_ROOM_NO_CSUM_RESET here), so the receiver verifies our result in full.
 // - CHECKSUM_COMPLETE: skb->csum holds the sum of the data; generic_pop subtracts what it
 //   removes, inserted bytes are zeros, bpf_skb_store_bytes(BPF_F_RECOMPUTE_CSUM) tracks what it
 //   rewrites, and l4_csum_replace with BPF_F_PSEUDO_HDR adjusts skb->csum for a check-field
@@ -32,14 +32,17 @@
 //   pseudo-header sum, the rest is summed later from csum_start, which adjust_room left 4 bytes
 //   off. A local receiver trusts a PARTIAL skb only while csum_start is at or after its UDP
 //   header (skb_csum_unnecessary); after our pop it is before it, so the receiver verifies the
-//   field as a full checksum and would drop the datagram (UDP InCsumErrors). And a device that
-//   fills the checksum in (a NIC, or skb_checksum_help when tx offload is off) would write it at
-//   the wrong place, corrupting the datagram (seen on veth with tx off on the egress side: both
-//   directions were dropped by the receiver with UDP InCsumErrors). No helper can move csum_start, and __sk_buff does
-//   not show ip_summed. So: PARTIAL is detected (a non-pseudo l4_csum_replace is a no-op only on
-//   PARTIAL skbs, see is_partial), its check field is replaced by a full checksum computed here
-//   (right whichever way the receiver looks at it), and a PARTIAL skb is relayed only to a local
-//   destination; one that would leave through a device goes to userspace instead.
+//   field as a full checksum and drops the datagram (UDP InCsumErrors). And a device that fills
+//   the checksum in (a NIC, or skb_checksum_help when tx offload is off) writes it at the wrong
+//   place, corrupting the datagram (seen on veth with tx off on the egress side: both directions
+//   were dropped by the receiver with UDP InCsumErrors). No helper can move csum_start, and
+//   __sk_buff does not show ip_summed. So: PARTIAL is detected (a non-pseudo l4_csum_replace is
+//   a no-op only on PARTIAL skbs, see is_partial), its check field is replaced by a full
+//   checksum computed here (right whichever way the receiver looks at it), and a PARTIAL skb is
+//   relayed only to a local destination; one that would leave through a device goes to
+//   userspace instead.
+// The tests prove NONE (veth with tx offload off; the receivers verify), PARTIAL (loopback) and
+// a zero IPv4 check (loopback with SO_NO_CHECK); COMPLETE rests on the reading above.
 // Checksum arithmetic is position-independent for 16-bit aligned data: the ChannelData header
 // sits at an even offset, so removing or inserting it is a 4-byte delta on the UDP checksum.
 // An IPv4 UDP check of 0 (no checksum) stays 0 (BPF_F_MARK_MANGLED_0 skips it); a computed 0
