@@ -67,7 +67,8 @@ section "Debian packages"
 # libFuzzer; chromium for the browser call (tests/tests/e2e/browser_call.rs, driven by playwright-core,
 # which never downloads a browser of its own); man-db and systemd (for `systemd-analyze verify`)
 # for the .deb checks, buildah, podman and runc for the container image (deploy/); gnuplot and
-# curl for the soak (bench/soak.sh).
+# curl for the soak (bench/soak.sh); clang (with libbpf-dev below) to build the kernel fast path's
+# eBPF program and ethtool for its tests (turn-server/src/offload/).
 NEEDS=(
     turnserver:coturn turnutils_uclient:coturn turnutils_peer:coturn turnutils_stunclient:coturn
     openssl:openssl redis-server:redis-server nginx:nginx ip:iproute2 timeout:coreutils
@@ -75,6 +76,7 @@ NEEDS=(
     node:nodejs npm:npm python3:python3 c++:g++ iptables:iptables
     chromium:chromium
     man:man-db systemd-analyze:systemd buildah:buildah podman:podman runc:runc
+    clang:clang ethtool:ethtool
 )
 missing=()
 DEB_PACKAGES=()
@@ -103,6 +105,12 @@ fi
 if [[ ! -f /usr/lib/nginx/modules/ngx_http_geoip2_module.so ]]; then
     missing+=(ngx_http_geoip2_module)
     DEB_PACKAGES+=(libnginx-mod-http-geoip2)
+fi
+# libbpf's headers for turn-server/src/offload/bpf/relay.bpf.c (without them build.rs leaves the
+# offload out and its tests skip).
+if [[ ! -f /usr/include/bpf/bpf_helpers.h ]]; then
+    missing+=(bpf_helpers.h)
+    DEB_PACKAGES+=(libbpf-dev)
 fi
 if ((${#missing[@]} == 0)); then
     echo "present: ${NEEDS[*]%%:*}"

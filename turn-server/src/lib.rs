@@ -9,6 +9,8 @@
 //! - [`net`], the driver: owns the sockets, threads and clock and moves bytes and time into the
 //!   core (datagram workers on epoll threads, batched through the `udp-batch` crate; tokio for
 //!   TCP/TLS, RFC 6062 and the control plane).
+//! - [`offload`]: the kernel fast path, an eBPF program relaying ChannelData at TC ingress and
+//!   its loader; the driver mirrors channel bindings into it.
 //! - [`ops`]: logging, metrics, the admin interface, reload and drain, beside the driver.
 //! - [`app`]: what only the binary needs: the command line, settings resolved from the shared
 //!   config file, the runner that starts the workers, the admin client, the deployment probe and
@@ -16,5 +18,6 @@
 
 pub mod app;
 pub mod net;
+pub mod offload;
 pub mod ops;
 pub mod proto;

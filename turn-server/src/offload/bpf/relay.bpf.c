@@ -1,0 +1,607 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0 OR GPL-2.0
+//
+// The kernel fast path of the TURN relay: a TC classifier at ingress that relays ChannelData
+// between a client and a peer without a trip through userspace. The relay process mirrors each
+// live channel binding into the maps below (src/offload/maps.rs has the same layouts); anything
+// this program does not fully understand goes on unchanged (TC_ACT_UNSPEC, i.e. TCX_NEXT), so the
+// userspace relay and any other program on the interface still see it.
+//
+// client -> peer: UDP {client -> server} carrying exactly one ChannelData message on a bound
+//   channel becomes UDP {relay -> peer} carrying its payload (4 bytes shorter).
+// peer -> client: UDP {peer -> relay} on a bound channel becomes UDP {server -> client} carrying
+//   ChannelData {channel, length} + the payload (4 bytes longer).
+//
+// ## Checksums (what the kernel does, as read in net/core/filter.c and include/linux/skbuff.h)
+//
+// bpf_skb_adjust_room(BPF_ADJ_ROOM_NET) inserts or removes bytes right after the IP header
+// (bpf_skb_net_hdr_push/pop -> bpf_skb_generic_push/pop): the MAC and IP headers are memmoved
+// and mac_header/network_header follow them, but transport_header (unless it equalled
+// network_header) and csum_start are NOT touched. Both are offsets from skb->head while the
+// payload stays where it was, so after the move they point 4 bytes off the new UDP header: at
+// UDP+4 after a push, at UDP-4 (inside the IP header) after a pop. Per ip_summed state:
+// - CHECKSUM_NONE: the UDP check field is a full checksum; incremental bpf_l4_csum_replace
+//   updates keep it right. The receiver verifies it in software.
+// - CHECKSUM_UNNECESSARY (what a NIC marks after verifying): adjust_room resets it to NONE (no
+//   BPF_F_ADJ_ROOM_NO_CSUM_RESET here), so the receiver verifies our result in full.
+// - CHECKSUM_COMPLETE: skb->csum holds the sum of the data; generic_pop subtracts what it
+//   removes, inserted bytes are zeros, bpf_skb_store_bytes(BPF_F_RECOMPUTE_CSUM) tracks what it
+//   rewrites, and l4_csum_replace with BPF_F_PSEUDO_HDR adjusts skb->csum for a check-field
+//   change that no data change cancels. Every edit below is one of those, so skb->csum stays
+//   the sum of the final packet.
+// - CHECKSUM_PARTIAL (what local sockets send over lo and veth): the check field holds only the
+//   pseudo-header sum, the rest is summed later from csum_start, which adjust_room left 4 bytes
+//   off. A local receiver trusts a PARTIAL skb only while csum_start is at or after its UDP
+//   header (skb_csum_unnecessary); after our pop it is before it, so the receiver verifies the
+//   field as a full checksum and drops the datagram (UDP InCsumErrors). And a device that fills
+//   the checksum in (a NIC, or skb_checksum_help when tx offload is off) writes it at the wrong
+//   place, corrupting the datagram (seen on veth with tx off on the egress side: both directions
+//   were dropped by the receiver with UDP InCsumErrors). No helper can move csum_start, and
+//   __sk_buff does not show ip_summed. So: PARTIAL is detected (a non-pseudo l4_csum_replace is
+//   a no-op only on PARTIAL skbs, see is_partial), its check field is replaced by a full
+//   checksum computed here (right whichever way the receiver looks at it), and a PARTIAL skb is
+//   relayed only to a local destination; one that would leave through a device goes to
+//   userspace instead.
+// The tests prove NONE (veth with tx offload off; the receivers verify), PARTIAL (loopback) and
+// a zero IPv4 check (loopback with SO_NO_CHECK); COMPLETE rests on the reading above.
+// Checksum arithmetic is position-independent for 16-bit aligned data: the ChannelData header
+// sits at an even offset, so removing or inserting it is a 4-byte delta on the UDP checksum.
+// An IPv4 UDP check of 0 (no checksum) stays 0 (BPF_F_MARK_MANGLED_0 skips it); a computed 0
+// becomes 0xffff.
+//
+// ## Delivery
+// bpf_fib_lookup on the rewritten addresses before anything is changed (a packet cannot be
+// un-rewritten): NOT_FWDED (a local destination) -> TC_ACT_OK, the local stack delivers it;
+// SUCCESS -> bpf_redirect_neigh out the egress device; anything else (forwarding disabled on the
+// ingress device, unreachable, fragmentation needed) -> userspace, unchanged. So relaying to a
+// remote peer or client needs forwarding enabled on the ingress device (net.ipv4.conf.<dev>.
+// forwarding, net.ipv6.conf.<dev>.forwarding); for IPv4, local delivery does too, except to
+// 127.0.0.0/8 (see route()).
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define MAX_ENTRIES 65536
+#define ETH_LEN 14
+#define IP4_LEN 20
+#define IP6_LEN 40
+#define UDP_LEN 8
+#define CD_LEN 4
+#define RELAY_TTL 64
+#define AF_INET 2
+#define AF_INET6 10
+#define CHUNK 512
+// Enough chunks for the largest UDP datagram (65535 bytes).
+#define MAX_CHUNKS 129
+
+// Keys and values: addresses are 16 bytes (IPv4 as ::ffff:a.b.c.d), ports and the channel in
+// network order. Padding is explicit so the Rust mirror (maps.rs) has the same bytes.
+struct channel_key {
+	__u8 client_ip[16];
+	__u8 server_ip[16];
+	__be16 client_port;
+	__be16 server_port;
+	__be16 channel;
+	__u16 pad;
+};
+
+struct channel_value {
+	__u8 relay_ip[16];
+	__u8 peer_ip[16];
+	__be16 relay_port;
+	__be16 peer_port;
+	__u32 slot;
+};
+
+struct peer_key {
+	__u8 peer_ip[16];
+	__u8 relay_ip[16];
+	__be16 peer_port;
+	__be16 relay_port;
+	__u32 pad;
+};
+
+struct peer_value {
+	__u8 client_ip[16];
+	__u8 server_ip[16];
+	__be16 client_port;
+	__be16 server_port;
+	__be16 channel;
+	__u16 pad;
+	__u32 slot;
+};
+
+struct counters {
+	__u64 to_peer_packets;
+	__u64 to_peer_bytes;
+	__u64 from_peer_packets;
+	__u64 from_peer_bytes;
+};
+
+struct scratch {
+	__u32 words[CHUNK / 4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENTRIES);
+	__type(key, struct channel_key);
+	__type(value, struct channel_value);
+} channels SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENTRIES);
+	__type(key, struct peer_key);
+	__type(value, struct peer_value);
+} peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct counters);
+} counters SEC(".maps");
+
+// A per-CPU buffer for summing a PARTIAL datagram (the BPF stack is only 512 bytes).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+// What the parser found: the packet's addresses (16-byte form), ports, lengths and offsets.
+struct pkt {
+	__u8 src[16];
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__u32 udp_len; // host order, the UDP length field (header included)
+	__be16 old_udp_len;
+	__be16 old_ip_len; // IPv4 total length or IPv6 payload length, as on the wire
+	__be16 old_ttl_proto; // IPv4 only: the 16-bit word holding TTL and protocol
+	__u8 old_hop; // IPv6 hop limit
+	__u8 v6;
+	__u32 l4; // offset of the UDP header
+};
+
+static __always_inline void map_v4(__u8 out[16], __be32 a)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &a, 4);
+}
+
+static __always_inline int is_mapped_v4(const __u8 a[16])
+{
+	__u64 lo;
+	__u32 mid;
+	__builtin_memcpy(&lo, a, 8);
+	__builtin_memcpy(&mid, a + 8, 4);
+	return lo == 0 && mid == bpf_htonl(0x0000ffff);
+}
+
+// Parses eth + IPv4/IPv6 + UDP without options, fragments or extension headers.
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	if (skb->gso_segs > 1)
+		return -1;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, ETH_LEN, &ip, sizeof(ip)) < 0)
+			return -1;
+		if (ip.version != 4 || ip.ihl != 5 || ip.protocol != IPPROTO_UDP)
+			return -1;
+		// MF set or a fragment offset: not a whole datagram.
+		if (ip.frag_off & bpf_htons(0x3fff))
+			return -1;
+		__u32 tot = bpf_ntohs(ip.tot_len);
+		if (tot < IP4_LEN + UDP_LEN || ETH_LEN + tot != skb->len)
+			return -1;
+		map_v4(p->src, ip.saddr);
+		map_v4(p->dst, ip.daddr);
+		p->old_ip_len = ip.tot_len;
+		__builtin_memcpy(&p->old_ttl_proto, &ip.ttl, 2);
+		p->v6 = 0;
+		p->l4 = ETH_LEN + IP4_LEN;
+		p->udp_len = tot - IP4_LEN;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, ETH_LEN, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		if (ip6.version != 6 || ip6.nexthdr != IPPROTO_UDP)
+			return -1;
+		__u32 plen = bpf_ntohs(ip6.payload_len);
+		if (plen < UDP_LEN || ETH_LEN + IP6_LEN + plen != skb->len)
+			return -1;
+		__builtin_memcpy(p->src, &ip6.saddr, 16);
+		__builtin_memcpy(p->dst, &ip6.daddr, 16);
+		p->old_ip_len = ip6.payload_len;
+		p->old_hop = ip6.hop_limit;
+		p->v6 = 1;
+		p->l4 = ETH_LEN + IP6_LEN;
+		p->udp_len = plen;
+	} else {
+		return -1;
+	}
+	struct udphdr udp;
+	if (bpf_skb_load_bytes(skb, p->l4, &udp, sizeof(udp)) < 0)
+		return -1;
+	if (bpf_ntohs(udp.len) != p->udp_len)
+		return -1;
+	p->sport = udp.source;
+	p->dport = udp.dest;
+	p->old_udp_len = udp.len;
+	return 0;
+}
+
+// Where the rewritten packet goes: 0 local, > 0 the egress ifindex, < 0 leave it to userspace.
+static __always_inline int route(struct __sk_buff *skb, const struct pkt *p, const __u8 src[16],
+				 const __u8 dst[16], __be16 sport, __be16 dport, __u32 new_udp_len)
+{
+	struct bpf_fib_lookup fib = {};
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = sport;
+	fib.dport = dport;
+	fib.ifindex = skb->ingress_ifindex;
+	if (p->v6) {
+		fib.family = AF_INET6;
+		fib.tot_len = IP6_LEN + new_udp_len;
+		__builtin_memcpy(fib.ipv6_src, src, 16);
+		__builtin_memcpy(fib.ipv6_dst, dst, 16);
+	} else {
+		fib.family = AF_INET;
+		fib.tot_len = IP4_LEN + new_udp_len;
+		__builtin_memcpy(&fib.ipv4_src, src + 12, 4);
+		__builtin_memcpy(&fib.ipv4_dst, dst + 12, 4);
+	}
+	// SKIP_NEIGH: bpf_redirect_neigh resolves the neighbour itself.
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return 0;
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex > 0)
+		return (int)fib.ifindex;
+	// The IPv4 lookup checks forwarding on the ingress device before it looks at the route,
+	// so a host that does not forward gets FWD_DISABLED even for its own addresses (the IPv6
+	// one answers NOT_FWDED). 127.0.0.0/8 is always local.
+	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED && !p->v6 && dst[12] == 127)
+		return 0;
+	return -1;
+}
+
+// True for a CHECKSUM_PARTIAL skb: only there does a non-pseudo-header change leave the check
+// field alone (inet_proto_csum_replace2). A zero IPv4 check means no checksum: never PARTIAL.
+static __always_inline int is_partial(struct __sk_buff *skb, __u32 csum_off)
+{
+	__u16 before, after;
+	if (bpf_skb_load_bytes(skb, csum_off, &before, 2) < 0 || before == 0)
+		return 0;
+	if (bpf_l4_csum_replace(skb, csum_off, 0, bpf_htons(1), 2) < 0)
+		return 1; // treat as the careful case
+	if (bpf_skb_load_bytes(skb, csum_off, &after, 2) < 0)
+		return 1;
+	if (after == before)
+		return 1;
+	bpf_l4_csum_replace(skb, csum_off, bpf_htons(1), 0, 2 | BPF_F_MARK_MANGLED_0);
+	return 0;
+}
+
+static __always_inline __u32 fold(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u32)sum;
+}
+
+// Writes a full UDP checksum over the final packet (see the PARTIAL notes at the top).
+static __always_inline int full_checksum(struct __sk_buff *skb, __u32 l4, const __u8 src[16],
+					 const __u8 dst[16], __u32 udp_len, __u8 v6)
+{
+	__u32 key = 0;
+	struct scratch *buf = bpf_map_lookup_elem(&scratch, &key);
+	if (!buf)
+		return -1;
+	// The pseudo header; the IPv6 layout sums the same as IPv4's (zero words add nothing).
+	struct {
+		__u8 src[16];
+		__u8 dst[16];
+		__be32 len;
+		__be32 proto;
+	} ph;
+	__builtin_memcpy(ph.src, src, 16);
+	__builtin_memcpy(ph.dst, dst, 16);
+	ph.len = bpf_htonl(udp_len);
+	ph.proto = bpf_htonl(IPPROTO_UDP);
+	__s64 s;
+	if (v6) {
+		s = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+	} else {
+		// Only the IPv4 addresses (last 4 bytes of each), then length and protocol.
+		s = bpf_csum_diff(0, 0, (__be32 *)(ph.src + 12), 4, 0);
+		if (s < 0)
+			return -1;
+		s = bpf_csum_diff(0, 0, (__be32 *)(ph.dst + 12), 4, (__u32)s);
+		if (s < 0)
+			return -1;
+		s = bpf_csum_diff(0, 0, &ph.len, 8, (__u32)s);
+	}
+	if (s < 0)
+		return -1;
+	__u16 zero = 0;
+	if (bpf_skb_store_bytes(skb, l4 + 6, &zero, 2, 0) < 0)
+		return -1;
+	__u32 sum = (__u32)s;
+	for (__u32 i = 0; i < MAX_CHUNKS; i++) {
+		__u32 off = i * CHUNK;
+		if (off >= udp_len)
+			break;
+		__u32 rem = udp_len - off;
+		if (rem >= CHUNK) {
+			if (bpf_skb_load_bytes(skb, l4 + off, buf->words, CHUNK) < 0)
+				return -1;
+			s = bpf_csum_diff(0, 0, buf->words, CHUNK, sum);
+		} else {
+			// The asm keeps clang from bounds-checking one copy and using another.
+			asm volatile("" : "+r"(rem));
+			rem &= CHUNK - 1;
+			if (rem == 0)
+				break;
+			// The last partial word is summed padded with zeros, as RFC 768 says.
+			__u32 idx = rem >> 2;
+			asm volatile("" : "+r"(idx));
+			idx &= CHUNK / 4 - 1;
+			buf->words[idx] = 0;
+			if (bpf_skb_load_bytes(skb, l4 + off, buf->words, rem) < 0)
+				return -1;
+			// rem rounded up to whole words, in [4, CHUNK].
+			__u32 size = rem - 1;
+			asm volatile("" : "+r"(size));
+			size = (size & (CHUNK - 4)) + 4;
+			s = bpf_csum_diff(0, 0, buf->words, size, sum);
+		}
+		if (s < 0)
+			return -1;
+		sum = (__u32)s;
+	}
+	__u16 check = ~fold(sum) & 0xffff;
+	if (check == 0)
+		check = 0xffff;
+	return bpf_skb_store_bytes(skb, l4 + 6, &check, 2, 0);
+}
+
+// Rewrites addresses, ports, lengths and TTL in place and fixes both checksums for them. The
+// stores are not tracked (no BPF_F_RECOMPUTE_CSUM): each is cancelled by its checksum update.
+static __always_inline int rewrite_headers(struct __sk_buff *skb, const struct pkt *p,
+					   const __u8 src[16], const __u8 dst[16], __be16 sport,
+					   __be16 dport, __u32 new_udp_len)
+{
+	__u32 l4 = p->l4;
+	__u32 csum = l4 + 6;
+	const __u64 pseudo = BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0;
+	__be16 udp_len = bpf_htons(new_udp_len);
+	if (p->v6) {
+		for (int i = 0; i < 16; i += 4) {
+			__u32 from, to;
+			__builtin_memcpy(&from, p->src + i, 4);
+			__builtin_memcpy(&to, src + i, 4);
+			if (bpf_l4_csum_replace(skb, csum, from, to, pseudo | 4) < 0)
+				return -1;
+			__builtin_memcpy(&from, p->dst + i, 4);
+			__builtin_memcpy(&to, dst + i, 4);
+			if (bpf_l4_csum_replace(skb, csum, from, to, pseudo | 4) < 0)
+				return -1;
+		}
+		__be16 plen = udp_len;
+		__u8 hop = RELAY_TTL;
+		if (bpf_skb_store_bytes(skb, ETH_LEN + 4, &plen, 2, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_LEN + 7, &hop, 1, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_LEN + 8, src, 16, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_LEN + 24, dst, 16, 0) < 0)
+			return -1;
+	} else {
+		__u32 from_s, to_s, from_d, to_d;
+		__builtin_memcpy(&from_s, p->src + 12, 4);
+		__builtin_memcpy(&to_s, src + 12, 4);
+		__builtin_memcpy(&from_d, p->dst + 12, 4);
+		__builtin_memcpy(&to_d, dst + 12, 4);
+		__u32 iph_csum = ETH_LEN + 10;
+		__be16 tot = bpf_htons(IP4_LEN + new_udp_len);
+		__be16 ttl_proto = bpf_htons((RELAY_TTL << 8) | IPPROTO_UDP);
+		if (bpf_l4_csum_replace(skb, csum, from_s, to_s, pseudo | 4) < 0 ||
+		    bpf_l4_csum_replace(skb, csum, from_d, to_d, pseudo | 4) < 0 ||
+		    bpf_l3_csum_replace(skb, iph_csum, from_s, to_s, 4) < 0 ||
+		    bpf_l3_csum_replace(skb, iph_csum, from_d, to_d, 4) < 0 ||
+		    bpf_l3_csum_replace(skb, iph_csum, p->old_ip_len, tot, 2) < 0 ||
+		    bpf_l3_csum_replace(skb, iph_csum, p->old_ttl_proto, ttl_proto, 2) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, ETH_LEN + 2, &tot, 2, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_LEN + 8, &ttl_proto, 2, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_LEN + 12, &to_s, 4, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_LEN + 16, &to_d, 4, 0) < 0)
+			return -1;
+	}
+	// The UDP length is both in the pseudo header and in the UDP header: two updates. On a
+	// PARTIAL skb only the pseudo-header one applies, as it should.
+	const __u64 plain = BPF_F_MARK_MANGLED_0;
+	if (bpf_l4_csum_replace(skb, csum, p->sport, sport, plain | 2) < 0 ||
+	    bpf_l4_csum_replace(skb, csum, p->dport, dport, plain | 2) < 0 ||
+	    bpf_l4_csum_replace(skb, csum, p->old_udp_len, udp_len, pseudo | 2) < 0 ||
+	    bpf_l4_csum_replace(skb, csum, p->old_udp_len, udp_len, plain | 2) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, l4, &sport, 2, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, l4 + 2, &dport, 2, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, l4 + 4, &udp_len, 2, 0) < 0)
+		return -1;
+	return 0;
+}
+
+static __always_inline void count(__u32 slot, int to_peer, __u64 bytes)
+{
+	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
+	if (!c)
+		return;
+	// Per-CPU: no other CPU writes this copy, plain adds are enough.
+	if (to_peer) {
+		c->to_peer_packets += 1;
+		c->to_peer_bytes += bytes;
+	} else {
+		c->from_peer_packets += 1;
+		c->from_peer_bytes += bytes;
+	}
+}
+
+static __always_inline int deliver(int where)
+{
+	if (where == 0)
+		return TC_ACT_OK;
+	return (int)bpf_redirect_neigh((__u32)where, 0, 0, 0);
+}
+
+// After bpf_skb_adjust_room fails midway there is no way back: drop rather than send garbage.
+#define BROKEN TC_ACT_SHOT
+
+static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
+{
+	struct {
+		__be16 channel;
+		__be16 len;
+	} cd;
+	if (p->udp_len < UDP_LEN + CD_LEN)
+		return TC_ACT_UNSPEC;
+	if (bpf_skb_load_bytes(skb, p->l4 + UDP_LEN, &cd, sizeof(cd)) < 0)
+		return TC_ACT_UNSPEC;
+	__u16 channel = bpf_ntohs(cd.channel);
+	__u32 payload = bpf_ntohs(cd.len);
+	if (channel < 0x4000 || channel > 0x4fff || p->udp_len != UDP_LEN + CD_LEN + payload)
+		return TC_ACT_UNSPEC;
+
+	struct channel_key key = {};
+	__builtin_memcpy(key.client_ip, p->src, 16);
+	__builtin_memcpy(key.server_ip, p->dst, 16);
+	key.client_port = p->sport;
+	key.server_port = p->dport;
+	key.channel = cd.channel;
+	struct channel_value *v = bpf_map_lookup_elem(&channels, &key);
+	if (!v)
+		return TC_ACT_UNSPEC;
+	struct channel_value route_to = *v;
+	if (p->v6 == is_mapped_v4(route_to.peer_ip) || p->v6 == is_mapped_v4(route_to.relay_ip))
+		return TC_ACT_UNSPEC;
+
+	__u32 new_udp_len = UDP_LEN + payload;
+	int where = route(skb, p, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
+			  route_to.peer_port, new_udp_len);
+	if (where < 0)
+		return TC_ACT_UNSPEC;
+	int partial = is_partial(skb, p->l4 + 6);
+	if (partial && where > 0)
+		return TC_ACT_UNSPEC;
+
+	// From here on the packet is ours.
+	if (rewrite_headers(skb, p, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
+			    route_to.peer_port, new_udp_len) < 0)
+		return BROKEN;
+	// Take the ChannelData header out of the sum and the data (an untracked pair, see above).
+	__u32 cd_word, zero = 0;
+	__builtin_memcpy(&cd_word, &cd, 4);
+	if (bpf_l4_csum_replace(skb, p->l4 + 6, cd_word, 0, BPF_F_MARK_MANGLED_0 | 4) < 0 ||
+	    bpf_skb_store_bytes(skb, p->l4 + UDP_LEN, &zero, 4, 0) < 0)
+		return BROKEN;
+	struct udphdr udp;
+	if (bpf_skb_load_bytes(skb, p->l4, &udp, sizeof(udp)) < 0)
+		return BROKEN;
+	// Removes the 4 bytes after the IP header (the new ports); the UDP header is then written
+	// again where it now belongs, over its old length, check and the zeroed ChannelData header.
+	if (bpf_skb_adjust_room(skb, -CD_LEN, BPF_ADJ_ROOM_NET, 0) < 0)
+		return BROKEN;
+	if (bpf_skb_store_bytes(skb, p->l4, &udp, sizeof(udp), BPF_F_RECOMPUTE_CSUM) < 0)
+		return BROKEN;
+	if (partial && full_checksum(skb, p->l4, route_to.relay_ip, route_to.peer_ip, new_udp_len,
+				     p->v6) < 0)
+		return BROKEN;
+	count(route_to.slot, 1, payload);
+	return deliver(where);
+}
+
+static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
+{
+	struct peer_key key = {};
+	__builtin_memcpy(key.peer_ip, p->src, 16);
+	__builtin_memcpy(key.relay_ip, p->dst, 16);
+	key.peer_port = p->sport;
+	key.relay_port = p->dport;
+	struct peer_value *v = bpf_map_lookup_elem(&peers, &key);
+	if (!v)
+		return TC_ACT_UNSPEC;
+	struct peer_value back = *v;
+	if (p->v6 == is_mapped_v4(back.client_ip) || p->v6 == is_mapped_v4(back.server_ip))
+		return TC_ACT_UNSPEC;
+	__u32 payload = p->udp_len - UDP_LEN;
+	__u32 new_udp_len = p->udp_len + CD_LEN;
+	if (new_udp_len > 0xffff - IP6_LEN)
+		return TC_ACT_UNSPEC;
+	int where = route(skb, p, back.server_ip, back.client_ip, back.server_port,
+			  back.client_port, new_udp_len);
+	if (where < 0)
+		return TC_ACT_UNSPEC;
+	int partial = is_partial(skb, p->l4 + 6);
+	if (partial && where > 0)
+		return TC_ACT_UNSPEC;
+
+	if (rewrite_headers(skb, p, back.server_ip, back.client_ip, back.server_port,
+			    back.client_port, new_udp_len) < 0)
+		return BROKEN;
+	struct {
+		struct udphdr udp;
+		__be16 channel;
+		__be16 len;
+	} hdr;
+	if (bpf_skb_load_bytes(skb, p->l4, &hdr.udp, sizeof(hdr.udp)) < 0)
+		return BROKEN;
+	hdr.channel = back.channel;
+	hdr.len = bpf_htons(payload);
+	// The ChannelData header enters the data through the tracked store below, so its share of
+	// the check field is a PSEUDO_HDR update: on CHECKSUM_COMPLETE that also moves skb->csum.
+	// (On PARTIAL it would wrongly go into the pseudo-header sum; full_checksum replaces it.)
+	__u32 cd_word;
+	__builtin_memcpy(&cd_word, &hdr.channel, 4);
+	if (bpf_l4_csum_replace(skb, p->l4 + 6, 0, cd_word,
+				BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4) < 0)
+		return BROKEN;
+	if (bpf_skb_load_bytes(skb, p->l4 + 6, &hdr.udp.check, 2) < 0)
+		return BROKEN;
+	// Inserts 4 zero bytes after the IP header; the UDP header moves to the front of them and
+	// the ChannelData header takes the place of the old UDP header's second half.
+	if (bpf_skb_adjust_room(skb, CD_LEN, BPF_ADJ_ROOM_NET, 0) < 0)
+		return BROKEN;
+	if (bpf_skb_store_bytes(skb, p->l4, &hdr, sizeof(hdr), BPF_F_RECOMPUTE_CSUM) < 0)
+		return BROKEN;
+	if (partial && full_checksum(skb, p->l4, back.server_ip, back.client_ip, new_udp_len,
+				     p->v6) < 0)
+		return BROKEN;
+	count(back.slot, 0, payload);
+	return deliver(where);
+}
+
+SEC("classifier")
+int turn_relay(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	if (parse(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
+	int rc = to_peer(skb, &p);
+	if (rc != TC_ACT_UNSPEC)
+		return rc;
+	return from_peer(skb, &p);
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

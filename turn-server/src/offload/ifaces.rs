@@ -1,0 +1,58 @@
+//! The interfaces to attach to when none are named: every one that is up, in this thread's
+//! network namespace (so not /sys/class/net, which shows the namespace sysfs was mounted in).
+
+use std::ffi::CStr;
+
+use super::OffloadError;
+
+pub(crate) fn up_interfaces() -> Result<Vec<String>, OffloadError> {
+    let mut names = Vec::new();
+    // SAFETY: if_nameindex returns a heap array ending in a zeroed entry, or null on failure;
+    // it is read only up to that entry and freed once with if_freenameindex.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Err(OffloadError::Interface(format!(
+                "listing interfaces failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let mut entry = list;
+        while (*entry).if_index != 0 && !(*entry).if_name.is_null() {
+            names.push(CStr::from_ptr((*entry).if_name).to_string_lossy().into_owned());
+            entry = entry.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    let mut up = Vec::new();
+    for name in names {
+        if is_up(&name)? {
+            up.push(name);
+        }
+    }
+    Ok(up)
+}
+
+fn is_up(name: &str) -> Result<bool, OffloadError> {
+    let fail = |what: &str| OffloadError::Interface(format!("{what} {name}: {}", std::io::Error::last_os_error()));
+    // SAFETY: a plain socket(2) call; the descriptor is closed below on every path.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(fail("a socket to query"));
+    }
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name in req and writes its flags field.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    // SAFETY: fd is ours and still open.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(fail("reading the flags of"));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(flags & libc::IFF_UP as libc::c_short != 0)
+}

@@ -1,0 +1,331 @@
+//! The program proven on real packets: a loopback topology (client, relay and peer on one
+//! host) and a routed one (client, relay and peer namespaces joined by veth pairs), IPv4 and
+//! IPv6, each in fresh network namespaces. They need root; elsewhere they say so and pass.
+#![allow(clippy::unwrap_used)]
+
+mod netns;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use aya::programs::tc::{SchedClassifier, TcAttachType};
+use netns::{have, Netns};
+
+use super::{probe, Counters, Hook, Offload, OffloadError, Route};
+
+const WAIT: Duration = Duration::from_secs(2);
+const QUIET: Duration = Duration::from_millis(200);
+const CHANNEL: u16 = 0x4001;
+/// Odd, even, word-aligned and not, around the 512-byte chunks the program sums PARTIAL skbs in.
+const SIZES: &[usize] = &[0, 1, 2, 3, 5, 7, 64, 255, 511, 512, 513, 1000, 1025, 1399];
+
+/// The offload, or None (after saying why) where this kernel or process cannot have it.
+fn load_or_skip(interfaces: &[&str]) -> Option<Offload> {
+    let names: Vec<String> = interfaces.iter().map(|s| s.to_string()).collect();
+    match Offload::load(Hook::Tc, &names) {
+        Ok(offload) => Some(offload),
+        Err(e @ (OffloadError::NotBuilt(_) | OffloadError::NotPermitted(_) | OffloadError::Unsupported(_))) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("loading the offload: {e}"),
+    }
+}
+
+fn udp(ip: IpAddr) -> UdpSocket {
+    let s = UdpSocket::bind(SocketAddr::new(ip, 0)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+fn payload(size: usize, seed: u8) -> Vec<u8> {
+    (0..size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+    let mut msg = channel.to_be_bytes().to_vec();
+    msg.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    msg.extend_from_slice(data);
+    msg
+}
+
+fn recv(sock: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 65536];
+    let (n, from) =
+        sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("{:?} received nothing: {e}", sock.local_addr()));
+    buf.truncate(n);
+    (buf, from)
+}
+
+fn assert_quiet(sock: &UdpSocket, who: &str) {
+    sock.set_read_timeout(Some(QUIET)).unwrap();
+    let mut buf = [0u8; 2048];
+    if let Ok((n, from)) = sock.recv_from(&mut buf) {
+        panic!("{who} got {n} bytes from {from} that the kernel should have relayed");
+    }
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+}
+
+/// The four sockets of one relayed channel.
+struct Ends {
+    client: UdpSocket,
+    server: UdpSocket,
+    relay: UdpSocket,
+    peer: UdpSocket,
+}
+
+impl Ends {
+    fn route(&self) -> Route {
+        Route {
+            client: self.client.local_addr().unwrap(),
+            server: self.server.local_addr().unwrap(),
+            relay: self.relay.local_addr().unwrap(),
+            peer: self.peer.local_addr().unwrap(),
+            channel: CHANNEL,
+        }
+    }
+
+    /// Every size both ways through the kernel; returns what the counters should say.
+    fn relay_all(&self) -> Counters {
+        let r = self.route();
+        let mut want = Counters::default();
+        for (i, &size) in SIZES.iter().enumerate() {
+            let data = payload(size, i as u8);
+            self.client.send_to(&channel_data(CHANNEL, &data), r.server).unwrap();
+            let (got, from) = recv(&self.peer);
+            assert_eq!((from, got.len()), (r.relay, size), "client -> peer, {size} bytes");
+            assert!(got == data, "client -> peer payload of {size} bytes changed");
+            want.to_peer_packets += 1;
+            want.to_peer_bytes += size as u64;
+
+            self.peer.send_to(&data, r.relay).unwrap();
+            let (got, from) = recv(&self.client);
+            assert_eq!(from, r.server, "peer -> client, {size} bytes");
+            assert!(got == channel_data(CHANNEL, &data), "peer -> client of {size} bytes");
+            want.from_peer_packets += 1;
+            want.from_peer_bytes += size as u64;
+        }
+        assert_quiet(&self.server, "the server socket");
+        assert_quiet(&self.relay, "the relay socket");
+        want
+    }
+
+    /// Sends `msg` from the client and expects it, unchanged, at the userspace server socket.
+    fn client_reaches_userspace(&self, msg: &[u8], what: &str) {
+        let r = self.route();
+        self.client.send_to(msg, r.server).unwrap();
+        let (got, from) = recv(&self.server);
+        assert_eq!((got.as_slice(), from), (msg, r.client), "{what}");
+    }
+
+    fn peer_reaches_userspace(&self, msg: &[u8], what: &str) {
+        let r = self.route();
+        self.peer.send_to(msg, r.relay).unwrap();
+        let (got, from) = recv(&self.relay);
+        assert_eq!((got.as_slice(), from), (msg, r.peer), "{what}");
+    }
+}
+
+/// How many programs named turn_relay are attached at `dev`'s TCX ingress in the namespace.
+fn attached(ns: &Netns, dev: &str) -> usize {
+    ns.run(|| {
+        let (_, programs) = SchedClassifier::query_tcx(dev, TcAttachType::Ingress).unwrap();
+        programs.iter().filter(|p| p.name_as_str() == Some("turn_relay")).count()
+    })
+}
+
+/// Makes an IPv4 socket send without a UDP checksum (a zero check field).
+fn no_checksum(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: SO_NO_CHECK takes an int; the pointer and length describe `one`, which outlives
+    // the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+}
+
+/// Client, relay and peer on one host: what local senders make is CHECKSUM_PARTIAL (lo's tx
+/// checksum offload is fixed on), or, with `zero_checksums`, IPv4 with no UDP checksum.
+fn loopback(ip: &str, zero_checksums: bool) {
+    let Some(ns) = Netns::new("lo") else { return };
+    let ip: IpAddr = ip.parse().unwrap();
+    let Some((offload, ends)) = ns.run(|| {
+        let offload = load_or_skip(&["lo"])?;
+        Some((offload, Ends { client: udp(ip), server: udp(ip), relay: udp(ip), peer: udp(ip) }))
+    }) else {
+        return;
+    };
+    if zero_checksums {
+        no_checksum(&ends.client);
+        no_checksum(&ends.peer);
+    }
+    assert_eq!(attached(&ns, "lo"), 1);
+    let errors_before = ns.udp_counter("InCsumErrors");
+    let route = ends.route();
+    let slot = offload.install(&route).unwrap();
+    assert_eq!(offload.read(slot).unwrap(), Counters::default());
+
+    let want = ends.relay_all();
+    assert_eq!(offload.read(slot).unwrap(), want);
+
+    // What the program must leave alone reaches the userspace sockets as it was.
+    let data = payload(40, 9);
+    ends.client_reaches_userspace(&channel_data(0x4002, &data), "an unbound channel");
+    let mut long = channel_data(CHANNEL, &data);
+    long[3] += 1;
+    ends.client_reaches_userspace(&long, "a length field one too large");
+    let mut padded = channel_data(CHANNEL, &data[..39]);
+    padded.push(0);
+    ends.client_reaches_userspace(&padded, "a padded ChannelData message");
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[7; 12]);
+    ends.client_reaches_userspace(&stun, "a STUN Binding request");
+    let stranger = ns.run(|| udp(ip));
+    stranger.send_to(&data, route.relay).unwrap();
+    let (got, from) = recv(&ends.relay);
+    assert_eq!((got, from), (data.clone(), stranger.local_addr().unwrap()), "unknown peer");
+    assert_eq!(offload.read(slot).unwrap(), want, "passed packets must not count");
+
+    assert_eq!(offload.remove(&route, slot).unwrap(), want);
+    ends.client_reaches_userspace(&channel_data(CHANNEL, &data), "after remove, client");
+    ends.peer_reaches_userspace(&data, "after remove, peer");
+    assert_eq!(ns.udp_counter("InCsumErrors"), errors_before, "UDP checksum errors");
+
+    drop(offload);
+    assert_eq!(attached(&ns, "lo"), 0, "detached on drop");
+}
+
+#[test]
+fn loopback_ipv4_relays_both_ways() {
+    loopback("127.0.0.1", false);
+}
+
+#[test]
+fn loopback_ipv6_relays_both_ways() {
+    loopback("::1", false);
+}
+
+#[test]
+fn loopback_ipv4_without_udp_checksums() {
+    loopback("127.0.0.1", true);
+}
+
+/// client ns --veth-- relay ns --veth-- peer ns, the program on both of the relay's veths.
+#[test]
+fn veth_relays_between_namespaces() {
+    let (Some(client), Some(relay), Some(peer)) = (Netns::new("c"), Netns::new("r"), Netns::new("p")) else {
+        return;
+    };
+    if !have("ethtool") {
+        eprintln!("skipped: ethtool is not installed (apt-get install ethtool)");
+        return;
+    }
+    relay.ip(&["link", "add", "rc", "type", "veth", "peer", "name", "cr", "netns", &client.name]);
+    relay.ip(&["link", "add", "rp", "type", "veth", "peer", "name", "pr", "netns", &peer.name]);
+    for (ns, dev, v4, v6) in [
+        (&relay, "rc", "10.201.1.1/24", "fd00:1::1/64"),
+        (&relay, "rp", "10.201.2.1/24", "fd00:2::1/64"),
+        (&client, "cr", "10.201.1.2/24", "fd00:1::2/64"),
+        (&peer, "pr", "10.201.2.2/24", "fd00:2::2/64"),
+    ] {
+        ns.ip(&["addr", "add", v4, "dev", dev]);
+        ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    for (ns, gw4, gw6) in [(&client, "10.201.1.1", "fd00:1::1"), (&peer, "10.201.2.1", "fd00:2::1")] {
+        ns.ip(&["route", "add", "default", "via", gw4]);
+        ns.ip(&["-6", "route", "add", "default", "via", gw6]);
+    }
+    // bpf_fib_lookup answers FWD_DISABLED on an ingress device that does not forward.
+    relay.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+
+    let Some(offload) = relay.run(|| load_or_skip(&["rc", "rp"])) else { return };
+    for (family, c, s, r, p) in [
+        ("IPv4", "10.201.1.2", "10.201.1.1", "10.201.2.1", "10.201.2.2"),
+        ("IPv6", "fd00:1::2", "fd00:1::1", "fd00:2::1", "fd00:2::2"),
+    ] {
+        let at = |ns: &Netns, ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            ns.run(|| udp(ip))
+        };
+        let ends = Ends { client: at(&client, c), server: at(&relay, s), relay: at(&relay, r), peer: at(&peer, p) };
+        let route = ends.route();
+        let slot = offload.install(&route).unwrap();
+        for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
+            ns.exec(&["ethtool", "-K", dev, "tx", "on"]);
+        }
+        // Local senders with tx offload leave the checksum PARTIAL; such a datagram would
+        // leave through a device with csum_start pointing at the wrong place, so the program
+        // hands it to userspace.
+        let data = payload(100, 1);
+        ends.client_reaches_userspace(&channel_data(CHANNEL, &data), &format!("{family} PARTIAL client"));
+        ends.peer_reaches_userspace(&data, &format!("{family} PARTIAL peer"));
+        assert_eq!(offload.read(slot).unwrap(), Counters::default());
+
+        // With tx offload off the senders checksum in full, as datagrams from a NIC arrive;
+        // the receivers verify what the program wrote.
+        for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
+            ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
+        }
+        let (client_errors, peer_errors) = (client.udp_counter("InCsumErrors"), peer.udp_counter("InCsumErrors"));
+        let (client_in, peer_in) = (client.udp_counter("InDatagrams"), peer.udp_counter("InDatagrams"));
+        let want = ends.relay_all();
+        assert_eq!(offload.read(slot).unwrap(), want, "{family} counters");
+        assert_eq!(client.udp_counter("InCsumErrors"), client_errors, "{family} client");
+        assert_eq!(peer.udp_counter("InCsumErrors"), peer_errors, "{family} peer");
+        let n = SIZES.len() as u64;
+        assert_eq!(client.udp_counter("InDatagrams"), client_in + n, "{family} client");
+        assert_eq!(peer.udp_counter("InDatagrams"), peer_in + n, "{family} peer");
+
+        assert_eq!(offload.remove(&route, slot).unwrap(), want);
+        ends.client_reaches_userspace(&channel_data(CHANNEL, &data), &format!("{family} after remove"));
+        ends.peer_reaches_userspace(&data, &format!("{family} after remove"));
+    }
+    assert_eq!((attached(&relay, "rc"), attached(&relay, "rp")), (1, 1));
+    drop(offload);
+    assert_eq!((attached(&relay, "rc"), attached(&relay, "rp")), (0, 0), "detached on drop");
+}
+
+#[test]
+fn probe_loads_and_leaves_nothing_attached() {
+    let Some(ns) = Netns::new("probe") else { return };
+    match ns.run(probe) {
+        Ok(()) => {}
+        Err(e @ (OffloadError::NotBuilt(_) | OffloadError::NotPermitted(_) | OffloadError::Unsupported(_))) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("probe: {e}"),
+    }
+    assert_eq!(attached(&ns, "lo"), 0, "probe left its program on lo");
+}
+
+#[test]
+fn install_refuses_mixed_families_and_repeats() {
+    let Some(ns) = Netns::new("refuse") else { return };
+    let Some(offload) = ns.run(|| load_or_skip(&["lo"])) else { return };
+    let mut route = Route {
+        client: "127.0.0.1:1000".parse().unwrap(),
+        server: "127.0.0.1:3478".parse().unwrap(),
+        relay: "[::1]:50000".parse().unwrap(),
+        peer: "[::1]:7".parse().unwrap(),
+        channel: CHANNEL,
+    };
+    assert!(matches!(offload.install(&route), Err(OffloadError::FamilyMismatch(_))));
+    route.relay = "127.0.0.1:50000".parse().unwrap();
+    route.peer = "127.0.0.1:7".parse().unwrap();
+    let slot = offload.install(&route).unwrap();
+    assert!(matches!(offload.install(&route), Err(OffloadError::AlreadyInstalled)));
+    assert_eq!(offload.remove(&route, slot).unwrap(), Counters::default());
+    assert!(matches!(offload.read(slot), Err(OffloadError::UnknownSlot(_))));
+    let again = offload.install(&route).unwrap();
+    assert_eq!(offload.read(again).unwrap(), Counters::default());
+}
