@@ -132,6 +132,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The kernel keeps eBPF programs' run time only while asked to: the CPU step charges turn-server's
+# fast path with it (bench/src/procfs.rs). Root only; put back as found.
+BPF_STATS_BEFORE=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo "")
+if [[ $(id -u) -eq 0 && -n $BPF_STATS_BEFORE ]]; then
+    sysctl -qw kernel.bpf_stats_enabled=1
+    trap 'cleanup; sysctl -qw kernel.bpf_stats_enabled="$BPF_STATS_BEFORE"' EXIT
+fi
+
 # The same settings for both: UDP only on 127.0.0.1:PORT, relay range, REST secret, realm,
 # loopback peers. turn-server's per-source limit on 401 answers (50/s by default) is lifted
 # because every bench client shares 127.0.0.1; coturn has no such limit.
@@ -143,11 +151,13 @@ server_command() { # NAME PORT MIN_PORT MAX_PORT
                 --use-auth-secret --static-auth-secret "$SECRET" -r "$REALM" --allow-loopback-peers \
                 --log-file stdout --pidfile "$OUT/coturn.pid"
             ;;
-        turn-server)
+        turn-server | turn-server-off)
+            # turn-server as shipped (`--offload auto`: channel data in the kernel where it can
+            # load, as root here), and with every datagram in userspace.
             echo "$BIN/turn-server" --no-tcp --no-tls \
                 -L 127.0.0.1 -E 127.0.0.1 -p "$2" --min-port "$3" --max-port "$4" \
                 --use-auth-secret --static-auth-secret "$SECRET" -r "$REALM" --allow-loopback-peers \
-                --drain-timeout 0
+                --drain-timeout 0 --offload "$(if [[ $1 == turn-server-off ]]; then echo off; else echo auto; fi)"
             ;;
     esac
 }
@@ -188,7 +198,7 @@ start_server() { # NAME [CPU LIST]
 }
 
 COMMON=(--server "127.0.0.1:$BENCH_PORT" --secret "$SECRET" --out "$RESULTS")
-SERVERS=(coturn turn-server)
+SERVERS=(coturn turn-server turn-server-off)
 
 section() { echo; echo "=== [$((SECONDS - STARTED))s] $*"; }
 
@@ -213,15 +223,18 @@ done
 # CPU per relayed datagram: both servers up at once on the same core, each with half the relay
 # range, and the generator measuring one then the other, round after round, so that whatever
 # else the machine does falls on both alike (one run's figure moves by a quarter here).
-CPU_MID_PORT=$(((BENCH_MIN_PORT + BENCH_MAX_PORT) / 2))
-section "CPU per relayed datagram: both servers at once, ${CPU_ARGS[*]}"
+# A third of the relay range each.
+CPU_THIRD=$(((BENCH_MAX_PORT - BENCH_MIN_PORT) / 3))
+section "CPU per relayed datagram: the servers at once, ${CPU_ARGS[*]}"
 stop_servers
-start_another_server coturn "$BENCH_SERVER_CPUS" "$BENCH_PORT" "$BENCH_MIN_PORT" "$CPU_MID_PORT"
-COTURN_PID=$SERVER_PID
-start_another_server turn-server "$BENCH_SERVER_CPUS" "$((BENCH_PORT + 2))" "$((CPU_MID_PORT + 1))" "$BENCH_MAX_PORT"
-"${GEN[@]}" cpu --under-test "coturn:$COTURN_PID:127.0.0.1:$BENCH_PORT" \
-    --under-test "turn-server:$SERVER_PID:127.0.0.1:$((BENCH_PORT + 2))" \
-    --secret "$SECRET" --out "$RESULTS" "${CPU_ARGS[@]}"
+UNDER_TEST=()
+for i in "${!SERVERS[@]}"; do
+    lo=$((BENCH_MIN_PORT + i * CPU_THIRD))
+    hi=$((lo + CPU_THIRD - 1))
+    start_another_server "${SERVERS[$i]}" "$BENCH_SERVER_CPUS" "$((BENCH_PORT + 2 * i))" "$lo" "$hi"
+    UNDER_TEST+=(--under-test "${SERVERS[$i]}:$SERVER_PID:127.0.0.1:$((BENCH_PORT + 2 * i))")
+done
+"${GEN[@]}" cpu "${UNDER_TEST[@]}" --secret "$SECRET" --out "$RESULTS" "${CPU_ARGS[@]}"
 stop_servers
 
 # Every core for server and generator alike: what the relay's workers per core (turn-server) and
@@ -251,7 +264,7 @@ section "results"
     echo "coturn: $(turnserver --version 2>/dev/null | head -1); turn-server: $BENCH_PROFILE build $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "servers pinned to CPU $BENCH_SERVER_CPUS, generator to CPU $BENCH_GEN_CPUS; probes ${BENCH_SECONDS}s, relay step best of $BENCH_REPEAT, CPU step ${CPU_ARGS[*]}; load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
-    "$BIN/turn-bench" table "$RESULTS" --servers coturn,turn-server
+    "$BIN/turn-bench" table "$RESULTS" --servers "$(IFS=,; echo "${SERVERS[*]}")"
 } | tee "$OUT/table.md"
 echo
 echo "records: $RESULTS; server logs: $OUT/ ($((SECONDS - STARTED))s)"

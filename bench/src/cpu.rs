@@ -106,9 +106,12 @@ impl Subject {
         let pid = self.under.pid;
         let (user0, system0) = procfs::cpu_times(pid)?;
         let switches0 = procfs::context_switches(pid)?;
+        let (bpf0, softirq0) = (procfs::bpf_run_time(pid), procfs::softirq_time()?);
         let o = load::run(&sockets, &relayed, &self.peer, spec)?;
         let (user, system) = procfs::cpu_times(pid)?;
         let switches = procfs::context_switches(pid)?.saturating_sub(switches0);
+        let bpf = procfs::bpf_run_time(pid).saturating_sub(bpf0).as_secs_f64();
+        let softirq = procfs::softirq_time()?.saturating_sub(softirq0).as_secs_f64();
         if o.relayed() == 0 {
             bail!("{}: nothing was relayed ({}): the server is broken", self.under.label, describe(role, args.rate));
         }
@@ -116,6 +119,8 @@ impl Subject {
         let millions = o.relayed() as f64 / 1e6;
         Ok(Reading {
             cpu_per_million: (user + system) / millions,
+            charged_per_million: (user + system + bpf) / millions,
+            softirq_per_million: softirq / millions,
             system_share: if user + system > 0.0 { system / (user + system) } else { 0.0 },
             switches_per_thousand: switches as f64 / (millions * 1e3),
             loss: o.loss(role),
@@ -127,6 +132,12 @@ impl Subject {
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     cpu_per_million: f64,
+    /// The process's CPU plus the run time of its eBPF programs (the kernel fast path works in
+    /// softirq context, charged to no process).
+    charged_per_million: f64,
+    /// Softirq time of the whole machine: the kernel's packet work on every side of the relay
+    /// (generator, peer and server), wherever it ran.
+    softirq_per_million: f64,
     system_share: f64,
     switches_per_thousand: f64,
     loss: f64,
@@ -190,6 +201,30 @@ pub fn run(args: &CpuArgs) -> anyhow::Result<()> {
                 "CPU s",
                 Better::Lower,
                 note,
+            )?;
+            let charged: Vec<f64> = mine.iter().map(|r| r.charged_per_million).collect();
+            sink.record(
+                &format!("{key}charged_cpu_per_million"),
+                &format!("server CPU s per million, its eBPF program's run time included ({what})"),
+                Some(median(charged.iter().copied())),
+                "CPU s",
+                Better::Lower,
+                format!(
+                    "process CPU plus run_time_ns of the eBPF programs it holds (kernel.bpf_stats_enabled); median, range {}",
+                    range(&charged)
+                ),
+            )?;
+            let softirq: Vec<f64> = mine.iter().map(|r| r.softirq_per_million).collect();
+            sink.record(
+                &format!("{key}softirq_per_million"),
+                &format!("machine softirq s per million relayed datagrams ({what})"),
+                Some(median(softirq.iter().copied())),
+                "CPU s",
+                Better::Lower,
+                format!(
+                    "/proc/stat softirq ticks, all CPUs, generator and peer included; median, range {}",
+                    range(&softirq)
+                ),
             )?;
             let switches: Vec<f64> = mine.iter().map(|r| r.switches_per_thousand).collect();
             sink.record(

@@ -68,3 +68,38 @@ pub fn threads(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
 }
+
+/// Time the process's eBPF programs have run, summed over the programs it holds (each counted
+/// once, however many descriptors name it), from `run_time_ns` in `/proc/<pid>/fdinfo/*`. The
+/// kernel keeps that figure only while `kernel.bpf_stats_enabled` is 1 (bench/run.sh turns it on
+/// as root); otherwise, and for a server with no program, it is zero. This is the softirq time
+/// the kernel fast path spends relaying, which no process is charged for.
+pub fn bpf_run_time(pid: u32) -> Duration {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Duration::ZERO };
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    for entry in entries.flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
+        let field =
+            |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(id), Some(ns)) = (field("prog_id:"), field("run_time_ns:")) {
+            if seen.insert(id) {
+                total += ns;
+            }
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+/// Time every CPU spent serving softirqs (the kernel's packet processing), from `/proc/stat`.
+pub fn softirq_time() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu ")).ok_or_else(|| anyhow!("/proc/stat: no cpu line"))?;
+    // cpu user nice system idle iowait irq softirq ...
+    let ticks: u64 = cpu
+        .split_whitespace()
+        .nth(7)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("/proc/stat: no softirq field in {cpu:?}"))?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec() as f64))
+}

@@ -83,7 +83,7 @@ pub fn fmt_value(v: Option<f64>) -> String {
 }
 
 /// The markdown table of every key, in the order keys first appear, with `servers` as columns
-/// (the first two also give the ratio second / first), followed by the notes.
+/// (each after the first also gives its ratio to the first), followed by the notes.
 pub fn table(path: &Path, servers: &[String]) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut order: Vec<String> = Vec::new();
@@ -102,9 +102,13 @@ pub fn table(path: &Path, servers: &[String]) -> anyhow::Result<String> {
         head.push_str(&format!(" {s} |"));
         rule.push_str(" ---: |");
     }
+    for s in servers.iter().skip(1) {
+        head.push_str(&format!(" ratio {s}/{} |", servers[0]));
+        rule.push_str(" ---: |");
+    }
     if servers.len() >= 2 {
-        head.push_str(&format!(" ratio {}/{} | better |", servers[1], servers[0]));
-        rule.push_str(" ---: | --- |");
+        head.push_str(" better |");
+        rule.push_str(" --- |");
     }
     out.push_str(&head);
     out.push('\n');
@@ -128,17 +132,20 @@ pub fn table(path: &Path, servers: &[String]) -> anyhow::Result<String> {
         for s in servers {
             line.push_str(&format!(" {} |", fmt_value(value_of(s))));
         }
-        if servers.len() >= 2 {
-            let ratio = match (value_of(&servers[0]), value_of(&servers[1])) {
+        for s in servers.iter().skip(1) {
+            let ratio = match (value_of(&servers[0]), value_of(s)) {
                 (Some(a), Some(b)) if a != 0.0 => format!("{:.2}", b / a),
                 _ => "n/a".to_owned(),
             };
+            line.push_str(&format!(" {ratio} |"));
+        }
+        if servers.len() >= 2 {
             let better = match first.better {
                 Better::Higher => "higher",
                 Better::Lower => "lower",
                 Better::Neither => "-",
             };
-            line.push_str(&format!(" {ratio} | {better} |"));
+            line.push_str(&format!(" {better} |"));
         }
         out.push_str(&line);
         out.push('\n');

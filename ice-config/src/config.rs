@@ -251,6 +251,32 @@ fn default_true() -> bool {
     true
 }
 
+/// Where channel data is relayed (`turn.offload`, `--offload`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OffloadMode {
+    /// In the kernel when it can load there, else in userspace (one log line says why).
+    #[default]
+    Auto,
+    /// In the kernel, from a TC ingress program; the relay does not start without it.
+    Tc,
+    /// In the kernel, from an XDP program (not built yet: refused with a clear error).
+    Xdp,
+    /// Always in userspace.
+    Off,
+}
+
+impl OffloadMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffloadMode::Auto => "auto",
+            OffloadMode::Tc => "tc",
+            OffloadMode::Xdp => "xdp",
+            OffloadMode::Off => "off",
+        }
+    }
+}
+
 /// `[turn]`: the relay process, in coturn's terms.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -340,6 +366,9 @@ pub struct TurnConfig {
     pub proxy_protocol_from: Vec<IpRange>,
     /// A TLS handshake, or a message that has started to arrive, must finish within this.
     pub stream_handshake_timeout_secs: u64,
+    /// The kernel fast path for channel data (eBPF): `auto` uses it where the kernel and the
+    /// process's privileges allow and says why not otherwise, `tc` requires it, `off` never.
+    pub offload: OffloadMode,
     /// Relayed bytes per second one allocation may carry, each direction counted on its own
     /// (coturn `max-bps`); 0 = unlimited. Datagrams over the rate are dropped.
     pub max_bps: u64,
@@ -423,6 +452,7 @@ impl Default for TurnConfig {
                 IpRange::single(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
             stream_handshake_timeout_secs: 10,
+            offload: OffloadMode::Auto,
             max_bps: 0,
             user_max_bps: 0,
             alternate_servers: Vec::new(),

@@ -13,8 +13,8 @@ pub mod keys;
 pub mod url;
 
 pub use config::{
-    parse_static_user, AuthConfig, CallConfig, Config, ConfigError, ExternalIp, IpRange, ParseAddrError, RelayEndpoint,
-    SignalingConfig, StaticUserSecret, TurnConfig,
+    parse_static_user, AuthConfig, CallConfig, Config, ConfigError, ExternalIp, IpRange, OffloadMode, ParseAddrError,
+    RelayEndpoint, SignalingConfig, StaticUserSecret, TurnConfig,
 };
 pub use credentials::{parse_rest_username, rest_password, CredentialError, RestCredential, RestSecrets, RestUsername};
 pub use ice::{ice_servers, IceServer, Transport};

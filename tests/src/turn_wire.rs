@@ -382,8 +382,20 @@ impl TurnClient {
 
     /// Allocate with REQUESTED-TRANSPORT `protocol` ([`UDP`] or [`TCP`]).
     pub fn allocate(&mut self, protocol: u8) -> Result<Allocation, String> {
-        let reply =
-            self.request_ok(Method::Allocate, &[Attr::Raw(attr::REQUESTED_TRANSPORT, vec![protocol, 0, 0, 0])])?;
+        self.allocate_with(&[Attr::Raw(attr::REQUESTED_TRANSPORT, vec![protocol, 0, 0, 0])])
+    }
+
+    /// A UDP allocation with an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY; IPv4 is the
+    /// default whatever the client's own family).
+    pub fn allocate_ipv6(&mut self) -> Result<Allocation, String> {
+        self.allocate_with(&[
+            Attr::Raw(attr::REQUESTED_TRANSPORT, vec![UDP, 0, 0, 0]),
+            Attr::Raw(attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0]),
+        ])
+    }
+
+    fn allocate_with(&mut self, attrs: &[Attr]) -> Result<Allocation, String> {
+        let reply = self.request_ok(Method::Allocate, attrs)?;
         let relayed = reply
             .xor_address(attr::XOR_RELAYED_ADDRESS)
             .ok_or_else(|| "Allocate success without XOR-RELAYED-ADDRESS".to_owned())?;

@@ -62,10 +62,16 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
         });
         return Ok(match checked {
-            Ok(s) => {
-                println!("configuration OK\n{}", s.describe());
-                ExitCode::SUCCESS
-            }
+            Ok(s) => match offload_status(s.offload) {
+                Ok(offload) => {
+                    println!("configuration OK\n{}\noffload: {offload}", s.describe());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("configuration error: turn.offload = \"tc\", but the kernel fast path cannot load: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("configuration error: {e}");
                 ExitCode::FAILURE
@@ -298,4 +304,15 @@ fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the kernel fast path would load here, for `--check-config` (loads nothing for good).
+fn offload_status(mode: ice_config::OffloadMode) -> Result<String, turn_server::offload::OffloadError> {
+    use ice_config::OffloadMode;
+    match (mode, turn_server::offload::probe()) {
+        (OffloadMode::Off, _) => Ok("off (channel data is relayed in userspace)".into()),
+        (_, Ok(())) => Ok("available: channel data will be relayed at TC ingress".into()),
+        (OffloadMode::Tc, Err(e)) => Err(e),
+        (_, Err(e)) => Ok(format!("unavailable, relaying in userspace: {e}")),
+    }
 }

@@ -19,6 +19,7 @@ mod fleet_nginx_geoip;
 mod fleet_registry;
 mod fleet_signaling;
 mod metrics;
+mod offload;
 mod operations;
 mod probe;
 mod redis_topologies;

@@ -251,6 +251,11 @@ pub struct RunArgs {
     /// (repeatable; default loopback); connections from elsewhere to such a listener are refused.
     #[arg(long = "proxy-protocol-from", value_name = "RANGE")]
     pub proxy_protocol_from: Vec<IpRange>,
+    /// Kernel fast path for channel data: `auto` (default) loads an eBPF program at TC ingress
+    /// when the kernel and privileges (CAP_BPF, CAP_NET_ADMIN) allow, else says why and relays
+    /// in userspace; `tc` refuses to start without it; `off` keeps everything in userspace.
+    #[arg(long = "offload", value_name = "MODE", value_parser = parse_offload)]
+    pub offload: Option<ice_config::OffloadMode>,
     /// UDP worker threads, each with its own listening sockets (SO_REUSEPORT, a client address
     /// always to the same one) and relay sockets; 0 = one per core (the default).
     #[arg(long = "relay-threads", value_name = "N")]
@@ -391,6 +396,7 @@ impl RunArgs {
         if !self.proxy_protocol_from.is_empty() {
             t.proxy_protocol_from = self.proxy_protocol_from.clone();
         }
+        set(&mut t.offload, self.offload);
         set(&mut t.workers, self.relay_threads);
         set(&mut t.max_allocations_per_ip, self.max_allocations_per_ip);
         set(&mut t.unauthenticated_rate, self.unauthenticated_rate);
@@ -430,6 +436,17 @@ impl RunArgs {
             cfg.auth.secrets = self.static_auth_secret.clone();
         }
         cfg.auth.users.extend(self.user.iter().cloned());
+    }
+}
+
+fn parse_offload(s: &str) -> Result<ice_config::OffloadMode, String> {
+    use ice_config::OffloadMode::*;
+    match s {
+        "auto" => Ok(Auto),
+        "tc" => Ok(Tc),
+        "xdp" => Ok(Xdp),
+        "off" => Ok(Off),
+        _ => Err("expected auto, tc, xdp or off".into()),
     }
 }
 

@@ -100,6 +100,9 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
             }
         }
         let udp_sets = datagram_worker_sockets(&settings, std::mem::take(&mut listeners.udp))?;
+        // Loaded before the workers start, so every channel they bind can be offloaded; dropped
+        // (detached) when this future ends, and by the kernel if the process dies.
+        let offload = crate::net::fast_path::load(settings.offload)?;
         let ledger = Arc::new(Ledger::new(&settings.server, rand::random()));
         let streams = StreamOptions {
             limits: settings.stream_limits,
@@ -108,10 +111,16 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
         };
         let specs: Vec<WorkerSpec> = udp_sets
             .into_iter()
-            .map(|udp| WorkerSpec { server: settings.server.clone(), ledger: ledger.clone(), seed: rand::random(), udp })
+            .map(|udp| WorkerSpec {
+                server: settings.server.clone(),
+                ledger: ledger.clone(),
+                seed: rand::random(),
+                udp,
+                offload: offload.clone(),
+            })
             .collect();
         let local = Server::with_ledger(settings.server.clone(), rand::random(), ledger);
-        let worker = Worker::new("streams", local, listeners, streams).context("cannot start")?;
+        let worker = Worker::new("streams", local, listeners, streams, offload.clone()).context("cannot start")?;
         for (transport, addr) in worker.local_addrs() {
             tracing::info!(%addr, "listening on {transport}");
         }

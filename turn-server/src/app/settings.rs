@@ -32,6 +32,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// UDP workers (`turn.workers`, 0 resolved to the number of cores).
     pub workers: usize,
+    /// Where channel data is relayed (`turn.offload`).
+    pub offload: ice_config::OffloadMode,
     /// `turn.log_level`, validated.
     pub log_level: String,
     /// The configuration these settings came from, as TOML with secrets redacted (admin `config`).
@@ -68,6 +70,9 @@ fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
 pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
     cfg.validate()?;
     let t = &cfg.turn;
+    if t.offload == ice_config::OffloadMode::Xdp {
+        return Err(invalid("turn.offload", "\"xdp\" is not built yet; use \"tc\" or \"auto\""));
+    }
     let listen_ips = if t.listening_ips.is_empty() {
         vec![IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
     } else {
@@ -222,6 +227,7 @@ pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
             n => n,
         }
         .min(MAX_WORKERS),
+        offload: t.offload,
         log_level: t.log_level.clone(),
         effective_config: cfg.to_redacted_toml()?,
         registry,

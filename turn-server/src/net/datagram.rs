@@ -8,6 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use super::clock;
+use super::fast_path::FastPath;
 use super::relay_set::RelaySet;
 use super::socket;
 use crate::proto::{BindError, ClientTransport, Event, FiveTuple, Instant, Now, Output, Server, SocketKind, Transmit};
@@ -20,6 +21,8 @@ pub(super) struct DatagramSide {
     /// UDP listening sockets (watched by the relay set, which drains both directions).
     pub(super) listeners: HashMap<SocketAddr, UdpSocket>,
     pub(super) relays: RefCell<RelaySet>,
+    /// This worker's routes in the kernel fast path, when it is loaded.
+    pub(super) fast_path: Option<FastPath>,
 }
 
 /// A worker's stream side, as its datagram path sees it.
@@ -46,8 +49,16 @@ impl Streams for NoStreams {
 }
 
 impl DatagramSide {
-    pub(super) fn new(listeners: HashMap<SocketAddr, UdpSocket>, relays: RelaySet, server: Server) -> Self {
-        DatagramSide { server: RefCell::new(server), listeners, relays: RefCell::new(relays) }
+    pub(super) fn new(
+        listeners: HashMap<SocketAddr, UdpSocket>,
+        relays: RelaySet,
+        mut server: Server,
+        fast_path: Option<FastPath>,
+    ) -> Self {
+        if fast_path.is_some() {
+            server.enable_offload(clock::now());
+        }
+        DatagramSide { server: RefCell::new(server), listeners, relays: RefCell::new(relays), fast_path }
     }
 
     /// Carries out the core's outputs until it has none; returns when its timers next need running.
@@ -65,8 +76,17 @@ impl DatagramSide {
                     self.relays.borrow_mut().close(addr);
                     streams.output(server, now, Output::CloseRelay { addr });
                 }
-                Output::Event(event) => log_event(&event),
-                Output::Offload(_) => {}
+                Output::Offload(command) => {
+                    if let Some(fast_path) = &self.fast_path {
+                        fast_path.apply(server, command);
+                    }
+                }
+                Output::Event(mut event) => {
+                    if let Some(fast_path) = &self.fast_path {
+                        fast_path.complete(&mut event);
+                    }
+                    log_event(&event);
+                }
                 Output::Timeout(at) => return at,
                 out @ (Output::OpenRelay { .. } | Output::Tcp(_)) => streams.output(server, now, out),
             }
@@ -84,6 +104,9 @@ impl DatagramSide {
     pub(super) fn run_timers(&self, streams: &impl Streams) -> Instant {
         let now = clock::now();
         let mut server = self.server.borrow_mut();
+        if let Some(fast_path) = &self.fast_path {
+            fast_path.fold_due(&mut server, now.instant);
+        }
         server.handle_timeout(now);
         let tick = now.instant + TIMER_TICK;
         self.settle(&mut server, now, streams).map_or(tick, |at| at.min(tick))

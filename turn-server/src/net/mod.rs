@@ -7,6 +7,7 @@
 mod batch;
 pub mod clock;
 mod datagram;
+pub mod fast_path;
 mod pool;
 mod proxy;
 mod relay_set;

@@ -28,6 +28,8 @@ pub struct WorkerSpec {
     pub ledger: Arc<Ledger>,
     pub seed: [u8; 32],
     pub udp: Vec<std::net::UdpSocket>,
+    /// The kernel fast path, shared by every worker (each mirrors its own channels into it).
+    pub offload: Option<Arc<crate::offload::Offload>>,
 }
 
 pub struct WorkerPool {
@@ -160,7 +162,7 @@ fn run_thread(
 ) {
     let server = Server::with_ledger(spec.server, spec.seed, spec.ledger);
     let listeners = Listeners { udp: spec.udp, ..Listeners::default() };
-    let worker = match Worker::new(name.clone(), server, listeners, StreamOptions::default())
+    let worker = match Worker::new(name.clone(), server, listeners, StreamOptions::default(), spec.offload)
         .and_then(|w| w.watch_wakeup(wakeup).map(|()| w).map_err(WorkerError::Io))
     {
         Ok(w) => w,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -18,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::clock;
 use super::datagram::{DatagramSide, NoStreams, Streams};
+use super::fast_path::FastPath;
 use super::proxy::ProxyProtocol;
 use super::relay_set::RelaySet;
 use super::socket;
@@ -26,6 +28,7 @@ use super::tcp_relay;
 use super::tls::{TlsError, TlsFiles};
 use super::udp;
 use super::udp_thread;
+use crate::offload::Offload;
 use crate::proto::{BindError, ClientTransport, FiveTuple, Now, Output, Server, SocketKind};
 
 /// How often certificate files are checked for changes.
@@ -87,6 +90,7 @@ impl Worker {
         server: Server,
         listeners: Listeners,
         streams: StreamOptions,
+        offload: Option<Arc<Offload>>,
     ) -> Result<Self, WorkerError> {
         let mut map = HashMap::new();
         let mut relays = RelaySet::new()?;
@@ -112,7 +116,7 @@ impl Worker {
         Ok(Worker {
             name: name.into(),
             shared: Rc::new(Shared {
-                dgram: Rc::new(DatagramSide::new(map, relays, server)),
+                dgram: Rc::new(DatagramSide::new(map, relays, server, offload.map(FastPath::new))),
                 streams: RefCell::new(HashMap::new()),
                 stream_limits: streams.limits,
                 proxy: streams.proxy,
@@ -161,7 +165,7 @@ impl Worker {
     pub fn metrics_sample(&self) -> crate::ops::metrics::Sample {
         let streams = self.shared.streams.borrow();
         let tls = streams.keys().filter(|t| t.transport == ClientTransport::Tls).count();
-        crate::ops::metrics::Sample::of(&self.name, &self.shared.dgram.server.borrow(), (streams.len() - tls, tls))
+        crate::ops::metrics::Sample::of(&self.name, &self.folded_server(), (streams.len() - tls, tls))
     }
 
     pub fn allocation_count(&self) -> usize {
@@ -170,7 +174,16 @@ impl Worker {
 
     /// Reads the core's state (for the admin interface).
     pub fn with_server<R>(&self, read: impl FnOnce(&Server) -> R) -> R {
-        read(&self.shared.dgram.server.borrow())
+        read(&self.folded_server())
+    }
+
+    /// The core, with what the kernel fast path relayed folded in (so traffic figures are exact).
+    fn folded_server(&self) -> std::cell::RefMut<'_, Server> {
+        let mut server = self.shared.dgram.server.borrow_mut();
+        if let Some(fast_path) = &self.shared.dgram.fast_path {
+            fast_path.fold(&mut server);
+        }
+        server
     }
 
     /// Ends every allocation of `user` (see `Server::drop_user`); their sockets close at once.

@@ -12,7 +12,7 @@ use aya::Ebpf;
 use super::error::{chain, errno_of, not_permitted};
 use super::maps::{entries, ChannelKey, ChannelValue, CounterValue, PeerKey, PeerValue};
 use super::slots::Slots;
-use super::{ifaces, Counters, Hook, OffloadError, Route, Slot};
+use super::{egress, ifaces, Counters, Hook, OffloadError, Route, Slot};
 
 /// `max_entries` of the maps in relay.bpf.c.
 pub(crate) const CAPACITY: u32 = 65536;
@@ -35,6 +35,7 @@ fn object() -> Result<&'static [u8], OffloadError> {
 /// The kernel fast path: the program attached on some interfaces and its maps.
 pub struct Offload {
     interfaces: Vec<String>,
+    program_id: u32,
     inner: Mutex<Inner>,
 }
 
@@ -107,6 +108,15 @@ fn attach(ebpf: &mut Ebpf, interface: &str) -> Result<(), OffloadError> {
     })
 }
 
+fn program_id(ebpf: &mut Ebpf) -> Result<u32, OffloadError> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| OffloadError::Program(format!("no program {PROGRAM}")))?
+        .try_into()
+        .map_err(|e| OffloadError::Program(chain(&e)))?;
+    program.info().map(|info| info.id()).map_err(|e| OffloadError::Program(format!("reading its id: {}", chain(&e))))
+}
+
 impl Offload {
     /// Loads the program and attaches it at ingress on each named interface (empty = every
     /// interface that is up, including lo).
@@ -122,6 +132,7 @@ impl Offload {
         for interface in &interfaces {
             attach(&mut ebpf, interface)?;
         }
+        let program_id = program_id(&mut ebpf)?;
         let mut take =
             |name: &str| ebpf.take_map(name).ok_or_else(|| OffloadError::Map(format!("no map {name} in the object")));
         let (channels, peers, counters) = (take("channels")?, take("peers")?, take("counters")?);
@@ -131,7 +142,12 @@ impl Offload {
         let cpus =
             aya::util::nr_cpus().map_err(|(what, e)| OffloadError::Map(format!("counting CPUs ({what}): {e}")))?;
         let inner = Inner { channels, peers, counters, cpus, slots: Slots::new(CAPACITY), _ebpf: ebpf };
-        Ok(Offload { interfaces, inner: Mutex::new(inner) })
+        Ok(Offload { interfaces, program_id, inner: Mutex::new(inner) })
+    }
+
+    /// The kernel's id of the loaded program (`bpftool prog show id N`), for the startup log.
+    pub fn program_id(&self) -> u32 {
+        self.program_id
     }
 
     /// The interfaces the program is attached to.
@@ -191,7 +207,9 @@ impl Offload {
 
 impl Inner {
     fn install(&mut self, route: &Route, slot: u32) -> Result<(), OffloadError> {
-        let (ck, cv, pk, pv) = entries(route, slot)?;
+        let (ck, mut cv, pk, mut pv) = entries(route, slot)?;
+        cv.egress = egress::hint(route.peer.ip());
+        pv.egress = egress::hint(route.client.ip());
         let zeros = PerCpuValues::try_from(vec![CounterValue::default(); self.cpus])
             .map_err(|e| OffloadError::Map(format!("zeroing counters: {e}")))?;
         self.counters.set(slot, zeros, 0).map_err(|e| map_err("zeroing counters", &e))?;

@@ -29,6 +29,9 @@ pub(crate) struct ChannelValue {
     pub relay_port: u16,
     pub peer_port: u16,
     pub slot: u32,
+    /// Where the datagram goes when the kernel's FIB will not say (see `egress`).
+    pub egress: u32,
+    pub pad: u32,
 }
 
 /// `peers` key: what a peer -> relay datagram carries.
@@ -53,6 +56,7 @@ pub(crate) struct PeerValue {
     pub channel: u16,
     pub pad: u16,
     pub slot: u32,
+    pub egress: u32,
 }
 
 /// One CPU's `counters` entry.
@@ -67,9 +71,9 @@ pub(crate) struct CounterValue {
 
 // The C side's sizes: a mismatch would make every lookup miss (or the kernel refuse the map).
 const _: () = assert!(std::mem::size_of::<ChannelKey>() == 40);
-const _: () = assert!(std::mem::size_of::<ChannelValue>() == 40);
+const _: () = assert!(std::mem::size_of::<ChannelValue>() == 48);
 const _: () = assert!(std::mem::size_of::<PeerKey>() == 40);
-const _: () = assert!(std::mem::size_of::<PeerValue>() == 44);
+const _: () = assert!(std::mem::size_of::<PeerValue>() == 48);
 const _: () = assert!(std::mem::size_of::<CounterValue>() == 32);
 
 // SAFETY: each type is #[repr(C)] of integers and byte arrays with explicit padding fields, so
@@ -128,9 +132,9 @@ pub(crate) fn entries(
     let (relay_port, peer_port) = (route.relay.port().to_be(), route.peer.port().to_be());
     Ok((
         ChannelKey { client_ip, server_ip, client_port, server_port, channel, pad: 0 },
-        ChannelValue { relay_ip, peer_ip, relay_port, peer_port, slot },
+        ChannelValue { relay_ip, peer_ip, relay_port, peer_port, slot, egress: 0, pad: 0 },
         PeerKey { peer_ip, relay_ip, peer_port, relay_port, pad: 0 },
-        PeerValue { client_ip, server_ip, client_port, server_port, channel, pad: 0, slot },
+        PeerValue { client_ip, server_ip, client_port, server_port, channel, pad: 0, slot, egress: 0 },
     ))
 }
 

@@ -4,11 +4,12 @@
 //! goes) and reads its counters for the ledger; everything the program does not relay (STUN,
 //! Send/Data, unknown channels, odd packets) reaches the userspace sockets as before.
 //!
-//! Packets are relayed only when client, server, relay and peer addresses are one family, and
-//! only to destinations the kernel's FIB resolves: a local address, or a route out an interface
-//! when forwarding is enabled on the ingress interface (otherwise the kernel answers
-//! FWD_DISABLED and the packet goes to userspace). See relay.bpf.c for the checksum rules.
+//! Packets are relayed only when client, server, relay and peer addresses are one family. Where
+//! a rewritten datagram goes is the kernel FIB's answer when forwarding is on, else the egress
+//! the relay looked up for the destination when it installed the route (`egress`): a host that
+//! is not a router still relays in the kernel. See relay.bpf.c for the checksum rules.
 
+mod egress;
 mod error;
 mod ifaces;
 mod loader;

@@ -34,6 +34,8 @@ pub struct Sample {
     pub draining: bool,
     /// Open TCP and TLS client connections: (tcp, tls).
     pub stream_connections: (usize, usize),
+    /// Channels are mirrored into the kernel fast path.
+    pub offload_active: bool,
 }
 
 impl Sample {
@@ -49,6 +51,7 @@ impl Sample {
             ports_in_use: server.ports_in_use(),
             draining: server.is_draining(),
             stream_connections,
+            offload_active: server.offload_enabled(),
         }
     }
 
@@ -63,6 +66,7 @@ impl Sample {
             total.per_worker.extend(s.per_worker);
             total.ports_in_use = total.ports_in_use.max(s.ports_in_use);
             total.draining |= s.draining;
+            total.offload_active |= s.offload_active;
             total.stream_connections.0 += s.stream_connections.0;
             total.stream_connections.1 += s.stream_connections.1;
         }
@@ -137,6 +141,20 @@ pub fn render(sample: &Sample, driver: DriverGauges) -> String {
         "counter",
         "Application bytes relayed, by direction.",
         directions(s.bytes_to_peer, s.bytes_from_peer),
+    );
+    family(
+        o,
+        "turn_offload_active",
+        "gauge",
+        "1 when channel data is relayed by the kernel fast path (eBPF at TC ingress).",
+        [(String::new(), u64::from(sample.offload_active))],
+    );
+    family(
+        o,
+        "turn_offloaded_packets_total",
+        "counter",
+        "Of turn_relayed_packets_total, the datagrams the kernel fast path relayed, by direction.",
+        directions(s.offloaded_packets[0], s.offloaded_packets[1]),
     );
     let refused = s.refused.iter().map(|(c, v)| (format!("code=\"{c}\""), *v));
     family(o, "turn_responses_refused_total", "counter", "Error responses sent, by STUN error code.", refused);

@@ -34,5 +34,8 @@ pub use allocation::{ClientTransport, FiveTuple};
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use config::{Lifetimes, NatDiscovery, Quotas, RelayIp, ServerConfig};
 pub use ledger::Ledger;
-pub use server::{BindError, Event, Now, Output, Server, SocketKind, TcpCommand, ToClient, ToPeer, Transmit};
+pub use server::{
+    BindError, ChannelRoute, Event, Now, OffloadCommand, Output, Server, SocketKind, TcpCommand, ToClient, ToPeer,
+    TrafficSummary, Transmit,
+};
 pub use time::Instant;

@@ -51,11 +51,10 @@
 // ## Delivery
 // bpf_fib_lookup on the rewritten addresses before anything is changed (a packet cannot be
 // un-rewritten): NOT_FWDED (a local destination) -> TC_ACT_OK, the local stack delivers it;
-// SUCCESS -> bpf_redirect_neigh out the egress device; anything else (forwarding disabled on the
-// ingress device, unreachable, fragmentation needed) -> userspace, unchanged. So relaying to a
-// remote peer or client needs forwarding enabled on the ingress device (net.ipv4.conf.<dev>.
-// forwarding, net.ipv6.conf.<dev>.forwarding); for IPv4, local delivery does too, except to
-// 127.0.0.0/8 (see route()).
+// SUCCESS -> bpf_redirect_neigh out the egress device; FWD_DISABLED (forwarding is off on the
+// ingress device, as on most hosts) -> the egress the relay looked up when it installed the
+// route (a local address, or an interface); anything else (unreachable, fragmentation needed, no
+// egress known) -> userspace, unchanged. See route().
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -91,12 +90,20 @@ struct channel_key {
 	__u16 pad;
 };
 
+// `egress`: where the rewritten datagram goes when the FIB cannot say (forwarding off on the
+// ingress device, as on most hosts that are not routers): EGRESS_LOCAL for an address of this
+// host, an ifindex otherwise, 0 for "unknown" (userspace relays it). The relay looks it up when
+// it installs the route (offload/egress.rs).
+#define EGRESS_LOCAL 0xffffffffu
+
 struct channel_value {
 	__u8 relay_ip[16];
 	__u8 peer_ip[16];
 	__be16 relay_port;
 	__be16 peer_port;
 	__u32 slot;
+	__u32 egress;
+	__u32 pad;
 };
 
 struct peer_key {
@@ -115,6 +122,7 @@ struct peer_value {
 	__be16 channel;
 	__u16 pad;
 	__u32 slot;
+	__u32 egress;
 };
 
 struct counters {
@@ -245,7 +253,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 
 // Where the rewritten packet goes: 0 local, > 0 the egress ifindex, < 0 leave it to userspace.
 static __always_inline int route(struct __sk_buff *skb, const struct pkt *p, const __u8 src[16],
-				 const __u8 dst[16], __be16 sport, __be16 dport, __u32 new_udp_len)
+				 const __u8 dst[16], __be16 sport, __be16 dport, __u32 new_udp_len,
+				 __u32 egress)
 {
 	struct bpf_fib_lookup fib = {};
 	fib.l4_protocol = IPPROTO_UDP;
@@ -269,11 +278,16 @@ static __always_inline int route(struct __sk_buff *skb, const struct pkt *p, con
 		return 0;
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex > 0)
 		return (int)fib.ifindex;
-	// The IPv4 lookup checks forwarding on the ingress device before it looks at the route,
-	// so a host that does not forward gets FWD_DISABLED even for its own addresses (the IPv6
-	// one answers NOT_FWDED). 127.0.0.0/8 is always local.
-	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED && !p->v6 && dst[12] == 127)
-		return 0;
+	// The lookups check forwarding on the ingress device before they look at the route, so a
+	// host that does not forward gets FWD_DISABLED (IPv4 even for its own addresses; the IPv6
+	// one answers NOT_FWDED for those). The relay's own route lookup at install time answers
+	// instead: a relay is the source of what it sends, not a router. 127.0.0.0/8 is local.
+	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
+		if (egress == EGRESS_LOCAL || (!p->v6 && dst[12] == 127))
+			return 0;
+		if (egress > 0 && egress < EGRESS_LOCAL)
+			return (int)egress;
+	}
 	return -1;
 }
 
@@ -499,7 +513,7 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 
 	__u32 new_udp_len = UDP_LEN + payload;
 	int where = route(skb, p, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
-			  route_to.peer_port, new_udp_len);
+			  route_to.peer_port, new_udp_len, route_to.egress);
 	if (where < 0)
 		return TC_ACT_UNSPEC;
 	int partial = is_partial(skb, p->l4 + 6);
@@ -550,7 +564,7 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 	if (new_udp_len > 0xffff - IP6_LEN)
 		return TC_ACT_UNSPEC;
 	int where = route(skb, p, back.server_ip, back.client_ip, back.server_port,
-			  back.client_port, new_udp_len);
+			  back.client_port, new_udp_len, back.egress);
 	if (where < 0)
 		return TC_ACT_UNSPEC;
 	int partial = is_partial(skb, p->l4 + 6);

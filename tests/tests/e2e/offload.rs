@@ -1,0 +1,302 @@
+//! The kernel fast path (`--offload tc`) through the built relay: channel data relayed by the
+//! eBPF program both ways, counted in the metrics and the session log although userspace never
+//! saw it; withdrawn by the core the moment a check stops holding (permission expiry, a refused
+//! peer, a dropped user); between network namespaces over veth, IPv4 and IPv6, with full
+//! checksums; and nothing left relaying after SIGKILL.
+//!
+//! `--offload tc` (not `auto`) so a relay that cannot load the program fails the test instead of
+//! quietly passing in userspace. Needs root, as CI runs.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use e2e::netns::{self, NetNs};
+use e2e::turn_wire::{self, TurnClient, Wire};
+use e2e::{process, prometheus, require_program, PortBlock, Server, ServerBuilder};
+
+const CHANNEL: u16 = 0x4000;
+const WAIT: Duration = Duration::from_secs(2);
+
+fn offloading(name: &str, ip: &str) -> ServerBuilder {
+    ServerBuilder::new(name).ip(ip.parse::<IpAddr>().unwrap()).prometheus().arg("--offload").arg("tc")
+}
+
+/// A client with an allocation and `CHANNEL` bound to `peer`; returns it and its relayed address.
+fn bound_client(server: &Server, user: &str, peer: SocketAddr) -> (TurnClient, SocketAddr) {
+    let (u, p) = server.credential(user);
+    let local = SocketAddr::new(server.addr().ip(), 0);
+    let mut client = TurnClient::new(Wire::udp_from(local, server.addr()).unwrap(), &u, &p);
+    let alloc = allocate(&mut client, server);
+    let reply = client.channel_bind(CHANNEL, peer).unwrap();
+    server.check(reply.is_success(), || format!("ChannelBind to {peer}: {}", reply.describe()));
+    (client, alloc.relayed)
+}
+
+/// A UDP allocation of the server's own family.
+fn allocate(client: &mut TurnClient, server: &Server) -> turn_wire::Allocation {
+    let alloc = if server.addr().is_ipv6() { client.allocate_ipv6() } else { client.allocate(turn_wire::UDP) };
+    alloc.unwrap_or_else(|e| server.fail(&format!("Allocate: {e}")))
+}
+
+fn recv(socket: &UdpSocket, within: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    socket.set_read_timeout(Some(within)).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = socket.recv_from(&mut buf).ok()?;
+    Some((buf[..n].to_vec(), from))
+}
+
+/// Payload `i`: sizes from 1 byte up, odd and even, every byte depending on `i`.
+fn payload(i: usize) -> Vec<u8> {
+    (0..1 + (i * 37) % 1200).map(|j| (i * 7 + j) as u8).collect()
+}
+
+/// `n` datagrams each way over the channel, checked byte for byte.
+fn exchange(server: &Server, client: &mut TurnClient, peer: &UdpSocket, relayed: SocketAddr, n: usize) {
+    for i in 0..n {
+        let data = payload(i);
+        client.send_channel_data(CHANNEL, &data).unwrap();
+        let got = recv(peer, WAIT);
+        server.check(got.as_ref() == Some(&(data.clone(), relayed)), || {
+            format!("datagram {i} ({} bytes) to the peer: got {:?}", data.len(), got.map(|(d, f)| (d.len(), f)))
+        });
+        peer.send_to(&data, relayed).unwrap();
+        let back = client.recv_data(WAIT).unwrap();
+        server.check(back == Some((None, data.clone())), || {
+            format!("datagram {i} ({} bytes) from the peer came back as {back:?}", data.len())
+        });
+    }
+}
+
+/// `(relayed, offloaded)` packets of one direction in a scrape.
+fn packets(body: &str, direction: &str) -> (u64, u64) {
+    let series = |name: &str| prometheus::sample(body, &format!("{name}{{direction=\"{direction}\"}}")).unwrap_or(0);
+    (series("turn_relayed_packets_total"), series("turn_offloaded_packets_total"))
+}
+
+fn relays_in_the_kernel(ip: &str, name: &str) {
+    let server = offloading(name, ip).start();
+    server.wait_log("kernel fast path on", WAIT);
+    let peer = UdpSocket::bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+    let (mut client, relayed) = bound_client(&server, "alice", peer.local_addr().unwrap());
+    const N: usize = 64;
+    exchange(&server, &mut client, &peer, relayed, N);
+    let body = server.scrape();
+    assert_eq!(prometheus::sample(&body, "turn_offload_active"), Some(1));
+    // Every relayed datagram went through the program: userspace relayed none of them.
+    for direction in ["to_peer", "from_peer"] {
+        let (relayed, offloaded) = packets(&body, direction);
+        server.check(relayed == N as u64 && offloaded == N as u64, || {
+            format!("{direction}: {relayed} relayed, {offloaded} of them by the kernel; want {N} and {N}")
+        });
+    }
+    // The session log counts what the kernel relayed.
+    client.refresh(0).unwrap();
+    server.wait_log(&format!("sent_packets={N} "), WAIT);
+    server.wait_log(&format!("received_packets={N} "), WAIT);
+}
+
+#[test]
+fn channel_data_is_relayed_in_the_kernel_both_ways_and_counted_ipv4() {
+    relays_in_the_kernel("127.0.0.1", "offload_v4");
+}
+
+#[test]
+fn channel_data_is_relayed_in_the_kernel_both_ways_and_counted_ipv6() {
+    relays_in_the_kernel("::1", "offload_v6");
+}
+
+#[test]
+fn permission_expiry_stops_kernel_relaying_within_its_lifetime() {
+    let dir = e2e::LogDir::new("offload_permission");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[turn]\npermission_lifetime_secs = 3\n").unwrap();
+    let server =
+        offloading("offload_permission", "127.0.0.1").arg("--config").arg(config.display().to_string()).start();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (mut client, relayed) = bound_client(&server, "alice", peer.local_addr().unwrap());
+    let bound_at = Instant::now();
+    exchange(&server, &mut client, &peer, relayed, 1);
+    // The permission (3 s) ends before the channel (600 s): nothing passes after it, either way.
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(bound_at.elapsed()) + Duration::from_millis(100));
+    client.send_channel_data(CHANNEL, b"too late").unwrap();
+    peer.send_to(b"too late", relayed).unwrap();
+    let leaked = recv(&peer, Duration::from_millis(700));
+    server.check(leaked.is_none(), || format!("the peer got {leaked:?} after the permission expired"));
+    let back = client.recv_data(Duration::from_millis(300)).unwrap();
+    server.check(back.is_none(), || format!("the client got {back:?} after the permission expired"));
+    assert_eq!(packets(&server.scrape(), "to_peer"), (1, 1));
+    // A new permission lets the bound channel back into the kernel.
+    let reply = client.create_permission(peer.local_addr().unwrap()).unwrap();
+    server.check(reply.is_success(), || format!("CreatePermission: {}", reply.describe()));
+    exchange(&server, &mut client, &peer, relayed, 1);
+    assert_eq!(packets(&server.scrape(), "to_peer"), (2, 2));
+}
+
+#[test]
+fn a_channel_to_a_refused_peer_never_reaches_the_kernel() {
+    let server = offloading("offload_refused", "127.0.0.1").refuse_loopback_peers().start();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (u, p) = server.credential("mallory");
+    let mut client = TurnClient::new(Wire::udp(server.addr()).unwrap(), &u, &p);
+    let alloc = client.allocate(turn_wire::UDP).unwrap();
+    let reply = client.channel_bind(CHANNEL, peer.local_addr().unwrap()).unwrap();
+    assert_eq!(reply.error_code(), Some(403), "{}", reply.describe());
+    client.send_channel_data(CHANNEL, b"to a loopback peer").unwrap();
+    peer.send_to(b"from a loopback peer", alloc.relayed).unwrap();
+    let leaked = recv(&peer, Duration::from_millis(500));
+    server.check(leaked.is_none(), || format!("the refused peer got {leaked:?}"));
+    let body = server.scrape();
+    assert_eq!((packets(&body, "to_peer"), packets(&body, "from_peer")), ((0, 0), (0, 0)));
+}
+
+#[test]
+fn a_dropped_users_traffic_stops_at_once() {
+    const TOKEN: &str = "e2e-offload-admin-token-0123456789";
+    let admin = PortBlock::reserve();
+    let port = admin.listen_port().to_string();
+    let server =
+        offloading("offload_drop", "127.0.0.1").arg("--admin-port").arg(&port).arg("--admin-token").arg(TOKEN).start();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (mut client, relayed) = bound_client(&server, "eve", peer.local_addr().unwrap());
+    exchange(&server, &mut client, &peer, relayed, 3);
+    let url = format!("http://127.0.0.1:{port}");
+    let args: Vec<String> =
+        ["admin", "--url", &url, "--token", TOKEN, "drop", "eve"].iter().map(|s| (*s).to_owned()).collect();
+    let dropped = process::run("admin", &e2e::server_binary(), &args, server.log_dir(), Duration::from_secs(30));
+    server.check(dropped.success(), || format!("admin drop eve: {}\n{}", dropped.stdout, dropped.stderr));
+    // At once: the very next datagrams, either way, go nowhere.
+    client.send_channel_data(CHANNEL, b"after the drop").unwrap();
+    peer.send_to(b"after the drop", relayed).unwrap();
+    let leaked = recv(&peer, Duration::from_millis(700));
+    server.check(leaked.is_none(), || format!("the peer got {leaked:?} after eve was dropped"));
+    let back = client.recv_data(Duration::from_millis(300)).unwrap();
+    server.check(back.is_none(), || format!("eve got {back:?} after she was dropped"));
+    assert_eq!(packets(&server.scrape(), "to_peer"), (3, 3));
+}
+
+#[test]
+fn sigkill_leaves_no_program_relaying() {
+    let bpftool = require_program("bpftool", "bpftool");
+    let server = offloading("offload_sigkill", "127.0.0.1").start();
+    server.wait_log("kernel fast path on", WAIT);
+    let log = server.stderr_tail();
+    let id = log
+        .split("program_id=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or_else(|| server.fail("no program_id in the startup log"));
+    let show = |dir: &std::path::Path| {
+        let args = vec!["prog".to_owned(), "show".to_owned(), "id".to_owned(), id.to_string()];
+        process::run("bpftool", &bpftool, &args, dir, Duration::from_secs(10)).success()
+    };
+    server.check(show(server.log_dir()), || format!("bpftool does not show program {id}"));
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (mut client, relayed) = bound_client(&server, "alice", peer.local_addr().unwrap());
+    exchange(&server, &mut client, &peer, relayed, 2);
+    server.signal_server(libc::SIGKILL);
+    // The TCX links went with the process's file descriptors, and the program with its last link.
+    let start = Instant::now();
+    while show(server.log_dir()) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.check(!show(server.log_dir()), || format!("program {id} outlived the relay by 10 s"));
+    client.send_channel_data(CHANNEL, b"after the kill").unwrap();
+    let leaked = recv(&peer, Duration::from_millis(500));
+    server.check(leaked.is_none(), || format!("the peer got {leaked:?} after the relay was killed"));
+}
+
+/// client ── veth ── relay ── veth ── peer, IPv4 and IPv6, each in its namespace; the client and
+/// peer send full checksums (TX checksum offload off), so a checksum the program got wrong is a
+/// datagram the receiver drops and counts.
+struct VethTopology {
+    client: NetNs,
+    relay: NetNs,
+    peer: NetNs,
+}
+
+impl VethTopology {
+    fn build() -> Self {
+        let group = netns::new_group();
+        let t = VethTopology {
+            client: NetNs::create(&group, "client"),
+            relay: NetNs::create(&group, "relay"),
+            peer: NetNs::create(&group, "peer"),
+        };
+        netns::veth(&t.client, "c0", "10.201.1.2/24", &t.relay, "r-c", "10.201.1.1/24");
+        netns::veth(&t.relay, "r-p", "10.201.2.1/24", &t.peer, "p0", "10.201.2.2/24");
+        for (ns, dev, addr) in [
+            (&t.client, "c0", "fd01:1::2/64"),
+            (&t.relay, "r-c", "fd01:1::1/64"),
+            (&t.relay, "r-p", "fd01:2::1/64"),
+            (&t.peer, "p0", "fd01:2::2/64"),
+        ] {
+            ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+        }
+        t.client.ip(&["route", "add", "default", "via", "10.201.1.1"]);
+        t.client.ip(&["-6", "route", "add", "default", "via", "fd01:1::1"]);
+        t.peer.ip(&["route", "add", "default", "via", "10.201.2.1"]);
+        t.peer.ip(&["-6", "route", "add", "default", "via", "fd01:2::1"]);
+        for (ns, dev) in [(&t.client, "c0"), (&t.peer, "p0")] {
+            ns.exec("ethtool", &["-K", dev, "tx", "off"]);
+        }
+        t
+    }
+}
+
+/// UDP checksum errors counted in `ns` (`/proc/net/snmp` and `snmp6`).
+fn checksum_errors(ns: &NetNs) -> u64 {
+    ns.run(|| {
+        let v4 = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let mut lines = v4.lines().filter(|l| l.starts_with("Udp:"));
+        let (names, values) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+        let v4 = names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "InCsumErrors")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let v6 = std::fs::read_to_string("/proc/net/snmp6").unwrap_or_default();
+        let v6 = v6
+            .lines()
+            .find_map(|l| l.strip_prefix("Udp6InCsumErrors"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        v4 + v6
+    })
+}
+
+#[test]
+fn relays_between_namespaces_over_veth_ipv4_and_ipv6_with_full_checksums() {
+    let t = VethTopology::build();
+    for (family, relay_ip, peer_ip, allowed) in
+        [("ipv4", "10.201.1.1", "10.201.2.2", "10.201.2.0/24"), ("ipv6", "fd01:1::1", "fd01:2::2", "fd01:2::/64")]
+    {
+        let server = offloading(&format!("offload_veth_{family}"), relay_ip)
+            .refuse_loopback_peers()
+            .arg("--allowed-peer-ip")
+            .arg(allowed)
+            .start_in(&t.relay);
+        let peer_addr = SocketAddr::new(peer_ip.parse().unwrap(), 40_000);
+        let peer = t.peer.run(|| UdpSocket::bind(peer_addr)).unwrap();
+        let (u, p) = server.credential("alice");
+        let wire = t.client.run(|| Wire::udp(server.addr())).unwrap();
+        let mut client = TurnClient::new(wire, &u, &p);
+        let alloc = allocate(&mut client, &server);
+        let reply = client.channel_bind(CHANNEL, peer_addr).unwrap();
+        server.check(reply.is_success(), || format!("{family} ChannelBind: {}", reply.describe()));
+        const N: usize = 48;
+        exchange(&server, &mut client, &peer, alloc.relayed, N);
+        let body = t.relay.run(|| prometheus::scrape(server.metrics_port()));
+        for direction in ["to_peer", "from_peer"] {
+            let (relayed, offloaded) = packets(&body, direction);
+            server.check(relayed == N as u64 && offloaded == N as u64, || {
+                format!("{family} {direction}: {relayed} relayed, {offloaded} by the kernel; want {N} and {N}")
+            });
+        }
+    }
+    for (role, ns) in [("client", &t.client), ("peer", &t.peer)] {
+        assert_eq!(checksum_errors(ns), 0, "UDP checksum errors in the {role} namespace");
+    }
+}
