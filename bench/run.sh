@@ -18,6 +18,7 @@
 #   BENCH_PORT          listening port of both servers [34780]
 #   BENCH_MIN_PORT/BENCH_MAX_PORT  relay port range [40000-60000]
 #   BENCH_ALLOCS        allocation counts for the memory row [1000,10000; smoke 200]
+#   BENCH_GSO           1: the generator sends each burst as one UDP GSO message [0]
 # Everything listens on 127.0.0.1 only. Fails only when something is broken (a server does not
 # start, allocations fail, nothing is relayed), never because a number is low.
 set -euo pipefail
@@ -49,6 +50,12 @@ else
     CPU_ARGS=(--rounds "${BENCH_CPU_ROUNDS:-8}" --rate 20000 --seconds 4)
     ALL_CORES_ARGS=(--payloads 120,1200 --allocations 500 --bisect 3)
     UCLIENT_ARGS=(--clients 50 --messages 1000 --length 120 --interval-ms 5 --timeout-secs 90)
+fi
+# One datagram per message unless BENCH_GSO=1 (bench/README.md, Limits).
+if [[ ${BENCH_GSO:-0} == 1 ]]; then
+    RELAY_ARGS+=(--gso)
+    ALL_CORES_ARGS+=(--gso)
+    CPU_ARGS+=(--gso)
 fi
 if (($(nproc) > 1)); then
     BENCH_SERVER_CPUS=${BENCH_SERVER_CPUS:-1}

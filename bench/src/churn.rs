@@ -100,6 +100,7 @@ fn one_round(
             payload: args.payload.max(load::MIN_PAYLOAD),
             peer: PeerRole::Echo,
             burst: 1,
+            gso: false,
         };
         Some(load::run(&sockets, &[], peer, spec)?)
     };

@@ -62,6 +62,9 @@ pub struct CpuArgs {
     /// Datagrams per sendmmsg from one client socket.
     #[arg(long, default_value_t = 8)]
     pub burst: usize,
+    /// Send each burst as one UDP GSO message (see `relay --gso`).
+    #[arg(long)]
+    pub gso: bool,
 }
 
 /// The load shapes, each with the prefix of its record keys. The echo is the classic shape (and
@@ -102,6 +105,7 @@ impl Subject {
             payload: 120,
             peer: role,
             burst: args.burst,
+            gso: args.gso,
         };
         let pid = self.under.pid;
         let (user0, system0) = procfs::cpu_times(pid)?;

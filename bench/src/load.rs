@@ -48,6 +48,8 @@ pub struct Spec {
     pub peer: PeerRole,
     /// Datagrams sent from one socket in one `sendmmsg` before moving to the next socket.
     pub burst: usize,
+    /// Send a burst as one UDP GSO message (else one message per datagram).
+    pub gso: bool,
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +113,7 @@ pub fn run(clients: &[&UdpSocket], relayed: &[SocketAddr], peer: &UdpSocket, spe
     let stop = AtomicBool::new(false);
     let peer_count = AtomicU64::new(0);
     let result = std::thread::scope(|s| {
-        let peer_thread = s.spawn(|| peer_loop(peer, echo, &stop, &peer_count));
+        let peer_thread = s.spawn(|| peer_loop(peer, echo, spec.gso, &stop, &peer_count));
         let receiver = replies.then(|| s.spawn(|| receive_at_clients(clients, epoch, &stop)));
         let talker = (spec.peer == PeerRole::Talk).then(|| s.spawn(|| talk(peer, relayed, spec, epoch)));
         let sent = send_from_clients(clients, spec, epoch);
@@ -212,6 +214,9 @@ fn send_from_clients(clients: &[&UdpSocket], spec: Spec, epoch: Instant) -> anyh
     let burst = spec.burst.max(1);
     let len = 4 + spec.payload;
     let mut batch = SendBatch::new(burst, len);
+    if !spec.gso {
+        batch = batch.without_gso();
+    }
     for i in 0..burst {
         turn_server::proto::channel_data::write_header(batch.buf_mut(i), CHANNEL, spec.payload);
     }
@@ -250,9 +255,14 @@ fn talk(peer: &UdpSocket, relayed: &[SocketAddr], spec: Spec, epoch: Instant) ->
     })
 }
 
-fn peer_loop(peer: &UdpSocket, echo: bool, stop: &AtomicBool, count: &AtomicU64) -> anyhow::Result<()> {
+/// The peer: counts what arrives and, for `echo`, sends each datagram back (as one GSO message
+/// per run to one relayed address only with `gso`).
+fn peer_loop(peer: &UdpSocket, echo: bool, gso: bool, stop: &AtomicBool, count: &AtomicU64) -> anyhow::Result<()> {
     let mut batch = RecvBatch::new(64, 0, 2048, 0);
     let mut echoes = SendQueue::new(64);
+    if !gso {
+        echoes = echoes.without_gso();
+    }
     let fd = peer.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         let n = nothing_is_zero(batch.recv_with(fd, libc::MSG_WAITFORONE)).context("peer receive")?;

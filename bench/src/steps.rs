@@ -54,6 +54,10 @@ pub struct RelayArgs {
     /// Datagrams per sendmmsg from one client socket.
     #[arg(long, default_value_t = 8)]
     pub burst: usize,
+    /// Send each burst as one UDP GSO message. On loopback the server then receives super-packets
+    /// a kernel fast path for single datagrams passes by (a network card delivers datagrams).
+    #[arg(long)]
+    pub gso: bool,
     /// Names a second configuration of the same server (e.g. `all-cores`): its rows get their
     /// own keys and the name in their description.
     #[arg(long)]
@@ -68,12 +72,16 @@ pub fn wait_ready(server: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     socket.set_read_timeout(Some(Duration::from_millis(100))).context("read timeout")?;
     let start = Instant::now();
     let mut buf = [0u8; 1500];
+    // An answer to any request sent so far counts: a server still starting (loading its eBPF
+    // program, say) answers the queued ones late and in order, behind the newest.
+    let mut sent: Vec<TransactionId> = Vec::new();
     while start.elapsed() < timeout {
         let tid: TransactionId = rand::random();
         let req = MessageBuilder::new(MessageType::new(Method::Binding, Class::Request), &tid).finish();
         let _ = socket.send_to(&req, server);
+        sent.push(tid);
         if let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if n >= 20 && buf[8..20] == tid[..] {
+            if n >= 20 && sent.iter().any(|t| buf[8..20] == t[..]) {
                 return Ok(());
             }
         }
@@ -179,7 +187,8 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
         |allocs: &[Allocation], n: usize, payload: usize, rate: f64, secs: f64, role: PeerRole, burst: usize| {
             let sockets: Vec<&UdpSocket> = allocs.iter().take(n).map(|a| &a.socket).collect();
             let relayed: Vec<SocketAddr> = allocs.iter().take(n).map(|a| a.relayed).collect();
-            let spec = Spec { rate, duration: Duration::from_secs_f64(secs), payload, peer: role, burst };
+            let spec =
+                Spec { rate, duration: Duration::from_secs_f64(secs), payload, peer: role, burst, gso: args.gso };
             load::run(&sockets, &relayed, &peer, spec)
         };
 
@@ -258,6 +267,7 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
             payload: 120,
             peer: PeerRole::Echo,
             burst: 1,
+            gso: false,
         },
     )?;
     let loss_pct = o.loss(PeerRole::Echo) * 100.0;

@@ -36,6 +36,8 @@ pub struct SendQueue {
     names: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
     cmsgs: Vec<SegmentCmsg>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Whether runs to one destination may leave as one GSO message.
+    gso: bool,
 }
 
 impl SendQueue {
@@ -48,7 +50,14 @@ impl SendQueue {
             names: Vec::with_capacity(n),
             cmsgs: Vec::with_capacity(n),
             hdrs: Vec::with_capacity(n),
+            gso: true,
         }
+    }
+
+    /// Every datagram its own message, never a GSO run (see `SendBatch::without_gso`).
+    pub fn without_gso(mut self) -> Self {
+        self.gso = false;
+        self
     }
 
     pub fn push(&mut self, out: Out) {
@@ -115,7 +124,7 @@ impl SendQueue {
             let seg = first.end - first.start;
             let mut j = i + 1;
             let mut total = seg;
-            while seg > 0 && j < self.out.len() && j - i < MAX_SEGMENTS {
+            while self.gso && seg > 0 && j < self.out.len() && j - i < MAX_SEGMENTS {
                 let o = self.out[j];
                 let len = o.end - o.start;
                 if o.fd != first.fd || o.to != first.to || len > seg || len == 0 || total + len > MAX_GSO_BYTES {

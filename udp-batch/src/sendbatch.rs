@@ -41,6 +41,14 @@ impl SendBatch {
         SendBatch { bufs, iovs, hdrs, cmsg: SegmentCmsg::default(), gso: true }
     }
 
+    /// Never one segmented (GSO) message: every datagram its own message in the `sendmmsg`, as
+    /// datagrams arrive from a network card. (On loopback a GSO message reaches the receiver's
+    /// ingress as one packet, which a kernel fast path for single datagrams passes by.)
+    pub fn without_gso(mut self) -> Self {
+        self.gso = false;
+        self
+    }
+
     /// Buffer `i`, to fill before a send.
     pub fn buf_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.bufs[i]

@@ -16,7 +16,8 @@ use e2e::turn_wire::{self, TurnClient, Wire};
 use e2e::{process, prometheus, require_program, PortBlock, Server, ServerBuilder};
 
 const CHANNEL: u16 = 0x4000;
-const WAIT: Duration = Duration::from_secs(2);
+/// Generous: the first datagram over veth waits for neighbour discovery, and CI runs every test at once.
+const WAIT: Duration = Duration::from_secs(8);
 
 fn offloading(name: &str, ip: &str) -> ServerBuilder {
     ServerBuilder::new(name).ip(ip.parse::<IpAddr>().unwrap()).prometheus().arg("--offload").arg("tc")
@@ -299,4 +300,22 @@ fn relays_between_namespaces_over_veth_ipv4_and_ipv6_with_full_checksums() {
     for (role, ns) in [("client", &t.client), ("peer", &t.peer)] {
         assert_eq!(checksum_errors(ns), 0, "UDP checksum errors in the {role} namespace");
     }
+}
+
+#[test]
+fn check_config_says_whether_the_fast_path_loads() {
+    let dir = e2e::LogDir::new("offload_check_config");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--check-config", "--use-auth-secret", "--static-auth-secret", "check-config-secret"];
+        all.extend_from_slice(args);
+        e2e::turn_server_cli(&all, dir.path())
+    };
+    // As root (CI): the program loads, and nothing stays attached after the check.
+    let tc = run(&["--offload", "tc"]);
+    assert!(tc.success(), "{}", tc.output());
+    assert!(tc.stdout.contains("offload: available"), "{}", tc.stdout);
+    let off = run(&["--offload", "off"]);
+    assert!(off.success() && off.stdout.contains("offload: off"), "{}", off.output());
+    let xdp = run(&["--offload", "xdp"]);
+    assert!(!xdp.success() && xdp.output().contains("turn.offload"), "{}", xdp.output());
 }

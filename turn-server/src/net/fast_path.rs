@@ -30,7 +30,9 @@ pub fn load(mode: OffloadMode) -> anyhow::Result<Option<Arc<Offload>>> {
         OffloadMode::Xdp => anyhow::bail!("--offload xdp: the XDP program is not built yet; use tc or auto"),
         OffloadMode::Auto | OffloadMode::Tc => Hook::Tc,
     };
-    match Offload::load(hook, &[]) {
+    let loaded = Offload::load(hook, &[]);
+    give_back_free_heap();
+    match loaded {
         Ok(offload) => {
             tracing::info!(
                 interfaces = ?offload.interfaces(),
@@ -44,6 +46,17 @@ pub fn load(mode: OffloadMode) -> anyhow::Result<Option<Arc<Offload>>> {
             Ok(None)
         }
         Err(e) => Err(e).context("--offload tc"),
+    }
+}
+
+/// Loading parses the kernel's type information (megabytes, freed once the program is in): hand
+/// the freed heap back to the system, or the relay's resident size keeps it for its whole life.
+fn give_back_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel; it takes no
+    // pointers and every allocation stays valid.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
