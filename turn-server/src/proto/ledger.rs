@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 // The one lock of the core, allowed here on purpose: the ledger is the table every worker thread
 // must agree on (a port one worker holds is never offered to another, a quota's last place goes to
-// one claimant). Its critical sections are a few map updates, taken when an allocation starts or
-// ends, never per datagram and never across a bind (ports are reserved here, bound by the driver
+// one claimant, a reservation token is claimed once). Its critical sections are a few map updates,
+// taken when an allocation or a reservation starts or ends, never per datagram and never across a bind (ports are reserved here, bound by the driver
 // afterwards, and released here if the bind fails).
 #[allow(clippy::disallowed_types)]
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
