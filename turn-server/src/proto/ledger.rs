@@ -281,6 +281,30 @@ mod tests {
     }
 
     #[test]
+    fn a_reservation_is_claimed_once_however_many_workers_race_for_it() {
+        let ip: IpAddr = "10.0.0.10".parse().expect("literal");
+        let relay = [RelayIp { bind: ip, advertised: ip }];
+        let ledger = Arc::new(Ledger::with_ports(&relay, 50000, 50099, [0; 32]));
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        let port = ledger.reserve_port(ip, &mut rng, true, true, &[]).expect("a pair");
+        let held = SocketAddr::new(ip, port + 1);
+        // Tokens 7, then 7 again (another worker's draw): a live token is never handed out twice.
+        let mut draws = rand::rngs::mock::StepRng::new(7, 0);
+        let token = ledger.hold_reservation(&mut draws, held, T0 + std::time::Duration::from_secs(30));
+        let mut same = rand::rngs::mock::StepRng::new(7, 1);
+        assert_eq!(ledger.hold_reservation(&mut same, SocketAddr::new(ip, 1), T0), 8);
+        let claims: Vec<_> = (0..4)
+            .map(|_| {
+                let ledger = ledger.clone();
+                std::thread::spawn(move || ledger.claim_reservation(token, T0))
+            })
+            .collect();
+        let won: Vec<SocketAddr> = claims.into_iter().filter_map(|t| t.join().expect("no panic")).collect();
+        assert_eq!(won, vec![held]);
+        assert_eq!(ledger.ports_in_use(), 2, "the claimed port is the claimant's now");
+    }
+
+    #[test]
     fn unlimited_quotas_only_count() {
         let ledger = Ledger::with_ports(&[], 0, 0, [0; 32]);
         for _ in 0..100 {
