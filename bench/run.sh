@@ -253,6 +253,13 @@ for server in "${SERVERS[@]}"; do
     taskset -c "$ALL_CPUS" "$BIN/turn-bench" relay --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" \
         --seconds "$BENCH_SECONDS" --variant all-cores --saturation-only "${ALL_CORES_ARGS[@]}"
     stop_servers
+    # The same with every client from one address (everyone behind one carrier-grade NAT address,
+    # or one load tester): whether one host's flows still reach every worker or thread.
+    section "$server: saturation on all cores, every client from one address"
+    start_server "$server" "$ALL_CPUS"
+    taskset -c "$ALL_CPUS" "$BIN/turn-bench" relay --label "$server" --pid "$SERVER_PID" "${COMMON[@]}" \
+        --seconds "$BENCH_SECONDS" --variant one-address --sources 1 --saturation-only "${ALL_CORES_ARGS[@]}"
+    stop_servers
 done
 
 taskset -c "$BENCH_GEN_CPUS" timeout "$CHILD_MAX_LIFE" turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >"$OUT/turnutils_peer.log" 2>&1 &

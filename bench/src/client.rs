@@ -35,6 +35,9 @@ pub struct Target {
     pub server: SocketAddr,
     pub peer: SocketAddr,
     pub secrets: RestSecrets,
+    /// Loopback source addresses the clients spread over, from 127.0.0.2 (at most
+    /// `SOURCE_ADDRESSES`).
+    pub sources: usize,
 }
 
 /// The long-term credential state of one allocation, kept to refresh it.
@@ -112,11 +115,12 @@ pub fn open_many(target: &Target, n: usize, offset: usize, concurrency: usize, d
 
 /// Source addresses the clients spread over: real clients come from many addresses, and the
 /// relay's per-source limit on unauthenticated answers (50/s, burst 100) must stay on in a fair
-/// comparison. All of 127.0.0.0/8 is loopback on Linux.
-const SOURCE_ADDRESSES: usize = 250;
+/// comparison. All of 127.0.0.0/8 is loopback on Linux. The default of `--sources`.
+pub const SOURCE_ADDRESSES: usize = 250;
 
 fn open_one(target: &Target, index: usize) -> anyhow::Result<Allocation> {
-    let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (index % SOURCE_ADDRESSES) as u8);
+    let sources = target.sources.clamp(1, SOURCE_ADDRESSES);
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (index % sources) as u8);
     let socket = UdpSocket::bind((source, 0)).context("bind client socket")?;
     socket.connect(target.server).context("connect client socket")?;
     let cred = target.secrets.issue(Some(&format!("bench{index}")), unix_now(), 3600);

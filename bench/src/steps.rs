@@ -65,6 +65,18 @@ pub struct RelayArgs {
     /// Only the saturation search (no latency step).
     #[arg(long)]
     pub saturation_only: bool,
+    /// Loopback source addresses the clients are spread over (1: every client from one address,
+    /// as behind one carrier-grade NAT; the relay's per-source limit on challenges then paces
+    /// the opening of allocations).
+    #[arg(long, default_value_t = client::SOURCE_ADDRESSES, value_parser = parse_sources)]
+    pub sources: usize,
+}
+
+fn parse_sources(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=client::SOURCE_ADDRESSES).contains(&n) => Ok(n),
+        _ => Err(format!("expected 1 to {}", client::SOURCE_ADDRESSES)),
+    }
 }
 
 pub fn wait_ready(server: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
@@ -108,6 +120,7 @@ pub(crate) fn target_at(server: SocketAddr, secret: &str, peer: &UdpSocket) -> a
         server,
         peer: peer.local_addr().context("peer address")?,
         secrets: RestSecrets::new([secret]).context("REST secret")?,
+        sources: client::SOURCE_ADDRESSES,
     })
 }
 
@@ -180,7 +193,8 @@ pub fn memory(common: &Common, counts: &[usize]) -> anyhow::Result<()> {
 pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     let mut sink = Sink::open(&common.run.out, &common.label)?;
     let peer = peer_socket()?;
-    let target = target(common, &peer)?;
+    let mut target = target(common, &peer)?;
+    target.sources = args.sources;
     let most = args.allocations.iter().copied().chain([args.fixed_allocations]).max().unwrap_or(1);
     let mut held = client::Held::new(open(&target, most, 0, common.run.concurrency)?.allocations);
     let probe =

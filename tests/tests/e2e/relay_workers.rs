@@ -1,10 +1,11 @@
 //! `--relay-threads`: UDP is served by several datagram worker threads (`turn-udp-N`, with no
-//! runtime), each with its own listening and relay sockets. Clients are spread over them by IP
-//! address; each worker relays its clients' traffic both ways; quotas hold for the relay as a
-//! whole; metrics and the admin interface see every worker, the stream worker included.
+//! runtime), each with its own listening and relay sockets. Clients are spread over them by
+//! address and port, so one host's 5-tuples spread over every worker; each worker relays its
+//! clients' traffic both ways; quotas hold for the relay as a whole; metrics and the admin
+//! interface see every worker, the stream worker included.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use e2e::peers::UdpEcho;
@@ -14,10 +15,24 @@ use e2e::ServerBuilder;
 
 const WORKERS: usize = 3;
 
-fn client_from(server: &e2e::Server, ip: &str, user: &str) -> TurnClient {
+/// The worker the relay's steering program picks for datagrams from `client` (the same function
+/// as turn-server's `net::steering::socket_index`): the IPv4 address XOR the port, modulo the
+/// workers.
+fn worker_of(client: SocketAddr, workers: usize) -> usize {
+    let IpAddr::V4(ip) = client.ip() else { panic!("IPv4 clients only here") };
+    ((u32::from(ip) ^ u32::from(client.port())) % workers as u32) as usize
+}
+
+/// A client from `ip` on a free port the steering sends to worker `worker` of `workers`.
+fn client_on(server: &e2e::Server, ip: &str, worker: usize, workers: usize, user: &str) -> TurnClient {
     let (username, password) = server.credential(user);
-    let local: SocketAddr = format!("{ip}:0").parse().unwrap();
-    TurnClient::new(Wire::udp_from(local, server.addr()).unwrap(), &username, &password)
+    let ip: IpAddr = ip.parse().unwrap();
+    let wire = (20_000..60_000u16)
+        .map(|port| SocketAddr::new(ip, port))
+        .filter(|local| worker_of(*local, workers) == worker)
+        .find_map(|local| Wire::udp_from(local, server.addr()).ok())
+        .expect("a free port for that worker");
+    TurnClient::new(wire, &username, &password)
 }
 
 #[test]
@@ -40,9 +55,10 @@ fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
     server.check(worker_threads == WORKERS, || format!("threads: {threads:?}"));
 
     let peer = UdpEcho::start("127.0.0.1:0".parse().unwrap());
-    // Six client hosts, 127.0.0.2 to .7: two per worker (the steering is the address modulo 3).
+    // Six clients, all from one address, 127.0.0.2, on ports the steering sends two to each
+    // worker: everyone behind one NAT address is served by every core.
     let mut clients: Vec<TurnClient> =
-        (2..8).map(|i| client_from(&server, &format!("127.0.0.{i}"), &format!("u{i}"))).collect();
+        (0..6).map(|i| client_on(&server, "127.0.0.2", i % WORKERS, WORKERS, &format!("u{i}"))).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         c.allocate(UDP).unwrap_or_else(|e| server.fail(&format!("client {i}: Allocate: {e}")));
         c.create_permission(peer.addr()).unwrap();
@@ -70,11 +86,11 @@ fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
     assert_eq!(sample(&body, "turn_relay_ports_in_use"), Some(6), "{body}");
     assert!(sample(&body, "turn_relayed_packets_total{direction=\"from_peer\"}") >= Some(18), "{body}");
 
-    // The user quota (1) is the relay's: a second allocation of the same user from a host that
-    // another worker serves is refused.
-    let mut first = client_from(&server, "127.0.0.8", "shared");
+    // The user quota (1) is the relay's: a second allocation of the same user from a 5-tuple
+    // that another worker serves is refused.
+    let mut first = client_on(&server, "127.0.0.8", 0, WORKERS, "shared");
     first.allocate(UDP).unwrap();
-    let mut second = client_from(&server, "127.0.0.9", "shared");
+    let mut second = client_on(&server, "127.0.0.8", 1, WORKERS, "shared");
     let refused = second.allocate(UDP);
     server.check(refused.as_ref().is_err_and(|e| e.contains("486")), || format!("second allocation: {refused:?}"));
     let body = scrape(metrics_port, "/metrics").1;
@@ -103,9 +119,9 @@ fn allocations_expire_on_the_datagram_workers_own_timers() {
         .prometheus()
         .start();
     let metrics_port = server.metrics_port();
-    // 127.0.0.2 and .3: one client per worker (the steering is the address modulo 2).
+    // One client per worker, both from 127.0.0.2.
     let mut clients: Vec<TurnClient> =
-        (2..4).map(|i| client_from(&server, &format!("127.0.0.{i}"), &format!("e{i}"))).collect();
+        (0..2).map(|w| client_on(&server, "127.0.0.2", w, 2, &format!("e{w}"))).collect();
     for c in &mut clients {
         let a = c.allocate(UDP).unwrap_or_else(|e| server.fail(&format!("Allocate: {e}")));
         assert_eq!(a.lifetime, Some(2));

@@ -54,9 +54,9 @@ fn bind_each<T>(
 
 /// The listening UDP sockets of each datagram worker: `first` (one per address) for the first,
 /// and for each further worker one more per address joining the SO_REUSEPORT group of the first,
-/// which is then steered by client address. Where the kernel refuses the steering program, the
-/// relay runs one datagram worker (the kernel's own spreading by port would split a client host
-/// over workers). No UDP listeners, no datagram worker.
+/// which is then steered by client transport address (IP and port). Where the kernel refuses the
+/// steering program, the relay runs one datagram worker, as it always has there. No UDP
+/// listeners, no datagram worker.
 fn datagram_worker_sockets(settings: &Settings, first: Vec<UdpSocket>) -> anyhow::Result<Vec<Vec<UdpSocket>>> {
     if first.is_empty() {
         return Ok(Vec::new());
@@ -74,7 +74,7 @@ fn datagram_worker_sockets(settings: &Settings, first: Vec<UdpSocket>) -> anyhow
     if !extra.is_empty() {
         for s in &first {
             let addr = s.local_addr().context("a listening socket has no address")?;
-            if let Err(e) = steering::steer_by_client_ip(s, addr.is_ipv6(), workers as u32) {
+            if let Err(e) = steering::steer_by_client_address(s, addr.is_ipv6(), workers as u32) {
                 tracing::warn!(%addr, error = %e, "cannot steer clients to workers; running one worker");
                 extra.clear();
                 break;

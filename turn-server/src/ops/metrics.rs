@@ -194,7 +194,7 @@ pub fn render(sample: &Sample, driver: DriverGauges) -> String {
         o,
         "turn_worker_allocations",
         "gauge",
-        "Allocations each worker thread holds (clients are spread over workers by IP address).",
+        "Allocations each worker thread holds (clients are spread over workers by address and port).",
         workers,
     );
     family(

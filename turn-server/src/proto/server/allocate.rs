@@ -9,7 +9,7 @@ use super::super::ledger::UserBuckets;
 use super::super::stun::attr::{self, AttrError, FAMILY_IPV4, FAMILY_IPV6};
 use super::super::stun::{Class, ErrorCode, Message, MessageBuilder, MessageType, Method, TransactionId};
 use super::authenticate::Authorized;
-use super::bind::Pending;
+use super::bind::{Bind, Pending};
 use super::reply::ResponseKey;
 use super::{EndReason, Event, Now, Output, Server};
 use crate::proto::time::Instant;
@@ -108,8 +108,10 @@ impl Server {
         };
         let tid = *req.transaction_id();
         if let Some(token) = request.reservation {
-            // RFC 8656 7.2: an unknown or expired token is 508. A held port is bound already.
-            let Some(r) = self.reservations.remove(&token) else {
+            // RFC 8656 7.2: an unknown or expired token is 508. The reservation is relay-wide (the
+            // pair's first Allocate may have reached another worker): its port is held in the
+            // ledger, and bound here, by the worker that will serve the allocation.
+            let Some(addr) = self.ledger.claim_reservation(token, now.instant) else {
                 self.ledger.release(&auth.quota_user, tuple.client.ip());
                 return self.reply_error(
                     tuple,
@@ -119,8 +121,9 @@ impl Server {
                     "unknown reservation token",
                 );
             };
-            let pending = Pending::new(tid, auth, request, user_bandwidth, Vec::new(), Vec::new());
-            return self.confirm(now.instant, tuple, pending, vec![r.addr], None);
+            let binds = vec![Bind::claimed(addr)];
+            let pending = Pending::new(tid, auth, request, user_bandwidth, binds, Vec::new());
+            return self.start_binds(tuple, pending);
         }
         let mut binds = Vec::new();
         let mut unsupported = Vec::new();
@@ -155,9 +158,11 @@ impl Server {
         let Pending { tid, auth, request, user_bandwidth, unsupported, .. } = pending;
         let mut token = None;
         if let Some(addr) = paired {
-            let t: u64 = rand::Rng::gen(&mut self.rng);
             let expires = now + self.cfg.lifetimes.reservation;
-            self.reservations.insert(t, super::Reservation { addr, expires });
+            let t = self.ledger.hold_reservation(&mut self.rng, addr, expires);
+            // The bind proved the port free; the port stays held in the ledger, and the socket
+            // closes, since whichever worker the token reaches binds it for its allocation.
+            self.outputs.push_back(Output::CloseRelay { addr });
             self.timers.push(std::cmp::Reverse((expires, super::Timer::Reservation { token: t })));
             token = Some(t);
         }

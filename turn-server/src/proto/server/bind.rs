@@ -52,6 +52,8 @@ pub(super) struct Bind {
     even: bool,
     /// Hold `port + 1` as well, for a reservation token.
     pair: bool,
+    /// A claimed reservation's port: this one or none, never another.
+    claimed: bool,
     state: BindState,
     /// Ports that failed to bind, not to be picked again for this request.
     tried: Vec<u16>,
@@ -69,6 +71,12 @@ enum BindState {
 }
 
 impl Bind {
+    /// The bind of a claimed reservation's port (held in the ledger already).
+    pub(super) fn claimed(addr: SocketAddr) -> Self {
+        let (ip, port) = (addr.ip(), addr.port());
+        Bind { ip, port, even: false, pair: false, claimed: true, state: BindState::Opening, tried: Vec::new() }
+    }
+
     fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.port)
     }
@@ -89,7 +97,15 @@ impl Server {
         let mut binds = Vec::with_capacity(ips.len());
         for &ip in ips {
             match self.ledger.reserve_port(ip, &mut self.rng, even, pair, &[]) {
-                Ok(port) => binds.push(Bind { ip, port, even, pair, state: BindState::Opening, tried: Vec::new() }),
+                Ok(port) => binds.push(Bind {
+                    ip,
+                    port,
+                    even,
+                    pair,
+                    claimed: false,
+                    state: BindState::Opening,
+                    tried: Vec::new(),
+                }),
                 Err(code) => {
                     for b in &binds {
                         self.unreserve(b);
@@ -166,7 +182,9 @@ impl Server {
                 }
                 b.tried.push(b.port);
                 self.unreserve(b);
-                if b.tried.len() >= BIND_ATTEMPTS {
+                // Another process took a reserved port meanwhile (the range is meant to be the
+                // relay's alone): the reservation cannot be kept.
+                if b.claimed || b.tried.len() >= BIND_ATTEMPTS {
                     return Err(ErrorCode::InsufficientCapacity);
                 }
                 b.port = self.ledger.reserve_port(b.ip, &mut self.rng, b.even, b.pair, &b.tried)?;

@@ -1,6 +1,8 @@
 //! The TURN server core: one `Server` owns every allocation of a worker and answers each datagram
 //! with replies, relayed payloads and timers, never touching a socket, a clock or a lock of its own
-//! (the relay-wide [`Ledger`] is the one shared table, and never on the datagram path).
+//! (the relay-wide [`Ledger`] is the one shared table: locked as allocations and EVEN-PORT
+//! reservations start and end, never for relayed data; its per-source limit on unauthenticated
+//! answers is lock-free).
 //!
 //! The contract with drivers is in `io`: the data path answers directly
 //! ([`Server::handle_client`] returns a [`ToPeer`], [`Server::handle_peer`] a [`ToClient`]);
@@ -30,7 +32,6 @@ use super::channel_data;
 use super::config::ServerConfig;
 use super::ledger::Ledger;
 use super::nonce::NonceMinter;
-use super::ratelimit::SourceLimiter;
 use super::stats::Stats;
 use super::stun::{Class, ErrorCode, Message, Method};
 use super::FastMap;
@@ -49,18 +50,11 @@ enum Timer {
     TcpConnection { id: u32 },
 }
 
-/// A port held by EVEN-PORT's R bit until an Allocate with the token claims it.
-struct Reservation {
-    addr: SocketAddr,
-    expires: Instant,
-}
-
 pub struct Server {
     cfg: ServerConfig,
     nonces: NonceMinter,
     allocations: FastMap<FiveTuple, Allocation>,
     by_relay: FastMap<SocketAddr, FiveTuple>,
-    reservations: HashMap<u64, Reservation>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     /// Shared with the relay's other workers: ports, per-user, per-source and total quotas.
     ledger: Arc<Ledger>,
@@ -74,8 +68,6 @@ pub struct Server {
     next_alternate: usize,
     /// Less loaded relays of the fleet, best first, as the registry last reported them.
     fleet_alternates: Vec<SocketAddr>,
-    /// Limits answers to unauthenticated requests (amplification and reflection).
-    unauthenticated: SourceLimiter,
     rng: StdRng,
     /// What the driver is to do, in order (see [`Server::poll_output`]).
     outputs: VecDeque<Output>,
@@ -107,7 +99,8 @@ impl Server {
         let nonce_key = ledger.nonce_key();
         let indication_salt: u32 = rand::Rng::gen(&mut rng);
         let next_connection_id: u32 = rand::Rng::gen(&mut rng);
-        let unauthenticated = SourceLimiter::new(cfg.unauthenticated_rate);
+        // The rate is the configuration's, whichever worker's; the buckets are the relay's.
+        ledger.unauthenticated().set_rate(cfg.unauthenticated_rate);
         Server {
             nonces: {
                 let mut minter = NonceMinter::new(nonce_key, cfg.nonce_lifetime_secs);
@@ -117,7 +110,6 @@ impl Server {
             cfg,
             allocations: FastMap::default(),
             by_relay: FastMap::default(),
-            reservations: HashMap::new(),
             timers: BinaryHeap::new(),
             ledger,
             pending: HashMap::new(),
@@ -125,7 +117,6 @@ impl Server {
             draining: false,
             next_alternate: 0,
             fleet_alternates: Vec::new(),
-            unauthenticated,
             rng,
             outputs: VecDeque::new(),
             next_serial: 1,
@@ -161,7 +152,7 @@ impl Server {
             needs_restart.push("turn.alt_listening_ip");
         }
         if new.unauthenticated_rate != self.cfg.unauthenticated_rate {
-            self.unauthenticated = SourceLimiter::new(new.unauthenticated_rate);
+            self.ledger.unauthenticated().set_rate(new.unauthenticated_rate);
         }
         self.nonces.set_lifetime(new.nonce_lifetime_secs);
         self.nonces.set_keys(&new.nonce_keys);
@@ -298,13 +289,9 @@ impl Server {
             match timer {
                 Timer::Allocation { tuple, serial } => self.allocation_timer(now, at, tuple, serial),
                 Timer::TcpConnection { id } => self.tcp_connection_timer(now, id),
-                Timer::Reservation { token } => {
-                    if self.reservations.get(&token).is_some_and(|r| r.expires <= now) {
-                        if let Some(r) = self.reservations.remove(&token) {
-                            self.release_port(r.addr);
-                        }
-                    }
-                }
+                // The reservation is the ledger's (any worker may claim it); its socket was
+                // closed when it was made, so only the port goes back.
+                Timer::Reservation { token } => self.ledger.expire_reservation(token, now),
             }
         }
     }

@@ -75,7 +75,7 @@ impl Server {
         code: ErrorCode,
         why: &str,
     ) {
-        if !self.unauthenticated.allow(tuple.client.ip(), now) {
+        if !self.ledger.unauthenticated().allow(tuple.client.ip(), now) {
             let method = req.message_type().method.name();
             tracing::debug!(client = %tuple.client, method, code = code.code(), why, "refusal suppressed: source over its rate");
             self.stats.unauthenticated_suppressed += 1;
@@ -110,7 +110,7 @@ impl Server {
         key: Option<&ResponseKey>,
     ) {
         tracing::debug!(client = %tuple.client, method = req.message_type().method.name(), ?unknown, "refused request: 420");
-        if key.is_none() && !self.unauthenticated.allow(tuple.client.ip(), now) {
+        if key.is_none() && !self.ledger.unauthenticated().allow(tuple.client.ip(), now) {
             self.stats.unauthenticated_suppressed += 1;
             return;
         }
@@ -122,7 +122,7 @@ impl Server {
 
     /// 401 or 438: a challenge with realm, a fresh nonce and the password algorithms on offer.
     pub(super) fn reply_challenge(&mut self, now: Now, tuple: FiveTuple, req: &Message<'_>, code: ErrorCode) {
-        if !self.unauthenticated.allow(tuple.client.ip(), now.instant) {
+        if !self.ledger.unauthenticated().allow(tuple.client.ip(), now.instant) {
             tracing::debug!(client = %tuple.client, code = code.code(), "challenge suppressed: source over its rate");
             self.stats.unauthenticated_suppressed += 1;
             return;

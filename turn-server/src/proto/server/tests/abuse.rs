@@ -43,3 +43,40 @@ fn allocations_per_source_address_are_capped() {
     let mut elsewhere = Client::rest("203.0.113.6:1", "user9", T0_UNIX + 3600);
     assert_eq!(elsewhere.allocated(&mut h, &[]).message_type().class, Class::Success);
 }
+
+#[test]
+fn the_challenge_rate_limit_is_one_per_source_for_the_whole_relay() {
+    let mut cfg = config();
+    cfg.unauthenticated_rate = 2;
+    let ledger = Arc::new(Ledger::new(&cfg, [9; 32]));
+    let mut one = Harness::with_server(Server::with_ledger(cfg.clone(), [1; 32], ledger.clone()));
+    let mut two = Harness::with_server(Server::with_ledger(cfg.clone(), [2; 32], ledger));
+    // One host's 5-tuples, spread over two workers: its burst (4) is shared, not doubled.
+    let mut a = Client::rest("203.0.113.5:1000", "bob", T0_UNIX + 3600);
+    let mut b = Client::rest("203.0.113.5:1001", "bob", T0_UNIX + 3600);
+    let mut answered = 0;
+    for _ in 0..10 {
+        answered += usize::from(one.send(a.tuple, &a.unauthenticated(Method::Allocate, &[udp()])).is_some());
+        answered += usize::from(two.send(b.tuple, &b.unauthenticated(Method::Allocate, &[udp()])).is_some());
+    }
+    assert_eq!(answered, 4, "a burst of twice the rate for the relay, then silence on every worker");
+    assert_eq!(one.server.stats().unauthenticated_suppressed + two.server.stats().unauthenticated_suppressed, 16);
+    // Another source is unaffected; time refills the one bucket for both workers.
+    let mut other = Client::rest("198.51.100.77:1", "bob", T0_UNIX + 3600);
+    assert!(two.send(other.tuple, &other.unauthenticated(Method::Allocate, &[udp()])).is_some());
+    one.elapsed += Duration::from_secs(1);
+    two.elapsed += Duration::from_secs(1);
+    assert!(one.send(a.tuple, &a.unauthenticated(Method::Allocate, &[udp()])).is_some());
+    assert!(two.send(b.tuple, &b.unauthenticated(Method::Allocate, &[udp()])).is_some());
+    assert!(one.send(a.tuple, &a.unauthenticated(Method::Allocate, &[udp()])).is_none());
+
+    // A reload on every worker applies the new rate to the shared limiter, buckets full again.
+    cfg.unauthenticated_rate = 5;
+    for h in [&mut one, &mut two] {
+        let now = h.now();
+        h.server.reload(now, cfg.clone());
+    }
+    let answered =
+        (0..20).filter(|_| two.send(b.tuple, &b.unauthenticated(Method::Allocate, &[udp()])).is_some()).count();
+    assert_eq!(answered, 10);
+}

@@ -243,3 +243,74 @@ fn a_stream_client_gone_before_its_bind_is_answered_leaves_nothing_behind() {
     assert!(matches!(h.server.poll_output(), Output::Timeout(_)), "no answer to a closed connection");
     assert_eq!((h.server.allocation_count(), h.server.ports_in_use(), h.server.ledger().allocations()), (0, 0, 0));
 }
+
+/// Two workers of one relay, as the datagram workers are: one ledger, their own cores.
+fn two_workers(cfg: ServerConfig) -> (Harness, Harness, Arc<Ledger>) {
+    let ledger = Arc::new(Ledger::new(&cfg, [9; 32]));
+    let one = Harness::with_server(Server::with_ledger(cfg.clone(), [1; 32], ledger.clone()));
+    let two = Harness::with_server(Server::with_ledger(cfg, [2; 32], ledger.clone()));
+    (one, two, ledger)
+}
+
+#[test]
+fn a_reservation_made_on_one_worker_is_claimed_on_another_once() {
+    let (mut one, mut two, ledger) = two_workers(config());
+    // An RTP/RTCP pair from one host: steering by address and port may send its two Allocates
+    // to different workers.
+    let mut rtp = Client::rest("203.0.113.5:40000", "bob", T0_UNIX + 3600);
+    let msg = rtp.allocated(&mut one, &[(attr::EVEN_PORT, vec![0x80, 0, 0, 0])]);
+    let port = relayed(&msg)[0].port();
+    let token = msg.get(attr::RESERVATION_TOKEN).unwrap().to_vec();
+    assert_eq!(ledger.ports_in_use(), 2, "the pair's second port is held relay-wide");
+    assert_eq!(one.sockets.open.len(), 1, "the worker that made the reservation keeps no socket for it");
+
+    let mut rtcp = Client::rest("203.0.113.5:40001", "bob", T0_UNIX + 3600);
+    let msg = rtcp.allocated(&mut two, &[(attr::RESERVATION_TOKEN, token.clone())]);
+    assert_eq!(relayed(&msg)[0].port(), port + 1);
+    assert!(two.sockets.open.iter().any(|a| a.port() == port + 1), "bound by the worker serving it");
+    assert_eq!(ledger.ports_in_use(), 2);
+
+    // Single use, on every worker.
+    for h in [&mut one, &mut two] {
+        let mut again = Client::rest("203.0.113.5:40002", "bob", T0_UNIX + 3600);
+        assert_eq!(error_code(&again.allocated(h, &[(attr::RESERVATION_TOKEN, token.clone())])), 508);
+    }
+    // The claimed port is the new allocation's: its issuer's timer gives nothing back.
+    one.advance(Duration::from_secs(31));
+    assert_eq!(ledger.ports_in_use(), 2);
+    let req = rtcp.request(Method::Refresh, &[lifetime(0)]);
+    rtcp.ask(&mut two, &req);
+    assert_eq!(ledger.ports_in_use(), 1);
+    assert!(two.sockets.open.is_empty());
+}
+
+#[test]
+fn an_expired_reservation_is_refused_on_any_worker_and_its_port_comes_back_once() {
+    let (mut one, mut two, ledger) = two_workers(config());
+    let mut rtp = Client::rest("203.0.113.5:40000", "bob", T0_UNIX + 3600);
+    let msg = rtp.allocated(&mut one, &[(attr::EVEN_PORT, vec![0x80, 0, 0, 0])]);
+    let token = msg.get(attr::RESERVATION_TOKEN).unwrap().to_vec();
+    // 31 s later on the other worker, before the issuing worker's timer has run.
+    two.elapsed += Duration::from_secs(31);
+    let mut rtcp = Client::rest("203.0.113.5:40001", "bob", T0_UNIX + 3600);
+    assert_eq!(error_code(&rtcp.allocated(&mut two, &[(attr::RESERVATION_TOKEN, token)])), 508);
+    assert_eq!((ledger.ports_in_use(), ledger.allocations()), (1, 1));
+    // The issuer's timer finds it gone and releases nothing twice.
+    one.advance(Duration::from_secs(31));
+    assert_eq!(ledger.ports_in_use(), 1);
+    one.advance(Duration::from_secs(600));
+    assert_eq!((ledger.ports_in_use(), ledger.allocations()), (0, 0));
+}
+
+#[test]
+fn a_claimed_reservation_whose_port_another_process_took_is_refused_and_released() {
+    let (mut one, mut two, ledger) = two_workers(config());
+    let mut rtp = Client::rest("203.0.113.5:40000", "bob", T0_UNIX + 3600);
+    let msg = rtp.allocated(&mut one, &[(attr::EVEN_PORT, vec![0x80, 0, 0, 0])]);
+    let reserved = SocketAddr::new("10.0.0.10".parse().unwrap(), relayed(&msg)[0].port() + 1);
+    let token = msg.get(attr::RESERVATION_TOKEN).unwrap().to_vec();
+    two.sockets.taken_elsewhere.insert(reserved);
+    let mut rtcp = Client::rest("203.0.113.5:40001", "bob", T0_UNIX + 3600);
+    assert_eq!(error_code(&rtcp.allocated(&mut two, &[(attr::RESERVATION_TOKEN, token)])), 508);
+    assert_eq!((ledger.ports_in_use(), ledger.allocations(), two.sockets.opened_total), (1, 1, 0));
+}
