@@ -190,6 +190,32 @@ pub fn memory(common: &Common, counts: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Share of one core the server used over a probe: its process (all threads) and the run time
+/// of the eBPF programs it holds (softirq time no process is charged for).
+#[derive(Debug, Clone, Copy)]
+struct Busy {
+    process: f64,
+    program: f64,
+}
+
+/// Runs `probe`, noting how busy the server `pid` was meanwhile against what it delivered.
+fn measured(
+    pid: u32,
+    busy: &mut Vec<(f64, Busy)>,
+    probe: impl FnOnce() -> anyhow::Result<Outcome>,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let (user0, system0) = procfs::cpu_times(pid)?;
+    let program0 = procfs::bpf_run_time(pid);
+    let o = probe()?;
+    let (user, system) = procfs::cpu_times(pid)?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let process = (user + system).saturating_sub(user0 + system0).as_secs_f64() / secs;
+    let program = procfs::bpf_run_time(pid).saturating_sub(program0).as_secs_f64() / secs;
+    busy.push((delivered(&o), Busy { process, program }));
+    Ok(o)
+}
+
 pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     let mut sink = Sink::open(&common.run.out, &common.label)?;
     let peer = peer_socket()?;
@@ -210,8 +236,12 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
         for &n in &args.allocations {
             held.keep_fresh()?;
             let mut peak: f64 = 0.0;
+            // (delivered/s, server busy) of every probe: how loaded the server's core was.
+            let mut busy: Vec<(f64, Busy)> = Vec::new();
             let mut run = |rate: f64| -> anyhow::Result<Outcome> {
-                let mut o = probe(&held.allocations, n, payload, rate, args.seconds, PeerRole::Count, args.burst)?;
+                let mut o = measured(common.pid, &mut busy, || {
+                    probe(&held.allocations, n, payload, rate, args.seconds, PeerRole::Count, args.burst)
+                })?;
                 for attempt in 0..2 {
                     eprintln!(
                         "[{}]   {payload} B x {n}: asked {rate:.0}/s, offered {:.0}/s, delivered {:.0}/s, loss {:.2}%",
@@ -228,16 +258,28 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
                     if attempt == 1 || !marginal {
                         break;
                     }
-                    o = probe(&held.allocations, n, payload, rate, args.seconds, PeerRole::Count, args.burst)?;
+                    o = measured(common.pid, &mut busy, || {
+                        probe(&held.allocations, n, payload, rate, args.seconds, PeerRole::Count, args.burst)
+                    })?;
                 }
                 Ok(o)
             };
             let found = saturate(&mut run, args)?;
-            let note = match (found.generator_bound, found.best) {
+            let mut note = match (found.generator_bound, found.best) {
                 (true, _) => format!("generator-bound: the generator could not offer more ({} probes)", found.probes),
                 (false, Some(_)) => format!("{} probes, first failing rate {:.0}/s", found.probes, found.first_fail),
                 (false, None) => format!("no rate down to {:.0}/s had loss under 1%", found.first_fail),
             };
+            if let Some((_, b)) = found.best.and_then(|best| {
+                busy.iter().filter(|(d, _)| *d <= best + 0.5).max_by(|a, b| a.0.total_cmp(&b.0)).copied()
+            }) {
+                note.push_str(&format!(
+                    "; server busy during that probe: {:.0}% of a core ({:.0}% the process, {:.0}% its eBPF program)",
+                    (b.process + b.program) * 100.0,
+                    b.process * 100.0,
+                    b.program * 100.0
+                ));
+            }
             let (key, what) = match &args.variant {
                 Some(v) => (format!("{v}_"), format!(", {v}")),
                 None => (String::new(), String::new()),
