@@ -89,7 +89,14 @@ async function main() {
   log(`call ${result.caller.call.callId} offered`);
   for (const [role, page] of Object.entries(pages)) {
     const other = role === "caller" ? "callee" : "caller";
-    await until(page, role, `window.e2e.received.includes("hello from ${other}")`);
+    try {
+      await until(page, role, `window.e2e.received.includes("hello from ${other}")`);
+    } catch (e) {
+      // The other side's view (its channel, pair, what it received) says which half broke.
+      const theirs = await pages[other].evaluate(() => window.e2e.state()).catch(() => null);
+      const stats = await pages[other].evaluate(() => window.e2e.stats()).catch(() => null);
+      throw new Error(`${e.message}\n${other}'s page state: ${JSON.stringify(theirs)}\n${other}'s stats: ${JSON.stringify(stats)}`);
+    }
     log(`${role} got the data channel message`);
   }
   // Each side gathers one relay candidate per local interface, and the controlled side may
