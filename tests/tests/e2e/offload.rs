@@ -69,6 +69,16 @@ fn exchange(server: &Server, client: &mut TurnClient, peer: &UdpSocket, relayed:
     }
 }
 
+/// One datagram each way over the channel, neither of which may arrive (`after` says why).
+fn nothing_passes(server: &Server, client: &mut TurnClient, peer: &UdpSocket, relayed: SocketAddr, after: &str) {
+    client.send_channel_data(CHANNEL, b"must not pass").unwrap();
+    peer.send_to(b"must not pass", relayed).unwrap();
+    let leaked = recv(peer, Duration::from_millis(700));
+    server.check(leaked.is_none(), || format!("the peer got {leaked:?} after {after}"));
+    let back = client.recv_data(Duration::from_millis(300)).unwrap();
+    server.check(back.is_none(), || format!("the client got {back:?} after {after}"));
+}
+
 /// `(relayed, offloaded)` packets of one direction in a scrape.
 fn packets(body: &str, direction: &str) -> (u64, u64) {
     let series = |name: &str| prometheus::sample(body, &format!("{name}{{direction=\"{direction}\"}}")).unwrap_or(0);
@@ -120,12 +130,7 @@ fn permission_expiry_stops_kernel_relaying_within_its_lifetime() {
     exchange(&server, &mut client, &peer, relayed, 1);
     // The permission (3 s) ends before the channel (600 s): nothing passes after it, either way.
     std::thread::sleep(Duration::from_secs(3).saturating_sub(bound_at.elapsed()) + Duration::from_millis(100));
-    client.send_channel_data(CHANNEL, b"too late").unwrap();
-    peer.send_to(b"too late", relayed).unwrap();
-    let leaked = recv(&peer, Duration::from_millis(700));
-    server.check(leaked.is_none(), || format!("the peer got {leaked:?} after the permission expired"));
-    let back = client.recv_data(Duration::from_millis(300)).unwrap();
-    server.check(back.is_none(), || format!("the client got {back:?} after the permission expired"));
+    nothing_passes(&server, &mut client, &peer, relayed, "the permission expired");
     assert_eq!(packets(&server.scrape(), "to_peer"), (1, 1));
     // A new permission lets the bound channel back into the kernel.
     let reply = client.create_permission(peer.local_addr().unwrap()).unwrap();
@@ -167,12 +172,7 @@ fn a_dropped_users_traffic_stops_at_once() {
     let dropped = process::run("admin", &e2e::server_binary(), &args, server.log_dir(), Duration::from_secs(30));
     server.check(dropped.success(), || format!("admin drop eve: {}\n{}", dropped.stdout, dropped.stderr));
     // At once: the very next datagrams, either way, go nowhere.
-    client.send_channel_data(CHANNEL, b"after the drop").unwrap();
-    peer.send_to(b"after the drop", relayed).unwrap();
-    let leaked = recv(&peer, Duration::from_millis(700));
-    server.check(leaked.is_none(), || format!("the peer got {leaked:?} after eve was dropped"));
-    let back = client.recv_data(Duration::from_millis(300)).unwrap();
-    server.check(back.is_none(), || format!("eve got {back:?} after she was dropped"));
+    nothing_passes(&server, &mut client, &peer, relayed, "eve was dropped");
     assert_eq!(packets(&server.scrape(), "to_peer"), (3, 3));
 }
 
