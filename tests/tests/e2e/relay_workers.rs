@@ -45,6 +45,9 @@ fn clients_spread_over_workers_relay_both_ways_and_quotas_stay_relay_wide() {
         .prometheus()
         .start();
     let metrics_port = server.metrics_port();
+    // The first worker answers STUN while the pool still starts the others (and the kernel fast
+    // path loads before them): the relay says when all are up.
+    server.wait_log(&format!("relaying UDP on {WORKERS} worker threads"), Duration::from_secs(10));
     let pid = server.server_pid().unwrap();
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
