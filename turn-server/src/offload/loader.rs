@@ -39,6 +39,12 @@ pub struct Offload {
     inner: Mutex<Inner>,
 }
 
+/// Where each direction's rewritten datagrams go when the FIB will not say (see `egress`).
+struct Egress {
+    to_peer: u32,
+    to_client: u32,
+}
+
 struct Inner {
     channels: HashMap<MapData, ChannelKey, ChannelValue>,
     peers: HashMap<MapData, PeerKey, PeerValue>,
@@ -163,9 +169,12 @@ impl Offload {
     /// Installs both directions of one channel; allocates a counter slot (zeroed).
     pub fn install(&self, route: &Route) -> Result<Slot, OffloadError> {
         entries(route, 0)?; // refuse a bad route before taking a slot
+                            // Route lookups read /proc and the interface list: done before the lock every worker
+                            // installing or removing a channel takes.
+        let egress = Egress { to_peer: egress::hint(route.peer.ip()), to_client: egress::hint(route.client.ip()) };
         let mut inner = self.lock();
         let slot = inner.slots.take().ok_or(OffloadError::Full)?;
-        let result = inner.install(route, slot);
+        let result = inner.install(route, slot, egress);
         if result.is_err() {
             inner.slots.give_back(slot);
         }
@@ -206,10 +215,10 @@ impl Offload {
 }
 
 impl Inner {
-    fn install(&mut self, route: &Route, slot: u32) -> Result<(), OffloadError> {
+    fn install(&mut self, route: &Route, slot: u32, egress: Egress) -> Result<(), OffloadError> {
         let (ck, mut cv, pk, mut pv) = entries(route, slot)?;
-        cv.egress = egress::hint(route.peer.ip());
-        pv.egress = egress::hint(route.client.ip());
+        cv.egress = egress.to_peer;
+        pv.egress = egress.to_client;
         let zeros = PerCpuValues::try_from(vec![CounterValue::default(); self.cpus])
             .map_err(|e| OffloadError::Map(format!("zeroing counters: {e}")))?;
         self.counters.set(slot, zeros, 0).map_err(|e| map_err("zeroing counters", &e))?;
