@@ -179,28 +179,26 @@ TEST_LOG=target/run-all-cargo-test.log
 mkdir -p target
 # The e2e clients record here which messages of signaling/contract/ they saw (checked below).
 rm -rf target/e2e-logs/contract
-set +e
-cargo test --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"
-test_rc=${PIPESTATUS[0]}
-set -e
-# One closing line for the whole suite, summed over every test binary.
-read -r TESTS_PASSED TESTS_FAILED < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$TEST_LOG")
-if ((test_rc != 0)); then
-    exit "$test_rc"
-fi
+# Runs a test command with its output added to $TEST_LOG, keeps the suite's counts for the
+# closing line (summed over every test binary so far), and stops on a failure.
+run_tests() {
+    set +e
+    "$@" 2>&1 | tee -a "$TEST_LOG"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    read -r TESTS_PASSED TESTS_FAILED < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$TEST_LOG")
+    if ((rc != 0)); then
+        exit "$rc"
+    fi
+}
+: >"$TEST_LOG"
+run_tests cargo test --workspace --no-fail-fast
 
 section "the browser, uclient and symmetric-NAT tests again with --offload off"
 # The run above relayed channel data in the kernel wherever it could (`--offload auto`, root);
 # these clients must work the same with every datagram in userspace.
-set +e
-E2E_TURN_SERVER_ARGS="--offload off" cargo test -p e2e --test e2e --no-fail-fast -- \
-    browser_ coturn_tools:: turn_nat_symmetric:: 2>&1 | tee -a "$TEST_LOG"
-test_rc=${PIPESTATUS[0]}
-set -e
-read -r TESTS_PASSED TESTS_FAILED < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$TEST_LOG")
-if ((test_rc != 0)); then
-    exit "$test_rc"
-fi
+run_tests env E2E_TURN_SERVER_ARGS="--offload off" cargo test -p e2e --test e2e --no-fail-fast -- \
+    browser_ coturn_tools:: turn_nat_symmetric::
 
 section "signaling contract: a valid AsyncAPI 3.0 document, every message seen by the e2e tests"
 node tests/clients/contract.js lint
