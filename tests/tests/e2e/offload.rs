@@ -268,32 +268,42 @@ fn checksum_errors(ns: &NetNs) -> u64 {
     })
 }
 
+/// Each family, and a client of one family with a peer of the other (a relay with an address of
+/// each family: the kernel translates both ways, as the core would).
 #[test]
-fn relays_between_namespaces_over_veth_ipv4_and_ipv6_with_full_checksums() {
+fn relays_between_namespaces_over_veth_each_family_and_across_them_with_full_checksums() {
     let t = VethTopology::build();
-    for (family, relay_ip, peer_ip, allowed) in
-        [("ipv4", "10.201.1.1", "10.201.2.2", "10.201.2.0/24"), ("ipv6", "fd01:1::1", "fd01:2::2", "fd01:2::/64")]
+    for (i, (label, server_ip, other_relay_ip, peer_ip, allowed)) in [
+        ("ipv4", "10.201.1.1", None, "10.201.2.2", "10.201.2.0/24"),
+        ("ipv6", "fd01:1::1", None, "fd01:2::2", "fd01:2::/64"),
+        ("ipv4 client, ipv6 peer", "10.201.1.1", Some("fd01:1::1"), "fd01:2::2", "fd01:2::/64"),
+        ("ipv6 client, ipv4 peer", "fd01:1::1", Some("10.201.1.1"), "10.201.2.2", "10.201.2.0/24"),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let server = offloading(&format!("offload_veth_{family}"), relay_ip)
-            .refuse_loopback_peers()
-            .arg("--allowed-peer-ip")
-            .arg(allowed)
-            .start_in(&t.relay);
+        let mut builder = offloading(&format!("offload_veth_{i}"), server_ip).refuse_loopback_peers();
+        if let Some(ip) = other_relay_ip {
+            builder = builder.arg("--relay-ip").arg(ip);
+        }
+        let server = builder.arg("--allowed-peer-ip").arg(allowed).start_in(&t.relay);
         let peer_addr = SocketAddr::new(peer_ip.parse().unwrap(), 40_000);
         let peer = t.peer.run(|| UdpSocket::bind(peer_addr)).unwrap();
         let (u, p) = server.credential("alice");
         let wire = t.client.run(|| Wire::udp(server.addr())).unwrap();
         let mut client = TurnClient::new(wire, &u, &p);
-        let alloc = allocate(&mut client, &server);
+        // The relayed address of the peer's family.
+        let alloc = if peer_addr.is_ipv6() { client.allocate_ipv6() } else { client.allocate(turn_wire::UDP) };
+        let alloc = alloc.unwrap_or_else(|e| server.fail(&format!("{label}: Allocate: {e}")));
         let reply = client.channel_bind(CHANNEL, peer_addr).unwrap();
-        server.check(reply.is_success(), || format!("{family} ChannelBind: {}", reply.describe()));
+        server.check(reply.is_success(), || format!("{label} ChannelBind: {}", reply.describe()));
         const N: usize = 48;
         exchange(&server, &mut client, &peer, alloc.relayed, N);
         let body = t.relay.run(|| prometheus::scrape(server.metrics_port()));
         for direction in ["to_peer", "from_peer"] {
             let (relayed, offloaded) = packets(&body, direction);
             server.check(relayed == N as u64 && offloaded == N as u64, || {
-                format!("{family} {direction}: {relayed} relayed, {offloaded} by the kernel; want {N} and {N}")
+                format!("{label} {direction}: {relayed} relayed, {offloaded} by the kernel; want {N} and {N}")
             });
         }
     }

@@ -19,7 +19,7 @@ pub enum OffloadError {
     Map(String),
     #[error("the offload maps are full (65536 channels)")]
     Full,
-    #[error("offload needs one address family on both sides: {0}")]
+    #[error("offload needs the client and server of one address family, and the relay and peer of one: {0}")]
     FamilyMismatch(String),
     #[error("channel number {0:#06x} is outside 0x4000..=0x4FFF")]
     InvalidChannel(u16),

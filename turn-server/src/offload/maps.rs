@@ -115,8 +115,8 @@ pub(crate) fn entries(
     route: &Route,
     slot: u32,
 ) -> Result<(ChannelKey, ChannelValue, PeerKey, PeerValue), OffloadError> {
-    let v4 = is_v4(&route.client);
-    if [route.server, route.relay, route.peer].iter().any(|a| is_v4(a) != v4) {
+    // Each side is one family; the two sides may differ (the program translates).
+    if is_v4(&route.client) != is_v4(&route.server) || is_v4(&route.relay) != is_v4(&route.peer) {
         return Err(OffloadError::FamilyMismatch(format!(
             "client {} server {} relay {} peer {}",
             route.client, route.server, route.relay, route.peer
@@ -176,8 +176,12 @@ mod tests {
     }
 
     #[test]
-    fn families_must_agree_and_channels_be_valid() {
+    fn each_side_is_one_family_and_channels_are_valid() {
         let r = route("1.2.3.4:1000", "5.6.7.8:3478", "[2001:db8::1]:5", "[2001:db8::2]:7");
+        assert!(entries(&r, 0).is_ok(), "an IPv4 client with an IPv6 peer is translated");
+        let r = route("1.2.3.4:1000", "[2001:db8::1]:3478", "5.6.7.8:5", "9.9.9.9:7");
+        assert!(matches!(entries(&r, 0), Err(OffloadError::FamilyMismatch(_))));
+        let r = route("1.2.3.4:1000", "5.6.7.8:3478", "5.6.7.8:5", "[2001:db8::2]:7");
         assert!(matches!(entries(&r, 0), Err(OffloadError::FamilyMismatch(_))));
         let mut r = route("1.2.3.4:1000", "5.6.7.8:3478", "5.6.7.8:5", "9.9.9.9:7");
         r.channel = 0x5000;

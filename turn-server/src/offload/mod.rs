@@ -4,10 +4,11 @@
 //! goes) and reads its counters for the ledger; everything the program does not relay (STUN,
 //! Send/Data, unknown channels, odd packets) reaches the userspace sockets as before.
 //!
-//! Packets are relayed only when client, server, relay and peer addresses are one family. Where
-//! a rewritten datagram goes is the kernel FIB's answer when forwarding is on, else the egress
-//! the relay looked up for the destination when it installed the route (`egress`): a host that
-//! is not a router still relays in the kernel. See relay.bpf.c for the checksum rules.
+//! The client and server are of one family and the relay and peer of one; when the two differ
+//! the program translates. Where a rewritten datagram goes is the kernel FIB's answer when
+//! forwarding is on, else the egress the relay looked up for the destination when it installed
+//! the route (`egress`): a host that is not a router still relays in the kernel. See
+//! relay.bpf.c for the checksum and local-delivery rules.
 
 mod egress;
 mod error;

@@ -10,6 +10,8 @@
 //   channel becomes UDP {relay -> peer} carrying its payload (4 bytes shorter).
 // peer -> client: UDP {peer -> relay} on a bound channel becomes UDP {server -> client} carrying
 //   ChannelData {channel, length} + the payload (4 bytes longer).
+// When the client's family is not the peer's (an allocation whose relayed address is of the
+// other family), the IP header is replaced by one of the other family: see translate().
 //
 // ## Checksums (what the kernel does, as read in net/core/filter.c and include/linux/skbuff.h)
 //
@@ -54,7 +56,8 @@
 // SUCCESS -> bpf_redirect_neigh out the egress device; FWD_DISABLED (forwarding is off on the
 // ingress device, as on most hosts) -> the egress the relay looked up when it installed the
 // route (a local address, or an interface); anything else (unreachable, fragmentation needed, no
-// egress known) -> userspace, unchanged. See route().
+// egress known, or the datagram would outgrow the egress device's MTU) -> userspace, unchanged.
+// See route(). Local delivery has one more rule, for IPv4: see deliverable().
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -72,6 +75,7 @@
 #define IP6_LEN 40
 #define UDP_LEN 8
 #define CD_LEN 4
+#define LOOPBACK_IFINDEX 1 // lo, in every network namespace
 #define RELAY_TTL 64
 #define AF_INET 2
 #define AF_INET6 10
@@ -251,17 +255,17 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	return 0;
 }
 
-// Where the rewritten packet goes: 0 local, > 0 the egress ifindex, < 0 leave it to userspace.
-static __always_inline int route(struct __sk_buff *skb, const struct pkt *p, const __u8 src[16],
-				 const __u8 dst[16], __be16 sport, __be16 dport, __u32 new_udp_len,
-				 __u32 egress)
+// The kernel's answer for the rewritten datagram: 0 local, > 0 the egress ifindex, < 0 none.
+static __always_inline int lookup(struct __sk_buff *skb, __u8 out_v6, const __u8 src[16],
+				  const __u8 dst[16], __be16 sport, __be16 dport, __u32 new_udp_len,
+				  __u32 egress)
 {
 	struct bpf_fib_lookup fib = {};
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = sport;
 	fib.dport = dport;
 	fib.ifindex = skb->ingress_ifindex;
-	if (p->v6) {
+	if (out_v6) {
 		fib.family = AF_INET6;
 		fib.tot_len = IP6_LEN + new_udp_len;
 		__builtin_memcpy(fib.ipv6_src, src, 16);
@@ -283,12 +287,30 @@ static __always_inline int route(struct __sk_buff *skb, const struct pkt *p, con
 	// one answers NOT_FWDED for those). The relay's own route lookup at install time answers
 	// instead: a relay is the source of what it sends, not a router. 127.0.0.0/8 is local.
 	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
-		if (egress == EGRESS_LOCAL || (!p->v6 && dst[12] == 127))
+		if (egress == EGRESS_LOCAL || (!out_v6 && dst[12] == 127))
 			return 0;
 		if (egress > 0 && egress < EGRESS_LOCAL)
 			return (int)egress;
 	}
 	return -1;
+}
+
+// Where the rewritten packet goes: 0 local, > 0 the egress ifindex, < 0 leave it to userspace.
+static __always_inline int route(struct __sk_buff *skb, __u8 out_v6, const __u8 src[16],
+				 const __u8 dst[16], __be16 sport, __be16 dport, __u32 new_udp_len,
+				 __u32 egress)
+{
+	int where = lookup(skb, out_v6, src, dst, sport, dport, new_udp_len, egress);
+	if (where <= 0)
+		return where;
+	// The FIB checks the MTU only when it forwards; the egress hint does not. A datagram that
+	// grew past the device's MTU goes to userspace, which fragments or refuses it as for any
+	// datagram it sends.
+	__u32 l3_len = (out_v6 ? IP6_LEN : IP4_LEN) + new_udp_len;
+	__u32 mtu_len = l3_len;
+	if (bpf_check_mtu(skb, (__u32)where, &mtu_len, 0, 0) != BPF_MTU_CHK_RET_SUCCESS)
+		return -1;
+	return where;
 }
 
 // True for a CHECKSUM_PARTIAL skb: only there does a non-pseudo-header change leave the check
@@ -316,7 +338,8 @@ static __always_inline __u32 fold(__u64 sum)
 	return (__u32)sum;
 }
 
-// Writes a full UDP checksum over the final packet (see the PARTIAL notes at the top).
+// Writes a full UDP checksum over the final packet (see the PARTIAL notes at the top, and
+// translate()).
 static __always_inline int full_checksum(struct __sk_buff *skb, __u32 l4, const __u8 src[16],
 					 const __u8 dst[16], __u32 udp_len, __u8 v6)
 {
@@ -350,8 +373,9 @@ static __always_inline int full_checksum(struct __sk_buff *skb, __u32 l4, const 
 	}
 	if (s < 0)
 		return -1;
+	// Tracked stores: on a CHECKSUM_COMPLETE skb the sum of the data follows the field.
 	__u16 zero = 0;
-	if (bpf_skb_store_bytes(skb, l4 + 6, &zero, 2, 0) < 0)
+	if (bpf_skb_store_bytes(skb, l4 + 6, &zero, 2, BPF_F_RECOMPUTE_CSUM) < 0)
 		return -1;
 	__u32 sum = (__u32)s;
 	for (__u32 i = 0; i < MAX_CHUNKS; i++) {
@@ -389,7 +413,7 @@ static __always_inline int full_checksum(struct __sk_buff *skb, __u32 l4, const 
 	__u16 check = ~fold(sum) & 0xffff;
 	if (check == 0)
 		check = 0xffff;
-	return bpf_skb_store_bytes(skb, l4 + 6, &check, 2, 0);
+	return bpf_skb_store_bytes(skb, l4 + 6, &check, 2, BPF_F_RECOMPUTE_CSUM);
 }
 
 // Rewrites addresses, ports, lengths and TTL in place and fixes both checksums for them. The
@@ -458,6 +482,71 @@ static __always_inline int rewrite_headers(struct __sk_buff *skb, const struct p
 	return 0;
 }
 
+// Rebuilds the datagram in the other address family (an allocation with a relayed address of
+// each family, RFC 8656 section 7.1): bpf_skb_change_proto resizes the room for the IP header
+// right after the MAC header, adjust_room takes the ChannelData header out (`cd_word` 0) or makes
+// room for it, and the IP and UDP headers are written whole, with a full UDP checksum: the old
+// one shares nothing useful with the new. Every store is tracked (BPF_F_RECOMPUTE_CSUM) and the
+// helpers keep skb->csum right for what they insert (zeros) and remove, so a CHECKSUM_COMPLETE
+// skb's sum stays that of the final packet. The Ethernet type is written for the record only
+// (outside the sum): the stack reads skb->protocol, which change_proto set, and
+// bpf_redirect_neigh writes a new MAC header.
+static __always_inline int translate(struct __sk_buff *skb, __u8 out_v6, const __u8 src[16],
+				     const __u8 dst[16], __be16 sport, __be16 dport,
+				     __u32 new_udp_len, __u32 cd_word)
+{
+	__be16 proto = out_v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+	if (bpf_skb_change_proto(skb, proto, 0) < 0)
+		return -1;
+	if (bpf_skb_adjust_room(skb, cd_word ? CD_LEN : -CD_LEN, BPF_ADJ_ROOM_NET, 0) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, 12, &proto, 2, 0) < 0)
+		return -1;
+	__u32 l4;
+	if (out_v6) {
+		struct ipv6hdr ip6 = {};
+		__be32 first = bpf_htonl(0x60000000); // version 6, no traffic class or flow label
+		__builtin_memcpy(&ip6, &first, 4);
+		ip6.payload_len = bpf_htons(new_udp_len);
+		ip6.nexthdr = IPPROTO_UDP;
+		ip6.hop_limit = RELAY_TTL;
+		__builtin_memcpy(&ip6.saddr, src, 16);
+		__builtin_memcpy(&ip6.daddr, dst, 16);
+		if (bpf_skb_store_bytes(skb, ETH_LEN, &ip6, sizeof(ip6), BPF_F_RECOMPUTE_CSUM) < 0)
+			return -1;
+		l4 = ETH_LEN + IP6_LEN;
+	} else {
+		struct iphdr ip = {};
+		ip.version = 4;
+		ip.ihl = 5;
+		ip.tot_len = bpf_htons(IP4_LEN + new_udp_len);
+		ip.frag_off = bpf_htons(0x4000); // DF, as Linux UDP sockets send by default
+		ip.ttl = RELAY_TTL;
+		ip.protocol = IPPROTO_UDP;
+		__builtin_memcpy(&ip.saddr, src + 12, 4);
+		__builtin_memcpy(&ip.daddr, dst + 12, 4);
+		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&ip, sizeof(ip), 0);
+		if (sum < 0)
+			return -1;
+		ip.check = ~fold((__u64)sum) & 0xffff;
+		if (bpf_skb_store_bytes(skb, ETH_LEN, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM) < 0)
+			return -1;
+		l4 = ETH_LEN + IP4_LEN;
+	}
+	struct {
+		struct udphdr udp;
+		__u32 cd;
+	} hdr = {};
+	hdr.udp.source = sport;
+	hdr.udp.dest = dport;
+	hdr.udp.len = bpf_htons(new_udp_len);
+	hdr.cd = cd_word;
+	__u32 size = cd_word ? sizeof(hdr) : sizeof(hdr.udp);
+	if (bpf_skb_store_bytes(skb, l4, &hdr, size, BPF_F_RECOMPUTE_CSUM) < 0)
+		return -1;
+	return full_checksum(skb, l4, src, dst, new_udp_len, out_v6);
+}
+
 static __always_inline void count(__u32 slot, int to_peer, __u64 bytes)
 {
 	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
@@ -478,6 +567,30 @@ static __always_inline int deliver(int where)
 	if (where == 0)
 		return TC_ACT_OK;
 	return (int)bpf_redirect_neigh((__u32)where, 0, 0, 0);
+}
+
+// A translated datagram for this host goes in again at the ingress device rather than on up
+// the stack: a datagram sent over lo keeps the sender's route (skb dst) attached, and the IP
+// layer would follow that old family's route with the new family's packet and lose it. A
+// redirect to ingress scrubs the dst; the program sees the datagram once more and passes it.
+static __always_inline int deliver_translated(struct __sk_buff *skb, int where)
+{
+	if (where == 0)
+		return (int)bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return deliver(where);
+}
+
+// Whether the IP layer of this host takes a rewritten datagram that is for this host (where ==
+// 0). IPv4 input routing calls a datagram from one of the host's own addresses a martian
+// (fib_validate_source, unless accept_local is set), and a relay address or the server's is the
+// source of all the program sends. A datagram that came in on lo escapes that: it keeps its
+// local sender's route (skb dst), which the IP layer follows instead of routing it again, but
+// only while the family stays (deliver_translated drops the route). So IPv4 is delivered here
+// only from lo and untranslated; the rest goes to userspace. IPv6 input has no such rule.
+static __always_inline int deliverable(struct __sk_buff *skb, int where, __u8 out_v6,
+				       __u8 translated)
+{
+	return where != 0 || out_v6 || (!translated && skb->ingress_ifindex == LOOPBACK_IFINDEX);
 }
 
 // After bpf_skb_adjust_room fails midway there is no way back: drop rather than send garbage.
@@ -508,11 +621,12 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 	if (!v)
 		return TC_ACT_UNSPEC;
 	struct channel_value route_to = *v;
-	if (p->v6 == is_mapped_v4(route_to.peer_ip) || p->v6 == is_mapped_v4(route_to.relay_ip))
+	__u8 out_v6 = !is_mapped_v4(route_to.peer_ip);
+	if (out_v6 == is_mapped_v4(route_to.relay_ip))
 		return TC_ACT_UNSPEC;
 
 	__u32 new_udp_len = UDP_LEN + payload;
-	int where = route(skb, p, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
+	int where = route(skb, out_v6, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
 			  route_to.peer_port, new_udp_len, route_to.egress);
 	if (where < 0)
 		return TC_ACT_UNSPEC;
@@ -520,7 +634,17 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 	if (partial && where > 0)
 		return TC_ACT_UNSPEC;
 
+	if (!deliverable(skb, where, out_v6, out_v6 != p->v6))
+		return TC_ACT_UNSPEC;
+
 	// From here on the packet is ours.
+	if (out_v6 != p->v6) {
+		if (translate(skb, out_v6, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
+			      route_to.peer_port, new_udp_len, 0) < 0)
+			return BROKEN;
+		count(route_to.slot, 1, payload);
+		return deliver_translated(skb, where);
+	}
 	if (rewrite_headers(skb, p, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
 			    route_to.peer_port, new_udp_len) < 0)
 		return BROKEN;
@@ -557,13 +681,14 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 	if (!v)
 		return TC_ACT_UNSPEC;
 	struct peer_value back = *v;
-	if (p->v6 == is_mapped_v4(back.client_ip) || p->v6 == is_mapped_v4(back.server_ip))
+	__u8 out_v6 = !is_mapped_v4(back.client_ip);
+	if (out_v6 == is_mapped_v4(back.server_ip))
 		return TC_ACT_UNSPEC;
 	__u32 payload = p->udp_len - UDP_LEN;
 	__u32 new_udp_len = p->udp_len + CD_LEN;
 	if (new_udp_len > 0xffff - IP6_LEN)
 		return TC_ACT_UNSPEC;
-	int where = route(skb, p, back.server_ip, back.client_ip, back.server_port,
+	int where = route(skb, out_v6, back.server_ip, back.client_ip, back.server_port,
 			  back.client_port, new_udp_len, back.egress);
 	if (where < 0)
 		return TC_ACT_UNSPEC;
@@ -571,6 +696,19 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 	if (partial && where > 0)
 		return TC_ACT_UNSPEC;
 
+	if (!deliverable(skb, where, out_v6, out_v6 != p->v6))
+		return TC_ACT_UNSPEC;
+
+	if (out_v6 != p->v6) {
+		__u32 cd_word;
+		__be16 cd[2] = {back.channel, bpf_htons(payload)};
+		__builtin_memcpy(&cd_word, cd, 4);
+		if (translate(skb, out_v6, back.server_ip, back.client_ip, back.server_port,
+			      back.client_port, new_udp_len, cd_word) < 0)
+			return BROKEN;
+		count(back.slot, 0, payload);
+		return deliver_translated(skb, where);
+	}
 	if (rewrite_headers(skb, p, back.server_ip, back.client_ip, back.server_port,
 			    back.client_port, new_udp_len) < 0)
 		return BROKEN;

@@ -1,8 +1,9 @@
 //! Mirroring live channels into a kernel fast path. The kernel relays what the core would relay,
 //! and nothing else: a channel is offloaded while every check of the userspace data path holds
 //! for it (channel and permission live, peer allowed, no bandwidth cap to enforce, a UDP client
-//! and relay of one address family), and withdrawn by the core as soon as one stops holding. The
-//! allocation's timer is brought forward to the first instant a route must go.
+//! and relay), and withdrawn by the core as soon as one stops holding. A dual allocation's
+//! channels to a peer of the other family are offloaded too: the kernel translates as the core
+//! does. The allocation's timer is brought forward to the first instant a route must go.
 
 use super::super::allocation::{Allocation, Channel, ClientTransport, FiveTuple, RelayTransport};
 use super::super::bandwidth::BandwidthCaps;
@@ -102,8 +103,6 @@ fn may_offload(cfg: &ServerConfig, alloc: &Allocation, ch: &Channel, now: Instan
     alloc.tuple.transport == ClientTransport::Udp
         && alloc.relay_transport == RelayTransport::Udp
         && concrete
-        // Translating between IPv4 and IPv6 stays in userspace.
-        && alloc.tuple.client.is_ipv4() == ch.peer.is_ipv4()
         // A cap is enforced per datagram, which the kernel program does not do.
         && cfg.bandwidth == BandwidthCaps::default()
         && ch.expires > now

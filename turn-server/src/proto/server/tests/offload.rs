@@ -158,20 +158,26 @@ fn a_refused_peer_never_reaches_the_fast_path() {
 }
 
 #[test]
-fn stream_clients_and_translated_families_stay_in_userspace() {
+fn stream_clients_stay_in_userspace() {
     let mut h = offloading();
     let mut tcp = Client::rest("203.0.113.5:1", "bob", T0_UNIX + 3600);
     tcp.tuple.transport = ClientTransport::Tcp;
     bound(&mut h, &mut tcp);
     assert!(h.offloads().is_empty(), "TCP client");
-    // An IPv6 client relaying to an IPv4 peer (the kernel program does not translate).
+}
+
+#[test]
+fn a_relay_of_the_other_family_is_offloaded_too() {
+    // An IPv6 client relaying to an IPv4 peer: the kernel translates, as the core does.
+    let mut h = offloading();
     let mut v6 = Client::rest("[2001:db8::5]:1", "bob", T0_UNIX + 3600);
     v6.tuple.server = "[2001:db8::10]:3478".parse().unwrap();
     let ipv4 = (attr::REQUESTED_ADDRESS_FAMILY, vec![1, 0, 0, 0]);
-    v6.allocated(&mut h, &[ipv4]);
+    let advertised = relayed(&v6.allocated(&mut h, &[ipv4]))[0];
     let bind = peer_request(&mut v6, Method::ChannelBind, PEER, &[(attr::CHANNEL_NUMBER, BIND.to_vec())]);
     assert_eq!(v6.ask(&mut h, &bind).message_type().class, Class::Success);
-    assert!(h.offloads().is_empty(), "IPv6 client, IPv4 peer");
+    let relay = SocketAddr::new("10.0.0.10".parse().unwrap(), advertised.port());
+    assert_eq!(h.offloads(), vec![OffloadCommand::Install(route(&v6, relay))]);
 }
 
 #[test]
