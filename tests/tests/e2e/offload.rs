@@ -312,6 +312,55 @@ fn relays_between_namespaces_over_veth_each_family_and_across_them_with_full_che
     }
 }
 
+/// Root with CAP_BPF and CAP_NET_ADMIN (and CAP_SYS_ADMIN and CAP_PERFMON, which would stand in
+/// for them) taken out of its bounding set, as a relay started without the unit's capabilities:
+/// `tc` refuses to start and names them; `auto` says so in one line and relays in userspace.
+#[test]
+fn without_its_capabilities_tc_refuses_and_auto_relays_in_userspace() {
+    const DROP: [&str; 5] = ["--bounding-set", "-bpf,-net_admin,-sys_admin,-perfmon", "--inh-caps", "-all", "--"];
+    const NAMED: &str = "lacks CAP_BPF and CAP_NET_ADMIN";
+    let setpriv = require_program("setpriv", "util-linux");
+    let binary = e2e::server_binary().display().to_string();
+    let dir = e2e::LogDir::new("offload_no_caps");
+    let check = |mode: &str| {
+        let mut args: Vec<String> = DROP.iter().map(|s| s.to_string()).collect();
+        args.push(binary.clone());
+        let flags =
+            ["--check-config", "--use-auth-secret", "--static-auth-secret", "no-caps-secret", "--offload", mode];
+        args.extend(flags.map(String::from));
+        process::run("turn-server-without-caps", &setpriv, &args, dir.path(), Duration::from_secs(30))
+    };
+    let tc = check("tc");
+    assert!(!tc.success() && tc.output().contains(NAMED), "{}", tc.output());
+    let auto = check("auto");
+    assert!(
+        auto.success() && auto.stdout.contains("offload: unavailable") && auto.stdout.contains(NAMED),
+        "{}",
+        auto.output()
+    );
+
+    // The relay itself, through a wrapper that drops them before it runs.
+    let wrapper = dir.path().join("turn-server-without-caps");
+    let script = format!("#!/bin/sh\nexec {} {} {binary} \"$@\"\n", setpriv.display(), DROP.join(" "));
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let server =
+        ServerBuilder::new("offload_no_caps").prometheus().program(wrapper).arg("--drain-timeout").arg("0").start();
+    server.wait_log("kernel fast path off, relaying in userspace: kernel offload is not permitted", WAIT);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (mut client, relayed) = bound_client(&server, "alice", peer.local_addr().unwrap());
+    const N: usize = 8;
+    exchange(&server, &mut client, &peer, relayed, N);
+    let body = server.scrape();
+    assert_eq!(prometheus::sample(&body, "turn_offload_active"), Some(0));
+    for direction in ["to_peer", "from_peer"] {
+        let (relayed, offloaded) = packets(&body, direction);
+        server.check(relayed == N as u64 && offloaded == 0, || {
+            format!("{direction}: {relayed} relayed, {offloaded} by the kernel; want {N} and 0")
+        });
+    }
+}
+
 #[test]
 fn check_config_says_whether_the_fast_path_loads() {
     let dir = e2e::LogDir::new("offload_check_config");
