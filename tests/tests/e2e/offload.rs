@@ -312,6 +312,60 @@ fn relays_between_namespaces_over_veth_each_family_and_across_them_with_full_che
     }
 }
 
+/// Both parties of a call relayed by one relay (`iceTransportPolicy: "relay"` on both sides):
+/// each client's peer is the other's relayed address. The kernel turns one client's ChannelData
+/// into the other's in one pass, IPv4 and IPv6, with the clients in their own namespaces as on
+/// the Internet (before, IPv4 from a device to the relay's own address was dropped).
+#[test]
+fn relay_to_relay_calls_are_relayed_in_the_kernel() {
+    let t = VethTopology::build();
+    for (family, relay_ip) in [("ipv4", "10.201.1.1"), ("ipv6", "fd01:1::1")] {
+        // The relay's own address is a peer only where a rule names it exactly.
+        let server = offloading(&format!("offload_hairpin_{family}"), relay_ip)
+            .refuse_loopback_peers()
+            .arg("--allowed-peer-ip")
+            .arg(relay_ip)
+            .start_in(&t.relay);
+        let join = |ns: &NetNs, user: &str| {
+            let (u, p) = server.credential(user);
+            let wire = ns.run(|| Wire::udp(server.addr())).unwrap();
+            let mut client = TurnClient::new(wire, &u, &p);
+            let alloc = allocate(&mut client, &server);
+            (client, alloc.relayed)
+        };
+        let (mut alice, alice_relayed) = join(&t.client, "alice");
+        let (mut bob, bob_relayed) = join(&t.peer, "bob");
+        for (client, channel, peer) in [(&mut alice, CHANNEL, bob_relayed), (&mut bob, CHANNEL + 1, alice_relayed)] {
+            let reply = client.channel_bind(channel, peer).unwrap();
+            server.check(reply.is_success(), || format!("{family} ChannelBind to {peer}: {}", reply.describe()));
+        }
+        const N: usize = 32;
+        let mut clients = [alice, bob];
+        for i in 0..N {
+            let data = payload(i);
+            for (from, who) in [(0, "alice -> bob"), (1, "bob -> alice")] {
+                clients[from].send_channel_data(CHANNEL + from as u16, &data).unwrap();
+                let got = clients[1 - from].recv_data(WAIT).unwrap();
+                server.check(got == Some((None, data.clone())), || {
+                    format!("{family} {who}: datagram {i} ({} bytes) came as {got:?}", data.len())
+                });
+            }
+        }
+        // Each datagram left one allocation and reached the other: 2N each way in all.
+        let body = t.relay.run(|| prometheus::scrape(server.metrics_port()));
+        for direction in ["to_peer", "from_peer"] {
+            let (relayed, offloaded) = packets(&body, direction);
+            server.check(relayed == 2 * N as u64 && offloaded == 2 * N as u64, || {
+                format!(
+                    "{family} {direction}: {relayed} relayed, {offloaded} by the kernel; want {} and {}",
+                    2 * N,
+                    2 * N
+                )
+            });
+        }
+    }
+}
+
 /// Root with CAP_BPF and CAP_NET_ADMIN (and CAP_SYS_ADMIN and CAP_PERFMON, which would stand in
 /// for them) taken out of its bounding set, as a relay started without the unit's capabilities:
 /// `tc` refuses to start and names them; `auto` says so in one line and relays in userspace.

@@ -19,9 +19,13 @@ pub(crate) fn hint(dst: IpAddr) -> u32 {
     if dst.is_loopback() || is_local(dst) {
         return LOCAL;
     }
+    // thread-self: /proc/net is the network namespace of the process's first thread, which need
+    // not be the calling thread's.
     let interface = match dst {
-        IpAddr::V4(v4) => std::fs::read_to_string("/proc/net/route").ok().and_then(|t| route_v4(&t, v4)),
-        IpAddr::V6(v6) => std::fs::read_to_string("/proc/net/ipv6_route").ok().and_then(|t| route_v6(&t, v6)),
+        IpAddr::V4(v4) => std::fs::read_to_string("/proc/thread-self/net/route").ok().and_then(|t| route_v4(&t, v4)),
+        IpAddr::V6(v6) => {
+            std::fs::read_to_string("/proc/thread-self/net/ipv6_route").ok().and_then(|t| route_v6(&t, v6))
+        }
     };
     interface.and_then(|name| index_of(&name)).unwrap_or(0)
 }

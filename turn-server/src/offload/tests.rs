@@ -403,6 +403,59 @@ fn veth_a_peer_on_the_relay_host() {
     }
 }
 
+/// Both parties of a call relayed by this relay, each from its own namespace, forwarding off:
+/// each one's peer is the other's relayed address, and the program turns a client's ChannelData
+/// straight into ChannelData for the other client (the other channel number), counted for both
+/// allocations. Without that, IPv4 would reach the relay's IP input from a device with the
+/// relay's own source address and be dropped as a martian.
+#[test]
+fn veth_relay_to_relay_in_one_pass() {
+    let Some((a_ns, relay, b_ns)) = veth_topology() else { return };
+    tx_checksums_off(&[(&a_ns, "cr"), (&b_ns, "pr")]);
+    let Some(offload) = relay.run(|| load_or_skip(&["rc", "rp"])) else { return };
+    const OTHER: u16 = 0x4abc;
+    for (family, a, b, server_a, server_b) in [
+        ("IPv4", "10.201.1.2", "10.201.2.2", "10.201.1.1", "10.201.2.1"),
+        ("IPv6", "fd00:1::2", "fd00:2::2", "fd00:1::1", "fd00:2::1"),
+    ] {
+        let (a, b) = (udp_at(&a_ns, a), udp_at(&b_ns, b));
+        let (sa, sb) = (udp_at(&relay, server_a), udp_at(&relay, server_b));
+        let (ra, rb) = (udp_at(&relay, server_a), udp_at(&relay, server_b));
+        let addr = |s: &UdpSocket| s.local_addr().unwrap();
+        let route_a =
+            Route { client: addr(&a), server: addr(&sa), relay: addr(&ra), peer: addr(&rb), channel: CHANNEL };
+        let route_b = Route { client: addr(&b), server: addr(&sb), relay: addr(&rb), peer: addr(&ra), channel: OTHER };
+        let slot_a = relay.run(|| offload.install(&route_a)).unwrap();
+        let slot_b = relay.run(|| offload.install(&route_b)).unwrap();
+        let (mut want_a, mut want_b) = (Counters::default(), Counters::default());
+        for (i, &size) in SIZES.iter().enumerate() {
+            let data = payload(size, i as u8);
+            a.send_to(&channel_data(CHANNEL, &data), route_a.server).unwrap();
+            let (got, from) = recv(&b);
+            assert_eq!(from, route_b.server, "{family} a -> b, {size} bytes");
+            assert!(got == channel_data(OTHER, &data), "{family} a -> b, {size} bytes, on b's channel");
+            b.send_to(&channel_data(OTHER, &data), route_b.server).unwrap();
+            let (got, from) = recv(&a);
+            assert_eq!(from, route_a.server, "{family} b -> a, {size} bytes");
+            assert!(got == channel_data(CHANNEL, &data), "{family} b -> a, {size} bytes, on a's channel");
+            for want in [&mut want_a, &mut want_b] {
+                want.to_peer_packets += 1;
+                want.to_peer_bytes += size as u64;
+                want.from_peer_packets += 1;
+                want.from_peer_bytes += size as u64;
+            }
+        }
+        for (sock, who) in [(&sa, "a's server"), (&sb, "b's server"), (&ra, "a's relay"), (&rb, "b's relay")] {
+            assert_quiet(sock, &format!("{family} {who} socket"));
+        }
+        assert_eq!(offload.remove(&route_a, slot_a).unwrap(), want_a, "{family} a's counters");
+        assert_eq!(offload.remove(&route_b, slot_b).unwrap(), want_b, "{family} b's counters");
+    }
+    for (ns, who) in [(&a_ns, "a"), (&b_ns, "b")] {
+        assert_eq!(ns.udp_counter("InCsumErrors"), 0, "UDP checksum errors at {who}");
+    }
+}
+
 #[test]
 fn probe_loads_and_leaves_nothing_attached() {
     let Some(ns) = Netns::new("probe") else { return };

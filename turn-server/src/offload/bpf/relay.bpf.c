@@ -57,7 +57,9 @@
 // ingress device, as on most hosts) -> the egress the relay looked up when it installed the
 // route (a local address, or an interface); anything else (unreachable, fragmentation needed, no
 // egress known, or the datagram would outgrow the egress device's MTU) -> userspace, unchanged.
-// See route(). Local delivery has one more rule, for IPv4: see deliverable().
+// See route(). Local delivery has one more rule, for IPv4: see deliverable(). A peer that is
+// another allocation's relayed address on this host is not delivered but relayed on at once:
+// see hairpin().
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -140,6 +142,11 @@ struct scratch {
 	__u32 words[CHUNK / 4];
 };
 
+// Values are read in place. An entry the relay removes while another CPU is reading it may be
+// reused for another route at once (hash maps recycle elements without waiting), so a datagram
+// in flight at that instant could read a mix; the relay removes a route only when its traffic
+// stops being allowed, and installs at ChannelBind, so the window is a few instructions wide
+// and needs a removal and an install on another CPU within it.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_ENTRIES);
@@ -168,6 +175,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
+
+// bpf_fib_lookup's parameters, per CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_fib_lookup);
+} fib_params SEC(".maps");
 
 // What the parser found: the packet's addresses (16-byte form), ports, lengths and offsets.
 struct pkt {
@@ -260,7 +275,13 @@ static __always_inline int lookup(struct __sk_buff *skb, __u8 out_v6, const __u8
 				  const __u8 dst[16], __be16 sport, __be16 dport, __u32 new_udp_len,
 				  __u32 egress)
 {
-	struct bpf_fib_lookup fib = {};
+	// Off the stack: the program's call chain may use 512 bytes of it in all.
+	__u32 zero = 0;
+	struct bpf_fib_lookup *fibp = bpf_map_lookup_elem(&fib_params, &zero);
+	if (!fibp)
+		return -1;
+	__builtin_memset(fibp, 0, sizeof(*fibp));
+#define fib (*fibp)
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = sport;
 	fib.dport = dport;
@@ -277,11 +298,12 @@ static __always_inline int lookup(struct __sk_buff *skb, __u8 out_v6, const __u8
 		__builtin_memcpy(&fib.ipv4_dst, dst + 12, 4);
 	}
 	// SKIP_NEIGH: bpf_redirect_neigh resolves the neighbour itself.
-	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	long rc = bpf_fib_lookup(skb, fibp, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
 		return 0;
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex > 0)
 		return (int)fib.ifindex;
+#undef fib
 	// The lookups check forwarding on the ingress device before they look at the route, so a
 	// host that does not forward gets FWD_DISABLED (IPv4 even for its own addresses; the IPv6
 	// one answers NOT_FWDED for those). The relay's own route lookup at install time answers
@@ -596,6 +618,55 @@ static __always_inline int deliverable(struct __sk_buff *skb, int where, __u8 ou
 // After bpf_skb_adjust_room fails midway there is no way back: drop rather than send garbage.
 #define BROKEN TC_ACT_SHOT
 
+// Relay to relay: the peer is a relayed address of another allocation on this host (both
+// parties of a call relayed by this server, as with iceTransportPolicy "relay"). When that
+// allocation has a channel back to ours, the datagram becomes ChannelData for its client at
+// once: the same length, other addresses and channel number, and no trip through this host's
+// IP input, which would refuse an IPv4 datagram from our own address that came in through a
+// device (see deliverable()). Both allocations' checks hold: each one's route is in the maps.
+// Counted for both. TC_ACT_UNSPEC, with the packet untouched, when it does not apply.
+static __always_inline int hairpin(struct __sk_buff *skb, const struct pkt *p,
+				   const struct channel_value *out, __be16 old_channel, __u32 payload)
+{
+	struct peer_key key = {};
+	__builtin_memcpy(key.peer_ip, out->relay_ip, 16);
+	__builtin_memcpy(key.relay_ip, out->peer_ip, 16);
+	key.peer_port = out->relay_port;
+	key.relay_port = out->peer_port;
+	struct peer_value *v = bpf_map_lookup_elem(&peers, &key);
+	if (!v)
+		return TC_ACT_UNSPEC;
+	// Read in place: a copy would cost stack the program lacks and be no safer (a value removed
+	// on another CPU may be reused at once either way; see the maps' note).
+	const struct peer_value *back = v;
+	__u8 out_v6 = !is_mapped_v4(back->client_ip);
+	// A change of family on the way is left to userspace.
+	if (out_v6 != p->v6 || out_v6 == is_mapped_v4(back->server_ip))
+		return TC_ACT_UNSPEC;
+	int where = route(skb, out_v6, back->server_ip, back->client_ip, back->server_port,
+			  back->client_port, p->udp_len, back->egress);
+	if (where < 0)
+		return TC_ACT_UNSPEC;
+	int partial = is_partial(skb, p->l4 + 6);
+	if ((partial && where > 0) || !deliverable(skb, where, out_v6, 0))
+		return TC_ACT_UNSPEC;
+
+	if (rewrite_headers(skb, p, back->server_ip, back->client_ip, back->server_port,
+			    back->client_port, p->udp_len) < 0)
+		return BROKEN;
+	// The channel number, an untracked pair as in rewrite_headers.
+	if (bpf_l4_csum_replace(skb, p->l4 + 6, old_channel, back->channel,
+				BPF_F_MARK_MANGLED_0 | 2) < 0 ||
+	    bpf_skb_store_bytes(skb, p->l4 + UDP_LEN, &back->channel, 2, 0) < 0)
+		return BROKEN;
+	if (partial && full_checksum(skb, p->l4, back->server_ip, back->client_ip, p->udp_len,
+				     out_v6) < 0)
+		return BROKEN;
+	count(out->slot, 1, payload);
+	count(back->slot, 0, payload);
+	return deliver(where);
+}
+
 static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 {
 	struct {
@@ -620,16 +691,21 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 	struct channel_value *v = bpf_map_lookup_elem(&channels, &key);
 	if (!v)
 		return TC_ACT_UNSPEC;
-	struct channel_value route_to = *v;
-	__u8 out_v6 = !is_mapped_v4(route_to.peer_ip);
-	if (out_v6 == is_mapped_v4(route_to.relay_ip))
+	const struct channel_value *route_to = v;
+	__u8 out_v6 = !is_mapped_v4(route_to->peer_ip);
+	if (out_v6 == is_mapped_v4(route_to->relay_ip))
 		return TC_ACT_UNSPEC;
 
 	__u32 new_udp_len = UDP_LEN + payload;
-	int where = route(skb, out_v6, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
-			  route_to.peer_port, new_udp_len, route_to.egress);
+	int where = route(skb, out_v6, route_to->relay_ip, route_to->peer_ip, route_to->relay_port,
+			  route_to->peer_port, new_udp_len, route_to->egress);
 	if (where < 0)
 		return TC_ACT_UNSPEC;
+	if (where == 0) {
+		int rc = hairpin(skb, p, route_to, cd.channel, payload);
+		if (rc != TC_ACT_UNSPEC)
+			return rc;
+	}
 	int partial = is_partial(skb, p->l4 + 6);
 	if (partial && where > 0)
 		return TC_ACT_UNSPEC;
@@ -639,14 +715,14 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 
 	// From here on the packet is ours.
 	if (out_v6 != p->v6) {
-		if (translate(skb, out_v6, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
-			      route_to.peer_port, new_udp_len, 0) < 0)
+		if (translate(skb, out_v6, route_to->relay_ip, route_to->peer_ip, route_to->relay_port,
+			      route_to->peer_port, new_udp_len, 0) < 0)
 			return BROKEN;
-		count(route_to.slot, 1, payload);
+		count(route_to->slot, 1, payload);
 		return deliver_translated(skb, where);
 	}
-	if (rewrite_headers(skb, p, route_to.relay_ip, route_to.peer_ip, route_to.relay_port,
-			    route_to.peer_port, new_udp_len) < 0)
+	if (rewrite_headers(skb, p, route_to->relay_ip, route_to->peer_ip, route_to->relay_port,
+			    route_to->peer_port, new_udp_len) < 0)
 		return BROKEN;
 	// Take the ChannelData header out of the sum and the data (an untracked pair, see above).
 	__u32 cd_word, zero = 0;
@@ -663,10 +739,10 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 		return BROKEN;
 	if (bpf_skb_store_bytes(skb, p->l4, &udp, sizeof(udp), BPF_F_RECOMPUTE_CSUM) < 0)
 		return BROKEN;
-	if (partial && full_checksum(skb, p->l4, route_to.relay_ip, route_to.peer_ip, new_udp_len,
+	if (partial && full_checksum(skb, p->l4, route_to->relay_ip, route_to->peer_ip, new_udp_len,
 				     p->v6) < 0)
 		return BROKEN;
-	count(route_to.slot, 1, payload);
+	count(route_to->slot, 1, payload);
 	return deliver(where);
 }
 
@@ -680,16 +756,16 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 	struct peer_value *v = bpf_map_lookup_elem(&peers, &key);
 	if (!v)
 		return TC_ACT_UNSPEC;
-	struct peer_value back = *v;
-	__u8 out_v6 = !is_mapped_v4(back.client_ip);
-	if (out_v6 == is_mapped_v4(back.server_ip))
+	const struct peer_value *back = v;
+	__u8 out_v6 = !is_mapped_v4(back->client_ip);
+	if (out_v6 == is_mapped_v4(back->server_ip))
 		return TC_ACT_UNSPEC;
 	__u32 payload = p->udp_len - UDP_LEN;
 	__u32 new_udp_len = p->udp_len + CD_LEN;
 	if (new_udp_len > 0xffff - IP6_LEN)
 		return TC_ACT_UNSPEC;
-	int where = route(skb, out_v6, back.server_ip, back.client_ip, back.server_port,
-			  back.client_port, new_udp_len, back.egress);
+	int where = route(skb, out_v6, back->server_ip, back->client_ip, back->server_port,
+			  back->client_port, new_udp_len, back->egress);
 	if (where < 0)
 		return TC_ACT_UNSPEC;
 	int partial = is_partial(skb, p->l4 + 6);
@@ -701,16 +777,16 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 
 	if (out_v6 != p->v6) {
 		__u32 cd_word;
-		__be16 cd[2] = {back.channel, bpf_htons(payload)};
+		__be16 cd[2] = {back->channel, bpf_htons(payload)};
 		__builtin_memcpy(&cd_word, cd, 4);
-		if (translate(skb, out_v6, back.server_ip, back.client_ip, back.server_port,
-			      back.client_port, new_udp_len, cd_word) < 0)
+		if (translate(skb, out_v6, back->server_ip, back->client_ip, back->server_port,
+			      back->client_port, new_udp_len, cd_word) < 0)
 			return BROKEN;
-		count(back.slot, 0, payload);
+		count(back->slot, 0, payload);
 		return deliver_translated(skb, where);
 	}
-	if (rewrite_headers(skb, p, back.server_ip, back.client_ip, back.server_port,
-			    back.client_port, new_udp_len) < 0)
+	if (rewrite_headers(skb, p, back->server_ip, back->client_ip, back->server_port,
+			    back->client_port, new_udp_len) < 0)
 		return BROKEN;
 	struct {
 		struct udphdr udp;
@@ -719,7 +795,7 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 	} hdr;
 	if (bpf_skb_load_bytes(skb, p->l4, &hdr.udp, sizeof(hdr.udp)) < 0)
 		return BROKEN;
-	hdr.channel = back.channel;
+	hdr.channel = back->channel;
 	hdr.len = bpf_htons(payload);
 	// The ChannelData header enters the data through the tracked store below, so its share of
 	// the check field is a PSEUDO_HDR update: on CHECKSUM_COMPLETE that also moves skb->csum.
@@ -737,10 +813,10 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 		return BROKEN;
 	if (bpf_skb_store_bytes(skb, p->l4, &hdr, sizeof(hdr), BPF_F_RECOMPUTE_CSUM) < 0)
 		return BROKEN;
-	if (partial && full_checksum(skb, p->l4, back.server_ip, back.client_ip, new_udp_len,
+	if (partial && full_checksum(skb, p->l4, back->server_ip, back->client_ip, new_udp_len,
 				     p->v6) < 0)
 		return BROKEN;
-	count(back.slot, 0, payload);
+	count(back->slot, 0, payload);
 	return deliver(where);
 }
 
