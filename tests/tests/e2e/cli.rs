@@ -160,6 +160,25 @@ async fn config_file_supplies_secret_and_policy() {
     c.close().await;
 }
 
+/// A second relay on a port a running one holds refuses to start, even where only UDP would
+/// collide: its listeners form an SO_REUSEPORT group, which would otherwise take the second one
+/// in silently and split the clients between the two.
+#[test]
+fn a_second_relay_on_the_same_port_refuses_to_start() {
+    let first = ServerBuilder::new("same_port_first").arg("--no-tcp").start();
+    let dir = LogDir::new("same_port_second");
+    let port = first.addr().port().to_string();
+    let second = turn_server_cli(
+        &["--listening-ip", "127.0.0.1", "-p", &port, "--no-tcp", "--use-auth-secret", "--static-auth-secret", "s"],
+        dir.path(),
+    );
+    assert!(
+        !second.success() && second.output().contains(&format!("cannot listen on udp 127.0.0.1:{port}")),
+        "the second relay should fail naming the port: {}",
+        second.output()
+    );
+}
+
 /// Logs to a pipe or file (the journal, under systemd) must not carry terminal colour codes.
 #[test]
 fn stderr_logs_have_no_colour_codes_when_not_a_terminal() {

@@ -41,7 +41,7 @@ fn bind_each<T>(
                 let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                     " (ports below 1024 need CAP_NET_BIND_SERVICE)"
                 } else if e.kind() == std::io::ErrorKind::AddrInUse {
-                    " (another process, coturn perhaps, holds it)"
+                    " (another process holds it: coturn, or another turn-server)"
                 } else {
                     ""
                 };
@@ -67,7 +67,7 @@ fn datagram_worker_sockets(settings: &Settings, first: Vec<UdpSocket>) -> anyhow
         let mut sockets = Vec::new();
         for s in &first {
             let addr = s.local_addr().context("a listening socket has no address")?;
-            sockets.push(socket::bind_listener(addr).with_context(|| format!("cannot add a worker on udp {addr}"))?);
+            sockets.push(socket::join_listener(addr).with_context(|| format!("cannot add a worker on udp {addr}"))?);
         }
         extra.push(sockets);
     }

@@ -27,7 +27,17 @@ pub fn bind_udp(addr: SocketAddr, reuse_port: bool, buffer: Option<usize>) -> io
     Ok(socket.into())
 }
 
+/// The first listening socket on `addr`, which opens an SO_REUSEPORT group for the workers
+/// ([`join_listener`]). Such a group takes in any socket of the same user that asks, so a second
+/// relay started on the same port would silently get half of its clients. A plain bind first,
+/// closed at once, turns that into "address in use".
 pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    drop(bind_udp(addr, false, None)?);
+    join_listener(addr)
+}
+
+/// One more listening socket on `addr`, joining the group [`bind_listener`] opened.
+pub fn join_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     bind_udp(addr, true, Some(LISTENER_BUFFER))
 }
 

@@ -88,7 +88,7 @@ pub fn steer_by_client_address(socket: &UdpSocket, ipv6: bool, workers: u32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::socket::bind_listener;
+    use crate::net::socket::{bind_listener, join_listener};
     use std::time::Duration;
 
     const SOCKETS: usize = 4;
@@ -101,7 +101,7 @@ mod tests {
         let addr = first.local_addr().expect("addr");
         let mut group = vec![first];
         for _ in 1..SOCKETS {
-            group.push(bind_listener(addr).expect("bind the same port"));
+            group.push(join_listener(addr).expect("bind the same port"));
         }
         steer_by_client_address(&group[0], addr.is_ipv6(), SOCKETS as u32).expect("attach the program");
         for s in &group {
