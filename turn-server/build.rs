@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const SOURCE: &str = "src/offload/bpf/relay.bpf.c";
+/// The map layouts and helpers the programs share (#included, so a change must rebuild them).
+const SHARED: &str = "src/offload/bpf/relay_maps.h";
 
 fn main() {
     println!("cargo:rerun-if-changed={SOURCE}");
+    println!("cargo:rerun-if-changed={SHARED}");
     println!("cargo:rerun-if-env-changed=CLANG");
     println!("cargo::rustc-check-cfg=cfg(offload_unbuilt)");
     if let Err(reason) = compile() {
