@@ -34,6 +34,9 @@ pub(crate) struct NextHops {
     map: HashMap<MapData, NextHopKey, NextHopValue>,
     wanted: Table<IpAddr, Wanted>,
     neighbours: Neighbours,
+    /// The last periodic refresh. A read at install does not count: it would put the next
+    /// refresh off by up to a tick more, and a neighbour resolved right after the install
+    /// (by userspace's first sends to a new peer) would wait two seconds instead of one.
     refreshed: Option<Instant>,
 }
 
@@ -90,6 +93,7 @@ impl NextHops {
         if self.refreshed.is_some_and(|at| now.duration_since(at) < REFRESH_EVERY) || self.wanted.is_empty() {
             return;
         }
+        self.refreshed = Some(now);
         self.read_neighbours();
         let mut links = Table::new();
         let mut wanted = std::mem::take(&mut self.wanted);
@@ -105,7 +109,6 @@ impl NextHops {
             // Entries stay as they are; the next refresh tries again.
             Err(e) => tracing::debug!(error = %e, "cannot read the neighbour table"),
         }
-        self.refreshed = Some(Instant::now());
     }
 
     /// Puts what `w` resolves to now into the map (or takes it out).
@@ -123,7 +126,10 @@ impl NextHops {
             None => self.map.remove(&key(dst)),
         };
         match done {
-            Ok(()) => w.entry = now,
+            Ok(()) => {
+                tracing::debug!(%dst, via = %w.via, egress = w.egress, resolved = now.is_some(), "next hop");
+                w.entry = now;
+            }
             // Full or gone: the program leaves this destination to userspace.
             Err(e) => {
                 tracing::debug!(%dst, error = %e, "cannot update a next hop");

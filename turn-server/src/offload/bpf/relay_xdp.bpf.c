@@ -471,6 +471,58 @@ static __always_inline void words(struct csum_words *w, const __u8 src[16], cons
 	w->cd = cd;
 }
 
+// What a relayed datagram becomes: its new addresses, ports and UDP length, where it goes when
+// the FIB will not say, the ChannelData header's word (which the datagram loses on its way to
+// the peer and gains on its way to the client), and where it is counted.
+struct relay_to {
+	__u8 src[16];
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__u32 udp_len;
+	__u32 egress;
+	__u32 cd;
+	__u32 slot;
+	__u32 payload;
+	__u8 to_peer;
+};
+
+static __always_inline int relay(struct xdp_md *ctx, const struct pkt *p, const struct relay_to *t)
+{
+	struct out o = {};
+	if (route(ctx, p, t->src, t->dst, t->sport, t->dport, t->udp_len, t->egress, &o) < 0)
+		return XDP_PASS;
+	int partial = is_partial(p);
+	if (partial && o.ifindex)
+		return XDP_PASS;
+
+	struct csum_words old, new;
+	words(&old, p->src, p->dst, p->sport, p->dport, p->udp_len, t->to_peer ? t->cd : 0);
+	words(&new, t->src, t->dst, t->sport, t->dport, t->udp_len, t->to_peer ? 0 : t->cd);
+	__be16 check;
+	if (udp_check(p, &old, &new, &check) < 0)
+		return XDP_PASS;
+	struct hdrs h;
+	if (load_hdrs(ctx, &h, p->v6) < 0 || rewrite(&h, p, &new, check, &o) < 0)
+		return XDP_PASS;
+
+	// To the peer the headers move 4 bytes on, over the ChannelData header; to the client 4
+	// bytes back, and the ChannelData header takes the place of the old UDP header's second
+	// half, right before the payload. A failed adjust_head changed nothing yet.
+	if (bpf_xdp_adjust_head(ctx, t->to_peer ? CD_LEN : -CD_LEN) < 0)
+		return XDP_PASS;
+	// From here on the frame is ours.
+	__u32 hl = p->v6 ? HDR6 : HDR4;
+	if (store_hdrs(ctx, &h, p->v6) < 0)
+		return BROKEN;
+	if (!t->to_peer && bpf_xdp_store_bytes(ctx, hl, (void *)&t->cd, CD_LEN) < 0)
+		return BROKEN;
+	if (partial && full_checksum(ctx, hl - UDP_LEN, t->src, t->dst, t->udp_len, p->v6) < 0)
+		return BROKEN;
+	count(t->slot, t->to_peer, t->payload);
+	return deliver(ctx, &o);
+}
+
 static __always_inline int to_peer(struct xdp_md *ctx, struct pkt *p)
 {
 	__u32 hl = p->v6 ? HDR6 : HDR4;
@@ -496,42 +548,20 @@ static __always_inline int to_peer(struct xdp_md *ctx, struct pkt *p)
 	struct channel_value *v = bpf_map_lookup_elem(&channels, &key);
 	if (!v)
 		return NOT_MINE;
-	struct channel_value to = *v;
-	if (p->v6 == is_mapped_v4(to.peer_ip) || p->v6 == is_mapped_v4(to.relay_ip))
+	if (p->v6 == is_mapped_v4(v->peer_ip) || p->v6 == is_mapped_v4(v->relay_ip))
 		return XDP_PASS;
-
-	__u32 new_udp_len = UDP_LEN + payload;
-	struct out o = {};
-	if (route(ctx, p, to.relay_ip, to.peer_ip, to.relay_port, to.peer_port, new_udp_len,
-		  to.egress, &o) < 0)
-		return XDP_PASS;
-	int partial = is_partial(p);
-	if (partial && o.ifindex)
-		return XDP_PASS;
-
-	struct csum_words old, new;
-	__u32 cd_word;
-	__builtin_memcpy(&cd_word, &cd, 4);
-	words(&old, p->src, p->dst, p->sport, p->dport, p->udp_len, cd_word);
-	words(&new, to.relay_ip, to.peer_ip, to.relay_port, to.peer_port, new_udp_len, 0);
-	__be16 check;
-	if (udp_check(p, &old, &new, &check) < 0)
-		return XDP_PASS;
-	struct hdrs h;
-	if (load_hdrs(ctx, &h, p->v6) < 0 || rewrite(&h, p, &new, check, &o) < 0)
-		return XDP_PASS;
-
-	// From here on the frame is ours. The headers move 4 bytes on, over the ChannelData
-	// header.
-	if (bpf_xdp_adjust_head(ctx, CD_LEN) < 0)
-		return XDP_PASS; // nothing changed yet
-	if (store_hdrs(ctx, &h, p->v6) < 0)
-		return BROKEN;
-	if (partial && full_checksum(ctx, hl - UDP_LEN, to.relay_ip, to.peer_ip, new_udp_len,
-				     p->v6) < 0)
-		return BROKEN;
-	count(to.slot, 1, payload);
-	return deliver(ctx, &o);
+	struct relay_to t = {};
+	__builtin_memcpy(t.src, v->relay_ip, 16);
+	__builtin_memcpy(t.dst, v->peer_ip, 16);
+	t.sport = v->relay_port;
+	t.dport = v->peer_port;
+	t.udp_len = UDP_LEN + payload;
+	t.egress = v->egress;
+	__builtin_memcpy(&t.cd, &cd, CD_LEN);
+	t.slot = v->slot;
+	t.payload = payload;
+	t.to_peer = 1;
+	return relay(ctx, p, &t);
 }
 
 static __always_inline int from_peer(struct xdp_md *ctx, struct pkt *p)
@@ -544,50 +574,26 @@ static __always_inline int from_peer(struct xdp_md *ctx, struct pkt *p)
 	struct peer_value *v = bpf_map_lookup_elem(&peers, &key);
 	if (!v)
 		return NOT_MINE;
-	struct peer_value back = *v;
-	if (p->v6 == is_mapped_v4(back.client_ip) || p->v6 == is_mapped_v4(back.server_ip))
+	if (p->v6 == is_mapped_v4(v->client_ip) || p->v6 == is_mapped_v4(v->server_ip))
 		return XDP_PASS;
-	__u32 payload = p->udp_len - UDP_LEN;
-	__u32 new_udp_len = p->udp_len + CD_LEN;
-	if (new_udp_len > 0xffff - IP6_LEN)
+	if (p->udp_len + CD_LEN > 0xffff - IP6_LEN)
 		return XDP_PASS;
-	struct out o = {};
-	if (route(ctx, p, back.server_ip, back.client_ip, back.server_port, back.client_port,
-		  new_udp_len, back.egress, &o) < 0)
-		return XDP_PASS;
-	int partial = is_partial(p);
-	if (partial && o.ifindex)
-		return XDP_PASS;
-
+	struct relay_to t = {};
+	__builtin_memcpy(t.src, v->server_ip, 16);
+	__builtin_memcpy(t.dst, v->client_ip, 16);
+	t.sport = v->server_port;
+	t.dport = v->client_port;
+	t.udp_len = p->udp_len + CD_LEN;
+	t.egress = v->egress;
+	t.payload = p->udp_len - UDP_LEN;
 	struct {
 		__be16 channel;
 		__be16 len;
-	} cd = { back.channel, bpf_htons(payload) };
-	__u32 cd_word;
-	__builtin_memcpy(&cd_word, &cd, 4);
-	struct csum_words old, new;
-	words(&old, p->src, p->dst, p->sport, p->dport, p->udp_len, 0);
-	words(&new, back.server_ip, back.client_ip, back.server_port, back.client_port, new_udp_len,
-	      cd_word);
-	__be16 check;
-	if (udp_check(p, &old, &new, &check) < 0)
-		return XDP_PASS;
-	struct hdrs h;
-	if (load_hdrs(ctx, &h, p->v6) < 0 || rewrite(&h, p, &new, check, &o) < 0)
-		return XDP_PASS;
-
-	// The headers move 4 bytes back; the ChannelData header takes the place of the old UDP
-	// header's second half, right before the payload.
-	if (bpf_xdp_adjust_head(ctx, -CD_LEN) < 0)
-		return XDP_PASS; // no headroom: nothing changed yet
-	__u32 hl = p->v6 ? HDR6 : HDR4;
-	if (store_hdrs(ctx, &h, p->v6) < 0 || bpf_xdp_store_bytes(ctx, hl, &cd, sizeof(cd)) < 0)
-		return BROKEN;
-	if (partial && full_checksum(ctx, hl - UDP_LEN, back.server_ip, back.client_ip,
-				     new_udp_len, p->v6) < 0)
-		return BROKEN;
-	count(back.slot, 0, payload);
-	return deliver(ctx, &o);
+	} cd = { v->channel, bpf_htons(t.payload) };
+	__builtin_memcpy(&t.cd, &cd, CD_LEN);
+	t.slot = v->slot;
+	t.to_peer = 0;
+	return relay(ctx, p, &t);
 }
 
 SEC("xdp")
