@@ -8,7 +8,6 @@
 //! routing is not followed; a route that changes after install is followed only where forwarding
 //! is on.
 
-use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The program's EGRESS_LOCAL: deliver on this host.
@@ -38,7 +37,7 @@ pub(crate) fn lookup(dst: IpAddr) -> Egress {
             std::fs::read_to_string("/proc/thread-self/net/ipv6_route").ok().and_then(|t| route_v6(&t, v6))
         }
     };
-    match route.and_then(|r| Some((index_of(&r.interface)?, r.gateway))) {
+    match route.and_then(|r| Some((super::ifaces::index(&r.interface).ok()?, r.gateway))) {
         Some((egress, gateway)) => Egress { egress, via: Some(gateway.unwrap_or(dst)) },
         None => Egress { egress: 0, via: None },
     }
@@ -53,13 +52,6 @@ struct Route {
 
 fn is_local(ip: IpAddr) -> bool {
     if_addrs::get_if_addrs().is_ok_and(|all| all.iter().any(|i| i.ip() == ip))
-}
-
-fn index_of(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index > 0).then_some(index)
 }
 
 const RTF_UP: u32 = 0x1;

@@ -33,6 +33,17 @@ pub(crate) fn up_interfaces() -> Result<Vec<String>, OffloadError> {
     Ok(up)
 }
 
+/// The index of the interface `name` in this thread's network namespace.
+pub(crate) fn index(name: &str) -> Result<u32, OffloadError> {
+    let c = std::ffi::CString::new(name).map_err(|_| OffloadError::Interface(format!("{name:?}: not a name")))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(OffloadError::Interface(format!("{name}: no such interface")));
+    }
+    Ok(index)
+}
+
 fn is_up(name: &str) -> Result<bool, OffloadError> {
     let req = query(name, libc::SIOCGIFFLAGS)
         .map_err(|e| OffloadError::Interface(format!("reading the flags of {name}: {e}")))?;

@@ -213,7 +213,14 @@ impl Offload {
                     .take_map("next_hops")
                     .ok_or_else(|| OffloadError::Map("no map next_hops in the object".into()))?;
                 let map = HashMap::try_from(map).map_err(|e| map_err("next_hops", &e))?;
-                Some(Mutex::new(NextHops::new(map)))
+                let ports =
+                    ebpf.take_map("ports").ok_or_else(|| OffloadError::Map("no map ports in the object".into()))?;
+                let ports = HashMap::try_from(ports).map_err(|e| map_err("ports", &e))?;
+                let mut attached = Vec::new();
+                for (interface, mode) in interfaces.iter().zip(&xdp_modes) {
+                    attached.push((ifaces::index(interface)?, *mode));
+                }
+                Some(Mutex::new(NextHops::new(map, ports, &attached)))
             }
         };
         let mut take =

@@ -18,6 +18,7 @@ mod error;
 mod ifaces;
 mod loader;
 mod maps;
+mod netlink;
 mod next_hop;
 mod slots;
 #[cfg(test)]

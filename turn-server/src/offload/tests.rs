@@ -329,6 +329,26 @@ fn veth(hook: Hook, forwarding: bool) {
         for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
             ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
         }
+        if hook == Hook::Xdp {
+            // Without XDP or GRO at a veth's other end the kernel would drop a native redirect
+            // into it: the program leaves those datagrams to userspace instead, from the
+            // refresh that sees it.
+            let refresh = || {
+                std::thread::sleep(super::next_hop::REFRESH_EVERY);
+                relay.run(|| offload.refresh());
+            };
+            for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
+                ns.exec(&["ethtool", "-K", dev, "gro", "off"]);
+            }
+            refresh();
+            ends.client_reaches_userspace(&channel_data(CHANNEL, &data), &format!("{family} no NAPI at the peer"));
+            ends.peer_reaches_userspace(&data, &format!("{family} no NAPI at the client"));
+            assert_eq!(offload.read(slot).unwrap(), Counters::default());
+            for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
+                ns.exec(&["ethtool", "-K", dev, "gro", "on"]);
+            }
+            refresh();
+        }
         let (client_errors, peer_errors) = (client.udp_counter("InCsumErrors"), peer.udp_counter("InCsumErrors"));
         let (client_in, peer_in) = (client.udp_counter("InDatagrams"), peer.udp_counter("InDatagrams"));
         let want = ends.relay_all();

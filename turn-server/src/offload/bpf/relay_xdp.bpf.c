@@ -31,9 +31,13 @@
 // - NOT_FWDED / EGRESS_LOCAL (a destination on this host) -> XDP_PASS after the rewrite, the
 //   stack delivers it; only for frames that came in on lo: a rewritten IPv4 datagram carries
 //   this host's address as its source, which the stack drops as a martian on any other device.
-// Out the ingress device -> XDP_TX; another device -> bpf_redirect. A native-mode redirect needs
-// the egress driver to take XDP frames (ndo_xdp_xmit; a veth only when its peer runs XDP or has
-// GRO on); the relay attaches this program to every interface that is up, which covers NICs.
+// Out the ingress device -> XDP_TX; another device -> bpf_redirect. In generic mode the kernel
+// sends the redirected skb through any device. In native mode the frame goes to the egress
+// driver's ndo_xdp_xmit, and a device without one (a veth whose other end has neither XDP nor
+// GRO on; a driver without XDP) drops it after the program counted it: so a frame leaves a
+// native ingress only for a device the relay marked in `ports` as running this program natively
+// and taking XDP frames (the kernel's NETDEV_XDP_ACT_NDO_XMIT, re-read every second,
+// src/offload/next_hop.rs); else it goes to userspace, unchanged.
 //
 // ## Checksums
 // Native XDP sees what the wire carried: a full UDP checksum (or an IPv4 0, "none", which stays
@@ -101,6 +105,17 @@ struct {
 	__type(key, struct next_hop_key);
 	__type(value, struct next_hop);
 } next_hops SEC(".maps");
+
+// `ports` flags, by interface index, for the devices this program is attached to.
+#define PORT_GENERIC 1 // it runs in generic mode there: a redirect sends the skb, any device
+#define PORT_XMIT 2 // it runs natively there and the device takes XDP frames
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} ports SEC(".maps");
 
 // What the parser found.
 struct pkt {
@@ -194,6 +209,17 @@ static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
 	return 0;
 }
 
+// Whether a frame that came in on this device may leave through `out` (see Delivery above).
+static __always_inline int can_send(struct xdp_md *ctx, __u32 out)
+{
+	__u32 in = ctx->ingress_ifindex;
+	__u32 *flags = bpf_map_lookup_elem(&ports, &in);
+	if (flags && (*flags & PORT_GENERIC))
+		return 1;
+	flags = bpf_map_lookup_elem(&ports, &out);
+	return flags && (*flags & PORT_XMIT);
+}
+
 static __always_inline int local(struct xdp_md *ctx, struct out *o)
 {
 	if (ctx->ingress_ifindex != LOOPBACK_IFINDEX)
@@ -233,7 +259,7 @@ static __always_inline int route(struct xdp_md *ctx, const struct pkt *p, const 
 		// Ethernet frame must not be sent there.
 		__u64 d = 0;
 		__builtin_memcpy(&d, fib.dmac, 6);
-		if (d == 0)
+		if (d == 0 || !can_send(ctx, fib.ifindex))
 			return -1;
 		__builtin_memcpy(o->dmac, fib.dmac, 6);
 		__builtin_memcpy(o->smac, fib.smac, 6);
@@ -250,7 +276,7 @@ static __always_inline int route(struct xdp_md *ctx, const struct pkt *p, const 
 	struct next_hop_key key;
 	__builtin_memcpy(key.ip, dst, 16);
 	struct next_hop *nh = bpf_map_lookup_elem(&next_hops, &key);
-	if (!nh || nh->ifindex != egress || ip_len > nh->mtu)
+	if (!nh || nh->ifindex != egress || ip_len > nh->mtu || !can_send(ctx, egress))
 		return -1;
 	__builtin_memcpy(o->dmac, nh->dmac, 6);
 	__builtin_memcpy(o->smac, nh->smac, 6);
