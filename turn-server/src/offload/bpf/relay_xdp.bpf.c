@@ -43,10 +43,11 @@
 // Native XDP sees what the wire carried: a full UDP checksum (or an IPv4 0, "none", which stays
 // 0). Both checksums are updated incrementally by hand (bpf_csum_diff over the old and new
 // words: addresses, ports, lengths, the ChannelData word), so a datagram that arrived corrupt
-// stays detectably corrupt. In generic XDP, a datagram a local socket sent (over lo or veth) is
+// stays detectably corrupt. Where the program runs on an skb a local socket sent (generic XDP
+// on lo or a veth; native XDP on a veth runs on its peer's skb too), the skb is often
 // CHECKSUM_PARTIAL: its check field holds only the folded pseudo-header sum, and this program
 // cannot see ip_summed. The kernel does not follow an adjust_head with csum_start either
-// (bpf_prog_run_generic_xdp moves data, mac_header and network_header only; veth's native path
+// (bpf_prog_run_generic_xdp moves data, mac_header and network_header only; veth_xdp_rcv_skb
 // likewise), so csum_start points 4 bytes before the new UDP header after a pop and 4 bytes into
 // it after a push: a device filling the checksum in would write it into the wrong bytes, and a
 // local receiver verifies the field in full after a pop. So: a check field equal to the folded
@@ -54,9 +55,14 @@
 // a 1 in 65535 chance, and then the full checksum written is still right), the rewritten
 // datagram gets a full checksum computed here (right however the receiver looks at it), and it
 // is relayed only to a local destination; one that would leave through a device goes to
-// userspace. In generic mode on a NIC that reports CHECKSUM_COMPLETE, skb->csum is not updated
-// by anyone: a locally delivered datagram is then verified in software (correctly) and the
-// kernel logs "hw csum failure"; native mode and the devices tested do not hit this.
+// userspace. Nobody updates skb->csum of a CHECKSUM_COMPLETE skb (generic XDP on a NIC that
+// reports it) either; no local delivery comes from a NIC (see Delivery), and a device sending
+// the frame out ignores skb->csum, but a veth hands the skb on as it is: a receiver behind it
+// finds the sum wrong, verifies in software (our checksum passes) and logs "hw csum failure".
+// A GSO skb (a local sender's UDP_SEGMENT) looks like one large datagram here (XDP cannot see
+// gso_segs, which the TC program checks); a sender on this host that uses it towards a relayed
+// channel gets what it sent relayed as one datagram, to a local destination only (GSO skbs are
+// PARTIAL).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
