@@ -39,9 +39,8 @@ pub fn load(mode: OffloadMode) -> anyhow::Result<Option<Arc<Offload>>> {
             Ok(Some(Arc::new(offload)))
         }
         Ok(offload) => {
-            let modes: Vec<String> = offload.xdp_modes().map(|(i, m)| format!("{i}: {}", m.as_str())).collect();
             tracing::info!(
-                interfaces = ?modes,
+                interfaces = ?offload.xdp_summary(),
                 program_id = offload.program_id(),
                 "kernel fast path on: channel data is relayed at XDP"
             );

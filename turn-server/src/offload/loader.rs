@@ -245,6 +245,23 @@ impl Offload {
         self.interfaces.iter().map(String::as_str).zip(self.xdp_modes.iter().copied())
     }
 
+    /// XDP, for the startup log: each interface, its mode, and for a native one whether frames
+    /// may leave through it now (see next_hop.rs).
+    pub fn xdp_summary(&self) -> Vec<String> {
+        let next_hops = self.next_hops.as_ref().map(lock);
+        self.interfaces
+            .iter()
+            .zip(&self.xdp_modes)
+            .map(|(interface, mode)| match mode {
+                XdpMode::Generic => format!("{interface}: generic"),
+                XdpMode::Native if next_hops.as_ref().is_some_and(|n| n.takes_frames(interface)) => {
+                    format!("{interface}: native")
+                }
+                XdpMode::Native => format!("{interface}: native, takes no XDP frames (none leave through it)"),
+            })
+            .collect()
+    }
+
     /// XDP: reads the neighbour table again and brings the next hops up to date, at most once a
     /// second whoever calls (every worker's tick does); nothing for TC.
     pub fn refresh(&self) {

@@ -80,6 +80,12 @@ impl NextHops {
         this
     }
 
+    /// Whether frames may leave through the attached device `interface` now.
+    pub(crate) fn takes_frames(&self, interface: &str) -> bool {
+        let index = ifaces::index(interface).ok();
+        self.attached.iter().any(|(i, _, flags)| Some(*i) == index && flags.is_some_and(|f| f & PORT_XMIT != 0))
+    }
+
     /// Puts each attached device's flags into `ports` where they changed.
     fn update_ports(&mut self) {
         let capable = xmit_capable().unwrap_or_else(|e| {
