@@ -235,11 +235,6 @@ impl Offload {
         Ok(Offload { hook, interfaces, xdp_modes, program_id, inner: Mutex::new(inner), next_hops })
     }
 
-    /// Where the program runs.
-    pub fn hook(&self) -> Hook {
-        self.hook
-    }
-
     /// XDP: each interface with the mode the program runs in there (empty for TC).
     pub fn xdp_modes(&self) -> impl Iterator<Item = (&str, XdpMode)> {
         self.interfaces.iter().map(String::as_str).zip(self.xdp_modes.iter().copied())
@@ -262,8 +257,9 @@ impl Offload {
             .collect()
     }
 
-    /// XDP: reads the neighbour table again and brings the next hops up to date, at most once a
-    /// second whoever calls (every worker's tick does); nothing for TC.
+    /// XDP: reads the devices' XDP features and the neighbour table again and brings `ports` and
+    /// the next hops up to date, at most once a second whoever calls (every worker's tick does);
+    /// nothing for TC.
     pub fn refresh(&self) {
         if let Some(next_hops) = &self.next_hops {
             lock(next_hops).refresh(Instant::now());

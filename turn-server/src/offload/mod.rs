@@ -48,15 +48,6 @@ pub enum XdpMode {
     Generic,
 }
 
-impl XdpMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XdpMode::Native => "native",
-            XdpMode::Generic => "generic",
-        }
-    }
-}
-
 /// One channel binding as the kernel sees it: ChannelData from `client` to `server` on
 /// `channel` leaves as UDP from `relay` to `peer`, and UDP from `peer` to `relay` comes back as
 /// ChannelData from `server` to `client`.
