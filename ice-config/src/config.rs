@@ -260,7 +260,8 @@ pub enum OffloadMode {
     Auto,
     /// In the kernel, from a TC ingress program; the relay does not start without it.
     Tc,
-    /// In the kernel, from an XDP program (not built yet: refused with a clear error).
+    /// In the kernel, from an XDP program (native where the NIC's driver runs XDP, else
+    /// generic); the relay does not start without it. One XDP program per interface.
     Xdp,
     /// Always in userspace.
     Off,

@@ -68,7 +68,10 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("configuration error: turn.offload = \"tc\", but the kernel fast path cannot load: {e}");
+                    eprintln!(
+                        "configuration error: turn.offload = \"{}\", but the kernel fast path cannot load: {e}",
+                        s.offload.as_str()
+                    );
                     ExitCode::FAILURE
                 }
             },
@@ -309,10 +312,14 @@ fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
 /// Whether the kernel fast path would load here, for `--check-config` (loads nothing for good).
 fn offload_status(mode: ice_config::OffloadMode) -> Result<String, turn_server::offload::OffloadError> {
     use ice_config::OffloadMode;
-    match (mode, turn_server::offload::probe()) {
-        (OffloadMode::Off, _) => Ok("off (channel data is relayed in userspace)".into()),
+    use turn_server::offload::Hook;
+    let Some(hook) = turn_server::net::fast_path::hook(mode) else {
+        return Ok("off (channel data is relayed in userspace)".into());
+    };
+    match (mode, turn_server::offload::probe(hook)) {
+        (_, Ok(())) if hook == Hook::Xdp => Ok("available: channel data will be relayed at XDP".into()),
         (_, Ok(())) => Ok("available: channel data will be relayed at TC ingress".into()),
-        (OffloadMode::Tc, Err(e)) => Err(e),
-        (_, Err(e)) => Ok(format!("unavailable, relaying in userspace: {e}")),
+        (OffloadMode::Auto, Err(e)) => Ok(format!("unavailable, relaying in userspace: {e}")),
+        (_, Err(e)) => Err(e),
     }
 }

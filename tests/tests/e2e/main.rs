@@ -20,6 +20,7 @@ mod fleet_registry;
 mod fleet_signaling;
 mod metrics;
 mod offload;
+mod offload_xdp;
 mod operations;
 mod probe;
 mod redis_topologies;

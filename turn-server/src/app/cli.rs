@@ -253,7 +253,11 @@ pub struct RunArgs {
     pub proxy_protocol_from: Vec<IpRange>,
     /// Kernel fast path for channel data: `auto` (default) loads an eBPF program at TC ingress
     /// when the kernel and privileges (CAP_BPF, CAP_NET_ADMIN) allow, else says why and relays
-    /// in userspace; `tc` refuses to start without it; `off` keeps everything in userspace.
+    /// in userspace; `tc` refuses to start without it; `xdp` relays at XDP instead, before an skb
+    /// exists on NICs with a native XDP driver (one XDP program per interface, so not two relays
+    /// on one interface; next-hop MACs from the FIB or the neighbour table, unresolved ones and
+    /// local senders' datagrams leaving through a device go to userspace), and refuses to start
+    /// without it; `off` keeps everything in userspace.
     #[arg(long = "offload", value_name = "MODE", value_parser = parse_offload)]
     pub offload: Option<ice_config::OffloadMode>,
     /// UDP worker threads, each with its own listening sockets (SO_REUSEPORT, a client address

@@ -70,9 +70,6 @@ fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
 pub fn resolve(cfg: &Config) -> Result<Settings, SettingsError> {
     cfg.validate()?;
     let t = &cfg.turn;
-    if t.offload == ice_config::OffloadMode::Xdp {
-        return Err(invalid("turn.offload", "\"xdp\" is not built yet; use \"tc\" or \"auto\""));
-    }
     let listen_ips = if t.listening_ips.is_empty() {
         vec![IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
     } else {

@@ -23,17 +23,14 @@ const FOLD_EVERY: Duration = Duration::from_secs(1);
 
 /// Loads the program for `mode` at ingress on every interface that is up: a peer's datagrams
 /// arrive on whichever interface routes to it, not only on those holding the relay's addresses.
-/// `auto` says in one line why it could not and returns `None`; `tc` fails the start instead.
+/// `auto` (TC) says in one line why it could not and returns `None`; `tc` and `xdp` fail the
+/// start instead.
 pub fn load(mode: OffloadMode) -> anyhow::Result<Option<Arc<Offload>>> {
-    let hook = match mode {
-        OffloadMode::Off => return Ok(None),
-        OffloadMode::Xdp => anyhow::bail!("--offload xdp: the XDP program is not built yet; use tc or auto"),
-        OffloadMode::Auto | OffloadMode::Tc => Hook::Tc,
-    };
+    let Some(hook) = hook(mode) else { return Ok(None) };
     let loaded = Offload::load(hook, &[]);
     give_back_free_heap();
     match loaded {
-        Ok(offload) => {
+        Ok(offload) if hook == Hook::Tc => {
             tracing::info!(
                 interfaces = ?offload.interfaces(),
                 program_id = offload.program_id(),
@@ -41,11 +38,29 @@ pub fn load(mode: OffloadMode) -> anyhow::Result<Option<Arc<Offload>>> {
             );
             Ok(Some(Arc::new(offload)))
         }
+        Ok(offload) => {
+            tracing::info!(
+                interfaces = ?offload.xdp_summary(),
+                program_id = offload.program_id(),
+                "kernel fast path on: channel data is relayed at XDP"
+            );
+            Ok(Some(Arc::new(offload)))
+        }
         Err(e) if mode == OffloadMode::Auto => {
             tracing::info!("kernel fast path off, relaying in userspace: {e}");
             Ok(None)
         }
-        Err(e) => Err(e).context("--offload tc"),
+        Err(e) => Err(e).with_context(|| format!("--offload {}", mode.as_str())),
+    }
+}
+
+/// The hook `mode` loads at, None for `off`. `auto` stays TC: XDP takes an interface's only XDP
+/// slot, which an operator has to choose to give.
+pub fn hook(mode: OffloadMode) -> Option<Hook> {
+    match mode {
+        OffloadMode::Off => None,
+        OffloadMode::Xdp => Some(Hook::Xdp),
+        OffloadMode::Auto | OffloadMode::Tc => Some(Hook::Tc),
     }
 }
 
@@ -121,13 +136,15 @@ impl FastPath {
         }
     }
 
-    /// Folds every route's new counts into the core, at most every `FOLD_EVERY`.
+    /// Folds every route's new counts into the core, at most every `FOLD_EVERY`; XDP's next
+    /// hops follow the neighbour table on the same tick.
     pub(super) fn fold_due(&self, server: &mut Server, now: Instant) {
         if self.next_fold.get().is_some_and(|at| now < at) {
             return;
         }
         self.next_fold.set(Some(now + FOLD_EVERY));
         self.fold(server);
+        self.kernel.refresh();
     }
 
     /// Folds every route's new counts into the core now (before the core's figures are read for

@@ -1,4 +1,4 @@
-//! The map layouts of relay.bpf.c, byte for byte, and a `Route`'s keys and values in them.
+//! The map layouts of relay_maps.h (both programs) and relay_xdp.bpf.c, byte for byte, and a `Route`'s keys and values in them.
 //! Addresses are 16 bytes (IPv4 as ::ffff:a.b.c.d), ports and channel numbers in network order,
 //! padding explicit so no byte is left to the compiler.
 
@@ -69,12 +69,35 @@ pub(crate) struct CounterValue {
     pub from_peer_bytes: u64,
 }
 
+/// `next_hops` key (XDP program only): a destination, client or peer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NextHopKey {
+    pub ip: [u8; 16],
+}
+
+/// `next_hops` value: the Ethernet header a frame to that destination gets, and where it leaves.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NextHopValue {
+    /// The next hop's MAC address (the destination's, or its gateway's).
+    pub dmac: [u8; 6],
+    /// The egress device's own MAC address.
+    pub smac: [u8; 6],
+    pub ifindex: u32,
+    /// The egress device's MTU: the program leaves larger IP packets to userspace.
+    pub mtu: u32,
+    pub pad: u32,
+}
+
 // The C side's sizes: a mismatch would make every lookup miss (or the kernel refuse the map).
 const _: () = assert!(std::mem::size_of::<ChannelKey>() == 40);
 const _: () = assert!(std::mem::size_of::<ChannelValue>() == 48);
 const _: () = assert!(std::mem::size_of::<PeerKey>() == 40);
 const _: () = assert!(std::mem::size_of::<PeerValue>() == 48);
 const _: () = assert!(std::mem::size_of::<CounterValue>() == 32);
+const _: () = assert!(std::mem::size_of::<NextHopKey>() == 16);
+const _: () = assert!(std::mem::size_of::<NextHopValue>() == 24);
 
 // SAFETY: each type is #[repr(C)] of integers and byte arrays with explicit padding fields, so
 // it has no implicit padding, and every bit pattern is a valid value (aya::Pod's contract).
@@ -87,6 +110,10 @@ unsafe impl Pod for PeerKey {}
 unsafe impl Pod for PeerValue {}
 // SAFETY: as above.
 unsafe impl Pod for CounterValue {}
+// SAFETY: as above.
+unsafe impl Pod for NextHopKey {}
+// SAFETY: as above.
+unsafe impl Pod for NextHopValue {}
 
 impl CounterValue {
     pub(crate) fn add_to(&self, total: &mut Counters) {
@@ -100,7 +127,11 @@ impl CounterValue {
 /// The 16-byte form; an IPv4-mapped IPv6 address is the IPv4 address it maps (a dual-stack
 /// socket reports IPv4 peers that way, the wire carries IPv4).
 fn ip16(addr: &SocketAddr) -> [u8; 16] {
-    match addr.ip().to_canonical() {
+    ip16_of(addr.ip())
+}
+
+pub(crate) fn ip16_of(ip: IpAddr) -> [u8; 16] {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
     }

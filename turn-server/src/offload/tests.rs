@@ -1,6 +1,6 @@
-//! The program proven on real packets: a loopback topology (client, relay and peer on one
-//! host) and a routed one (client, relay and peer namespaces joined by veth pairs), IPv4 and
-//! IPv6, each in fresh network namespaces. They need root; elsewhere they say so and pass.
+//! The programs (TC and XDP) proven on real packets: a loopback topology (client, relay and peer
+//! on one host) and a routed one (client, relay and peer namespaces joined by veth pairs), IPv4
+//! and IPv6, each in fresh network namespaces. They need root; elsewhere they say so and pass.
 #![allow(clippy::unwrap_used)]
 
 mod netns;
@@ -20,9 +20,9 @@ const CHANNEL: u16 = 0x4001;
 const SIZES: &[usize] = &[0, 1, 2, 3, 5, 7, 64, 255, 511, 512, 513, 1000, 1025, 1399];
 
 /// The offload, or None (after saying why) where this kernel or process cannot have it.
-fn load_or_skip(interfaces: &[&str]) -> Option<Offload> {
+fn load_or_skip(hook: Hook, interfaces: &[&str]) -> Option<Offload> {
     let names: Vec<String> = interfaces.iter().map(|s| s.to_string()).collect();
-    match Offload::load(Hook::Tc, &names) {
+    match Offload::load(hook, &names) {
         Ok(offload) => Some(offload),
         Err(e @ (OffloadError::NotBuilt(_) | OffloadError::NotPermitted(_) | OffloadError::Unsupported(_))) => {
             eprintln!("skipped: {e}");
@@ -136,12 +136,16 @@ impl Ends {
     }
 }
 
-/// How many programs named turn_relay are attached at `dev`'s TCX ingress in the namespace.
-fn attached(ns: &Netns, dev: &str) -> usize {
-    ns.run(|| {
-        let (_, programs) = SchedClassifier::query_tcx(dev, TcAttachType::Ingress).unwrap();
-        programs.iter().filter(|p| p.name_as_str() == Some("turn_relay")).count()
-    })
+/// How many of our programs are attached at `dev` in the namespace: at TCX ingress, or at XDP.
+fn attached(hook: Hook, ns: &Netns, dev: &str) -> usize {
+    match hook {
+        Hook::Tc => ns.run(|| {
+            let (_, programs) = SchedClassifier::query_tcx(dev, TcAttachType::Ingress).unwrap();
+            programs.iter().filter(|p| p.name_as_str() == Some("turn_relay")).count()
+        }),
+        // One XDP program per interface (and mode): `ip -d link` names it.
+        Hook::Xdp => ns.exec(&["ip", "-d", "-o", "link", "show", "dev", dev]).matches("name turn_relay_xdp").count(),
+    }
 }
 
 /// Makes an IPv4 socket send without a UDP checksum (a zero check field).
@@ -164,11 +168,11 @@ fn no_checksum(sock: &UdpSocket) {
 
 /// Client, relay and peer on one host: what local senders make is CHECKSUM_PARTIAL (lo's tx
 /// checksum offload is fixed on), or, with `zero_checksums`, IPv4 with no UDP checksum.
-fn loopback(ip: &str, zero_checksums: bool) {
+fn loopback(hook: Hook, ip: &str, zero_checksums: bool) {
     let Some(ns) = Netns::new("lo") else { return };
     let ip: IpAddr = ip.parse().unwrap();
     let Some((offload, ends)) = ns.run(|| {
-        let offload = load_or_skip(&["lo"])?;
+        let offload = load_or_skip(hook, &["lo"])?;
         Some((offload, Ends { client: udp(ip), server: udp(ip), relay: udp(ip), peer: udp(ip) }))
     }) else {
         return;
@@ -177,7 +181,7 @@ fn loopback(ip: &str, zero_checksums: bool) {
         no_checksum(&ends.client);
         no_checksum(&ends.peer);
     }
-    assert_eq!(attached(&ns, "lo"), 1);
+    assert_eq!(attached(hook, &ns, "lo"), 1);
     let errors_before = ns.udp_counter("InCsumErrors");
     let route = ends.route();
     let slot = offload.install(&route).unwrap();
@@ -210,22 +214,37 @@ fn loopback(ip: &str, zero_checksums: bool) {
     assert_eq!(ns.udp_counter("InCsumErrors"), errors_before, "UDP checksum errors");
 
     drop(offload);
-    assert_eq!(attached(&ns, "lo"), 0, "detached on drop");
+    assert_eq!(attached(hook, &ns, "lo"), 0, "detached on drop");
 }
 
 #[test]
 fn loopback_ipv4_relays_both_ways() {
-    loopback("127.0.0.1", false);
+    loopback(Hook::Tc, "127.0.0.1", false);
 }
 
 #[test]
 fn loopback_ipv6_relays_both_ways() {
-    loopback("::1", false);
+    loopback(Hook::Tc, "::1", false);
 }
 
 #[test]
 fn loopback_ipv4_without_udp_checksums() {
-    loopback("127.0.0.1", true);
+    loopback(Hook::Tc, "127.0.0.1", true);
+}
+
+#[test]
+fn xdp_loopback_ipv4_relays_both_ways() {
+    loopback(Hook::Xdp, "127.0.0.1", false);
+}
+
+#[test]
+fn xdp_loopback_ipv6_relays_both_ways() {
+    loopback(Hook::Xdp, "::1", false);
+}
+
+#[test]
+fn xdp_loopback_ipv4_without_udp_checksums() {
+    loopback(Hook::Xdp, "127.0.0.1", true);
 }
 
 /// A client of one family and a peer of the other on one host: what goes to the IPv6 end is
@@ -237,7 +256,7 @@ fn loopback_translated(client_v4: bool, zero_checksums: bool) {
     let (v4, v6): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
     let (near, far) = if client_v4 { (v4, v6) } else { (v6, v4) };
     let Some((offload, ends)) = ns.run(|| {
-        let offload = load_or_skip(&["lo"])?;
+        let offload = load_or_skip(Hook::Tc, &["lo"])?;
         Some((offload, Ends { client: udp(near), server: udp(near), relay: udp(far), peer: udp(far) }))
     }) else {
         return;
@@ -272,6 +291,24 @@ fn loopback_translates_an_ipv4_client_to_an_ipv6_peer() {
 fn loopback_translates_an_ipv6_client_to_an_ipv4_peer() {
     loopback_translated(false, false);
     loopback_translated(false, true);
+}
+
+#[test]
+fn veth_relays_between_namespaces() {
+    veth(Hook::Tc, true);
+}
+
+/// Forwarding on: the FIB lookup gives the egress and both MACs.
+#[test]
+fn xdp_veth_relays_between_namespaces_with_forwarding() {
+    veth(Hook::Xdp, true);
+}
+
+/// Forwarding off, as on most relays: the egress from the relay's route lookup, the MACs from
+/// the neighbour table (next_hop.rs).
+#[test]
+fn xdp_veth_relays_between_namespaces_without_forwarding() {
+    veth(Hook::Xdp, false);
 }
 
 /// client ns --veth-- relay ns --veth-- peer ns: 10.201.1.0/24 and fd00:1::/64 on the client's
@@ -322,22 +359,43 @@ fn tx_checksums_off(ends: &[(&Netns, &str)]) {
 }
 
 /// The program on both of the relay's veths.
-#[test]
-fn veth_relays_between_namespaces() {
+fn veth(hook: Hook, forwarding: bool) {
     let Some((client, relay, peer)) = veth_topology() else { return };
     // bpf_fib_lookup answers FWD_DISABLED on an ingress device that does not forward.
-    relay.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    if forwarding {
+        relay.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    }
+    // A native XDP redirect into a veth needs NAPI on its other end: XDP or GRO there.
+    for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
+        ns.exec(&["ethtool", "-K", dev, "gro", "on"]);
+    }
 
-    let Some(offload) = relay.run(|| load_or_skip(&["rc", "rp"])) else { return };
-    for (family, c, s, r, p) in [
-        ("IPv4", "10.201.1.2", "10.201.1.1", "10.201.2.1", "10.201.2.2"),
-        ("IPv6", "fd00:1::2", "fd00:1::1", "fd00:2::1", "fd00:2::2"),
-        ("IPv4 to IPv6", "10.201.1.2", "10.201.1.1", "fd00:2::1", "fd00:2::2"),
-        ("IPv6 to IPv4", "fd00:1::2", "fd00:1::1", "10.201.2.1", "10.201.2.2"),
-    ] {
-        let ends = ends_in(&client, &relay, &peer, [c, s, r, p]);
+    let Some(offload) = relay.run(|| load_or_skip(hook, &["rc", "rp"])) else { return };
+    if hook == Hook::Xdp {
+        // veth runs XDP in its driver: the frames below never become skbs on the relay.
+        let native = [("rc", super::XdpMode::Native), ("rp", super::XdpMode::Native)];
+        assert_eq!(offload.xdp_modes().collect::<Vec<_>>(), native);
+    }
+    let mut rows = vec![
+        ("IPv4", ["10.201.1.2", "10.201.1.1", "10.201.2.1", "10.201.2.2"]),
+        ("IPv6", ["fd00:1::2", "fd00:1::1", "fd00:2::1", "fd00:2::2"]),
+    ];
+    // Only the TC program translates between families (XDP leaves that to userspace).
+    if hook == Hook::Tc {
+        rows.push(("IPv4 to IPv6", ["10.201.1.2", "10.201.1.1", "fd00:2::1", "fd00:2::2"]));
+        rows.push(("IPv6 to IPv4", ["fd00:1::2", "fd00:1::1", "10.201.2.1", "10.201.2.2"]));
+    }
+    for (family, addrs) in rows {
+        let ends = ends_in(&client, &relay, &peer, addrs);
         let route = ends.route();
-        let slot = offload.install(&route).unwrap();
+        // XDP writes MACs the kernel has resolved (the FIB's neighbour, or the table read at
+        // install): a datagram from the relay to each side resolves them first.
+        ends.relay.send_to(b"hello", route.peer).unwrap();
+        ends.server.send_to(b"hello", route.client).unwrap();
+        recv(&ends.peer);
+        recv(&ends.client);
+        // In the relay's namespace: install looks routes and neighbours up where it runs.
+        let slot = relay.run(|| offload.install(&route)).unwrap();
         for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
             ns.exec(&["ethtool", "-K", dev, "tx", "on"]);
         }
@@ -352,6 +410,26 @@ fn veth_relays_between_namespaces() {
         // With tx offload off the senders checksum in full, as datagrams from a NIC arrive;
         // the receivers verify what the program wrote.
         tx_checksums_off(&[(&client, "cr"), (&peer, "pr")]);
+        if hook == Hook::Xdp {
+            // Without XDP or GRO at a veth's other end the kernel would drop a native redirect
+            // into it: the program leaves those datagrams to userspace instead, from the
+            // refresh that sees it.
+            let refresh = || {
+                std::thread::sleep(super::next_hop::REFRESH_EVERY);
+                relay.run(|| offload.refresh());
+            };
+            for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
+                ns.exec(&["ethtool", "-K", dev, "gro", "off"]);
+            }
+            refresh();
+            ends.client_reaches_userspace(&channel_data(CHANNEL, &data), &format!("{family} no NAPI at the peer"));
+            ends.peer_reaches_userspace(&data, &format!("{family} no NAPI at the client"));
+            assert_eq!(offload.read(slot).unwrap(), Counters::default());
+            for (ns, dev) in [(&client, "cr"), (&peer, "pr")] {
+                ns.exec(&["ethtool", "-K", dev, "gro", "on"]);
+            }
+            refresh();
+        }
         let (client_errors, peer_errors) = (client.udp_counter("InCsumErrors"), peer.udp_counter("InCsumErrors"));
         let (client_in, peer_in) = (client.udp_counter("InDatagrams"), peer.udp_counter("InDatagrams"));
         let want = ends.relay_all();
@@ -366,9 +444,10 @@ fn veth_relays_between_namespaces() {
         ends.client_reaches_userspace(&channel_data(CHANNEL, &data), &format!("{family} after remove"));
         ends.peer_reaches_userspace(&data, &format!("{family} after remove"));
     }
-    assert_eq!((attached(&relay, "rc"), attached(&relay, "rp")), (1, 1));
+    let attached = |dev| attached(hook, &relay, dev);
+    assert_eq!((attached("rc"), attached("rp")), (1, 1));
     drop(offload);
-    assert_eq!((attached(&relay, "rc"), attached(&relay, "rp")), (0, 0), "detached on drop");
+    assert_eq!((attached("rc"), attached("rp")), (0, 0), "detached on drop");
 }
 
 /// A remote client and a peer on the relay's host (an SFU beside the relay, say), forwarding
@@ -380,7 +459,7 @@ fn veth_relays_between_namespaces() {
 fn veth_a_peer_on_the_relay_host() {
     let Some((client, relay, _peer)) = veth_topology() else { return };
     tx_checksums_off(&[(&client, "cr")]);
-    let Some(offload) = relay.run(|| load_or_skip(&["rc", "lo"])) else { return };
+    let Some(offload) = relay.run(|| load_or_skip(Hook::Tc, &["rc", "lo"])) else { return };
     for (family, c, s, r, p) in [
         ("IPv4", "10.201.1.2", "10.201.1.1", "10.201.2.1", "10.201.1.1"),
         ("IPv6", "fd00:1::2", "fd00:1::1", "fd00:2::1", "fd00:1::1"),
@@ -412,7 +491,7 @@ fn veth_a_peer_on_the_relay_host() {
 fn veth_relay_to_relay_in_one_pass() {
     let Some((a_ns, relay, b_ns)) = veth_topology() else { return };
     tx_checksums_off(&[(&a_ns, "cr"), (&b_ns, "pr")]);
-    let Some(offload) = relay.run(|| load_or_skip(&["rc", "rp"])) else { return };
+    let Some(offload) = relay.run(|| load_or_skip(Hook::Tc, &["rc", "rp"])) else { return };
     const OTHER: u16 = 0x4abc;
     for (family, a, b, server_a, server_b) in [
         ("IPv4", "10.201.1.2", "10.201.2.2", "10.201.1.1", "10.201.2.1"),
@@ -459,7 +538,7 @@ fn veth_relay_to_relay_in_one_pass() {
 #[test]
 fn probe_loads_and_leaves_nothing_attached() {
     let Some(ns) = Netns::new("probe") else { return };
-    match ns.run(probe) {
+    match ns.run(|| probe(Hook::Tc)) {
         Ok(()) => {}
         Err(e @ (OffloadError::NotBuilt(_) | OffloadError::NotPermitted(_) | OffloadError::Unsupported(_))) => {
             eprintln!("skipped: {e}");
@@ -467,13 +546,40 @@ fn probe_loads_and_leaves_nothing_attached() {
         }
         Err(e) => panic!("probe: {e}"),
     }
-    assert_eq!(attached(&ns, "lo"), 0, "probe left its program on lo");
+    assert_eq!(attached(Hook::Tc, &ns, "lo"), 0, "probe left its program on lo");
+}
+
+#[test]
+fn xdp_probe_loads_and_attaches_nothing() {
+    let Some(ns) = Netns::new("xprobe") else { return };
+    match ns.run(|| probe(Hook::Xdp)) {
+        Ok(()) => {}
+        Err(e @ (OffloadError::NotBuilt(_) | OffloadError::NotPermitted(_) | OffloadError::Unsupported(_))) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("probe: {e}"),
+    }
+    assert_eq!(attached(Hook::Xdp, &ns, "lo"), 0, "probe left its program on lo");
+}
+
+/// One XDP program per interface: a second relay is refused with a reason, the first goes on.
+#[test]
+fn xdp_a_second_program_on_an_interface_is_refused() {
+    let Some(ns) = Netns::new("xtwo") else { return };
+    let Some(first) = ns.run(|| load_or_skip(Hook::Xdp, &["lo"])) else { return };
+    match ns.run(|| Offload::load(Hook::Xdp, &["lo".to_string()])) {
+        Err(OffloadError::Interface(why)) => assert!(why.contains("already has an XDP program"), "{why}"),
+        other => panic!("a second XDP program on lo: {other:?}"),
+    }
+    assert_eq!(first.xdp_modes().collect::<Vec<_>>(), [("lo", super::XdpMode::Generic)]);
+    assert_eq!(attached(Hook::Xdp, &ns, "lo"), 1);
 }
 
 #[test]
 fn install_refuses_mixed_families_and_repeats() {
     let Some(ns) = Netns::new("refuse") else { return };
-    let Some(offload) = ns.run(|| load_or_skip(&["lo"])) else { return };
+    let Some(offload) = ns.run(|| load_or_skip(Hook::Tc, &["lo"])) else { return };
     let mut route = Route {
         client: "127.0.0.1:1000".parse().unwrap(),
         server: "127.0.0.1:3478".parse().unwrap(),
