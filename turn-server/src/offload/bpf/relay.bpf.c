@@ -244,77 +244,22 @@ static __always_inline int is_partial(struct __sk_buff *skb, __u32 csum_off)
 
 // Writes a full UDP checksum over the final packet (see the PARTIAL notes at the top, and
 // translate()).
+DEFINE_SUM_DATAGRAM(sum_datagram, struct __sk_buff, bpf_skb_load_bytes)
+
 static __always_inline int full_checksum(struct __sk_buff *skb, __u32 l4, const __u8 src[16],
 					 const __u8 dst[16], __u32 udp_len, __u8 v6)
 {
-	__u32 key = 0;
-	struct scratch *buf = bpf_map_lookup_elem(&scratch, &key);
-	if (!buf)
-		return -1;
-	// The pseudo header; the IPv6 layout sums the same as IPv4's (zero words add nothing).
-	struct {
-		__u8 src[16];
-		__u8 dst[16];
-		__be32 len;
-		__be32 proto;
-	} ph;
-	__builtin_memcpy(ph.src, src, 16);
-	__builtin_memcpy(ph.dst, dst, 16);
-	ph.len = bpf_htonl(udp_len);
-	ph.proto = bpf_htonl(IPPROTO_UDP);
-	__s64 s;
-	if (v6) {
-		s = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
-	} else {
-		// Only the IPv4 addresses (last 4 bytes of each), then length and protocol.
-		s = bpf_csum_diff(0, 0, (__be32 *)(ph.src + 12), 4, 0);
-		if (s < 0)
-			return -1;
-		s = bpf_csum_diff(0, 0, (__be32 *)(ph.dst + 12), 4, (__u32)s);
-		if (s < 0)
-			return -1;
-		s = bpf_csum_diff(0, 0, &ph.len, 8, (__u32)s);
-	}
+	__s64 s = pseudo_sum(src, dst, udp_len, v6);
 	if (s < 0)
 		return -1;
 	// Tracked stores: on a CHECKSUM_COMPLETE skb the sum of the data follows the field.
 	__u16 zero = 0;
 	if (bpf_skb_store_bytes(skb, l4 + 6, &zero, 2, BPF_F_RECOMPUTE_CSUM) < 0)
 		return -1;
-	__u32 sum = (__u32)s;
-	for (__u32 i = 0; i < MAX_CHUNKS; i++) {
-		__u32 off = i * CHUNK;
-		if (off >= udp_len)
-			break;
-		__u32 rem = udp_len - off;
-		if (rem >= CHUNK) {
-			if (bpf_skb_load_bytes(skb, l4 + off, buf->words, CHUNK) < 0)
-				return -1;
-			s = bpf_csum_diff(0, 0, buf->words, CHUNK, sum);
-		} else {
-			// The asm keeps clang from bounds-checking one copy and using another.
-			asm volatile("" : "+r"(rem));
-			rem &= CHUNK - 1;
-			if (rem == 0)
-				break;
-			// The last partial word is summed padded with zeros, as RFC 768 says.
-			__u32 idx = rem >> 2;
-			asm volatile("" : "+r"(idx));
-			idx &= CHUNK / 4 - 1;
-			buf->words[idx] = 0;
-			if (bpf_skb_load_bytes(skb, l4 + off, buf->words, rem) < 0)
-				return -1;
-			// rem rounded up to whole words, in [4, CHUNK].
-			__u32 size = rem - 1;
-			asm volatile("" : "+r"(size));
-			size = (size & (CHUNK - 4)) + 4;
-			s = bpf_csum_diff(0, 0, buf->words, size, sum);
-		}
-		if (s < 0)
-			return -1;
-		sum = (__u32)s;
-	}
-	__u16 check = ~fold(sum) & 0xffff;
+	s = sum_datagram(skb, l4, udp_len, (__u32)s);
+	if (s < 0)
+		return -1;
+	__u16 check = ~fold((__u64)s) & 0xffff;
 	if (check == 0)
 		check = 0xffff;
 	return bpf_skb_store_bytes(skb, l4 + 6, &check, 2, BPF_F_RECOMPUTE_CSUM);
@@ -449,21 +394,6 @@ static __always_inline int translate(struct __sk_buff *skb, __u8 out_v6, const _
 	if (bpf_skb_store_bytes(skb, l4, &hdr, size, BPF_F_RECOMPUTE_CSUM) < 0)
 		return -1;
 	return full_checksum(skb, l4, src, dst, new_udp_len, out_v6);
-}
-
-static __always_inline void count(__u32 slot, int to_peer, __u64 bytes)
-{
-	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
-	if (!c)
-		return;
-	// Per-CPU: no other CPU writes this copy, plain adds are enough.
-	if (to_peer) {
-		c->to_peer_packets += 1;
-		c->to_peer_bytes += bytes;
-	} else {
-		c->from_peer_packets += 1;
-		c->from_peer_bytes += bytes;
-	}
 }
 
 static __always_inline int deliver(int where)

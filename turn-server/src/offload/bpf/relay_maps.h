@@ -9,6 +9,7 @@
 #define RELAY_MAPS_H
 
 #include <linux/bpf.h>
+#include <linux/in.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -132,5 +133,93 @@ static __always_inline __u32 fold(__u64 sum)
 	sum = (sum & 0xffff) + (sum >> 16);
 	return (__u32)sum;
 }
+
+// The unfolded sum of the UDP pseudo header.
+static __always_inline __s64 pseudo_sum(const __u8 src[16], const __u8 dst[16], __u32 udp_len,
+					__u8 v6)
+{
+	struct {
+		__be32 len;
+		__be32 proto;
+	} tail = { bpf_htonl(udp_len), bpf_htonl(IPPROTO_UDP) };
+	__s64 s;
+	if (v6) {
+		s = bpf_csum_diff(0, 0, (__be32 *)src, 16, 0);
+		if (s < 0)
+			return s;
+		s = bpf_csum_diff(0, 0, (__be32 *)dst, 16, (__u32)s);
+	} else {
+		s = bpf_csum_diff(0, 0, (__be32 *)(src + 12), 4, 0);
+		if (s < 0)
+			return s;
+		s = bpf_csum_diff(0, 0, (__be32 *)(dst + 12), 4, (__u32)s);
+	}
+	if (s < 0)
+		return s;
+	return bpf_csum_diff(0, 0, (__be32 *)&tail, sizeof(tail), (__u32)s);
+}
+
+// Counts one relayed datagram of `bytes` payload on the route's slot.
+static __always_inline void count(__u32 slot, int to_peer, __u64 bytes)
+{
+	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
+	if (!c)
+		return;
+	// Per-CPU: no other CPU writes this copy, plain adds are enough.
+	if (to_peer) {
+		c->to_peer_packets += 1;
+		c->to_peer_bytes += bytes;
+	} else {
+		c->from_peer_packets += 1;
+		c->from_peer_bytes += bytes;
+	}
+}
+
+// Sums `udp_len` bytes of a packet from `l4` onto `sum` (the last partial word padded with
+// zeros, as RFC 768 says), through `load` (bpf_skb_load_bytes or bpf_xdp_load_bytes): one body for
+// both programs, which differ only in their context and load helper. -1 when a load fails.
+#define DEFINE_SUM_DATAGRAM(name, ctx_type, load)                                                  \
+	static __always_inline __s64 name(ctx_type *ctx, __u32 l4, __u32 udp_len, __u32 sum)     \
+	{                                                                                           \
+		__u32 key = 0;                                                                      \
+		struct scratch *buf = bpf_map_lookup_elem(&scratch, &key);                          \
+		if (!buf)                                                                           \
+			return -1;                                                                  \
+		__s64 s;                                                                            \
+		for (__u32 i = 0; i < MAX_CHUNKS; i++) {                                            \
+			__u32 off = i * CHUNK;                                                      \
+			if (off >= udp_len)                                                         \
+				break;                                                              \
+			__u32 rem = udp_len - off;                                                  \
+			if (rem >= CHUNK) {                                                         \
+				if (load(ctx, l4 + off, buf->words, CHUNK) < 0)                     \
+					return -1;                                                  \
+				s = bpf_csum_diff(0, 0, buf->words, CHUNK, sum);                    \
+			} else {                                                                    \
+				/* The asm keeps clang from bounds-checking one copy and using   */ \
+				/* another.                                                       */ \
+				asm volatile("" : "+r"(rem));                                       \
+				rem &= CHUNK - 1;                                                   \
+				if (rem == 0)                                                       \
+					break;                                                      \
+				__u32 idx = rem >> 2;                                               \
+				asm volatile("" : "+r"(idx));                                       \
+				idx &= CHUNK / 4 - 1;                                               \
+				buf->words[idx] = 0;                                                \
+				if (load(ctx, l4 + off, buf->words, rem) < 0)                       \
+					return -1;                                                  \
+				/* rem rounded up to whole words, in [4, CHUNK]. */                 \
+				__u32 size = rem - 1;                                               \
+				asm volatile("" : "+r"(size));                                      \
+				size = (size & (CHUNK - 4)) + 4;                                    \
+				s = bpf_csum_diff(0, 0, buf->words, size, sum);                     \
+			}                                                                           \
+			if (s < 0)                                                                  \
+				return -1;                                                          \
+			sum = (__u32)s;                                                             \
+		}                                                                                   \
+		return sum;                                                                         \
+	}
+
 
 #endif // RELAY_MAPS_H

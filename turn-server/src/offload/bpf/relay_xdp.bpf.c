@@ -290,31 +290,6 @@ static __always_inline int route(struct xdp_md *ctx, const struct pkt *p, const 
 	return 0;
 }
 
-// The unfolded sum of the UDP pseudo header.
-static __always_inline __s64 pseudo_sum(const __u8 src[16], const __u8 dst[16], __u32 udp_len,
-					__u8 v6)
-{
-	struct {
-		__be32 len;
-		__be32 proto;
-	} tail = { bpf_htonl(udp_len), bpf_htonl(IPPROTO_UDP) };
-	__s64 s;
-	if (v6) {
-		s = bpf_csum_diff(0, 0, (__be32 *)src, 16, 0);
-		if (s < 0)
-			return s;
-		s = bpf_csum_diff(0, 0, (__be32 *)dst, 16, (__u32)s);
-	} else {
-		s = bpf_csum_diff(0, 0, (__be32 *)(src + 12), 4, 0);
-		if (s < 0)
-			return s;
-		s = bpf_csum_diff(0, 0, (__be32 *)(dst + 12), 4, (__u32)s);
-	}
-	if (s < 0)
-		return s;
-	return bpf_csum_diff(0, 0, (__be32 *)&tail, sizeof(tail), (__u32)s);
-}
-
 // A CHECKSUM_PARTIAL datagram's check field is its folded pseudo-header sum (udp4_hwcsum,
 // udp6_set_csum: ~csum_tcpudp_magic). A zero IPv4 check means none: never PARTIAL.
 static __always_inline int is_partial(const struct pkt *p)
@@ -345,53 +320,21 @@ static __always_inline int udp_check(const struct pkt *p, const struct csum_word
 }
 
 // Writes a full UDP checksum over the rewritten datagram at `l4` (see Checksums at the top).
+DEFINE_SUM_DATAGRAM(sum_datagram, struct xdp_md, bpf_xdp_load_bytes)
+
 static __always_inline int full_checksum(struct xdp_md *ctx, __u32 l4, const __u8 src[16],
 					 const __u8 dst[16], __u32 udp_len, __u8 v6)
 {
-	__u32 key = 0;
-	struct scratch *buf = bpf_map_lookup_elem(&scratch, &key);
-	if (!buf)
-		return -1;
 	__s64 s = pseudo_sum(src, dst, udp_len, v6);
 	if (s < 0)
 		return -1;
 	__u16 zero = 0;
 	if (bpf_xdp_store_bytes(ctx, l4 + 6, &zero, 2) < 0)
 		return -1;
-	__u32 sum = (__u32)s;
-	for (__u32 i = 0; i < MAX_CHUNKS; i++) {
-		__u32 off = i * CHUNK;
-		if (off >= udp_len)
-			break;
-		__u32 rem = udp_len - off;
-		if (rem >= CHUNK) {
-			if (bpf_xdp_load_bytes(ctx, l4 + off, buf->words, CHUNK) < 0)
-				return -1;
-			s = bpf_csum_diff(0, 0, buf->words, CHUNK, sum);
-		} else {
-			// The asm keeps clang from bounds-checking one copy and using another.
-			asm volatile("" : "+r"(rem));
-			rem &= CHUNK - 1;
-			if (rem == 0)
-				break;
-			// The last partial word is summed padded with zeros, as RFC 768 says.
-			__u32 idx = rem >> 2;
-			asm volatile("" : "+r"(idx));
-			idx &= CHUNK / 4 - 1;
-			buf->words[idx] = 0;
-			if (bpf_xdp_load_bytes(ctx, l4 + off, buf->words, rem) < 0)
-				return -1;
-			// rem rounded up to whole words, in [4, CHUNK].
-			__u32 size = rem - 1;
-			asm volatile("" : "+r"(size));
-			size = (size & (CHUNK - 4)) + 4;
-			s = bpf_csum_diff(0, 0, buf->words, size, sum);
-		}
-		if (s < 0)
-			return -1;
-		sum = (__u32)s;
-	}
-	__u16 check = ~fold(sum) & 0xffff;
+	s = sum_datagram(ctx, l4, udp_len, (__u32)s);
+	if (s < 0)
+		return -1;
+	__u16 check = ~fold((__u64)s) & 0xffff;
 	if (check == 0)
 		check = 0xffff;
 	return bpf_xdp_store_bytes(ctx, l4 + 6, &check, 2);
@@ -461,21 +404,6 @@ static __always_inline int rewrite(struct hdrs *h, const struct pkt *p, const st
 		__builtin_memcpy(h->b + 6, o->smac, 6);
 	}
 	return 0;
-}
-
-static __always_inline void count(__u32 slot, int to_peer, __u64 bytes)
-{
-	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
-	if (!c)
-		return;
-	// Per-CPU: no other CPU writes this copy, plain adds are enough.
-	if (to_peer) {
-		c->to_peer_packets += 1;
-		c->to_peer_bytes += bytes;
-	} else {
-		c->from_peer_packets += 1;
-		c->from_peer_bytes += bytes;
-	}
 }
 
 static __always_inline int deliver(struct xdp_md *ctx, const struct out *o)
