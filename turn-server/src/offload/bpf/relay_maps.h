@@ -2,8 +2,8 @@
 //
 // What the TC program (relay.bpf.c) and the XDP program (relay_xdp.bpf.c) share: the layouts of
 // the maps the relay process fills (src/offload/maps.rs mirrors them byte for byte), the maps
-// themselves, and small pure helpers. Each program is its own object, so each has its own
-// instance of these maps; one relay process loads one of them.
+// themselves, and the helpers both use (addresses, checksums, counters). Each program is its own
+// object, so each has its own instance of these maps; one relay process loads one of them.
 
 #ifndef RELAY_MAPS_H
 #define RELAY_MAPS_H
