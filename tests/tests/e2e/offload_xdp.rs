@@ -7,7 +7,9 @@
 //! SIGKILL leaving no XDP program attached. Needs root, as CI runs.
 #![allow(clippy::unwrap_used)]
 
-use super::offload::{permission_expiry_stops_kernel_relaying, relays_in_the_kernel, relays_over_veth, Place};
+use super::offload::{
+    permission_expiry_stops_kernel_relaying, relay_to_relay_calls, relays_in_the_kernel, relays_over_veth, Place,
+};
 
 #[test]
 fn channel_data_is_relayed_at_xdp_both_ways_and_counted_ipv4() {
@@ -22,6 +24,11 @@ fn channel_data_is_relayed_at_xdp_both_ways_and_counted_ipv6() {
 #[test]
 fn relays_at_xdp_between_namespaces_over_veth_without_forwarding() {
     relays_over_veth("xdp");
+}
+
+#[test]
+fn relay_to_relay_calls_are_relayed_at_xdp() {
+    relay_to_relay_calls("xdp");
 }
 
 #[test]

@@ -83,14 +83,6 @@
 #define AF_INET 2
 #define AF_INET6 10
 
-// bpf_fib_lookup's parameters, per CPU.
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct bpf_fib_lookup);
-} fib_params SEC(".maps");
-
 // What the parser found: the packet's addresses (16-byte form), ports, lengths and offsets.
 struct pkt {
 	__u8 src[16];

@@ -109,6 +109,15 @@ struct {
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
+// bpf_fib_lookup's parameters, per CPU: off the stack, of which a program's call chain may use
+// 512 bytes in all.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_fib_lookup);
+} fib_params SEC(".maps");
+
 static __always_inline void map_v4(__u8 out[16], __be32 a)
 {
 	__builtin_memset(out, 0, 10);

@@ -31,6 +31,8 @@
 // - NOT_FWDED / EGRESS_LOCAL (a destination on this host) -> XDP_PASS after the rewrite, the
 //   stack delivers it; only for frames that came in on lo: a rewritten IPv4 datagram carries
 //   this host's address as its source, which the stack drops as a martian on any other device.
+//   A peer that is another allocation's relayed address is not delivered but relayed on to that
+//   allocation's client at once (hairpin()).
 // Out the ingress device -> XDP_TX; another device -> bpf_redirect. In generic mode the kernel
 // sends the redirected skb through any device. In native mode the frame goes to the egress
 // driver's ndo_xdp_xmit, and a device without one (a veth whose other end has neither XDP nor
@@ -239,7 +241,12 @@ static __always_inline int route(struct xdp_md *ctx, const struct pkt *p, const 
 				 const __u8 dst[16], __be16 sport, __be16 dport, __u32 new_udp_len,
 				 __u32 egress, struct out *o)
 {
-	struct bpf_fib_lookup fib = {};
+	__u32 zero = 0;
+	struct bpf_fib_lookup *fibp = bpf_map_lookup_elem(&fib_params, &zero);
+	if (!fibp)
+		return -1;
+	__builtin_memset(fibp, 0, sizeof(*fibp));
+#define fib (*fibp)
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = sport;
 	fib.dport = dport;
@@ -257,7 +264,7 @@ static __always_inline int route(struct xdp_md *ctx, const struct pkt *p, const 
 		__builtin_memcpy(&fib.ipv4_dst, dst + 12, 4);
 	}
 	fib.tot_len = ip_len;
-	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	long rc = bpf_fib_lookup(ctx, fibp, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
 		return local(ctx, o);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex > 0) {
@@ -272,6 +279,7 @@ static __always_inline int route(struct xdp_md *ctx, const struct pkt *p, const 
 		o->ifindex = fib.ifindex;
 		return 0;
 	}
+#undef fib
 	if (rc != BPF_FIB_LKUP_RET_FWD_DISABLED)
 		return -1;
 	// The relay's own lookup at install answers instead, as in the TC program.
@@ -344,6 +352,14 @@ static __always_inline int full_checksum(struct xdp_md *ctx, __u32 l4, const __u
 struct hdrs {
 	__u8 b[HDR6];
 };
+
+// Per CPU, off the stack (see relay()).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hdrs);
+} hdr_scratch SEC(".maps");
 
 static __always_inline int load_hdrs(struct xdp_md *ctx, struct hdrs *h, __u8 v6)
 {
@@ -432,8 +448,9 @@ static __always_inline void words(struct csum_words *w, const __u8 src[16], cons
 }
 
 // What a relayed datagram becomes: its new addresses, ports and UDP length, where it goes when
-// the FIB will not say, the ChannelData header's word (which the datagram loses on its way to
-// the peer and gains on its way to the client), and where it is counted.
+// the FIB will not say, the ChannelData header's word before and after (0 where there is none:
+// the datagram loses it on its way to a peer, gains it on its way to a client, and has it both
+// times relay to relay), how far the headers move, and where it is counted.
 struct relay_to {
 	__u8 src[16];
 	__u8 dst[16];
@@ -441,13 +458,22 @@ struct relay_to {
 	__be16 dport;
 	__u32 udp_len;
 	__u32 egress;
-	__u32 cd;
-	__u32 slot;
+	__u32 old_cd;
+	__u32 new_cd;
+	__u32 peer_slot; // counted to the peer when COUNT_TO_PEER
+	__u32 client_slot; // counted from the peer when COUNT_FROM_PEER
 	__u32 payload;
-	__u8 to_peer;
+	__s32 shift; // bpf_xdp_adjust_head's delta: +4 to a peer, -4 to a client, 0 relay to relay
+	__u8 counts;
 };
 
-static __always_inline int relay(struct xdp_md *ctx, const struct pkt *p, const struct relay_to *t)
+#define COUNT_TO_PEER 1
+#define COUNT_FROM_PEER 2
+
+// A subprogram of its own (not inlined), its copy of the headers and the FIB parameters in
+// per-CPU maps: with three callers it would not fit the 512 bytes of stack a call chain has.
+static __attribute__((noinline)) int relay(struct xdp_md *ctx, const struct pkt *p,
+					    const struct relay_to *t)
 {
 	struct out o = {};
 	if (route(ctx, p, t->src, t->dst, t->sport, t->dport, t->udp_len, t->egress, &o) < 0)
@@ -457,30 +483,74 @@ static __always_inline int relay(struct xdp_md *ctx, const struct pkt *p, const 
 		return XDP_PASS;
 
 	struct csum_words old, new;
-	words(&old, p->src, p->dst, p->sport, p->dport, p->udp_len, t->to_peer ? t->cd : 0);
-	words(&new, t->src, t->dst, t->sport, t->dport, t->udp_len, t->to_peer ? 0 : t->cd);
+	words(&old, p->src, p->dst, p->sport, p->dport, p->udp_len, t->old_cd);
+	words(&new, t->src, t->dst, t->sport, t->dport, t->udp_len, t->new_cd);
 	__be16 check;
 	if (udp_check(p, &old, &new, &check) < 0)
 		return XDP_PASS;
-	struct hdrs h;
-	if (load_hdrs(ctx, &h, p->v6) < 0 || rewrite(&h, p, &new, check, &o) < 0)
+	__u32 zero = 0;
+	struct hdrs *h = bpf_map_lookup_elem(&hdr_scratch, &zero);
+	if (!h || load_hdrs(ctx, h, p->v6) < 0 || rewrite(h, p, &new, check, &o) < 0)
 		return XDP_PASS;
 
 	// To the peer the headers move 4 bytes on, over the ChannelData header; to the client 4
 	// bytes back, and the ChannelData header takes the place of the old UDP header's second
-	// half, right before the payload. A failed adjust_head changed nothing yet.
-	if (bpf_xdp_adjust_head(ctx, t->to_peer ? CD_LEN : -CD_LEN) < 0)
+	// half, right before the payload; relay to relay they stay and the ChannelData header is
+	// rewritten. A failed adjust_head changed nothing yet.
+	if (t->shift && bpf_xdp_adjust_head(ctx, t->shift) < 0)
 		return XDP_PASS;
 	// From here on the frame is ours.
 	__u32 hl = p->v6 ? HDR6 : HDR4;
-	if (store_hdrs(ctx, &h, p->v6) < 0)
+	if (store_hdrs(ctx, h, p->v6) < 0)
 		return BROKEN;
-	if (!t->to_peer && bpf_xdp_store_bytes(ctx, hl, (void *)&t->cd, CD_LEN) < 0)
+	if (t->new_cd && bpf_xdp_store_bytes(ctx, hl, (void *)&t->new_cd, CD_LEN) < 0)
 		return BROKEN;
 	if (partial && full_checksum(ctx, hl - UDP_LEN, t->src, t->dst, t->udp_len, p->v6) < 0)
 		return BROKEN;
-	count(t->slot, t->to_peer, t->payload);
+	if (t->counts & COUNT_TO_PEER)
+		count(t->peer_slot, 1, t->payload);
+	if (t->counts & COUNT_FROM_PEER)
+		count(t->client_slot, 0, t->payload);
 	return deliver(ctx, &o);
+}
+
+// Relay to relay: the peer is a relayed address of another allocation on this host (both parties
+// of a call relayed by this server). When that allocation has a channel back to ours, the
+// datagram becomes ChannelData for its client at once, as in relay.bpf.c's hairpin(): the local
+// stack would refuse it (see Delivery) and userspace would relay it twice. NOT_MINE when it
+// does not apply.
+static __always_inline int hairpin(struct xdp_md *ctx, const struct pkt *p,
+				   const struct channel_value *v, __u32 cd_word, __u32 payload)
+{
+	struct peer_key key = {};
+	__builtin_memcpy(key.peer_ip, v->relay_ip, 16);
+	__builtin_memcpy(key.relay_ip, v->peer_ip, 16);
+	key.peer_port = v->relay_port;
+	key.relay_port = v->peer_port;
+	struct peer_value *back = bpf_map_lookup_elem(&peers, &key);
+	if (!back)
+		return NOT_MINE;
+	// A change of family on the way is left to userspace.
+	if (p->v6 == is_mapped_v4(back->client_ip) || p->v6 == is_mapped_v4(back->server_ip))
+		return XDP_PASS;
+	struct relay_to t = {};
+	__builtin_memcpy(t.src, back->server_ip, 16);
+	__builtin_memcpy(t.dst, back->client_ip, 16);
+	t.sport = back->server_port;
+	t.dport = back->client_port;
+	t.udp_len = p->udp_len;
+	t.egress = back->egress;
+	t.old_cd = cd_word;
+	struct {
+		__be16 channel;
+		__be16 len;
+	} cd = { back->channel, bpf_htons(payload) };
+	__builtin_memcpy(&t.new_cd, &cd, CD_LEN);
+	t.peer_slot = v->slot;
+	t.client_slot = back->slot;
+	t.payload = payload;
+	t.counts = COUNT_TO_PEER | COUNT_FROM_PEER;
+	return relay(ctx, p, &t);
 }
 
 static __always_inline int to_peer(struct xdp_md *ctx, struct pkt *p)
@@ -508,6 +578,11 @@ static __always_inline int to_peer(struct xdp_md *ctx, struct pkt *p)
 	struct channel_value *v = bpf_map_lookup_elem(&channels, &key);
 	if (!v)
 		return NOT_MINE;
+	__u32 cd_word;
+	__builtin_memcpy(&cd_word, &cd, CD_LEN);
+	int rc = hairpin(ctx, p, v, cd_word, payload);
+	if (rc != NOT_MINE)
+		return rc;
 	if (p->v6 == is_mapped_v4(v->peer_ip) || p->v6 == is_mapped_v4(v->relay_ip))
 		return XDP_PASS;
 	struct relay_to t = {};
@@ -517,10 +592,11 @@ static __always_inline int to_peer(struct xdp_md *ctx, struct pkt *p)
 	t.dport = v->peer_port;
 	t.udp_len = UDP_LEN + payload;
 	t.egress = v->egress;
-	__builtin_memcpy(&t.cd, &cd, CD_LEN);
-	t.slot = v->slot;
+	t.old_cd = cd_word;
+	t.peer_slot = v->slot;
 	t.payload = payload;
-	t.to_peer = 1;
+	t.shift = CD_LEN;
+	t.counts = COUNT_TO_PEER;
 	return relay(ctx, p, &t);
 }
 
@@ -550,9 +626,10 @@ static __always_inline int from_peer(struct xdp_md *ctx, struct pkt *p)
 		__be16 channel;
 		__be16 len;
 	} cd = { v->channel, bpf_htons(t.payload) };
-	__builtin_memcpy(&t.cd, &cd, CD_LEN);
-	t.slot = v->slot;
-	t.to_peer = 0;
+	__builtin_memcpy(&t.new_cd, &cd, CD_LEN);
+	t.client_slot = v->slot;
+	t.shift = -CD_LEN;
+	t.counts = COUNT_FROM_PEER;
 	return relay(ctx, p, &t);
 }
 
