@@ -432,12 +432,7 @@ static __always_inline int deliverable(struct __sk_buff *skb, int where, __u8 ou
 static __always_inline int hairpin(struct __sk_buff *skb, const struct pkt *p,
 				   const struct channel_value *out, __be16 old_channel, __u32 payload)
 {
-	struct peer_key key = {};
-	__builtin_memcpy(key.peer_ip, out->relay_ip, 16);
-	__builtin_memcpy(key.relay_ip, out->peer_ip, 16);
-	key.peer_port = out->relay_port;
-	key.relay_port = out->peer_port;
-	struct peer_value *v = bpf_map_lookup_elem(&peers, &key);
+	struct peer_value *v = back_route(out);
 	if (!v)
 		return TC_ACT_UNSPEC;
 	// Read in place: a copy would cost stack the program lacks and be no safer (a value removed

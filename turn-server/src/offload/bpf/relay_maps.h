@@ -168,6 +168,18 @@ static __always_inline __s64 pseudo_sum(const __u8 src[16], const __u8 dst[16], 
 	return bpf_csum_diff(0, 0, (__be32 *)&tail, sizeof(tail), (__u32)s);
 }
 
+// The `peers` entry a route's datagrams to its peer would match if that peer were a relayed
+// address of this relay (relay to relay).
+static __always_inline struct peer_value *back_route(const struct channel_value *v)
+{
+	struct peer_key key = {};
+	__builtin_memcpy(key.peer_ip, v->relay_ip, 16);
+	__builtin_memcpy(key.relay_ip, v->peer_ip, 16);
+	key.peer_port = v->relay_port;
+	key.relay_port = v->peer_port;
+	return bpf_map_lookup_elem(&peers, &key);
+}
+
 // Counts one relayed datagram of `bytes` payload on the route's slot.
 static __always_inline void count(__u32 slot, int to_peer, __u64 bytes)
 {

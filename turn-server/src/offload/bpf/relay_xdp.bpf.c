@@ -514,6 +514,26 @@ static __attribute__((noinline)) int relay(struct xdp_md *ctx, const struct pkt 
 	return deliver(ctx, &o);
 }
 
+// The datagram to `back`'s client: from its server address, in ChannelData on its channel, counted
+// on its slot as from the peer.
+static __always_inline void to_client(struct relay_to *t, const struct peer_value *back,
+				      __u32 udp_len, __u32 payload)
+{
+	__builtin_memcpy(t->src, back->server_ip, 16);
+	__builtin_memcpy(t->dst, back->client_ip, 16);
+	t->sport = back->server_port;
+	t->dport = back->client_port;
+	t->udp_len = udp_len;
+	t->egress = back->egress;
+	t->payload = payload;
+	struct {
+		__be16 channel;
+		__be16 len;
+	} cd = { back->channel, bpf_htons(payload) };
+	__builtin_memcpy(&t->new_cd, &cd, CD_LEN);
+	t->client_slot = back->slot;
+}
+
 // Relay to relay: the peer is a relayed address of another allocation on this host (both parties
 // of a call relayed by this server). When that allocation has a channel back to ours, the
 // datagram becomes ChannelData for its client at once, as in relay.bpf.c's hairpin(): the local
@@ -522,33 +542,16 @@ static __attribute__((noinline)) int relay(struct xdp_md *ctx, const struct pkt 
 static __always_inline int hairpin(struct xdp_md *ctx, const struct pkt *p,
 				   const struct channel_value *v, __u32 cd_word, __u32 payload)
 {
-	struct peer_key key = {};
-	__builtin_memcpy(key.peer_ip, v->relay_ip, 16);
-	__builtin_memcpy(key.relay_ip, v->peer_ip, 16);
-	key.peer_port = v->relay_port;
-	key.relay_port = v->peer_port;
-	struct peer_value *back = bpf_map_lookup_elem(&peers, &key);
+	struct peer_value *back = back_route(v);
 	if (!back)
 		return NOT_MINE;
 	// A change of family on the way is left to userspace.
 	if (p->v6 == is_mapped_v4(back->client_ip) || p->v6 == is_mapped_v4(back->server_ip))
 		return XDP_PASS;
 	struct relay_to t = {};
-	__builtin_memcpy(t.src, back->server_ip, 16);
-	__builtin_memcpy(t.dst, back->client_ip, 16);
-	t.sport = back->server_port;
-	t.dport = back->client_port;
-	t.udp_len = p->udp_len;
-	t.egress = back->egress;
+	to_client(&t, back, p->udp_len, payload);
 	t.old_cd = cd_word;
-	struct {
-		__be16 channel;
-		__be16 len;
-	} cd = { back->channel, bpf_htons(payload) };
-	__builtin_memcpy(&t.new_cd, &cd, CD_LEN);
 	t.peer_slot = v->slot;
-	t.client_slot = back->slot;
-	t.payload = payload;
 	t.counts = COUNT_TO_PEER | COUNT_FROM_PEER;
 	return relay(ctx, p, &t);
 }
@@ -615,19 +618,7 @@ static __always_inline int from_peer(struct xdp_md *ctx, struct pkt *p)
 	if (p->udp_len + CD_LEN > 0xffff - IP6_LEN)
 		return XDP_PASS;
 	struct relay_to t = {};
-	__builtin_memcpy(t.src, v->server_ip, 16);
-	__builtin_memcpy(t.dst, v->client_ip, 16);
-	t.sport = v->server_port;
-	t.dport = v->client_port;
-	t.udp_len = p->udp_len + CD_LEN;
-	t.egress = v->egress;
-	t.payload = p->udp_len - UDP_LEN;
-	struct {
-		__be16 channel;
-		__be16 len;
-	} cd = { v->channel, bpf_htons(t.payload) };
-	__builtin_memcpy(&t.new_cd, &cd, CD_LEN);
-	t.client_slot = v->slot;
+	to_client(&t, v, p->udp_len + CD_LEN, p->udp_len - UDP_LEN);
 	t.shift = -CD_LEN;
 	t.counts = COUNT_FROM_PEER;
 	return relay(ctx, p, &t);
