@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of coturn's turnserver and turn-server (bench/README.md):
-#   bash bench/run.sh            full run, release build, ~10 minutes on 2 cores
-#   bash bench/run.sh --smoke    ~1 minute, debug build: proves the harness works (CI), numbers
+#   bash bench/run.sh            full run, release build, ~25 minutes on 2 cores
+#   bash bench/run.sh --smoke    ~2.5 minutes, debug build: proves the harness works (CI), numbers
 #                                of a debug build say nothing about speed
 # Both servers get the same flags where they share them (UDP only, REST secret, loopback peers,
 # the same listening port and relay range), the same CPU pinning, and the same load from
