@@ -39,6 +39,8 @@ pub struct ChurnArgs {
     /// Datagram payload in bytes (a voice frame's size).
     #[arg(long, default_value_t = 160)]
     pub payload: usize,
+    #[command(flatten)]
+    pub net: crate::net::NetArgs,
 }
 
 /// Allocations that may fail to open or delete in a round before the round counts as failed: a
@@ -50,7 +52,7 @@ const TOLERATED_FAILURES_PERCENT: usize = 10;
 const OPEN_DEADLINE: Duration = Duration::from_secs(20);
 
 pub fn run(args: &ChurnArgs) -> anyhow::Result<()> {
-    let peer = steps::peer_socket()?;
+    let peer = steps::peer_socket(&args.net)?;
     let start = Instant::now();
     let mut failed_rounds = 0u64;
     let mut round = 0u64;
@@ -58,7 +60,7 @@ pub fn run(args: &ChurnArgs) -> anyhow::Result<()> {
         let secret = std::fs::read_to_string(&args.secret_file)
             .with_context(|| format!("read {}", args.secret_file.display()))?;
         let secret = secret.lines().next().unwrap_or_default().trim().to_owned();
-        let target = steps::target_at(args.server, &secret, &peer)?;
+        let target = steps::target_at(args.server, &secret, &peer, &args.net)?;
         let outcome = one_round(&target, &peer, args, round);
         let elapsed = start.elapsed().as_secs();
         match outcome {

@@ -12,6 +12,8 @@ use ice_config::{long_term_key, LongTermKey, PasswordAlgorithm, RestSecrets};
 use turn_server::app::probe::signed_request;
 use turn_server::proto::stun::{attr, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
 
+use crate::net::NetArgs;
+
 /// The channel every allocation binds: each allocation has one peer, so one number suffices.
 pub const CHANNEL: u16 = 0x4000;
 /// RFC 8489 retransmits from 500 ms; loopback answers in well under that unless the server is
@@ -35,9 +37,8 @@ pub struct Target {
     pub server: SocketAddr,
     pub peer: SocketAddr,
     pub secrets: RestSecrets,
-    /// Loopback source addresses the clients spread over, from 127.0.0.2 (at most
-    /// `SOURCE_ADDRESSES`).
-    pub sources: usize,
+    /// The clients' source addresses and namespace.
+    pub net: NetArgs,
 }
 
 /// The long-term credential state of one allocation, kept to refresh it.
@@ -113,15 +114,8 @@ pub fn open_many(target: &Target, n: usize, offset: usize, concurrency: usize, d
     }
 }
 
-/// Source addresses the clients spread over: real clients come from many addresses, and the
-/// relay's per-source limit on unauthenticated answers (50/s, burst 100) must stay on in a fair
-/// comparison. All of 127.0.0.0/8 is loopback on Linux. The default of `--sources`.
-pub const SOURCE_ADDRESSES: usize = 250;
-
 fn open_one(target: &Target, index: usize) -> anyhow::Result<Allocation> {
-    let sources = target.sources.clamp(1, SOURCE_ADDRESSES);
-    let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (index % sources) as u8);
-    let socket = UdpSocket::bind((source, 0)).context("bind client socket")?;
+    let socket = target.net.client_socket(index)?;
     socket.connect(target.server).context("connect client socket")?;
     let cred = target.secrets.issue(Some(&format!("bench{index}")), unix_now(), 3600);
 

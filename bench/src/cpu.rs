@@ -13,6 +13,7 @@ use clap::Args;
 
 use crate::client::Held;
 use crate::load::{self, PeerRole, Spec};
+use crate::net;
 use crate::procfs;
 use crate::report::{Better, Sink};
 use crate::steps;
@@ -40,6 +41,31 @@ impl FromStr for UnderTest {
     }
 }
 
+/// The Prometheus endpoint of a server under test: `LABEL=ADDRESS`, e.g.
+/// `turn-server=127.0.0.1:34800`.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub label: String,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Metrics {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (label, addr) = s.split_once('=').ok_or_else(|| format!("expected LABEL=ADDRESS, got {s:?}"))?;
+        let addr = addr.parse().map_err(|_| format!("not an address: {addr:?}"))?;
+        Ok(Metrics { label: label.to_owned(), addr })
+    }
+}
+
+/// turn-server's counters: every datagram relayed, and those of them the kernel fast path relayed.
+const RELAYED: &str = "turn_relayed_packets_total";
+const OFFLOADED: &str = "turn_offloaded_packets_total";
+/// Below this share of offloaded datagrams, a server holding an eBPF program is said to have
+/// fallen back to userspace.
+const OFFLOADED_ENOUGH: f64 = 0.99;
+
 #[derive(Args, Clone)]
 pub struct CpuArgs {
     /// A server to measure, as LABEL:PID:ADDRESS, all running at once; once per server, the
@@ -65,6 +91,14 @@ pub struct CpuArgs {
     /// Send each burst as one UDP GSO message (see `relay --gso`).
     #[arg(long)]
     pub gso: bool,
+    /// Names a second configuration (e.g. `netns`: the relay reached over veth): its rows get
+    /// their own keys (`netns_charged_cpu_per_million`) and the name in their description.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// A server's Prometheus endpoint, LABEL=ADDRESS (turn-server with `--prometheus`): read
+    /// before and after the step, to say what share of the datagrams the kernel fast path relayed.
+    #[arg(long = "metrics")]
+    pub metrics: Vec<Metrics>,
 }
 
 /// The load shapes, each with the prefix of its record keys. The echo is the classic shape (and
@@ -88,8 +122,8 @@ struct Subject {
 
 impl Subject {
     fn open(under: &UnderTest, args: &CpuArgs) -> anyhow::Result<Self> {
-        let peer = steps::peer_socket()?;
-        let target = steps::target_at(under.server, &args.run.secret, &peer)?;
+        let peer = steps::peer_socket(&args.run.net)?;
+        let target = steps::target_at(under.server, &args.run.secret, &peer, &args.run.net)?;
         let allocs = steps::open(&target, args.allocations, 0, args.run.concurrency)
             .with_context(|| format!("{}: opening allocations", under.label))?
             .allocations;
@@ -110,11 +144,12 @@ impl Subject {
         let pid = self.under.pid;
         let (user0, system0) = procfs::cpu_times(pid)?;
         let switches0 = procfs::context_switches(pid)?;
-        let (bpf0, softirq0) = (procfs::bpf_run_time(pid), procfs::softirq_time()?);
+        let ((bpf0, runs0), softirq0) = (procfs::bpf_stats(pid), procfs::softirq_time()?);
         let o = load::run(&sockets, &relayed, &self.peer, spec)?;
         let (user, system) = procfs::cpu_times(pid)?;
         let switches = procfs::context_switches(pid)?.saturating_sub(switches0);
-        let bpf = procfs::bpf_run_time(pid).saturating_sub(bpf0).as_secs_f64();
+        let (bpf, runs) = procfs::bpf_stats(pid);
+        let (bpf, program_runs) = (bpf.saturating_sub(bpf0).as_secs_f64(), runs.saturating_sub(runs0));
         let softirq = procfs::softirq_time()?.saturating_sub(softirq0).as_secs_f64();
         if o.relayed() == 0 {
             bail!("{}: nothing was relayed ({}): the server is broken", self.under.label, describe(role, args.rate));
@@ -128,6 +163,7 @@ impl Subject {
             system_share: if user + system > 0.0 { system / (user + system) } else { 0.0 },
             switches_per_thousand: switches as f64 / (millions * 1e3),
             loss: o.loss(role),
+            program_runs,
         })
     }
 }
@@ -145,11 +181,27 @@ struct Reading {
     system_share: f64,
     switches_per_thousand: f64,
     loss: f64,
+    /// Packets its eBPF programs looked at (relayed or passed to the process).
+    program_runs: u64,
 }
 
 pub fn run(args: &CpuArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    for m in &args.metrics {
+        anyhow::ensure!(
+            args.servers.iter().any(|s| s.label == m.label),
+            "--metrics {}: no --under-test with that label",
+            m.label
+        );
+    }
     let mut subjects = args.servers.iter().map(|s| Subject::open(s, args)).collect::<anyhow::Result<Vec<_>>>()?;
+    let endpoint = |label: &str| args.metrics.iter().find(|m| m.label == label).map(|m| m.addr);
+    let counters = |label: &str| -> anyhow::Result<Option<Vec<f64>>> {
+        endpoint(label)
+            .map(|addr| net::scrape(addr, &[RELAYED, OFFLOADED]).with_context(|| format!("{label}: metrics")))
+            .transpose()
+    };
+    let before = subjects.iter().map(|s| counters(&s.under.label)).collect::<anyhow::Result<Vec<_>>>()?;
     // readings[server][shape][round]
     let mut readings = vec![vec![Vec::with_capacity(args.rounds); SHAPES.len()]; subjects.len()];
     for round in 1..=args.rounds {
@@ -170,12 +222,46 @@ pub fn run(args: &CpuArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let (prefix, variant) = match &args.variant {
+        Some(v) => (format!("{v}_"), format!(", {v}")),
+        None => (String::new(), String::new()),
+    };
     for (i, subject) in subjects.iter().enumerate() {
         let mut sink = Sink::open(&args.run.out, &subject.under.label)?;
+        let runs: u64 = readings[i].iter().flatten().map(|r| r.program_runs).sum();
+        // What share of the datagrams the kernel fast path relayed over the step, from the
+        // server's own counters: the CPU rows of a server that fell back to userspace say so.
+        let offloaded = match (&before[i], counters(&subject.under.label)?) {
+            (Some(b), Some(a)) => {
+                let (relayed, offloaded) = (a[0] - b[0], a[1] - b[1]);
+                let share = if relayed > 0.0 { offloaded / relayed } else { 0.0 };
+                let mut note = format!(
+                    "{OFFLOADED} / {RELAYED} over the step: {offloaded:.0} of {relayed:.0}; its eBPF programs ran {runs} times"
+                );
+                if runs > 0 && share < OFFLOADED_ENOUGH {
+                    note.push_str("; FELL BACK TO USERSPACE for the rest: its CPU rows here are not the fast path's");
+                    eprintln!(
+                        "[{}] WARNING: the kernel fast path relayed only {:.1}%",
+                        subject.under.label,
+                        share * 100.0
+                    );
+                }
+                sink.record(
+                    &format!("{prefix}offloaded_share"),
+                    &format!("share of relayed datagrams the kernel fast path relayed (CPU step{variant})"),
+                    Some(share * 100.0),
+                    "%",
+                    Better::Neither,
+                    note,
+                )?;
+                Some(share)
+            }
+            _ => None,
+        };
         for (j, (role, key)) in SHAPES.iter().enumerate() {
             let mine = &readings[i][j];
             let baseline = (i > 0).then(|| (&subjects[0].under.label, &readings[0][j]));
-            let what = format!("{}, 120 B, {} allocations", describe(*role, args.rate), args.allocations);
+            let what = format!("{}, 120 B, {} allocations{variant}", describe(*role, args.rate), args.allocations);
             let cpu: Vec<f64> = mine.iter().map(|r| r.cpu_per_million).collect();
             let mut note = format!(
                 "median of {} interleaved rounds of {:.0} s, range {}; system time {:.0}% (median); loss at most {:.2}%",
@@ -199,7 +285,7 @@ pub fn run(args: &CpuArgs) -> anyhow::Result<()> {
                 ));
             }
             sink.record(
-                &format!("{key}cpu_per_million"),
+                &format!("{prefix}{key}cpu_per_million"),
                 &format!("server CPU s per million relayed datagrams ({what})"),
                 Some(median(cpu.iter().copied())),
                 "CPU s",
@@ -207,20 +293,29 @@ pub fn run(args: &CpuArgs) -> anyhow::Result<()> {
                 note,
             )?;
             let charged: Vec<f64> = mine.iter().map(|r| r.charged_per_million).collect();
+            let mut note = format!(
+                "process CPU plus run_time_ns of the eBPF programs it holds (kernel.bpf_stats_enabled); median, range {}",
+                range(&charged)
+            );
+            match offloaded {
+                Some(share) if runs > 0 && share < OFFLOADED_ENOUGH => note.push_str(&format!(
+                    "; NOT the fast path: it relayed only {:.1}% of the step's datagrams, the rest went through userspace",
+                    share * 100.0
+                )),
+                Some(share) => note.push_str(&format!("; kernel fast path relayed {:.1}% of the step's datagrams", share * 100.0)),
+                None => {}
+            }
             sink.record(
-                &format!("{key}charged_cpu_per_million"),
+                &format!("{prefix}{key}charged_cpu_per_million"),
                 &format!("server CPU s per million, its eBPF program's run time included ({what})"),
                 Some(median(charged.iter().copied())),
                 "CPU s",
                 Better::Lower,
-                format!(
-                    "process CPU plus run_time_ns of the eBPF programs it holds (kernel.bpf_stats_enabled); median, range {}",
-                    range(&charged)
-                ),
+                note,
             )?;
             let softirq: Vec<f64> = mine.iter().map(|r| r.softirq_per_million).collect();
             sink.record(
-                &format!("{key}softirq_per_million"),
+                &format!("{prefix}{key}softirq_per_million"),
                 &format!("machine softirq s per million relayed datagrams ({what})"),
                 Some(median(softirq.iter().copied())),
                 "CPU s",
@@ -232,7 +327,7 @@ pub fn run(args: &CpuArgs) -> anyhow::Result<()> {
             )?;
             let switches: Vec<f64> = mine.iter().map(|r| r.switches_per_thousand).collect();
             sink.record(
-                &format!("{key}switches_per_thousand"),
+                &format!("{prefix}{key}switches_per_thousand"),
                 &format!("server context switches per thousand relayed datagrams ({what})"),
                 Some(median(switches.iter().copied())),
                 "switches",
@@ -277,5 +372,8 @@ mod tests {
         assert_eq!((u.label.as_str(), u.pid, u.server.port()), ("coturn", 4242, 34780));
         assert!("coturn:x:127.0.0.1:1".parse::<UnderTest>().is_err());
         assert!("coturn:1".parse::<UnderTest>().is_err());
+        let m: Metrics = "turn-server=127.0.0.1:34800".parse().expect("valid");
+        assert_eq!((m.label.as_str(), m.addr.port()), ("turn-server", 34800));
+        assert!("turn-server:127.0.0.1:1".parse::<Metrics>().is_err());
     }
 }

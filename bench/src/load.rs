@@ -334,11 +334,12 @@ fn nothing_is_zero(received: std::io::Result<usize>) -> std::io::Result<usize> {
     }
 }
 
-/// Sockets connected straight to `peer`, for the no-relay baseline of the latency row.
-pub fn direct_sockets(n: usize, peer: std::net::SocketAddr) -> anyhow::Result<Vec<UdpSocket>> {
+/// Sockets connected straight to `peer`, for the no-relay baseline of the latency row, on the
+/// clients' first address (on loopback: 127.0.0.2).
+pub fn direct_sockets(n: usize, peer: SocketAddr, net: &crate::net::NetArgs) -> anyhow::Result<Vec<UdpSocket>> {
     (0..n)
         .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0").context("bind baseline socket")?;
+            let s = net.client_socket(0).context("bind baseline socket")?;
             s.connect(peer).context("connect baseline socket")?;
             Ok(s)
         })

@@ -1,12 +1,15 @@
 //! `turn-bench`: the load generator behind `bench/run.sh`, which starts coturn and turn-server
 //! with the same settings and runs each subcommand against one then the other. Each subcommand
 //! appends JSON-line records to `--out`; `table` turns them into the side-by-side comparison.
-//! Everything stays on 127.0.0.1 and every loop is bounded in count and time.
+//! Everything stays on 127.0.0.1 unless told other local addresses and network namespaces
+//! (`--client-ip`, `--peer-ip`, `--client-netns`, `--peer-netns`: bench/run.sh's veth topology),
+//! and every loop is bounded in count and time.
 
 mod churn;
 mod client;
 mod cpu;
 mod load;
+mod net;
 mod procfs;
 mod report;
 mod steps;
@@ -54,6 +57,8 @@ pub struct RunArgs {
     /// Allocations in flight at once while opening them.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub net: net::NetArgs,
 }
 
 #[derive(Subcommand)]

@@ -75,9 +75,15 @@ pub fn threads(pid: u32) -> Option<u64> {
 /// as root); otherwise, and for a server with no program, it is zero. This is the softirq time
 /// the kernel fast path spends relaying, which no process is charged for.
 pub fn bpf_run_time(pid: u32) -> Duration {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Duration::ZERO };
+    bpf_stats(pid).0
+}
+
+/// [`bpf_run_time`] and the number of runs (`run_cnt`, every packet the programs looked at,
+/// relayed or passed on), over the same programs.
+pub fn bpf_stats(pid: u32) -> (Duration, u64) {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return (Duration::ZERO, 0) };
     let mut seen = std::collections::HashSet::new();
-    let mut total = 0u64;
+    let (mut total, mut runs) = (0u64, 0u64);
     for entry in entries.flatten() {
         let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
         let field =
@@ -85,10 +91,11 @@ pub fn bpf_run_time(pid: u32) -> Duration {
         if let (Some(id), Some(ns)) = (field("prog_id:"), field("run_time_ns:")) {
             if seen.insert(id) {
                 total += ns;
+                runs += field("run_cnt:").unwrap_or(0);
             }
         }
     }
-    Duration::from_nanos(total)
+    (Duration::from_nanos(total), runs)
 }
 
 /// Time every CPU spent serving softirqs (the kernel's packet processing), from `/proc/stat`.

@@ -12,6 +12,7 @@ use turn_server::proto::stun::{Class, MessageBuilder, MessageType, Method, Trans
 
 use crate::client::{self, Allocation, Target};
 use crate::load::{self, Outcome, PeerRole, Spec};
+use crate::net::NetArgs;
 use crate::procfs;
 use crate::report::{Better, Sink};
 use crate::Common;
@@ -65,22 +66,16 @@ pub struct RelayArgs {
     /// Only the saturation search (no latency step).
     #[arg(long)]
     pub saturation_only: bool,
-    /// Loopback source addresses the clients are spread over (1: every client from one address,
-    /// as behind one carrier-grade NAT; the relay's per-source limit on challenges then paces
-    /// the opening of allocations).
-    #[arg(long, default_value_t = client::SOURCE_ADDRESSES, value_parser = parse_sources)]
-    pub sources: usize,
-}
-
-fn parse_sources(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=client::SOURCE_ADDRESSES).contains(&n) => Ok(n),
-        _ => Err(format!("expected 1 to {}", client::SOURCE_ADDRESSES)),
-    }
 }
 
 pub fn wait_ready(server: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0").context("bind probe socket")?;
+    // From loopback to a loopback server; else from whichever local address routes to it.
+    let local: std::net::IpAddr = match server.ip() {
+        ip if ip.is_loopback() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((local, 0)).context("bind probe socket")?;
     socket.set_read_timeout(Some(Duration::from_millis(100))).context("read timeout")?;
     let start = Instant::now();
     let mut buf = [0u8; 1500];
@@ -103,8 +98,8 @@ pub fn wait_ready(server: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
 
 /// The socket the relay's allocations send to: large buffers so that the generator's side never
 /// drops what the relay delivered.
-pub(crate) fn peer_socket() -> anyhow::Result<UdpSocket> {
-    let peer = UdpSocket::bind("127.0.0.1:0").context("bind peer socket")?;
+pub(crate) fn peer_socket(net: &NetArgs) -> anyhow::Result<UdpSocket> {
+    let peer = net.peer_socket()?;
     let sock = socket2::SockRef::from(&peer);
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
@@ -112,15 +107,15 @@ pub(crate) fn peer_socket() -> anyhow::Result<UdpSocket> {
 }
 
 fn target(common: &Common, peer: &UdpSocket) -> anyhow::Result<Target> {
-    target_at(common.server, &common.run.secret, peer)
+    target_at(common.server, &common.run.secret, peer, &common.run.net)
 }
 
-pub(crate) fn target_at(server: SocketAddr, secret: &str, peer: &UdpSocket) -> anyhow::Result<Target> {
+pub(crate) fn target_at(server: SocketAddr, secret: &str, peer: &UdpSocket, net: &NetArgs) -> anyhow::Result<Target> {
     Ok(Target {
         server,
         peer: peer.local_addr().context("peer address")?,
         secrets: RestSecrets::new([secret]).context("REST secret")?,
-        sources: client::SOURCE_ADDRESSES,
+        net: net.clone(),
     })
 }
 
@@ -141,7 +136,7 @@ pub(crate) fn open(target: &Target, n: usize, offset: usize, concurrency: usize)
 
 pub fn memory(common: &Common, counts: &[usize]) -> anyhow::Result<()> {
     let mut sink = Sink::open(&common.run.out, &common.label)?;
-    let peer = peer_socket()?;
+    let peer = peer_socket(&common.run.net)?;
     let target = target(common, &peer)?;
     std::thread::sleep(Duration::from_millis(500));
     let idle = procfs::rss_kib(common.pid)?;
@@ -218,9 +213,8 @@ fn measured(
 
 pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     let mut sink = Sink::open(&common.run.out, &common.label)?;
-    let peer = peer_socket()?;
-    let mut target = target(common, &peer)?;
-    target.sources = args.sources;
+    let peer = peer_socket(&common.run.net)?;
+    let target = target(common, &peer)?;
     let most = args.allocations.iter().copied().chain([args.fixed_allocations]).max().unwrap_or(1);
     let mut held = client::Held::new(open(&target, most, 0, common.run.concurrency)?.allocations);
     let probe =
@@ -311,7 +305,7 @@ pub fn relay(common: &Common, args: &RelayArgs) -> anyhow::Result<()> {
     let n = args.fixed_allocations;
     held.keep_fresh()?;
     let o = probe(&held.allocations, n, 120, args.latency_rate, args.seconds, PeerRole::Echo, 1)?;
-    let direct_sockets = load::direct_sockets(n, target.peer)?;
+    let direct_sockets = load::direct_sockets(n, target.peer, &common.run.net)?;
     let direct: Vec<&UdpSocket> = direct_sockets.iter().collect();
     let base = load::run(
         &direct,
