@@ -236,14 +236,14 @@ server_command() { # NAME PORT MIN_PORT MAX_PORT [METRICS_PORT]
                 --use-auth-secret --static-auth-secret "$SECRET" -r "$REALM" --allow-loopback-peers \
                 --log-file stdout --pidfile "$OUT/coturn.pid"
             ;;
-        turn-server | turn-server-off)
+        turn-server | turn-server-off | turn-server-xdp)
             # turn-server as shipped (`--offload auto`: channel data in the kernel where it can
-            # load, as root here), and with every datagram in userspace. With a metrics port
-            # (the CPU steps), its counters tell how much the kernel fast path relayed.
+            # load, as root here: at TC), with every datagram in userspace, and at XDP. With a
+            # metrics port (the CPU steps), its counters tell how much the kernel fast path relayed.
             echo "$BIN/turn-server" --no-tcp --no-tls \
                 -L "$SERVER_IP" -E "$RELAY_IP" -p "$2" --min-port "$3" --max-port "$4" \
                 --use-auth-secret --static-auth-secret "$SECRET" -r "$REALM" --allow-loopback-peers \
-                --drain-timeout 0 --offload "$(if [[ $1 == turn-server-off ]]; then echo off; else echo auto; fi)" \
+                --drain-timeout 0 --offload "$(case $1 in turn-server-off) echo off ;; turn-server-xdp) echo xdp ;; *) echo auto ;; esac)" \
                 "$(if [[ $RELAY_IP != 127.0.0.1 ]]; then echo "--allowed-peer-ip $NETNS_PEER_NET.0/24"; fi)" \
                 "$(if [[ -n ${5:-} ]]; then echo "--prometheus --prometheus-address 127.0.0.1 --prometheus-port $5"; fi)"
             ;;
@@ -364,6 +364,19 @@ else
             "${NETNS_RELAY_ARGS[@]}" "${NETNS_GEN_ARGS[@]}"
         stop_servers
     done
+    # XDP (`--offload xdp`) beside coturn over the same veths, in a step of its own: the program
+    # runs natively on the relay's veths, which then receive through NAPI, for every server there
+    # (and on lo, in generic mode, it would copy every server's datagrams). A native redirect into
+    # a veth needs NAPI at its other end too: GRO on the generator's ends. coturn's figure here is
+    # its process's CPU as everywhere; the program's run time, on every server's datagrams, is
+    # charged to turn-server-xdp.
+    ip netns exec "$NS_CLIENT" ethtool -K tbc0 gro on >/dev/null
+    ip netns exec "$NS_PEER" ethtool -K tbp0 gro on >/dev/null
+    ALL_SERVERS=("${SERVERS[@]}")
+    SERVERS=(coturn turn-server-xdp)
+    section "netns: CPU per relayed datagram over veth, XDP: ${SERVERS[*]} at once, ${CPU_ARGS[*]}"
+    cpu_step --variant netns-xdp "${NETNS_GEN_ARGS[@]}"
+    SERVERS=("${ALL_SERVERS[@]}")
     SERVER_IP=127.0.0.1
     RELAY_IP=127.0.0.1
     IN_NS=()
@@ -405,7 +418,7 @@ section "results"
     echo "servers pinned to CPU $BENCH_SERVER_CPUS, generator to CPU $BENCH_GEN_CPUS; probes ${BENCH_SECONDS}s, relay step best of $BENCH_REPEAT, CPU step ${CPU_ARGS[*]}; load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "$NETNS_NOTE"
     echo
-    "$BIN/turn-bench" table "$RESULTS" --servers "$(IFS=,; echo "${SERVERS[*]}")"
+    "$BIN/turn-bench" table "$RESULTS" --servers "$(IFS=,; echo "${SERVERS[*]}"),turn-server-xdp"
 } | tee "$OUT/table.md"
 echo
 echo "records: $RESULTS; server logs: $OUT/ ($((SECONDS - STARTED))s)"
