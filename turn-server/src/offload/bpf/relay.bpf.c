@@ -234,28 +234,16 @@ static __always_inline int is_partial(struct __sk_buff *skb, __u32 csum_off)
 	return 0;
 }
 
+// Tracked stores: on a CHECKSUM_COMPLETE skb the sum of the data follows what they write.
+static __always_inline long store_tracked(struct __sk_buff *skb, __u32 off, const void *from,
+					  __u32 len)
+{
+	return bpf_skb_store_bytes(skb, off, from, len, BPF_F_RECOMPUTE_CSUM);
+}
+
 // Writes a full UDP checksum over the final packet (see the PARTIAL notes at the top, and
 // translate()).
-DEFINE_SUM_DATAGRAM(sum_datagram, struct __sk_buff, bpf_skb_load_bytes)
-
-static __always_inline int full_checksum(struct __sk_buff *skb, __u32 l4, const __u8 src[16],
-					 const __u8 dst[16], __u32 udp_len, __u8 v6)
-{
-	__s64 s = pseudo_sum(src, dst, udp_len, v6);
-	if (s < 0)
-		return -1;
-	// Tracked stores: on a CHECKSUM_COMPLETE skb the sum of the data follows the field.
-	__u16 zero = 0;
-	if (bpf_skb_store_bytes(skb, l4 + 6, &zero, 2, BPF_F_RECOMPUTE_CSUM) < 0)
-		return -1;
-	s = sum_datagram(skb, l4, udp_len, (__u32)s);
-	if (s < 0)
-		return -1;
-	__u16 check = ~fold((__u64)s) & 0xffff;
-	if (check == 0)
-		check = 0xffff;
-	return bpf_skb_store_bytes(skb, l4 + 6, &check, 2, BPF_F_RECOMPUTE_CSUM);
-}
+DEFINE_FULL_CHECKSUM(full_checksum, struct __sk_buff, bpf_skb_load_bytes, store_tracked)
 
 // Rewrites addresses, ports, lengths and TTL in place and fixes both checksums for them. The
 // stores are not tracked (no BPF_F_RECOMPUTE_CSUM): each is cancelled by its checksum update.
@@ -419,6 +407,15 @@ static __always_inline int deliverable(struct __sk_buff *skb, int where, __u8 ou
 	return where != 0 || out_v6 || (!translated && skb->ingress_ifindex == LOOPBACK_IFINDEX);
 }
 
+// Whether the program may send the rewritten datagram where route() said (`where`): somewhere,
+// a PARTIAL skb only to this host (see Checksums at the top), and to this host only what its IP
+// layer takes.
+static __always_inline int may_send(struct __sk_buff *skb, int where, int partial, __u8 out_v6,
+				    __u8 translated)
+{
+	return where >= 0 && !(partial && where > 0) && deliverable(skb, where, out_v6, translated);
+}
+
 // After bpf_skb_adjust_room fails midway there is no way back: drop rather than send garbage.
 #define BROKEN TC_ACT_SHOT
 
@@ -430,7 +427,8 @@ static __always_inline int deliverable(struct __sk_buff *skb, int where, __u8 ou
 // device (see deliverable()). Both allocations' checks hold: each one's route is in the maps.
 // Counted for both. TC_ACT_UNSPEC, with the packet untouched, when it does not apply.
 static __always_inline int hairpin(struct __sk_buff *skb, const struct pkt *p,
-				   const struct channel_value *out, __be16 old_channel, __u32 payload)
+				   const struct channel_value *out, __be16 old_channel, __u32 payload,
+				   int partial)
 {
 	struct peer_value *v = back_route(out);
 	if (!v)
@@ -444,10 +442,7 @@ static __always_inline int hairpin(struct __sk_buff *skb, const struct pkt *p,
 		return TC_ACT_UNSPEC;
 	int where = route(skb, out_v6, back->server_ip, back->client_ip, back->server_port,
 			  back->client_port, p->udp_len, back->egress);
-	if (where < 0)
-		return TC_ACT_UNSPEC;
-	int partial = is_partial(skb, p->l4 + 6);
-	if ((partial && where > 0) || !deliverable(skb, where, out_v6, 0))
+	if (!may_send(skb, where, partial, out_v6, 0))
 		return TC_ACT_UNSPEC;
 
 	if (rewrite_headers(skb, p, back->server_ip, back->client_ip, back->server_port,
@@ -478,16 +473,10 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 		return TC_ACT_UNSPEC;
 	__u16 channel = bpf_ntohs(cd.channel);
 	__u32 payload = bpf_ntohs(cd.len);
-	if (channel < 0x4000 || channel > 0x4fff || p->udp_len != UDP_LEN + CD_LEN + payload)
+	if (!is_channel_data(channel, payload, p->udp_len - UDP_LEN))
 		return TC_ACT_UNSPEC;
 
-	struct channel_key key = {};
-	__builtin_memcpy(key.client_ip, p->src, 16);
-	__builtin_memcpy(key.server_ip, p->dst, 16);
-	key.client_port = p->sport;
-	key.server_port = p->dport;
-	key.channel = cd.channel;
-	struct channel_value *v = bpf_map_lookup_elem(&channels, &key);
+	struct channel_value *v = find_channel(p->src, p->dst, p->sport, p->dport, cd.channel);
 	if (!v)
 		return TC_ACT_UNSPEC;
 	const struct channel_value *route_to = v;
@@ -500,16 +489,13 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 			  route_to->peer_port, new_udp_len, route_to->egress);
 	if (where < 0)
 		return TC_ACT_UNSPEC;
+	int partial = is_partial(skb, p->l4 + 6);
 	if (where == 0) {
-		int rc = hairpin(skb, p, route_to, cd.channel, payload);
+		int rc = hairpin(skb, p, route_to, cd.channel, payload, partial);
 		if (rc != TC_ACT_UNSPEC)
 			return rc;
 	}
-	int partial = is_partial(skb, p->l4 + 6);
-	if (partial && where > 0)
-		return TC_ACT_UNSPEC;
-
-	if (!deliverable(skb, where, out_v6, out_v6 != p->v6))
+	if (!may_send(skb, where, partial, out_v6, out_v6 != p->v6))
 		return TC_ACT_UNSPEC;
 
 	// From here on the packet is ours.
@@ -547,12 +533,7 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct pkt *p)
 
 static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 {
-	struct peer_key key = {};
-	__builtin_memcpy(key.peer_ip, p->src, 16);
-	__builtin_memcpy(key.relay_ip, p->dst, 16);
-	key.peer_port = p->sport;
-	key.relay_port = p->dport;
-	struct peer_value *v = bpf_map_lookup_elem(&peers, &key);
+	struct peer_value *v = find_peer(p->src, p->dst, p->sport, p->dport);
 	if (!v)
 		return TC_ACT_UNSPEC;
 	const struct peer_value *back = v;
@@ -568,10 +549,7 @@ static __always_inline int from_peer(struct __sk_buff *skb, struct pkt *p)
 	if (where < 0)
 		return TC_ACT_UNSPEC;
 	int partial = is_partial(skb, p->l4 + 6);
-	if (partial && where > 0)
-		return TC_ACT_UNSPEC;
-
-	if (!deliverable(skb, where, out_v6, out_v6 != p->v6))
+	if (!may_send(skb, where, partial, out_v6, out_v6 != p->v6))
 		return TC_ACT_UNSPEC;
 
 	if (out_v6 != p->v6) {

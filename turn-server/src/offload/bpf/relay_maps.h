@@ -168,16 +168,44 @@ static __always_inline __s64 pseudo_sum(const __u8 src[16], const __u8 dst[16], 
 	return bpf_csum_diff(0, 0, (__be32 *)&tail, sizeof(tail), (__u32)s);
 }
 
+// The route of ChannelData on `channel` from a client at src:sport to the server at dst:dport.
+static __always_inline struct channel_value *find_channel(const __u8 src[16], const __u8 dst[16],
+							  __be16 sport, __be16 dport, __be16 channel)
+{
+	struct channel_key key = {};
+	__builtin_memcpy(key.client_ip, src, 16);
+	__builtin_memcpy(key.server_ip, dst, 16);
+	key.client_port = sport;
+	key.server_port = dport;
+	key.channel = channel;
+	return bpf_map_lookup_elem(&channels, &key);
+}
+
+// The route back of a peer's datagram from src:sport to the relayed address dst:dport.
+static __always_inline struct peer_value *find_peer(const __u8 src[16], const __u8 dst[16],
+						    __be16 sport, __be16 dport)
+{
+	struct peer_key key = {};
+	__builtin_memcpy(key.peer_ip, src, 16);
+	__builtin_memcpy(key.relay_ip, dst, 16);
+	key.peer_port = sport;
+	key.relay_port = dport;
+	return bpf_map_lookup_elem(&peers, &key);
+}
+
 // The `peers` entry a route's datagrams to its peer would match if that peer were a relayed
 // address of this relay (relay to relay).
 static __always_inline struct peer_value *back_route(const struct channel_value *v)
 {
-	struct peer_key key = {};
-	__builtin_memcpy(key.peer_ip, v->relay_ip, 16);
-	__builtin_memcpy(key.relay_ip, v->peer_ip, 16);
-	key.peer_port = v->relay_port;
-	key.relay_port = v->peer_port;
-	return bpf_map_lookup_elem(&peers, &key);
+	return find_peer(v->relay_ip, v->peer_ip, v->relay_port, v->peer_port);
+}
+
+// Whether a UDP payload of `payload_len` bytes is exactly one ChannelData message whose header
+// says `channel` and `length` (RFC 8656 section 12.4: numbers 0x4000-0x4FFF; a padded message,
+// or anything else, goes to userspace).
+static __always_inline int is_channel_data(__u16 channel, __u32 length, __u32 payload_len)
+{
+	return channel >= 0x4000 && channel <= 0x4fff && payload_len == 4 + length;
 }
 
 // Counts one relayed datagram of `bytes` payload on the route's slot.
@@ -194,6 +222,14 @@ static __always_inline void count(__u32 slot, int to_peer, __u64 bytes)
 		c->from_peer_packets += 1;
 		c->from_peer_bytes += bytes;
 	}
+}
+
+// A computed UDP checksum as the check field carries it: 0 there means "no checksum", so a sum
+// that folds to 0 is sent as 0xffff (RFC 768).
+static __always_inline __u16 udp_check_field(__u64 sum)
+{
+	__u16 check = ~fold(sum) & 0xffff;
+	return check ? check : 0xffff;
 }
 
 // Sums `udp_len` bytes of a packet from `l4` onto `sum` (the last partial word padded with
@@ -242,5 +278,26 @@ static __always_inline void count(__u32 slot, int to_peer, __u64 bytes)
 		return sum;                                                                         \
 	}
 
+// Defines `name(ctx, l4, src, dst, udp_len, v6)`, which writes a full UDP checksum over the
+// datagram whose UDP header is at `l4`: the pseudo header, then the datagram, summed through
+// `load`, with the check field zeroed and then written through `store` (both programs' helpers
+// take (ctx, offset, buffer, length)). The sum loop is defined as `name##_datagram`.
+#define DEFINE_FULL_CHECKSUM(name, ctx_type, load, store)                                          \
+	DEFINE_SUM_DATAGRAM(name##_datagram, ctx_type, load)                                        \
+	static __always_inline int name(ctx_type *ctx, __u32 l4, const __u8 src[16],               \
+					const __u8 dst[16], __u32 udp_len, __u8 v6)                  \
+	{                                                                                           \
+		__s64 s = pseudo_sum(src, dst, udp_len, v6);                                        \
+		if (s < 0)                                                                          \
+			return -1;                                                                  \
+		__u16 zero = 0;                                                                     \
+		if (store(ctx, l4 + 6, &zero, 2) < 0)                                               \
+			return -1;                                                                  \
+		s = name##_datagram(ctx, l4, udp_len, (__u32)s);                                    \
+		if (s < 0)                                                                          \
+			return -1;                                                                  \
+		__u16 check = udp_check_field((__u64)s);                                            \
+		return (int)store(ctx, l4 + 6, &check, 2);                                          \
+	}
 
 #endif // RELAY_MAPS_H

@@ -322,31 +322,12 @@ static __always_inline int udp_check(const struct pkt *p, const struct csum_word
 	__s64 s = bpf_csum_diff((__be32 *)old, sizeof(*old), (__be32 *)new, sizeof(*new), seed);
 	if (s < 0)
 		return -1;
-	__u16 c = ~fold((__u64)(__u32)s) & 0xffff;
-	*check = c ? c : 0xffff;
+	*check = udp_check_field((__u64)(__u32)s);
 	return 0;
 }
 
 // Writes a full UDP checksum over the rewritten datagram at `l4` (see Checksums at the top).
-DEFINE_SUM_DATAGRAM(sum_datagram, struct xdp_md, bpf_xdp_load_bytes)
-
-static __always_inline int full_checksum(struct xdp_md *ctx, __u32 l4, const __u8 src[16],
-					 const __u8 dst[16], __u32 udp_len, __u8 v6)
-{
-	__s64 s = pseudo_sum(src, dst, udp_len, v6);
-	if (s < 0)
-		return -1;
-	__u16 zero = 0;
-	if (bpf_xdp_store_bytes(ctx, l4 + 6, &zero, 2) < 0)
-		return -1;
-	s = sum_datagram(ctx, l4, udp_len, (__u32)s);
-	if (s < 0)
-		return -1;
-	__u16 check = ~fold((__u64)s) & 0xffff;
-	if (check == 0)
-		check = 0xffff;
-	return bpf_xdp_store_bytes(ctx, l4 + 6, &check, 2);
-}
+DEFINE_FULL_CHECKSUM(full_checksum, struct xdp_md, bpf_xdp_load_bytes, bpf_xdp_store_bytes)
 
 // The headers of a frame, copied out to be rewritten and written back elsewhere.
 struct hdrs {
@@ -569,16 +550,10 @@ static __always_inline int to_peer(struct xdp_md *ctx, struct pkt *p)
 		return NOT_MINE;
 	__u16 channel = bpf_ntohs(cd.channel);
 	__u32 payload = bpf_ntohs(cd.len);
-	if (channel < 0x4000 || channel > 0x4fff || p->udp_len != UDP_LEN + CD_LEN + payload)
+	if (!is_channel_data(channel, payload, p->udp_len - UDP_LEN))
 		return NOT_MINE;
 
-	struct channel_key key = {};
-	__builtin_memcpy(key.client_ip, p->src, 16);
-	__builtin_memcpy(key.server_ip, p->dst, 16);
-	key.client_port = p->sport;
-	key.server_port = p->dport;
-	key.channel = cd.channel;
-	struct channel_value *v = bpf_map_lookup_elem(&channels, &key);
+	struct channel_value *v = find_channel(p->src, p->dst, p->sport, p->dport, cd.channel);
 	if (!v)
 		return NOT_MINE;
 	__u32 cd_word;
@@ -605,12 +580,7 @@ static __always_inline int to_peer(struct xdp_md *ctx, struct pkt *p)
 
 static __always_inline int from_peer(struct xdp_md *ctx, struct pkt *p)
 {
-	struct peer_key key = {};
-	__builtin_memcpy(key.peer_ip, p->src, 16);
-	__builtin_memcpy(key.relay_ip, p->dst, 16);
-	key.peer_port = p->sport;
-	key.relay_port = p->dport;
-	struct peer_value *v = bpf_map_lookup_elem(&peers, &key);
+	struct peer_value *v = find_peer(p->src, p->dst, p->sport, p->dport);
 	if (!v)
 		return NOT_MINE;
 	if (p->v6 == is_mapped_v4(v->client_ip) || p->v6 == is_mapped_v4(v->server_ip))
