@@ -152,13 +152,9 @@ pub(super) fn relays_in_the_kernel(place: &Place, hook: &str, ip: &str, name: &s
     exchange(&server, &mut client, &peer, relayed, N);
     let body = place.scrape(&server);
     assert_eq!(prometheus::sample(&body, "turn_offload_active"), Some(1));
-    // Every relayed datagram went through the program: userspace relayed none of them.
-    for direction in ["to_peer", "from_peer"] {
-        let (relayed, offloaded) = packets(&body, direction);
-        server.check(relayed == N as u64 && offloaded == N as u64, || {
-            format!("{direction}: {relayed} relayed, {offloaded} of them by the kernel; want {N} and {N}")
-        });
-    }
+    // Every relayed datagram went through the program: userspace relayed none of them (counted
+    // from a fresh relay: nothing before).
+    all_offloaded(&server, hook, "", &body, N as u64);
     place.no_checksum_errors(&server);
     // The session log counts what the kernel relayed.
     client.refresh(0).unwrap();
@@ -345,6 +341,38 @@ fn checksum_errors(ns: &NetNs) -> u64 {
     })
 }
 
+/// The scrape after `exchange_once` went through the kernel: after one call the fast path's counts
+/// grew by `per_exchange` each way (or WAIT passed: the caller's check then says what happened).
+/// Until a relay has sent to a neighbour once, XDP has no MAC for it and leaves its datagrams to
+/// userspace (which makes the kernel resolve it) until the next-hop refresh, a second later.
+fn once_offloaded(scrape: &dyn Fn() -> String, mut exchange_once: impl FnMut(), per_exchange: u64) -> String {
+    let offloaded = |body: &str| (packets(body, "to_peer").1, packets(body, "from_peer").1);
+    let start = Instant::now();
+    loop {
+        let before = offloaded(&scrape());
+        exchange_once();
+        let body = scrape();
+        let after = offloaded(&body);
+        if (after.0 >= before.0 + per_exchange && after.1 >= before.1 + per_exchange) || start.elapsed() > WAIT {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Between the scrapes `before` and `after`, `want` datagrams were relayed each way, all of them
+/// by the kernel.
+fn all_offloaded(server: &Server, label: &str, before: &str, after: &str, want: u64) {
+    for direction in ["to_peer", "from_peer"] {
+        let ((relayed_before, offloaded_before), (relayed, offloaded)) =
+            (packets(before, direction), packets(after, direction));
+        let (relayed, offloaded) = (relayed - relayed_before, offloaded - offloaded_before);
+        server.check(relayed == want && offloaded == want, || {
+            format!("{label} {direction}: {relayed} relayed, {offloaded} by the kernel; want {want} and {want}")
+        });
+    }
+}
+
 /// Each family, and a client of one family with a peer of the other (a relay with an address of
 /// each family: the kernel translates both ways, as the core would).
 #[test]
@@ -353,10 +381,8 @@ fn relays_between_namespaces_over_veth_each_family_and_across_them_with_full_che
 }
 
 /// The relay between two veths, IPv4 then IPv6 (and, at TC, across the two), the program at
-/// `hook`. The counts are taken once a datagram each way went through the kernel: until the
-/// relay has sent to the peer once, the kernel has no MAC for it, and XDP leaves its datagrams to
-/// userspace (which makes the kernel resolve it) until the next-hop refresh, a second later,
-/// finds it.
+/// `hook`. The counts are taken once a datagram each way went through the kernel
+/// ([`once_offloaded`]).
 pub(super) fn relays_over_veth(hook: &str) {
     let t = VethTopology::build();
     let mut rows = vec![
@@ -385,29 +411,10 @@ pub(super) fn relays_over_veth(hook: &str) {
         let reply = client.channel_bind(CHANNEL, peer_addr).unwrap();
         server.check(reply.is_success(), || format!("{family} ChannelBind: {}", reply.describe()));
         let scrape = || t.relay.run(|| prometheus::scrape(server.metrics_port()));
-        let offloaded = |body: &str| (packets(body, "to_peer").1, packets(body, "from_peer").1);
-        let start = Instant::now();
-        let before = loop {
-            let before = offloaded(&scrape());
-            exchange(&server, &mut client, &peer, alloc.relayed, 1);
-            let body = scrape();
-            let after = offloaded(&body);
-            if (after.0 > before.0 && after.1 > before.1) || start.elapsed() > WAIT {
-                break body;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let before = once_offloaded(&scrape, || exchange(&server, &mut client, &peer, alloc.relayed, 1), 1);
         const N: usize = 48;
         exchange(&server, &mut client, &peer, alloc.relayed, N);
-        let body = t.relay.run(|| prometheus::scrape(server.metrics_port()));
-        for direction in ["to_peer", "from_peer"] {
-            let ((relayed_before, offloaded_before), (relayed, offloaded)) =
-                (packets(&before, direction), packets(&body, direction));
-            let (relayed, offloaded) = (relayed - relayed_before, offloaded - offloaded_before);
-            server.check(relayed == N as u64 && offloaded == N as u64, || {
-                format!("{family} {direction}: {relayed} relayed, {offloaded} by the kernel; want {N} and {N}")
-            });
-        }
+        all_offloaded(&server, family, &before, &scrape(), N as u64);
     }
     for (role, ns) in [("client", &t.client), ("peer", &t.peer)] {
         assert_eq!(checksum_errors(ns), 0, "UDP checksum errors in the {role} namespace");
@@ -424,7 +431,7 @@ fn relay_to_relay_calls_are_relayed_in_the_kernel() {
 }
 
 /// [`relay_to_relay_calls_are_relayed_in_the_kernel`] at `hook`. The counts are taken once a
-/// datagram each way went through the kernel (see [`relays_over_veth`] for why XDP needs that).
+/// datagram each way went through the kernel ([`once_offloaded`]).
 pub(super) fn relay_to_relay_calls(hook: &str) {
     let t = VethTopology::build();
     for (family, relay_ip) in [("ipv4", "10.201.1.1"), ("ipv6", "fd01:1::1")] {
@@ -461,34 +468,12 @@ pub(super) fn relay_to_relay_calls(hook: &str) {
             }
         };
         let scrape = || t.relay.run(|| prometheus::scrape(server.metrics_port()));
-        let offloaded = |body: &str| (packets(body, "to_peer").1, packets(body, "from_peer").1);
-        let start = Instant::now();
-        let before = loop {
-            let before = offloaded(&scrape());
-            exchange(1);
-            let body = scrape();
-            let after = offloaded(&body);
-            if (after.0 >= before.0 + 2 && after.1 >= before.1 + 2) || start.elapsed() > WAIT {
-                break body;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        // One exchange is a datagram each way through each allocation: two per direction.
+        let before = once_offloaded(&scrape, || exchange(1), 2);
         const N: usize = 32;
         exchange(N);
         // Each datagram left one allocation and reached the other: 2N each way in all.
-        let body = scrape();
-        for direction in ["to_peer", "from_peer"] {
-            let ((relayed_before, offloaded_before), (relayed, offloaded)) =
-                (packets(&before, direction), packets(&body, direction));
-            let (relayed, offloaded) = (relayed - relayed_before, offloaded - offloaded_before);
-            server.check(relayed == 2 * N as u64 && offloaded == 2 * N as u64, || {
-                format!(
-                    "{family} {direction}: {relayed} relayed, {offloaded} by the kernel; want {} and {}",
-                    2 * N,
-                    2 * N
-                )
-            });
-        }
+        all_offloaded(&server, family, &before, &scrape(), 2 * N as u64);
     }
 }
 
