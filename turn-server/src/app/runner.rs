@@ -94,6 +94,16 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let mut listeners = bind_listeners(&settings)?;
+        // Bound with the relay's own listeners, before any worker answers: a taken port fails
+        // the start, and whoever sees the relay answer STUN can already scrape it.
+        let metrics_listener = match settings.metrics {
+            Some(addr) => Some((addr, bind_local(addr, "metrics", "--prometheus-port").await?)),
+            None => None,
+        };
+        let admin_listener = match &settings.admin {
+            Some(admin) => Some((admin, bind_local(admin.addr, "the admin interface", "--admin-port").await?)),
+            None => None,
+        };
         for s in &listeners.udp {
             if let Ok(addr) = s.local_addr() {
                 tracing::info!(%addr, "listening on udp");
@@ -142,14 +152,12 @@ pub fn run(settings: Settings, reload: Option<Reloader>, log: Option<LogControl>
             tracing::info!(id = %registry.identity.id, urls = ?registry.identity.urls, "registering in the fleet registry");
             tokio::task::spawn_local(crate::ops::registry::run(registry, workers.clone(), registry_wake));
         }
-        if let Some(addr) = settings.metrics {
-            let listener = bind_local(addr, "metrics", "--prometheus-port").await?;
+        if let Some((addr, listener)) = metrics_listener {
             tracing::info!(%addr, "serving Prometheus metrics at /metrics");
             let scraped = control.clone();
             tokio::task::spawn_local(crate::ops::metrics::serve(listener, move || scraped.metrics_text()));
         }
-        if let Some(admin) = &settings.admin {
-            let listener = bind_local(admin.addr, "the admin interface", "--admin-port").await?;
+        if let Some((admin, listener)) = admin_listener {
             if !admin.addr.ip().is_loopback() {
                 tracing::warn!(addr = %admin.addr, "the admin interface listens beyond loopback: firewall it");
             }
